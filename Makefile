@@ -1,0 +1,40 @@
+# The two commands of the README: `make demo` and `make test`. Both set up what they need.
+SHELL := /bin/bash
+ENV := . scripts/env.sh &&
+# The no-libtorch build lives apart so the two feature sets do not rebuild each other.
+NOTORCH_TARGET := target/notorch
+
+.PHONY: all setup build release demo test test-rust test-notorch lint header clean
+
+all: build
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	$(ENV) cargo build
+
+release: setup
+	$(ENV) cargo build --release
+
+demo: setup
+	$(ENV) cargo build --release --bin multigrid
+	./target/release/multigrid plan --config configs/kinetics_slowfast_8x8_r50_multigrid.json --dataset-size 240000 --world-size 8
+
+test: setup lint test-rust test-notorch
+
+test-rust:
+	$(ENV) cargo test
+
+# Schedule, plan, their C API and `multigrid plan` with no libtorch anywhere.
+test-notorch:
+	$(ENV) unset LIBTORCH && CARGO_TARGET_DIR=$(NOTORCH_TARGET) cargo test --no-default-features
+
+lint:
+	$(ENV) cargo fmt --check && cargo clippy --all-targets -- -D warnings
+
+header:
+	$(ENV) cbindgen --config cbindgen.toml --crate multigrid --output include/multigrid.h
+
+clean:
+	cargo clean

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what building and testing need, and nothing twice: system packages only when
+# missing, libtorch (PyPI's torch==2.11.0 in .venv) only when LIBTORCH is unset and .venv lacks
+# it, cbindgen only when the pinned version is absent. A second run does no network work.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TORCH_VERSION=2.11.0
+CBINDGEN_VERSION=0.29.4
+APT_PACKAGES=(gcc g++ make pkg-config python3 valgrind)
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing system packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+export PATH="$HOME/.cargo/bin:$PATH"
+command -v cargo >/dev/null || { log "cargo not found: install Rust (rustup) first"; exit 1; }
+
+if [ -n "${LIBTORCH:-}" ]; then
+  [ -e "$LIBTORCH/lib/libtorch.so" ] || { log "LIBTORCH=$LIBTORCH has no lib/libtorch.so"; exit 1; }
+  log "using LIBTORCH=$LIBTORCH"
+else
+  stamp=.venv/.multigrid-torch-$TORCH_VERSION
+  if [ ! -e "$stamp" ]; then
+    log "installing torch==$TORCH_VERSION into .venv (about 4.6 GB, once)"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check "torch==$TORCH_VERSION" numpy
+    touch "$stamp"
+  fi
+fi
+
+if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen $CBINDGEN_VERSION" ]; then
+  log "installing cbindgen $CBINDGEN_VERSION"
+  cargo install -q cbindgen --version "=$CBINDGEN_VERSION" --locked
+fi
+log "ready"

@@ -1,0 +1,32 @@
+//! The crate's error type. Every message names what was wrong (the field, the value, the path),
+//! because it usually ends up in front of a user through the C API's last-error text.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Malformed JSON, an unknown key, or a value outside its valid range.
+    #[error("config: {0}")]
+    Config(String),
+    /// A call's argument is invalid (a step past the end, a world size of 0, ...).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A step or index past the end.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// A caller buffer cannot hold the result.
+    #[error("{0}")]
+    BufferTooSmall(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Shorthand for a config error, so validation code reads as a list of rules.
+pub(crate) fn config_err(msg: impl Into<String>) -> Error {
+    Error::Config(msg.into())
+}

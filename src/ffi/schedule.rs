@@ -1,0 +1,148 @@
+//! C API of the schedule: a pure function of the config JSON.
+
+use std::ffi::c_char;
+
+use super::error::{c_str, guard, non_null, out_ptr, mg_status, FfiError};
+use crate::schedule::Schedule;
+
+/// An immutable Multigrid schedule. Create with `mg_schedule_new`, free with
+/// `mg_schedule_free`.
+pub struct mg_schedule {
+    pub(crate) inner: Schedule,
+}
+
+/// One long-cycle stage: epochs [`start_epoch`, `end_epoch`) at base shape
+/// (`batch_factor` x train.batch_size clips, `num_frames`, `crop_size`). Without the long
+/// cycle there is one stage at the default shape.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct mg_stage {
+    /// Index of the baseline LR stage; the fine-tune stage has the number of LR stages.
+    pub lr_stage: u32,
+    /// Global batch relative to train.batch_size.
+    pub batch_factor: u32,
+    pub num_frames: u32,
+    pub crop_size: u32,
+    pub start_epoch: u32,
+    pub end_epoch: u32,
+    /// Largest temporal stride of the stage (the smallest is data.sampling_rate).
+    pub sampling_rate_max: u32,
+    /// Short-cycle phases per cycle: 3 with the short cycle, else 1.
+    pub num_short_cycle_phases: u32,
+    /// Multiples of the stage's per-rank base batch for each phase (unused entries 0).
+    pub short_cycle_batch_factors: [u32; 3],
+    /// Crop of each phase (unused entries 0).
+    pub short_cycle_crops: [u32; 3],
+}
+
+/// Parses and validates `config_json` (the JSON config, see configs/) and derives the
+/// schedule into `*out`. Errors: MG_STATUS_NULL_ARGUMENT, MG_STATUS_INVALID_CONFIG (the
+/// message names the key and value).
+#[no_mangle]
+pub extern "C" fn mg_schedule_new(config_json: *const c_char, out: *mut *mut mg_schedule) -> mg_status {
+    guard("mg_schedule_new", || {
+        let out = out_ptr(out, "out")?;
+        let json = c_str(config_json, "config_json")?;
+        let inner = Schedule::from_json(json)?;
+        *out = Box::into_raw(Box::new(mg_schedule { inner }));
+        Ok(())
+    })
+}
+
+/// Frees a schedule; NULL is a no-op. Plans made from it stay valid.
+#[no_mangle]
+pub extern "C" fn mg_schedule_free(schedule: *mut mg_schedule) {
+    if !schedule.is_null() {
+        // SAFETY: a non-NULL pointer came from mg_schedule_new and is freed once.
+        drop(unsafe { Box::from_raw(schedule) });
+    }
+}
+
+/// Number of stages (13 for the Kinetics multigrid config).
+#[no_mangle]
+pub extern "C" fn mg_schedule_num_stages(schedule: *const mg_schedule, out: *mut usize) -> mg_status {
+    guard("mg_schedule_num_stages", || {
+        let s = non_null(schedule, "schedule")?;
+        *out_ptr(out, "out")? = s.inner.stages().len();
+        Ok(())
+    })
+}
+
+/// Stage `index` (0-based). Errors: MG_STATUS_OUT_OF_RANGE past the last stage.
+#[no_mangle]
+pub extern "C" fn mg_schedule_stage(
+    schedule: *const mg_schedule,
+    index: usize,
+    out: *mut mg_stage,
+) -> mg_status {
+    guard("mg_schedule_stage", || {
+        let s = &non_null(schedule, "schedule")?.inner;
+        let out = out_ptr(out, "out")?;
+        let n = s.stages().len();
+        if index >= n {
+            return Err(FfiError::Lib(crate::Error::OutOfRange(format!(
+                "stage index {index} is past the last stage ({n} stages)"
+            ))));
+        }
+        let st = s.stages()[index];
+        let factors = s.short_cycle_batch_factors(index);
+        let crops = s.short_cycle_crops(index);
+        let mut stage = mg_stage {
+            lr_stage: st.lr_stage,
+            batch_factor: st.batch_factor,
+            num_frames: st.num_frames,
+            crop_size: st.crop_size,
+            start_epoch: s.stage_start(index),
+            end_epoch: st.end_epoch,
+            sampling_rate_max: s.sampling_rate_range(index)[1],
+            num_short_cycle_phases: factors.len() as u32,
+            ..mg_stage::default()
+        };
+        stage.short_cycle_batch_factors[..factors.len()].copy_from_slice(&factors);
+        stage.short_cycle_crops[..crops.len()].copy_from_slice(&crops);
+        *out = stage;
+        Ok(())
+    })
+}
+
+/// Training epochs after the multigrid overrides (358 for Kinetics).
+#[no_mangle]
+pub extern "C" fn mg_schedule_max_epoch(schedule: *const mg_schedule, out: *mut u32) -> mg_status {
+    guard("mg_schedule_max_epoch", || {
+        let s = non_null(schedule, "schedule")?;
+        *out_ptr(out, "out")? = s.inner.max_epoch();
+        Ok(())
+    })
+}
+
+/// LR at a fractional epoch, warm-up included. Errors: MG_STATUS_INVALID_ARGUMENT for a
+/// negative or non-finite epoch.
+#[no_mangle]
+pub extern "C" fn mg_schedule_lr_at(schedule: *const mg_schedule, epoch: f64, out: *mut f64) -> mg_status {
+    guard("mg_schedule_lr_at", || {
+        let s = non_null(schedule, "schedule")?;
+        let out = out_ptr(out, "out")?;
+        if !(epoch.is_finite() && epoch >= 0.0) {
+            return Err(FfiError::Invalid(format!(
+                "epoch must be a finite number >= 0, got {epoch}"
+            )));
+        }
+        *out = s.inner.lr_at(epoch);
+        Ok(())
+    })
+}
+
+/// Whether PySlowFast's rule evaluates after 0-based epoch `epoch` (spec 1.13); the same rule
+/// decides checkpoints with the long cycle.
+#[no_mangle]
+pub extern "C" fn mg_schedule_is_eval_epoch(
+    schedule: *const mg_schedule,
+    epoch: u32,
+    out: *mut bool,
+) -> mg_status {
+    guard("mg_schedule_is_eval_epoch", || {
+        let s = non_null(schedule, "schedule")?;
+        *out_ptr(out, "out")? = s.inner.is_eval_epoch(epoch);
+        Ok(())
+    })
+}

@@ -1,0 +1,412 @@
+//! The run configuration: JSON with PySlowFast's key names in snake_case.
+//!
+//! This file is the one place where every key and its default is documented. Defaults are
+//! PySlowFast's (`slowfast/config/defaults.py`), so a config that states only what a PySlowFast
+//! YAML states means the same thing. Unknown keys are rejected with their full path.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{config_err, Error, Result};
+
+/// The whole configuration. Sections `model` and `run` join when the trainer lands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data: DataConfig,
+    pub train: TrainConfig,
+    pub solver: SolverConfig,
+    pub multigrid: MultigridConfig,
+}
+
+/// `data`: the clip shape of the baseline (the multigrid default shape T0 x S0) and augmentation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Frames per clip fed to the network (the fast pathway for SlowFast). T0. Default 8.
+    pub num_frames: u32,
+    /// Temporal stride between sampled frames, at `target_fps`. Default 8.
+    pub sampling_rate: u32,
+    /// Training crop side in pixels. S0. Default 224.
+    pub train_crop_size: u32,
+    /// Test crop side in pixels. Default 256.
+    pub test_crop_size: u32,
+    /// Short-side resize range `[min, max]` for training scale jitter. Default [256, 320].
+    pub train_jitter_scales: [u32; 2],
+    /// Frame rate that `sampling_rate` is expressed in. Default 30.
+    pub target_fps: u32,
+    /// Per-channel mean subtracted after scaling pixels to [0, 1]. Default [0.45; 3].
+    pub mean: [f32; 3],
+    /// Per-channel std divided by after the mean. Default [0.225; 3].
+    pub std: [f32; 3],
+    /// Horizontal flip with p = 0.5 in training. Default true.
+    pub random_flip: bool,
+    /// Draw the short side uniformly in 1/size instead of size. Default false.
+    pub inv_uniform_sample: bool,
+    /// Feed BGR instead of RGB (Caffe2-converted weights). Default false.
+    pub reverse_input_channel: bool,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            num_frames: 8,
+            sampling_rate: 8,
+            train_crop_size: 224,
+            test_crop_size: 256,
+            train_jitter_scales: [256, 320],
+            target_fps: 30,
+            mean: [0.45; 3],
+            std: [0.225; 3],
+            random_flip: true,
+            inv_uniform_sample: false,
+            reverse_input_channel: false,
+        }
+    }
+}
+
+/// `train`: batch and periodic actions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Global mini-batch size over all ranks at the default shape. B0. Default 64.
+    pub batch_size: u32,
+    /// Evaluate every this many epochs (ignored with the long cycle, see `multigrid.eval_freq`).
+    /// Default 10.
+    pub eval_period: u32,
+    /// Checkpoint every this many epochs (ignored with the long cycle). Default 10.
+    pub checkpoint_period: u32,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            batch_size: 64,
+            eval_period: 10,
+            checkpoint_period: 10,
+        }
+    }
+}
+
+/// Learning-rate policies of PySlowFast's `lr_policy.py`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrPolicy {
+    /// `base_lr * lrs[i]` where `steps[i]` is the last step boundary at or before the epoch.
+    /// Required by the long cycle, which writes its own `steps` and `lrs`.
+    StepsWithRelativeLrs,
+    /// `lrs[i]` as absolute values.
+    StepsWithLrs,
+    /// Half-cosine from `base_lr` to `cosine_end_lr` over `max_epoch`.
+    Cosine,
+}
+
+/// `solver`: the baseline LR schedule and SGD settings. With the long cycle on, `steps`,
+/// `lrs` and `max_epoch` describe the baseline the multigrid schedule is derived from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SolverConfig {
+    /// Base learning rate. Default 0.1.
+    pub base_lr: f64,
+    /// Default `cosine`.
+    pub lr_policy: LrPolicy,
+    /// Epochs where LR stages begin; starts at 0 and increases. Default [].
+    pub steps: Vec<u32>,
+    /// One LR (relative or absolute, by policy) per entry of `steps`; extra entries are unused,
+    /// as in PySlowFast's shipped configs. Default [].
+    pub lrs: Vec<f64>,
+    /// Training epochs of the baseline. Default 300.
+    pub max_epoch: u32,
+    /// LR decay per LR stage, used by the long cycle. Default 0.1.
+    pub gamma: f64,
+    /// Linear warm-up length in (multigrid) epochs. Default 0.
+    pub warmup_epochs: f64,
+    /// LR at epoch 0 of the warm-up. Default 0.01.
+    pub warmup_start_lr: f64,
+    /// Final LR of the cosine policy. Default 0.
+    pub cosine_end_lr: f64,
+    /// Start the cosine after the warm-up instead of at epoch 0. Default false.
+    pub cosine_after_warmup: bool,
+    /// SGD momentum. Default 0.9.
+    pub momentum: f64,
+    /// SGD dampening. Default 0.
+    pub dampening: f64,
+    /// Weight decay on conv and FC weights (BN parameters get none). Default 1e-4.
+    pub weight_decay: f64,
+    /// Nesterov momentum. Default true.
+    pub nesterov: bool,
+}
+
+impl Default for SolverConfig {
+    fn default() -> Self {
+        SolverConfig {
+            base_lr: 0.1,
+            lr_policy: LrPolicy::Cosine,
+            steps: Vec::new(),
+            lrs: Vec::new(),
+            max_epoch: 300,
+            gamma: 0.1,
+            warmup_epochs: 0.0,
+            warmup_start_lr: 0.01,
+            cosine_end_lr: 0.0,
+            cosine_after_warmup: false,
+            momentum: 0.9,
+            dampening: 0.0,
+            weight_decay: 1e-4,
+            nesterov: true,
+        }
+    }
+}
+
+/// `multigrid`: the method's own settings (spec section 1.2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MultigridConfig {
+    /// Long cycle: coarse-to-fine base shapes, repeated in every LR stage. Default false.
+    pub long_cycle: bool,
+    /// Short cycle: three crop sizes cycling every iteration. Default false.
+    pub short_cycle: bool,
+    /// Multigrid epochs = `epoch_factor` x baseline `max_epoch`. Default 1.5.
+    pub epoch_factor: f64,
+    /// (temporal, spatial) factors of the long-cycle base shapes relative to (T0, S0).
+    /// Default [[0.25, 0.7071], [0.5, 0.7071], [0.5, 1], [1, 1]] (0.7071 = 1/sqrt 2).
+    pub long_cycle_factors: Vec<[f64; 2]>,
+    /// Spatial factors, relative to S0, of the two extra short-cycle crops.
+    /// Default [0.5, 0.7071].
+    pub short_cycle_factors: [f64; 2],
+    /// Clips per BN statistics group at the long-cycle base shape. Default 8.
+    pub bn_base_size: u32,
+    /// Evaluations (and checkpoints) per long-cycle stage. Default 3.
+    pub eval_freq: u32,
+}
+
+impl Default for MultigridConfig {
+    fn default() -> Self {
+        let r = std::f64::consts::FRAC_1_SQRT_2;
+        MultigridConfig {
+            long_cycle: false,
+            short_cycle: false,
+            epoch_factor: 1.5,
+            long_cycle_factors: vec![[0.25, r], [0.5, r], [0.5, 1.0], [1.0, 1.0]],
+            short_cycle_factors: [0.5, r],
+            bn_base_size: 8,
+            eval_freq: 3,
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates a JSON config. Errors name the offending key path and value.
+    pub fn from_json(text: &str) -> Result<Config> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path.is_empty() || path == "." {
+                config_err(inner.to_string())
+            } else {
+                config_err(format!("{path}: {inner}"))
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a JSON config file.
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Config> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_json(&text).map_err(|e| match e {
+            Error::Config(msg) => Error::Config(format!("{}: {msg}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Checks every rule that does not depend on the world size or dataset.
+    pub fn validate(&self) -> Result<()> {
+        let d = &self.data;
+        positive("data.num_frames", d.num_frames)?;
+        positive("data.sampling_rate", d.sampling_rate)?;
+        positive("data.train_crop_size", d.train_crop_size)?;
+        positive("data.test_crop_size", d.test_crop_size)?;
+        positive("data.target_fps", d.target_fps)?;
+        let [jmin, jmax] = d.train_jitter_scales;
+        if jmin == 0 || jmin > jmax {
+            return Err(config_err(format!(
+                "data.train_jitter_scales must be [min, max] with 0 < min <= max, got [{jmin}, {jmax}]"
+            )));
+        }
+        for (c, s) in d.std.iter().enumerate() {
+            if !(s.is_finite() && *s > 0.0) {
+                return Err(config_err(format!(
+                    "data.std[{c}] must be a positive number, got {s}"
+                )));
+            }
+        }
+        for (c, m) in d.mean.iter().enumerate() {
+            if !m.is_finite() {
+                return Err(config_err(format!("data.mean[{c}] must be finite, got {m}")));
+            }
+        }
+        positive("train.batch_size", self.train.batch_size)?;
+        positive("train.eval_period", self.train.eval_period)?;
+        positive("train.checkpoint_period", self.train.checkpoint_period)?;
+        self.validate_solver()?;
+        self.validate_multigrid()
+    }
+
+    fn validate_solver(&self) -> Result<()> {
+        let s = &self.solver;
+        finite_nonneg("solver.base_lr", s.base_lr)?;
+        finite_nonneg("solver.warmup_epochs", s.warmup_epochs)?;
+        finite_nonneg("solver.warmup_start_lr", s.warmup_start_lr)?;
+        finite_nonneg("solver.cosine_end_lr", s.cosine_end_lr)?;
+        finite_nonneg("solver.momentum", s.momentum)?;
+        finite_nonneg("solver.dampening", s.dampening)?;
+        finite_nonneg("solver.weight_decay", s.weight_decay)?;
+        if !(s.gamma.is_finite() && s.gamma > 0.0) {
+            return Err(config_err(format!(
+                "solver.gamma must be a positive number, got {}",
+                s.gamma
+            )));
+        }
+        positive("solver.max_epoch", s.max_epoch)?;
+        if let Some(&first) = s.steps.first() {
+            if first != 0 {
+                return Err(config_err(format!(
+                    "solver.steps must start at 0, got {:?}",
+                    s.steps
+                )));
+            }
+        }
+        if let Some(w) = s.steps.windows(2).find(|w| w[1] <= w[0]) {
+            return Err(config_err(format!(
+                "solver.steps must increase strictly, got {} after {} in {:?}",
+                w[1], w[0], s.steps
+            )));
+        }
+        if let Some(&last) = s.steps.last() {
+            if s.max_epoch <= last {
+                return Err(config_err(format!(
+                    "solver.max_epoch ({}) must be beyond the last step ({last})",
+                    s.max_epoch
+                )));
+            }
+        }
+        for (i, lr) in s.lrs.iter().enumerate() {
+            finite_nonneg(&format!("solver.lrs[{i}]"), *lr)?;
+        }
+        let steps_policy = s.lr_policy != LrPolicy::Cosine;
+        // The long cycle writes its own lrs; only their count must still agree if given.
+        let lrs_needed = steps_policy && !self.multigrid.long_cycle;
+        if steps_policy && s.steps.is_empty() {
+            return Err(config_err(format!(
+                "solver.steps is empty but solver.lr_policy is {:?}, which needs LR stages",
+                s.lr_policy
+            )));
+        }
+        if lrs_needed && s.lrs.len() < s.steps.len() {
+            return Err(config_err(format!(
+                "solver.lrs has {} entries but solver.steps has {}; every LR stage needs an LR",
+                s.lrs.len(),
+                s.steps.len()
+            )));
+        }
+        if s.lr_policy == LrPolicy::Cosine && s.cosine_end_lr > s.base_lr {
+            return Err(config_err(format!(
+                "solver.cosine_end_lr ({}) must not exceed solver.base_lr ({})",
+                s.cosine_end_lr, s.base_lr
+            )));
+        }
+        Ok(())
+    }
+
+    fn validate_multigrid(&self) -> Result<()> {
+        let m = &self.multigrid;
+        if !(m.epoch_factor.is_finite() && m.epoch_factor > 0.0) {
+            return Err(config_err(format!(
+                "multigrid.epoch_factor must be > 0, got {}",
+                m.epoch_factor
+            )));
+        }
+        positive("multigrid.bn_base_size", m.bn_base_size)?;
+        positive("multigrid.eval_freq", m.eval_freq)?;
+        let t0 = f64::from(self.data.num_frames);
+        let s0 = f64::from(self.data.train_crop_size);
+        if m.short_cycle {
+            for (i, f) in m.short_cycle_factors.iter().enumerate() {
+                let key = format!("multigrid.short_cycle_factors[{i}]");
+                positive_factor(&key, *f)?;
+                if round_half_even(s0 * f) < 1.0 {
+                    return Err(config_err(format!(
+                        "{key} = {f} rounds the crop size {s0} to 0"
+                    )));
+                }
+            }
+        }
+        if m.long_cycle {
+            if self.solver.steps.len() < 2 {
+                return Err(config_err(format!(
+                    "multigrid.long_cycle needs the baseline's LR stages in solver.steps (at least [0, s1]), got {:?}",
+                    self.solver.steps
+                )));
+            }
+            if m.long_cycle_factors.is_empty() {
+                return Err(config_err("multigrid.long_cycle_factors is empty"));
+            }
+            for (i, [tf, sf]) in m.long_cycle_factors.iter().enumerate() {
+                let key = format!("multigrid.long_cycle_factors[{i}]");
+                positive_factor(&format!("{key}[0]"), *tf)?;
+                positive_factor(&format!("{key}[1]"), *sf)?;
+                let t = round_half_even(t0 * tf);
+                let s = round_half_even(s0 * sf);
+                if t < 1.0 {
+                    return Err(config_err(format!(
+                        "{key} = [{tf}, {sf}] rounds the frame count {t0} to 0"
+                    )));
+                }
+                if s < 1.0 {
+                    return Err(config_err(format!(
+                        "{key} = [{tf}, {sf}] rounds the crop size {s0} to 0"
+                    )));
+                }
+                if round_half_even(t0 * s0 * s0 / (t * s * s)) < 1.0 {
+                    return Err(config_err(format!(
+                        "{key} = [{tf}, {sf}] makes a shape larger than the default, so its relative batch rounds to 0"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Python's `round()`: half to even. The K400 schedule ends at round(358.5) = 358.
+pub(crate) fn round_half_even(x: f64) -> f64 {
+    x.round_ties_even()
+}
+
+fn positive(key: &str, v: u32) -> Result<()> {
+    if v == 0 {
+        return Err(config_err(format!("{key} must be > 0, got 0")));
+    }
+    Ok(())
+}
+
+fn positive_factor(key: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && v > 0.0) {
+        return Err(config_err(format!("{key} must be > 0, got {v}")));
+    }
+    Ok(())
+}
+
+fn finite_nonneg(key: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(config_err(format!(
+            "{key} must be a finite number >= 0, got {v}"
+        )));
+    }
+    Ok(())
+}
