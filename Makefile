@@ -23,12 +23,14 @@ demo: setup
 
 test: setup lint test-rust test-notorch
 
+# `cargo test` alone does not link the cdylib that the C example tests load: build it first.
 test-rust:
-	$(ENV) cargo test
+	$(ENV) cargo build && cargo test
 
 # Schedule, plan, their C API and `multigrid plan` with no libtorch anywhere.
 test-notorch:
-	$(ENV) unset LIBTORCH && CARGO_TARGET_DIR=$(NOTORCH_TARGET) cargo test --no-default-features
+	$(ENV) unset LIBTORCH && export CARGO_TARGET_DIR=$(NOTORCH_TARGET) && \
+	  cargo build --no-default-features && cargo test --no-default-features
 
 lint:
 	$(ENV) cargo fmt --check && cargo clippy --all-targets -- -D warnings

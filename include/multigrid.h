@@ -132,6 +132,10 @@ typedef struct mg_stage {
    * Global batch relative to train.batch_size.
    */
   uint32_t batch_factor;
+  /**
+   * Global clips per batch at the base shape: batch_factor x train.batch_size.
+   */
+  uint32_t base_batch_size;
   uint32_t num_frames;
   uint32_t crop_size;
   uint32_t start_epoch;

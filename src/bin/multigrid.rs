@@ -8,7 +8,11 @@ use multigrid::{Config, Plan, Schedule};
 use serde_json::json;
 
 #[derive(Parser)]
-#[command(name = "multigrid", version, about = "Multigrid training of video models")]
+#[command(
+    name = "multigrid",
+    version,
+    about = "Multigrid training of video models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,6 +40,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Piping into `head` should end the program quietly, as for any Unix tool, not panic.
+    // SAFETY: resetting a signal disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plan {
@@ -154,7 +163,16 @@ fn print_table(s: &Schedule, rows: &[StageRow], plans: Option<&(Plan, Plan)>, wo
     );
     let header = format!(
         "{:>5} {:>9} {:>3} {:>12} {:>17} {:>15} {:>11} {:>4} {:>6} {:>14}",
-        "stage", "epochs", "lr#", "base b,T,S", "lr", "batch/rank", "crops", "bn", "stride", "eval after"
+        "stage",
+        "epochs",
+        "lr#",
+        "base b,T,S",
+        "lr",
+        "batch/rank",
+        "crops",
+        "bn",
+        "stride",
+        "eval after"
     );
     let steps_hdr = if plans.is_some() { "      steps" } else { "" };
     println!("{header}{steps_hdr}");

@@ -5,6 +5,9 @@
 //! concurrently on the same handle; `mg_*_free` needs exclusive access. The last error message
 //! is per thread.
 #![allow(non_camel_case_types)]
+// These are C entry points: their pointer contracts are documented in the header, and C callers
+// cannot see a Rust `unsafe` marker anyway.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 pub mod error;
 pub mod plan;

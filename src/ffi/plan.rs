@@ -1,6 +1,6 @@
 //! C API of the per-step plan.
 
-use super::error::{guard, non_null, out_ptr, mg_status, FfiError};
+use super::error::{guard, mg_status, non_null, out_ptr, FfiError};
 use super::schedule::mg_schedule;
 use crate::plan::Plan;
 
@@ -91,7 +91,11 @@ pub extern "C" fn mg_plan_total_steps(plan: *const mg_plan, out: *mut u64) -> mg
 
 /// Steps in 0-based epoch `epoch`. Errors: MG_STATUS_OUT_OF_RANGE past the last epoch.
 #[no_mangle]
-pub extern "C" fn mg_plan_steps_in_epoch(plan: *const mg_plan, epoch: u32, out: *mut u64) -> mg_status {
+pub extern "C" fn mg_plan_steps_in_epoch(
+    plan: *const mg_plan,
+    epoch: u32,
+    out: *mut u64,
+) -> mg_status {
     guard("mg_plan_steps_in_epoch", || {
         let p = non_null(plan, "plan")?;
         let out = out_ptr(out, "out")?;

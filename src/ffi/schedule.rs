@@ -2,7 +2,7 @@
 
 use std::ffi::c_char;
 
-use super::error::{c_str, guard, non_null, out_ptr, mg_status, FfiError};
+use super::error::{c_str, guard, mg_status, non_null, out_ptr, FfiError};
 use crate::schedule::Schedule;
 
 /// An immutable Multigrid schedule. Create with `mg_schedule_new`, free with
@@ -21,6 +21,8 @@ pub struct mg_stage {
     pub lr_stage: u32,
     /// Global batch relative to train.batch_size.
     pub batch_factor: u32,
+    /// Global clips per batch at the base shape: batch_factor x train.batch_size.
+    pub base_batch_size: u32,
     pub num_frames: u32,
     pub crop_size: u32,
     pub start_epoch: u32,
@@ -39,7 +41,10 @@ pub struct mg_stage {
 /// schedule into `*out`. Errors: MG_STATUS_NULL_ARGUMENT, MG_STATUS_INVALID_CONFIG (the
 /// message names the key and value).
 #[no_mangle]
-pub extern "C" fn mg_schedule_new(config_json: *const c_char, out: *mut *mut mg_schedule) -> mg_status {
+pub extern "C" fn mg_schedule_new(
+    config_json: *const c_char,
+    out: *mut *mut mg_schedule,
+) -> mg_status {
     guard("mg_schedule_new", || {
         let out = out_ptr(out, "out")?;
         let json = c_str(config_json, "config_json")?;
@@ -60,7 +65,10 @@ pub extern "C" fn mg_schedule_free(schedule: *mut mg_schedule) {
 
 /// Number of stages (13 for the Kinetics multigrid config).
 #[no_mangle]
-pub extern "C" fn mg_schedule_num_stages(schedule: *const mg_schedule, out: *mut usize) -> mg_status {
+pub extern "C" fn mg_schedule_num_stages(
+    schedule: *const mg_schedule,
+    out: *mut usize,
+) -> mg_status {
     guard("mg_schedule_num_stages", || {
         let s = non_null(schedule, "schedule")?;
         *out_ptr(out, "out")? = s.inner.stages().len();
@@ -90,6 +98,7 @@ pub extern "C" fn mg_schedule_stage(
         let mut stage = mg_stage {
             lr_stage: st.lr_stage,
             batch_factor: st.batch_factor,
+            base_batch_size: st.batch_factor * s.config().train.batch_size,
             num_frames: st.num_frames,
             crop_size: st.crop_size,
             start_epoch: s.stage_start(index),
@@ -118,7 +127,11 @@ pub extern "C" fn mg_schedule_max_epoch(schedule: *const mg_schedule, out: *mut 
 /// LR at a fractional epoch, warm-up included. Errors: MG_STATUS_INVALID_ARGUMENT for a
 /// negative or non-finite epoch.
 #[no_mangle]
-pub extern "C" fn mg_schedule_lr_at(schedule: *const mg_schedule, epoch: f64, out: *mut f64) -> mg_status {
+pub extern "C" fn mg_schedule_lr_at(
+    schedule: *const mg_schedule,
+    epoch: f64,
+    out: *mut f64,
+) -> mg_status {
     guard("mg_schedule_lr_at", || {
         let s = non_null(schedule, "schedule")?;
         let out = out_ptr(out, "out")?;

@@ -230,8 +230,7 @@ impl Plan {
         let phase = (iteration % phases) as usize;
         let crop_size = self.schedule.short_cycle_crops(stage_index)[phase];
         let [jitter_min, jitter_max] = self.schedule.jitter_scales(crop_size);
-        let [sampling_rate_min, sampling_rate_max] =
-            self.schedule.sampling_rate_range(stage_index);
+        let [sampling_rate_min, sampling_rate_max] = self.schedule.sampling_rate_range(stage_index);
         let bn = self.schedule.bn_grouping(stage_index, self.world_size);
         let iterations_in_epoch = layout.iterations_per_epoch;
         let lr = self

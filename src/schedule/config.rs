@@ -247,7 +247,9 @@ impl Config {
         }
         for (c, m) in d.mean.iter().enumerate() {
             if !m.is_finite() {
-                return Err(config_err(format!("data.mean[{c}] must be finite, got {m}")));
+                return Err(config_err(format!(
+                    "data.mean[{c}] must be finite, got {m}"
+                )));
             }
         }
         positive("train.batch_size", self.train.batch_size)?;

@@ -292,7 +292,8 @@ impl Schedule {
             let mut prev = 0;
             for s in &self.stages {
                 if epoch < s.end_epoch {
-                    let period = ((s.end_epoch - prev) / self.config.multigrid.eval_freq + 1).max(1);
+                    let period =
+                        ((s.end_epoch - prev) / self.config.multigrid.eval_freq + 1).max(1);
                     return (s.end_epoch - 1 - epoch) % period == 0;
                 }
                 prev = s.end_epoch;

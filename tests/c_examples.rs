@@ -1,0 +1,129 @@
+//! Builds the C examples as C11 and as C++ with warnings as errors, runs them, checks their
+//! output, and runs them once more under AddressSanitizer (leaks included).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{repo, target_dir};
+
+fn compile(compiler: &str, args: &[&str], source: &Path, out: &Path) {
+    let lib_dir = target_dir();
+    assert!(
+        lib_dir.join("libmultigrid.so").exists(),
+        "{} has no libmultigrid.so: `cargo test` does not link it, run `cargo build` first (make test does)",
+        lib_dir.display()
+    );
+    let status = Command::new(compiler)
+        .args(args)
+        .arg("-Wall")
+        .arg("-Wextra")
+        .arg("-Werror")
+        .arg("-I")
+        .arg(repo().join("include"))
+        .arg(source)
+        .arg("-o")
+        .arg(out)
+        .arg("-L")
+        .arg(&lib_dir)
+        .arg("-lmultigrid")
+        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {compiler}: {e}"));
+    assert!(
+        status.success(),
+        "{compiler} {args:?} failed on {}",
+        source.display()
+    );
+}
+
+fn run(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(exe)
+        .args(args)
+        .current_dir(repo())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{} exited with {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        exe.display(),
+        out.status
+    );
+    assert!(!stderr.contains("ERROR: AddressSanitizer"), "{stderr}");
+    assert!(!stderr.contains("ERROR: LeakSanitizer"), "{stderr}");
+    assert!(!stderr.contains("runtime error"), "{stderr}");
+    stdout
+}
+
+fn out_dir() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("c_examples");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn check_schedule_output(out: &str) {
+    for expected in [
+        "13 stages, 358 epochs",
+        "   12        3 329-358   1  32 224  0.0001   32@112 16@158 8@224",
+        "    0        0   0-73    8   8 158  0.8      128@112 64@158 64@158",
+        "total steps (rank 0 of 8, 240000 clips): 261582",
+        "step 0: epoch 0 iter 0 phase 0 batch 128 x 8 frames x 112px, stride 2-8, bn_groups 8, lr 0.010000",
+        "step past the end -> MG_STATUS_OUT_OF_RANGE",
+        "bad config -> MG_STATUS_INVALID_CONFIG: mg_schedule_new: config: data.num_frames must be > 0",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+}
+
+const SCHEDULE_ARGS: &[&str] = &["configs/kinetics_slowfast_8x8_r50_multigrid.json", "240000"];
+
+#[test]
+fn schedule_example_as_c11() {
+    let exe = out_dir().join("schedule_c");
+    compile(
+        "gcc",
+        &["-std=c11", "-pedantic"],
+        &repo().join("examples/c/schedule.c"),
+        &exe,
+    );
+    check_schedule_output(&run(&exe, SCHEDULE_ARGS, &[]));
+}
+
+#[test]
+fn schedule_example_as_cpp() {
+    let exe = out_dir().join("schedule_cpp");
+    compile(
+        "g++",
+        &["-x", "c++", "-std=c++17"],
+        &repo().join("examples/c/schedule.c"),
+        &exe,
+    );
+    check_schedule_output(&run(&exe, SCHEDULE_ARGS, &[]));
+}
+
+#[test]
+fn schedule_example_under_address_sanitizer() {
+    let exe = out_dir().join("schedule_asan");
+    compile(
+        "gcc",
+        &[
+            "-std=c11",
+            "-g",
+            "-fsanitize=address,undefined",
+            "-fno-omit-frame-pointer",
+            "-fno-sanitize-recover=all",
+        ],
+        &repo().join("examples/c/schedule.c"),
+        &exe,
+    );
+    let out = run(
+        &exe,
+        SCHEDULE_ARGS,
+        &[("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")],
+    );
+    check_schedule_output(&out);
+}

@@ -1,0 +1,133 @@
+//! The `multigrid` command line: the plan table and JSON, and errors on stderr.
+
+mod common;
+
+use std::process::Command;
+
+use common::{config_path, repo};
+
+fn multigrid(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_multigrid"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn plan_json_has_the_documented_shape() {
+    let path = config_path("kinetics_slowfast_8x8_r50_multigrid.json");
+    let out = multigrid(&[
+        "plan",
+        "--config",
+        path.to_str().unwrap(),
+        "--dataset-size",
+        "240000",
+        "--world-size",
+        "8",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stages = v["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 13);
+    for key in [
+        "lr_stage",
+        "batch_factor",
+        "num_frames",
+        "crop_size",
+        "end_epoch",
+    ] {
+        assert!(stages.iter().all(|s| s[key].is_u64()), "{key}");
+    }
+    let ends: Vec<u64> = stages
+        .iter()
+        .map(|s| s["end_epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ends,
+        [73, 110, 142, 158, 205, 228, 248, 259, 291, 308, 322, 329, 358]
+    );
+    assert_eq!(v["solver"]["max_epoch"], 358);
+    assert_eq!(v["solver"]["steps"][13], 343);
+    assert_eq!(v["solver"]["lrs"].as_array().unwrap().len(), 14);
+    assert_eq!(
+        stages[0]["short_cycle_batch_sizes"],
+        serde_json::json!([128, 64, 64])
+    );
+    assert_eq!(stages[0]["eval_epochs"], serde_json::json!([22, 47, 72]));
+    assert_eq!(v["total_steps"], 261_582);
+    assert_eq!(v["baseline"]["total_steps"], 896_250);
+}
+
+#[test]
+fn plan_table_is_readable() {
+    let path = config_path("kinetics_slowfast_8x8_r50_multigrid.json");
+    let out = multigrid(&[
+        "plan",
+        "--config",
+        path.to_str().unwrap(),
+        "--dataset-size",
+        "240000",
+        "--world-size",
+        "8",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("128,64,64"), "{text}");
+    assert!(text.contains("22,47,72"), "{text}");
+    assert!(
+        text.contains("steps: 261582 multigrid vs 896250 baseline (3.43x fewer)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn errors_go_to_stderr_with_a_failing_exit() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let bad = dir.join("bad_config.json");
+    std::fs::write(&bad, r#"{"multigrid": {"epoch_factr": 2}}"#).unwrap();
+    let out = multigrid(&["plan", "--config", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("multigrid.epoch_factr") && err.contains("bad_config.json"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    let broken = dir.join("broken.json");
+    std::fs::write(&broken, "{\"data\": {").unwrap();
+    let out = multigrid(&["plan", "--config", broken.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+
+    let out = multigrid(&["plan", "--config", "/nonexistent.json"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.json"));
+
+    let path = config_path("kinetics_slowfast_8x8_r50_multigrid.json");
+    let out = multigrid(&[
+        "plan",
+        "--config",
+        path.to_str().unwrap(),
+        "--world-size",
+        "3",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("world-size"));
+}
+
+#[test]
+fn default_config_round_trips() {
+    let out = multigrid(&["config"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let parsed = multigrid::Config::from_json(&text).unwrap();
+    assert_eq!(parsed, multigrid::Config::default());
+}

@@ -1,0 +1,49 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use multigrid::{Config, Schedule};
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn config_path(name: &str) -> PathBuf {
+    repo().join("configs").join(name)
+}
+
+pub fn schedule(name: &str) -> Schedule {
+    Schedule::new(Config::from_file(config_path(name)).unwrap()).unwrap()
+}
+
+pub fn kinetics() -> Schedule {
+    schedule("kinetics_slowfast_8x8_r50_multigrid.json")
+}
+
+/// Kinetics config JSON with `patch` merged in (objects merge key by key).
+pub fn kinetics_json_with(patch: serde_json::Value) -> String {
+    let text =
+        std::fs::read_to_string(config_path("kinetics_slowfast_8x8_r50_multigrid.json")).unwrap();
+    let mut base: serde_json::Value = serde_json::from_str(&text).unwrap();
+    merge(&mut base, patch);
+    base.to_string()
+}
+
+fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
+    match (base, patch) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, p) => *b = p,
+    }
+}
+
+/// The directory holding libmultigrid.so and the binaries of this test build.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test>-<hash>
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}

@@ -1,0 +1,340 @@
+//! The C boundary called directly from Rust: NULLs, bad input, ranges and buffers give a status
+//! and a message, never a crash or an out-of-bounds write.
+
+use std::ffi::{c_char, CStr, CString};
+use std::ptr;
+
+use multigrid::ffi::*;
+
+fn last_error() -> String {
+    let mut buf = vec![0 as c_char; 1024];
+    let n = mg_last_error_message(buf.as_mut_ptr(), buf.len());
+    let s = unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(n, s.len());
+    s
+}
+
+fn kinetics_json() -> CString {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/configs/kinetics_slowfast_8x8_r50_multigrid.json"
+    );
+    CString::new(std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn new_schedule() -> *mut mg_schedule {
+    let mut s = ptr::null_mut();
+    assert_eq!(
+        mg_schedule_new(kinetics_json().as_ptr(), &mut s),
+        MG_STATUS_OK
+    );
+    assert!(!s.is_null());
+    s
+}
+
+#[test]
+fn schedule_queries() {
+    let s = new_schedule();
+    let mut n = 0usize;
+    assert_eq!(mg_schedule_num_stages(s, &mut n), MG_STATUS_OK);
+    assert_eq!(n, 13);
+    let mut stage = mg_stage::default();
+    assert_eq!(mg_schedule_stage(s, 1, &mut stage), MG_STATUS_OK);
+    assert_eq!(
+        (
+            stage.lr_stage,
+            stage.batch_factor,
+            stage.num_frames,
+            stage.crop_size,
+            stage.start_epoch,
+            stage.end_epoch
+        ),
+        (0, 4, 16, 158, 73, 110)
+    );
+    assert_eq!(stage.base_batch_size, 256);
+    assert_eq!(stage.num_short_cycle_phases, 3);
+    assert_eq!(stage.short_cycle_batch_factors, [2, 1, 1]);
+    assert_eq!(stage.short_cycle_crops, [112, 158, 158]);
+    assert_eq!(stage.sampling_rate_max, 4);
+    let mut max = 0u32;
+    assert_eq!(mg_schedule_max_epoch(s, &mut max), MG_STATUS_OK);
+    assert_eq!(max, 358);
+    let mut lr = 0.0;
+    assert_eq!(mg_schedule_lr_at(s, 343.5, &mut lr), MG_STATUS_OK);
+    assert!((lr - 1e-4).abs() < 1e-15);
+    let mut ev = false;
+    assert_eq!(mg_schedule_is_eval_epoch(s, 72, &mut ev), MG_STATUS_OK);
+    assert!(ev);
+    mg_schedule_free(s);
+}
+
+#[test]
+fn outputs_untouched_on_failure() {
+    let s = new_schedule();
+    let mut stage = mg_stage {
+        lr_stage: 77,
+        ..Default::default()
+    };
+    assert_eq!(mg_schedule_stage(s, 13, &mut stage), MG_STATUS_OUT_OF_RANGE);
+    assert_eq!(stage.lr_stage, 77);
+    assert!(last_error().contains("stage index 13"), "{}", last_error());
+    let mut lr = -1.0;
+    assert_eq!(
+        mg_schedule_lr_at(s, f64::NAN, &mut lr),
+        MG_STATUS_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        mg_schedule_lr_at(s, -1.0, &mut lr),
+        MG_STATUS_INVALID_ARGUMENT
+    );
+    assert_eq!(lr, -1.0);
+    let mut out = ptr::null_mut();
+    let bad = CString::new("{\"solver\": {\"steps\": [0, 5, 3]}}").unwrap();
+    assert_eq!(
+        mg_schedule_new(bad.as_ptr(), &mut out),
+        MG_STATUS_INVALID_CONFIG
+    );
+    assert!(out.is_null());
+    assert!(last_error().contains("solver.steps"), "{}", last_error());
+    mg_schedule_free(s);
+}
+
+#[test]
+fn null_arguments() {
+    let s = new_schedule();
+    let mut out = ptr::null_mut();
+    assert_eq!(
+        mg_schedule_new(ptr::null(), &mut out),
+        MG_STATUS_NULL_ARGUMENT
+    );
+    assert!(last_error().contains("config_json"));
+    assert_eq!(
+        mg_schedule_new(kinetics_json().as_ptr(), ptr::null_mut()),
+        MG_STATUS_NULL_ARGUMENT
+    );
+    assert!(last_error().contains("`out`"));
+    assert_eq!(
+        mg_schedule_num_stages(ptr::null(), &mut 0),
+        MG_STATUS_NULL_ARGUMENT
+    );
+    assert_eq!(
+        mg_schedule_num_stages(s, ptr::null_mut()),
+        MG_STATUS_NULL_ARGUMENT
+    );
+    assert_eq!(
+        mg_schedule_stage(ptr::null(), 0, &mut mg_stage::default()),
+        MG_STATUS_NULL_ARGUMENT
+    );
+    assert_eq!(
+        mg_schedule_max_epoch(s, ptr::null_mut()),
+        MG_STATUS_NULL_ARGUMENT
+    );
+    assert_eq!(
+        mg_schedule_lr_at(ptr::null(), 0.0, &mut 0.0),
+        MG_STATUS_NULL_ARGUMENT
+    );
+    assert_eq!(
+        mg_schedule_is_eval_epoch(s, 0, ptr::null_mut()),
+        MG_STATUS_NULL_ARGUMENT
+    );
+    let mut p = ptr::null_mut();
+    assert_eq!(
+        mg_plan_new(ptr::null(), 10, 1, 0, 0, &mut p),
+        MG_STATUS_NULL_ARGUMENT
+    );
+    assert_eq!(
+        mg_plan_new(s, 1000, 8, 0, 0, ptr::null_mut()),
+        MG_STATUS_NULL_ARGUMENT
+    );
+    assert_eq!(
+        mg_plan_total_steps(ptr::null(), &mut 0),
+        MG_STATUS_NULL_ARGUMENT
+    );
+    assert_eq!(
+        mg_plan_step(ptr::null(), 0, &mut mg_step::default()),
+        MG_STATUS_NULL_ARGUMENT
+    );
+    assert_eq!(
+        mg_plan_step_indices(ptr::null(), 0, ptr::null_mut(), 0, &mut 0),
+        MG_STATUS_NULL_ARGUMENT
+    );
+    // Frees accept NULL.
+    mg_schedule_free(ptr::null_mut());
+    mg_plan_free(ptr::null_mut());
+    mg_schedule_free(s);
+}
+
+#[test]
+fn not_utf8_config() {
+    let bytes = CString::new(vec![b'{', 0xff, b'}']).unwrap();
+    let mut out = ptr::null_mut();
+    assert_eq!(
+        mg_schedule_new(bytes.as_ptr(), &mut out),
+        MG_STATUS_INVALID_ARGUMENT
+    );
+    assert!(last_error().contains("UTF-8"));
+}
+
+#[test]
+fn plan_queries_and_buffers() {
+    let s = new_schedule();
+    let mut p = ptr::null_mut();
+    assert_eq!(mg_plan_new(s, 240_000, 8, 0, 0, &mut p), MG_STATUS_OK);
+    // The plan outlives its schedule.
+    mg_schedule_free(s);
+    let mut total = 0u64;
+    assert_eq!(mg_plan_total_steps(p, &mut total), MG_STATUS_OK);
+    assert_eq!(total, 261_582);
+    let mut per_epoch = 0u64;
+    assert_eq!(mg_plan_steps_in_epoch(p, 0, &mut per_epoch), MG_STATUS_OK);
+    assert_eq!(per_epoch, 351);
+    assert_eq!(
+        mg_plan_steps_in_epoch(p, 358, &mut per_epoch),
+        MG_STATUS_OUT_OF_RANGE
+    );
+    let mut step = mg_step::default();
+    assert_eq!(mg_plan_step(p, 0, &mut step), MG_STATUS_OK);
+    assert_eq!(
+        (
+            step.batch_size,
+            step.crop_size,
+            step.num_frames,
+            step.bn_groups
+        ),
+        (128, 112, 8, 8)
+    );
+    assert_eq!(mg_plan_step(p, total, &mut step), MG_STATUS_OUT_OF_RANGE);
+    assert!(last_error().contains("past the end"));
+
+    // Size query, too-small buffer, exact buffer.
+    let mut len = 0usize;
+    assert_eq!(
+        mg_plan_step_indices(p, 0, ptr::null_mut(), 0, &mut len),
+        MG_STATUS_BUFFER_TOO_SMALL
+    );
+    assert_eq!(len, 128);
+    let mut small = vec![u64::MAX; 130];
+    assert_eq!(
+        mg_plan_step_indices(p, 0, small.as_mut_ptr(), 100, &mut len),
+        MG_STATUS_BUFFER_TOO_SMALL
+    );
+    assert!(
+        small.iter().all(|&v| v == u64::MAX),
+        "nothing written on failure"
+    );
+    assert_eq!(
+        mg_plan_step_indices(p, 0, small.as_mut_ptr(), 130, &mut len),
+        MG_STATUS_OK
+    );
+    assert_eq!(len, 128);
+    assert!(small[..128].iter().all(|&v| v < 240_000));
+    assert_eq!(small[128], u64::MAX, "nothing written past the count");
+    assert_eq!(
+        mg_plan_step_indices(p, 0, ptr::null_mut(), 128, &mut len),
+        MG_STATUS_NULL_ARGUMENT
+    );
+    assert_eq!(
+        mg_plan_step_indices(p, total, small.as_mut_ptr(), 130, &mut len),
+        MG_STATUS_OUT_OF_RANGE
+    );
+
+    let mut bad = ptr::null_mut();
+    let s = new_schedule();
+    assert_eq!(
+        mg_plan_new(s, 1000, 8, 8, 0, &mut bad),
+        MG_STATUS_INVALID_ARGUMENT
+    );
+    assert!(last_error().contains("rank 8"));
+    assert_eq!(
+        mg_plan_new(s, 1000, 3, 0, 0, &mut bad),
+        MG_STATUS_INVALID_ARGUMENT
+    );
+    assert!(bad.is_null());
+    mg_schedule_free(s);
+    mg_plan_free(p);
+}
+
+#[test]
+fn last_error_copy_out_is_snprintf_like() {
+    let mut out = ptr::null_mut();
+    assert_eq!(
+        mg_schedule_new(ptr::null(), &mut out),
+        MG_STATUS_NULL_ARGUMENT
+    );
+    let full = mg_last_error_message(ptr::null_mut(), 0);
+    assert!(full > 10);
+    let mut buf = [b'x' as c_char; 8];
+    assert_eq!(mg_last_error_message(buf.as_mut_ptr(), 8), full);
+    assert_eq!(buf[7], 0, "truncated and NUL-terminated");
+    let got = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap();
+    assert_eq!(got, &last_error()[..7]);
+    let mut one = [b'x' as c_char; 1];
+    assert_eq!(mg_last_error_message(one.as_mut_ptr(), 1), full);
+    assert_eq!(one[0], 0);
+    // Errors are per thread: a fresh thread has none.
+    let n = std::thread::spawn(|| mg_last_error_message(ptr::null_mut(), 0))
+        .join()
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn status_names_and_version() {
+    let name = |s| {
+        unsafe { CStr::from_ptr(mg_status_str(s)) }
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(name(MG_STATUS_OK), "MG_STATUS_OK");
+    assert_eq!(
+        name(MG_STATUS_BUFFER_TOO_SMALL),
+        "MG_STATUS_BUFFER_TOO_SMALL"
+    );
+    assert_eq!(name(MG_STATUS_PANIC), "MG_STATUS_PANIC");
+    assert_eq!(name(12345), "unknown status");
+    assert_eq!(name(-1), "unknown status");
+    let v = unsafe { CStr::from_ptr(mg_version()) }.to_str().unwrap();
+    assert!(
+        v.starts_with(&format!("multigrid {}", env!("CARGO_PKG_VERSION"))),
+        "{v}"
+    );
+    if cfg!(feature = "torch") {
+        assert!(v.contains("libtorch 2.11.0"), "{v}");
+    } else {
+        assert!(v.contains("libtorch none"), "{v}");
+    }
+}
+
+#[test]
+fn concurrent_queries_on_one_plan() {
+    let s = new_schedule();
+    let mut p = ptr::null_mut();
+    assert_eq!(mg_plan_new(s, 50_000, 8, 1, 3, &mut p), MG_STATUS_OK);
+    mg_schedule_free(s);
+    let addr = p as usize;
+    let results: Vec<Vec<u64>> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let p = addr as *const mg_plan;
+                let mut buf = vec![0u64; 128];
+                let mut len = 0;
+                let mut all = Vec::new();
+                for k in (0..2000).step_by(97) {
+                    assert_eq!(
+                        mg_plan_step_indices(p, k, buf.as_mut_ptr(), 128, &mut len),
+                        MG_STATUS_OK
+                    );
+                    all.extend_from_slice(&buf[..len]);
+                }
+                all
+            })
+        })
+        .map(|h| h.join().unwrap())
+        .collect();
+    assert!(results.windows(2).all(|w| w[0] == w[1]));
+    mg_plan_free(p);
+}
