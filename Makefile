@@ -4,7 +4,7 @@ ENV := . scripts/env.sh &&
 # The no-libtorch build lives apart so the two feature sets do not rebuild each other.
 NOTORCH_TARGET := target/notorch
 
-.PHONY: all setup build release demo test test-rust test-notorch lint header clean
+.PHONY: all setup build release demo test test-rust test-notorch lint header bench clean
 
 all: build
 
@@ -34,6 +34,10 @@ test-notorch:
 
 lint:
 	$(ENV) cargo fmt --check && cargo clippy --all-targets -- -D warnings
+
+# Collation against PyTorch in Python on the same threads, and against memcpy.
+bench: setup
+	$(ENV) cargo build --release --bin multigrid && ./target/release/multigrid bench collate
 
 header:
 	$(ENV) cbindgen --config cbindgen.toml --crate multigrid --output include/multigrid.h

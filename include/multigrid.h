@@ -55,6 +55,32 @@ typedef struct mg_schedule mg_schedule;
 typedef int32_t mg_status;
 
 /**
+ * One decoded clip: `num_frames` frames of `height` x `width` RGB bytes, row-major, frames
+ * back to back (`num_frames * height * width * 3` bytes). The library only reads it.
+ */
+typedef struct mg_clip {
+  const uint8_t *frames;
+  uint32_t num_frames;
+  uint32_t height;
+  uint32_t width;
+} mg_clip;
+
+/**
+ * Where one batch entry comes from. Frames: trunc(linspace(start_frame, start_frame +
+ * T*stride - 1, T)) clamped to the clip. Space: resize so the short side is `short_side`
+ * (long side floor(long * short_side / short)), take the S x S crop at (`crop_x`, `crop_y`)
+ * of the resized frame, mirror it when `flip`.
+ */
+typedef struct mg_clip_params {
+  uint32_t start_frame;
+  uint32_t stride;
+  uint32_t short_side;
+  uint32_t crop_x;
+  uint32_t crop_y;
+  bool flip;
+} mg_clip_params;
+
+/**
  * Everything a trainer needs for one global step of one rank.
  */
 typedef struct mg_step {
@@ -227,6 +253,56 @@ extern "C" {
  * e.g. "multigrid 0.1.0 (libtorch 2.11.0+cu130, CUDA linked)". Static; never free it.
  */
 const char *mg_version(void);
+
+/**
+ * Collates `num_clips` clips with explicit parameters into `out`, f32 [N, 3, T, S, S]
+ * (N = num_clips, T = num_frames, S = crop_size), normalised as (x / 255 - mean) / std.
+ * `out_len` counts floats and must equal N*3*T*S*S. Everything is checked before anything is
+ * written: an empty clip, a crop outside the resized frame, a short side below the crop, a
+ * zero or NaN std or a wrong `out_len` give MG_STATUS_INVALID_ARGUMENT.
+ */
+mg_status mg_collate_explicit(const struct mg_clip *clips,
+                              const struct mg_clip_params *params,
+                              size_t num_clips,
+                              uint32_t num_frames,
+                              uint32_t crop_size,
+                              const float *mean,
+                              const float *std,
+                              float *out,
+                              size_t out_len);
+
+/**
+ * Floats needed for the slow and fast pathway buffers of plan step `step` (slow is 0 when
+ * `alpha` is 0, i.e. a single pathway).
+ */
+mg_status mg_collate_step_len(const struct mg_plan *plan,
+                              uint64_t step,
+                              uint32_t alpha,
+                              size_t *slow_len,
+                              size_t *fast_len);
+
+/**
+ * Collates the batch of plan step `step` with the seeded training policy: stride, start,
+ * scale jitter, crop and flip drawn from the step's ranges, deterministic from (plan seed,
+ * epoch, dataset index). `clips` are the step's clips in the order of mg_plan_step_indices
+ * (`num_clips` must equal the step's batch size). Writes the fast pathway [N, 3, T, S, S] to
+ * `fast` and, when `alpha` > 0, the slow pathway [N, 3, T/alpha, S, S] to `slow` (NULL when
+ * `alpha` is 0). Lengths count floats; mg_collate_step_len gives them.
+ */
+mg_status mg_collate_step(const struct mg_plan *plan,
+                          uint64_t step,
+                          const struct mg_clip *clips,
+                          size_t num_clips,
+                          uint32_t alpha,
+                          float *slow,
+                          size_t slow_len,
+                          float *fast,
+                          size_t fast_len);
+
+/**
+ * Sets the number of collation threads (0: one per core) for later calls.
+ */
+mg_status mg_collate_set_num_threads(size_t num_threads);
 
 /**
  * Copies the calling thread's last error message into `buf`, NUL-terminated and truncated

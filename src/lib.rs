@@ -6,6 +6,7 @@
 //! collator and the trainer. [`ffi`] is the C API over the same types.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod collate;
 pub mod error;
 pub mod ffi;
 pub mod plan;

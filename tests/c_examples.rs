@@ -127,3 +127,49 @@ fn schedule_example_under_address_sanitizer() {
     );
     check_schedule_output(&out);
 }
+
+fn check_collate_output(out: &str) {
+    for expected in [
+        "step 0: slow [16, 3, 2, 112, 112] fast [16, 3, 8, 112, 112] mean",
+        "step 1: slow [8, 3, 2, 158, 158] fast [8, 3, 8, 158, 158] mean",
+        "explicit: [1, 3, 4, 64, 64] first -1.1840",
+        "crop outside -> MG_STATUS_INVALID_ARGUMENT: mg_collate_explicit: clip 0: crop 64x64 at (200, 20) is outside",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+}
+
+const COLLATE_ARGS: &[&str] = &["configs/kinetics_slowfast_8x8_r50_multigrid.json"];
+
+#[test]
+fn collate_example_as_c11_and_cpp() {
+    let src = repo().join("examples/c/collate.c");
+    let c = out_dir().join("collate_c");
+    compile("gcc", &["-std=c11", "-pedantic"], &src, &c);
+    check_collate_output(&run(&c, COLLATE_ARGS, &[]));
+    let cpp = out_dir().join("collate_cpp");
+    compile("g++", &["-x", "c++", "-std=c++17"], &src, &cpp);
+    check_collate_output(&run(&cpp, COLLATE_ARGS, &[]));
+}
+
+#[test]
+fn collate_example_under_address_sanitizer() {
+    let exe = out_dir().join("collate_asan");
+    compile(
+        "gcc",
+        &[
+            "-std=c11",
+            "-g",
+            "-fsanitize=address,undefined",
+            "-fno-omit-frame-pointer",
+            "-fno-sanitize-recover=all",
+        ],
+        &repo().join("examples/c/collate.c"),
+        &exe,
+    );
+    check_collate_output(&run(
+        &exe,
+        COLLATE_ARGS,
+        &[("ASAN_OPTIONS", "detect_leaks=1")],
+    ));
+}

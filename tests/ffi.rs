@@ -338,3 +338,192 @@ fn concurrent_queries_on_one_plan() {
     assert!(results.windows(2).all(|w| w[0] == w[1]));
     mg_plan_free(p);
 }
+
+#[test]
+fn collate_boundary_checks() {
+    let frames = vec![100u8; 6 * 40 * 50 * 3];
+    let clip = mg_clip {
+        frames: frames.as_ptr(),
+        num_frames: 6,
+        height: 40,
+        width: 50,
+    };
+    let params = mg_clip_params {
+        start_frame: 0,
+        stride: 1,
+        short_side: 32,
+        crop_x: 0,
+        crop_y: 0,
+        flip: true,
+    };
+    let (mean, std) = ([0.5f32; 3], [0.25f32; 3]);
+    let len = 3 * 2 * 32 * 32;
+    let mut out = vec![0f32; len];
+    let call =
+        |clips: *const mg_clip, params: *const mg_clip_params, out: *mut f32, out_len: usize| {
+            mg_collate_explicit(
+                clips,
+                params,
+                1,
+                2,
+                32,
+                mean.as_ptr(),
+                std.as_ptr(),
+                out,
+                out_len,
+            )
+        };
+    assert_eq!(call(&clip, &params, out.as_mut_ptr(), len), MG_STATUS_OK);
+    // A constant frame normalises to (100/255 - 0.5) / 0.25 everywhere.
+    let want = (100.0 / 255.0 - 0.5) / 0.25;
+    assert!(out.iter().all(|v| (v - want).abs() < 1e-5));
+    assert_eq!(
+        call(ptr::null(), &params, out.as_mut_ptr(), len),
+        MG_STATUS_NULL_ARGUMENT
+    );
+    assert_eq!(
+        call(&clip, ptr::null(), out.as_mut_ptr(), len),
+        MG_STATUS_NULL_ARGUMENT
+    );
+    assert_eq!(
+        call(&clip, &params, ptr::null_mut(), len),
+        MG_STATUS_NULL_ARGUMENT
+    );
+    assert_eq!(
+        call(&clip, &params, out.as_mut_ptr(), len - 1),
+        MG_STATUS_INVALID_ARGUMENT
+    );
+    assert!(last_error().contains("output holds"), "{}", last_error());
+    let null_frames = mg_clip {
+        frames: ptr::null(),
+        ..clip
+    };
+    assert_eq!(
+        call(&null_frames, &params, out.as_mut_ptr(), len),
+        MG_STATUS_INVALID_ARGUMENT
+    );
+    let zero_std = [0.25f32, 0.0, 0.25];
+    assert_eq!(
+        mg_collate_explicit(
+            &clip,
+            &params,
+            1,
+            2,
+            32,
+            mean.as_ptr(),
+            zero_std.as_ptr(),
+            out.as_mut_ptr(),
+            len
+        ),
+        MG_STATUS_INVALID_ARGUMENT
+    );
+    assert!(last_error().contains("std[1]"));
+
+    // A plan step: lengths, the batch size check, the slow-pathway rules.
+    let s = new_schedule();
+    let mut p = ptr::null_mut();
+    assert_eq!(mg_plan_new(s, 240_000, 64, 0, 0, &mut p), MG_STATUS_OK);
+    mg_schedule_free(s);
+    let (mut slow_len, mut fast_len) = (0usize, 0usize);
+    assert_eq!(
+        mg_collate_step_len(p, 0, 4, &mut slow_len, &mut fast_len),
+        MG_STATUS_OK
+    );
+    assert_eq!(
+        (slow_len, fast_len),
+        (16 * 3 * 2 * 112 * 112, 16 * 3 * 8 * 112 * 112)
+    );
+    let big = vec![7u8; 40 * 128 * 160 * 3];
+    let clips: Vec<mg_clip> = (0..16)
+        .map(|_| mg_clip {
+            frames: big.as_ptr(),
+            num_frames: 40,
+            height: 128,
+            width: 160,
+        })
+        .collect();
+    let mut slow = vec![0f32; slow_len];
+    let mut fast = vec![0f32; fast_len];
+    assert_eq!(
+        mg_collate_step(
+            p,
+            0,
+            clips.as_ptr(),
+            16,
+            4,
+            slow.as_mut_ptr(),
+            slow_len,
+            fast.as_mut_ptr(),
+            fast_len
+        ),
+        MG_STATUS_OK
+    );
+    let want = (7.0 / 255.0 - 0.45) / 0.225;
+    assert!(fast.iter().chain(&slow).all(|v| (v - want).abs() < 1e-5));
+    assert_eq!(
+        mg_collate_step(
+            p,
+            0,
+            clips.as_ptr(),
+            15,
+            4,
+            slow.as_mut_ptr(),
+            slow_len,
+            fast.as_mut_ptr(),
+            fast_len
+        ),
+        MG_STATUS_INVALID_ARGUMENT
+    );
+    assert!(
+        last_error().contains("16 dataset indices but 15 clips"),
+        "{}",
+        last_error()
+    );
+    assert_eq!(
+        mg_collate_step(
+            p,
+            0,
+            clips.as_ptr(),
+            16,
+            4,
+            slow.as_mut_ptr(),
+            slow_len - 1,
+            fast.as_mut_ptr(),
+            fast_len
+        ),
+        MG_STATUS_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        mg_collate_step(
+            p,
+            0,
+            clips.as_ptr(),
+            16,
+            0,
+            slow.as_mut_ptr(),
+            slow_len,
+            fast.as_mut_ptr(),
+            fast_len
+        ),
+        MG_STATUS_INVALID_ARGUMENT
+    );
+    assert_eq!(
+        mg_collate_step(
+            p,
+            0,
+            clips.as_ptr(),
+            16,
+            0,
+            ptr::null_mut(),
+            0,
+            fast.as_mut_ptr(),
+            fast_len
+        ),
+        MG_STATUS_OK
+    );
+    assert_eq!(
+        mg_collate_step_len(p, u64::MAX, 4, &mut slow_len, &mut fast_len),
+        MG_STATUS_OUT_OF_RANGE
+    );
+    mg_plan_free(p);
+}

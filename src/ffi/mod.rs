@@ -9,12 +9,14 @@
 // cannot see a Rust `unsafe` marker anyway.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+pub mod collate;
 pub mod error;
 pub mod plan;
 pub mod schedule;
 
 use std::ffi::{c_char, CStr};
 
+pub use collate::*;
 pub use error::*;
 pub use plan::*;
 pub use schedule::*;

@@ -1,6 +1,9 @@
 //! The `multigrid` command line: schedule and plan inspection (more subcommands join with the
 //! data pipeline and the trainer).
 
+mod bench;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +40,34 @@ enum Command {
     },
     /// Print the default config (every key with PySlowFast's default) as JSON.
     Config,
+    /// Benchmarks; each reports a ratio against a reference measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Clips/s of the fused collator at the Kinetics shapes against PyTorch in Python, and the
+    /// output rate against memcpy.
+    Collate {
+        /// Clips per batch.
+        #[arg(long, default_value_t = 8)]
+        clips: usize,
+        /// Threads for both (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Minimum seconds per measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// A python with torch (the set-up's .venv by default).
+        #[arg(long, default_value = ".venv/bin/python")]
+        python: PathBuf,
+        #[arg(long, default_value = "scripts/collate_reference.py")]
+        script: PathBuf,
+        /// Where the benchmark's input frames are written.
+        #[arg(long, default_value = "target/bench")]
+        work_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,6 +84,28 @@ fn main() -> ExitCode {
             world_size,
             json,
         } => cmd_plan(&config, dataset_size, world_size, json),
+        Command::Bench(BenchCommand::Collate {
+            clips,
+            threads,
+            seconds,
+            python,
+            script,
+            work_dir,
+        }) => {
+            let threads = if threads == 0 {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            } else {
+                threads
+            };
+            bench::collate_bench(&bench::Options {
+                clips,
+                threads,
+                seconds,
+                python: &python,
+                script: &script,
+                work_dir: &work_dir,
+            })
+        }
         Command::Config => serde_json::to_string_pretty(&Config::default())
             .map(|s| println!("{s}"))
             .map_err(|e| e.to_string()),

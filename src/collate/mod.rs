@@ -1,0 +1,337 @@
+//! Variable-shape batch collation: decoded clips (u8 RGB, [frames][height][width][3], any size
+//! per clip) to exactly the batch shape a plan step asks for, f32 [N, 3, T, S, S] (NCTHW), plus
+//! the SlowFast slow pathway. Pure CPU, part of the no-libtorch build.
+//!
+//! One fused pass per (clip, frame): the frame is gathered, resized bilinearly (PyTorch's
+//! align_corners=False rule) only inside the crop window, flipped and normalised as it is
+//! written. Clips and frames run in parallel on a pool whose size is configurable.
+
+mod kernel;
+pub mod sampling;
+#[cfg(feature = "torch")]
+pub mod tensor;
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::plan::{Plan, Step};
+pub use sampling::{
+    eval_params, resized_size, slow_indices, temporal_indices, train_params, Rng, ViewMode,
+};
+
+/// One decoded clip: `frames` holds `num_frames * height * width * 3` bytes, RGB, row-major.
+#[derive(Debug, Clone, Copy)]
+pub struct Clip<'a> {
+    pub frames: &'a [u8],
+    pub num_frames: u32,
+    pub height: u32,
+    pub width: u32,
+}
+
+/// Where one batch entry comes from in its clip. Frames are trunc(linspace(start_frame,
+/// start_frame + T*stride - 1, T)) clamped to the clip; the frame is resized so its short side
+/// is `short_side` (long side floor(long * short_side / short)); the S x S crop starts at
+/// (`crop_x`, `crop_y`) in the resized frame and is mirrored when `flip`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClipParams {
+    pub start_frame: u32,
+    pub stride: u32,
+    pub short_side: u32,
+    pub crop_x: u32,
+    pub crop_y: u32,
+    pub flip: bool,
+}
+
+/// Per-channel normalisation: (x / 255 - mean) / std.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Normalize {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Default for Normalize {
+    fn default() -> Self {
+        Normalize {
+            mean: [0.45; 3],
+            std: [0.225; 3],
+        }
+    }
+}
+
+impl Normalize {
+    fn validate(&self) -> Result<()> {
+        for c in 0..3 {
+            if !self.mean[c].is_finite() {
+                return Err(Error::InvalidArgument(format!(
+                    "mean[{c}] is {}",
+                    self.mean[c]
+                )));
+            }
+            if !(self.std[c].is_finite() && self.std[c] != 0.0) {
+                return Err(Error::InvalidArgument(format!(
+                    "std[{c}] is {}; it must be finite and non-zero",
+                    self.std[c]
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+static POOL: Mutex<Option<Arc<rayon::ThreadPool>>> = Mutex::new(None);
+
+/// Sets the collation threads; 0 means one per core. Takes effect for later calls.
+pub fn set_num_threads(n: usize) -> Result<()> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("mg-collate-{i}"))
+        .build()
+        .map_err(|e| Error::InvalidArgument(format!("cannot start {n} collation threads: {e}")))?;
+    *POOL.lock() = Some(Arc::new(pool));
+    Ok(())
+}
+
+fn pool() -> Result<Arc<rayon::ThreadPool>> {
+    let mut guard = POOL.lock();
+    if let Some(p) = guard.as_ref() {
+        return Ok(p.clone());
+    }
+    let p = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("mg-collate-{i}"))
+            .build()
+            .map_err(|e| Error::InvalidArgument(format!("cannot start collation threads: {e}")))?,
+    );
+    *guard = Some(p.clone());
+    Ok(p)
+}
+
+/// Floats in a batch of `n` clips of `t` frames at `s` x `s`.
+pub fn batch_len(n: usize, t: u32, s: u32) -> usize {
+    n * 3 * t as usize * s as usize * s as usize
+}
+
+fn check_clip(i: usize, clip: &Clip, p: &ClipParams, s: u32) -> Result<()> {
+    let bad = |msg: String| Err(Error::InvalidArgument(format!("clip {i}: {msg}")));
+    if clip.num_frames == 0 || clip.height == 0 || clip.width == 0 {
+        return bad(format!(
+            "empty clip ({} frames of {}x{})",
+            clip.num_frames, clip.height, clip.width
+        ));
+    }
+    let need = clip.num_frames as usize * clip.height as usize * clip.width as usize * 3;
+    if clip.frames.len() < need {
+        return bad(format!(
+            "{} bytes of frames, {} frames of {}x{}x3 need {need}",
+            clip.frames.len(),
+            clip.num_frames,
+            clip.height,
+            clip.width
+        ));
+    }
+    if p.stride == 0 {
+        return bad("stride is 0".into());
+    }
+    if p.start_frame >= clip.num_frames {
+        return bad(format!(
+            "start_frame {} is past the clip's {} frames",
+            p.start_frame, clip.num_frames
+        ));
+    }
+    if p.short_side < s {
+        return bad(format!(
+            "short_side {} is smaller than the crop {s}",
+            p.short_side
+        ));
+    }
+    let (rh, rw) = resized_size(clip.height, clip.width, p.short_side);
+    if u64::from(p.crop_x) + u64::from(s) > u64::from(rw)
+        || u64::from(p.crop_y) + u64::from(s) > u64::from(rh)
+    {
+        return bad(format!(
+            "crop {s}x{s} at ({}, {}) is outside the resized {rw}x{rh} frame",
+            p.crop_x, p.crop_y
+        ));
+    }
+    Ok(())
+}
+
+/// Collates clips with explicit parameters into `out`, f32 [N, 3, T, S, S]. Everything is
+/// checked before anything is written.
+pub fn collate_explicit(
+    clips: &[Clip],
+    params: &[ClipParams],
+    num_frames: u32,
+    crop_size: u32,
+    norm: &Normalize,
+    out: &mut [f32],
+) -> Result<()> {
+    if clips.len() != params.len() {
+        return Err(Error::InvalidArgument(format!(
+            "{} clips but {} parameter sets",
+            clips.len(),
+            params.len()
+        )));
+    }
+    if num_frames == 0 || crop_size == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "num_frames {num_frames} and crop_size {crop_size} must be > 0"
+        )));
+    }
+    norm.validate()?;
+    let need = batch_len(clips.len(), num_frames, crop_size);
+    if out.len() != need {
+        return Err(Error::InvalidArgument(format!(
+            "output holds {} floats; {} clips x 3 x {num_frames} x {crop_size} x {crop_size} need {need}",
+            out.len(),
+            clips.len()
+        )));
+    }
+    for (i, (c, p)) in clips.iter().zip(params).enumerate() {
+        check_clip(i, c, p, crop_size)?;
+    }
+    let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * norm.std[c]));
+    let bias: [f32; 3] = std::array::from_fn(|c| -norm.mean[c] / norm.std[c]);
+    let (t, s) = (num_frames as usize, crop_size as usize);
+    let plane = t * s * s;
+    let clip_len = 3 * plane;
+    struct Prepared {
+        rows: kernel::Taps,
+        cols: kernel::Taps,
+        frames: Vec<u32>,
+    }
+    let prepared: Vec<Prepared> = clips
+        .iter()
+        .zip(params)
+        .map(|(c, p)| {
+            let (rh, rw) = resized_size(c.height, c.width, p.short_side);
+            Prepared {
+                rows: kernel::Taps::new(
+                    c.height,
+                    rh,
+                    p.crop_y,
+                    crop_size,
+                    false,
+                    c.width as usize * 3,
+                ),
+                cols: kernel::Taps::new(c.width, rw, p.crop_x, crop_size, p.flip, 3),
+                frames: temporal_indices(p.start_frame, p.stride, num_frames, c.num_frames),
+            }
+        })
+        .collect();
+    let base = SendPtr(out.as_mut_ptr());
+    pool()?.install(|| {
+        (0..clips.len() * t).into_par_iter().for_each(|task| {
+            let (n, ti) = (task / t, task % t);
+            let (clip, prep) = (&clips[n], &prepared[n]);
+            let frame_len = clip.height as usize * clip.width as usize * 3;
+            let f = prep.frames[ti] as usize;
+            let src = &clip.frames[f * frame_len..(f + 1) * frame_len];
+            let b = &base;
+            // SAFETY: task (n, ti) alone writes the S*S values of frame ti in each of clip n's
+            // three channel planes, all inside `out` (length checked above).
+            unsafe {
+                let dst = b.0.add(n * clip_len + ti * s * s);
+                kernel::frame(src, &prep.rows, &prep.cols, &scale, &bias, dst, plane);
+            }
+        });
+    });
+    Ok(())
+}
+
+struct SendPtr(*mut f32);
+// SAFETY: used only to hand disjoint output ranges to pool threads (see collate_explicit).
+unsafe impl Sync for SendPtr {}
+unsafe impl Send for SendPtr {}
+
+/// Copies the slow pathway out of a fast batch [N, 3, T, S, S]: frames slow_indices(T, alpha)
+/// into `slow` [N, 3, T/alpha, S, S].
+pub fn pack_slow(
+    fast: &[f32],
+    n: usize,
+    t: u32,
+    s: u32,
+    alpha: u32,
+    slow: &mut [f32],
+) -> Result<()> {
+    if alpha == 0 || t < alpha {
+        return Err(Error::InvalidArgument(format!(
+            "alpha {alpha} must be in 1..={t} (the fast pathway's frames)"
+        )));
+    }
+    let idx = slow_indices(t, alpha);
+    let frame = s as usize * s as usize;
+    if fast.len() != batch_len(n, t, s) || slow.len() != n * 3 * idx.len() * frame {
+        return Err(Error::InvalidArgument(format!(
+            "slow buffer holds {} floats and fast {}; N={n}, T={t}, S={s}, alpha={alpha} need {} and {}",
+            slow.len(),
+            fast.len(),
+            n * 3 * idx.len() * frame,
+            batch_len(n, t, s)
+        )));
+    }
+    let ts = idx.len();
+    pool()?.install(|| {
+        slow.par_chunks_mut(ts * frame)
+            .enumerate()
+            .for_each(|(nc, dst)| {
+                let src = &fast[nc * t as usize * frame..(nc + 1) * t as usize * frame];
+                for (k, &f) in idx.iter().enumerate() {
+                    let f = f as usize;
+                    dst[k * frame..(k + 1) * frame]
+                        .copy_from_slice(&src[f * frame..(f + 1) * frame]);
+                }
+            });
+    });
+    Ok(())
+}
+
+/// The seeded training draws for every clip of a plan step, deterministic from (seed, epoch,
+/// dataset index). `clips` are in the order of [`Plan::step_indices`].
+pub fn step_params(
+    plan: &Plan,
+    step: &Step,
+    indices: &[u64],
+    clips: &[Clip],
+) -> Result<Vec<ClipParams>> {
+    if indices.len() != clips.len() {
+        return Err(Error::InvalidArgument(format!(
+            "step {} has {} dataset indices but {} clips were given",
+            step.step,
+            indices.len(),
+            clips.len()
+        )));
+    }
+    let data = &plan.schedule().config().data;
+    Ok(indices
+        .iter()
+        .zip(clips)
+        .map(|(&index, c)| {
+            let mut rng = Rng::new(plan.seed(), u64::from(step.epoch), index);
+            train_params(
+                &mut rng,
+                c.num_frames,
+                c.height,
+                c.width,
+                step.num_frames,
+                step.crop_size,
+                [step.sampling_rate_min, step.sampling_rate_max],
+                [step.jitter_min, step.jitter_max],
+                data.inv_uniform_sample,
+                data.random_flip,
+            )
+        })
+        .collect())
+}
+
+/// The config's normalisation.
+pub fn normalize_of(plan: &Plan) -> Normalize {
+    let d = &plan.schedule().config().data;
+    Normalize {
+        mean: d.mean,
+        std: d.std,
+    }
+}
