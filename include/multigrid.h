@@ -37,6 +37,12 @@
 #define MG_VERSION_PATCH 0
 
 /**
+ * A dataset: a clip store or a video list. Create with `mg_dataset_open_store` or
+ * `mg_dataset_open_video_list`, free with `mg_dataset_free`.
+ */
+typedef struct mg_dataset mg_dataset;
+
+/**
  * An immutable per-step plan for one rank. Create with `mg_plan_new`, free with
  * `mg_plan_free`.
  */
@@ -244,6 +250,11 @@ typedef struct mg_stage {
  */
 #define MG_STATUS_PANIC 11
 
+/**
+ * A video could not be decoded, or a clip store is corrupt; the message names the file.
+ */
+#define MG_STATUS_DATA 12
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -303,6 +314,46 @@ mg_status mg_collate_step(const struct mg_plan *plan,
  * Sets the number of collation threads (0: one per core) for later calls.
  */
 mg_status mg_collate_set_num_threads(size_t num_threads);
+
+/**
+ * Opens a clip store (see `multigrid build-store` and `multigrid gen-data --store`).
+ * Errors: MG_STATUS_IO (cannot read), MG_STATUS_DATA (truncated or corrupt, with the reason).
+ */
+mg_status mg_dataset_open_store(const char *path, struct mg_dataset **out);
+
+/**
+ * Opens `dir/split.csv`, PySlowFast's `path label` list of videos (paths relative to `dir`).
+ * Videos are decoded on demand; a corrupt or missing one is replaced when a batch is loaded.
+ */
+mg_status mg_dataset_open_video_list(const char *dir, const char *split, struct mg_dataset **out);
+
+/**
+ * Frees a dataset; NULL is a no-op.
+ */
+void mg_dataset_free(struct mg_dataset *dataset);
+
+/**
+ * Number of clips.
+ */
+mg_status mg_dataset_len(const struct mg_dataset *dataset, uint64_t *out);
+
+/**
+ * Loads, augments (the seeded training policy) and collates the batch of plan step `step`
+ * from `dataset`: fast pathway into `fast`, slow pathway into `slow` when `alpha` > 0 (NULL
+ * and 0 otherwise), class labels into `labels` (`labels_len` = the step's batch size). Buffer
+ * lengths count elements; mg_collate_step_len gives them. Clips that fail to decode are
+ * replaced by other samples. The plan must have been made for this dataset's size.
+ */
+mg_status mg_dataset_load_step(const struct mg_dataset *dataset,
+                               const struct mg_plan *plan,
+                               uint64_t step,
+                               uint32_t alpha,
+                               float *slow,
+                               size_t slow_len,
+                               float *fast,
+                               size_t fast_len,
+                               int64_t *labels,
+                               size_t labels_len);
 
 /**
  * Copies the calling thread's last error message into `buf`, NUL-terminated and truncated

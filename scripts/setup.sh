@@ -7,7 +7,10 @@ cd "$(dirname "$0")/.."
 
 TORCH_VERSION=2.11.0
 CBINDGEN_VERSION=0.29.4
-APT_PACKAGES=(gcc g++ make pkg-config python3 valgrind)
+# FFmpeg's libraries and clang (bindgen) for the `video` feature (ffmpeg-next).
+APT_PACKAGES=(gcc g++ make pkg-config python3 valgrind
+  libavformat-dev libavcodec-dev libswscale-dev libavutil-dev libavfilter-dev libavdevice-dev
+  clang libclang-dev)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 

@@ -17,6 +17,9 @@ pub enum Error {
     /// A caller buffer cannot hold the result.
     #[error("{0}")]
     BufferTooSmall(String),
+    /// A video could not be opened or decoded.
+    #[error("{path}: {reason}")]
+    Decode { path: PathBuf, reason: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

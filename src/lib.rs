@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod collate;
+pub mod data;
 pub mod error;
 pub mod ffi;
 pub mod plan;

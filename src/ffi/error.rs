@@ -34,6 +34,8 @@ pub const MG_STATUS_CANCELLED: mg_status = 9;
 pub const MG_STATUS_UNSUPPORTED: mg_status = 10;
 /// A bug inside the library was caught at the boundary; the message says where.
 pub const MG_STATUS_PANIC: mg_status = 11;
+/// A video could not be decoded, or a clip store is corrupt; the message names the file.
+pub const MG_STATUS_DATA: mg_status = 12;
 
 /// Errors as the boundary sees them: the library's, plus the argument checks of the C layer.
 #[derive(Debug)]
@@ -60,6 +62,7 @@ impl FfiError {
                 Error::OutOfRange(_) => MG_STATUS_OUT_OF_RANGE,
                 Error::BufferTooSmall(_) => MG_STATUS_BUFFER_TOO_SMALL,
                 Error::Io { .. } => MG_STATUS_IO,
+                Error::Decode { .. } => MG_STATUS_DATA,
             },
         }
     }
@@ -174,6 +177,7 @@ pub extern "C" fn mg_status_str(status: mg_status) -> *const c_char {
         MG_STATUS_CANCELLED => c"MG_STATUS_CANCELLED",
         MG_STATUS_UNSUPPORTED => c"MG_STATUS_UNSUPPORTED",
         MG_STATUS_PANIC => c"MG_STATUS_PANIC",
+        MG_STATUS_DATA => c"MG_STATUS_DATA",
         _ => c"unknown status",
     };
     s.as_ptr()

@@ -10,6 +10,7 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 pub mod collate;
+pub mod data;
 pub mod error;
 pub mod plan;
 pub mod schedule;
@@ -17,6 +18,7 @@ pub mod schedule;
 use std::ffi::{c_char, CStr};
 
 pub use collate::*;
+pub use data::*;
 pub use error::*;
 pub use plan::*;
 pub use schedule::*;

@@ -211,6 +211,12 @@ impl Config {
         Ok(config)
     }
 
+    /// The config as JSON, every key written out.
+    pub fn to_json_string(&self) -> String {
+        // Serialising plain structs of numbers, strings and lists cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
     /// Reads a JSON config file.
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Config> {
         let path = path.as_ref();

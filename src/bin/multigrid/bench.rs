@@ -174,3 +174,74 @@ fn memcpy_gbps(seconds: f64) -> f64 {
     }
     (reps * n) as f64 / start.elapsed().as_secs_f64() / 1e9
 }
+
+/// Clips/s of the loader over the first `steps` steps of a plan, from the video list and from
+/// the clip store of the same split.
+pub fn loader_bench(
+    config: &Path,
+    data: &Path,
+    split: &str,
+    workers: usize,
+    steps: u64,
+) -> Result<(), String> {
+    use multigrid::data::{Dataset, Loader, LoaderOptions};
+    use std::sync::Arc;
+    let schedule =
+        multigrid::Schedule::new(multigrid::Config::from_file(config).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    let mut sources = Vec::new();
+    if data.join(format!("{split}.csv")).exists() {
+        sources.push((
+            "mp4 (decode)",
+            Dataset::video_list(data, split).map_err(|e| e.to_string())?,
+        ));
+    }
+    let store = data.join(format!("{split}.mgstore"));
+    if store.exists() {
+        sources.push((
+            "clip store",
+            Dataset::store(&store).map_err(|e| e.to_string())?,
+        ));
+    }
+    if sources.is_empty() {
+        return Err(format!(
+            "{} has neither {split}.csv nor {split}.mgstore",
+            data.display()
+        ));
+    }
+    println!(
+        "loader: {} workers, first {steps} steps of {}",
+        workers,
+        config.display()
+    );
+    println!(
+        "{:>14} {:>10} {:>10} {:>12} {:>10}",
+        "source", "clips", "seconds", "clips/s", "failures"
+    );
+    for (name, dataset) in sources {
+        let plan = Arc::new(
+            multigrid::Plan::new(&schedule, dataset.len() as u64, 1, 0, 0)
+                .map_err(|e| e.to_string())?,
+        );
+        let steps = steps.min(plan.total_steps());
+        let options = LoaderOptions {
+            workers,
+            ..LoaderOptions::default()
+        };
+        let start = Instant::now();
+        let mut loader =
+            Loader::new(plan, Arc::new(dataset), 0..steps, options).map_err(|e| e.to_string())?;
+        let mut clips = 0;
+        while let Some(b) = loader.next_batch() {
+            clips += b.map_err(|e| e.to_string())?.len();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let stats = loader.stats();
+        println!(
+            "{name:>14} {clips:>10} {secs:>10.2} {:>12.1} {:>10}",
+            clips as f64 / secs,
+            stats.failures
+        );
+    }
+    Ok(())
+}

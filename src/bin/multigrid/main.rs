@@ -2,6 +2,7 @@
 //! data pipeline and the trainer).
 
 mod bench;
+mod data;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +41,44 @@ enum Command {
     },
     /// Print the default config (every key with PySlowFast's default) as JSON.
     Config,
+    /// Write the synthetic action dataset: MP4 videos with train/val/test CSV lists in
+    /// PySlowFast's format, and/or clip stores.
+    GenData {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        clips: u64,
+        #[arg(long, default_value_t = 64)]
+        frames: u32,
+        /// Frame side in pixels (even).
+        #[arg(long, default_value_t = 128)]
+        size: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Share of clips in val, and again in test.
+        #[arg(long, default_value_t = 0.1)]
+        val_fraction: f64,
+        /// Also write {train,val,test}.mgstore clip stores.
+        #[arg(long)]
+        store: bool,
+        /// Skip the MP4 files (with --store).
+        #[arg(long)]
+        no_videos: bool,
+        #[arg(long, default_value_t = 30)]
+        fps: u32,
+    },
+    /// Decode a video list (DIR/SPLIT.csv) into one memory-mapped clip store.
+    BuildStore {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "train")]
+        split: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Downscale so the short side is this many pixels.
+        #[arg(long)]
+        short_side: Option<u32>,
+    },
     /// Benchmarks; each reports a ratio against a reference measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -67,6 +106,21 @@ enum BenchCommand {
         /// Where the benchmark's input frames are written.
         #[arg(long, default_value = "target/bench")]
         work_dir: PathBuf,
+    },
+    /// Loader throughput (clips/s) on a video list and on a clip store of the same clips,
+    /// following a plan's steps.
+    Loader {
+        #[arg(long)]
+        config: PathBuf,
+        /// Directory with SPLIT.csv and SPLIT.mgstore (see gen-data --store).
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "train")]
+        split: String,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        #[arg(long, default_value_t = 20)]
+        steps: u64,
     },
 }
 
@@ -106,6 +160,40 @@ fn main() -> ExitCode {
                 work_dir: &work_dir,
             })
         }
+        Command::Bench(BenchCommand::Loader {
+            config,
+            data,
+            split,
+            workers,
+            steps,
+        }) => bench::loader_bench(&config, &data, &split, workers, steps),
+        Command::GenData {
+            out,
+            clips,
+            frames,
+            size,
+            seed,
+            val_fraction,
+            store,
+            no_videos,
+            fps,
+        } => data::gen_data(&data::GenOptions {
+            out,
+            clips,
+            frames,
+            size,
+            seed,
+            val_fraction,
+            store,
+            videos: !no_videos,
+            fps,
+        }),
+        Command::BuildStore {
+            data,
+            split,
+            out,
+            short_side,
+        } => data::build_store(&data, &split, &out, short_side),
         Command::Config => serde_json::to_string_pretty(&Config::default())
             .map(|s| println!("{s}"))
             .map_err(|e| e.to_string()),

@@ -1,0 +1,196 @@
+//! `multigrid gen-data` and `multigrid build-store`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use multigrid::data::{resize::resize_short_side, synthetic, Dataset, StoreWriter};
+use rayon::prelude::*;
+
+pub struct GenOptions {
+    pub out: PathBuf,
+    pub clips: u64,
+    pub frames: u32,
+    pub size: u32,
+    pub seed: u64,
+    pub val_fraction: f64,
+    pub store: bool,
+    pub videos: bool,
+    pub fps: u32,
+}
+
+const SPLITS: [&str; 3] = ["train", "val", "test"];
+
+/// Split of clip `i`: the last `val_fraction` of every 20 clips go to val, as many to test.
+fn split_of(i: u64, val_fraction: f64) -> usize {
+    let r = (i % 20) as f64 / 20.0;
+    if r >= 1.0 - val_fraction {
+        1
+    } else if r >= 1.0 - 2.0 * val_fraction {
+        2
+    } else {
+        0
+    }
+}
+
+pub fn gen_data(o: &GenOptions) -> Result<(), String> {
+    if !o.videos && !o.store {
+        return Err("nothing to write: pass --store or leave videos on".into());
+    }
+    if o.size % 2 != 0 || o.size < 16 || o.frames == 0 || o.clips == 0 {
+        return Err("--size must be even and >= 16; --frames and --clips > 0".into());
+    }
+    let videos = o.out.join("videos");
+    std::fs::create_dir_all(&videos).map_err(|e| format!("{}: {e}", videos.display()))?;
+    let start = Instant::now();
+    // Render (and encode) in parallel; the stores are appended in clip order afterwards.
+    let mut writers: Vec<Option<StoreWriter>> = SPLITS
+        .iter()
+        .map(|s| {
+            o.store
+                .then(|| {
+                    StoreWriter::create(o.out.join(format!("{s}.mgstore")))
+                        .map_err(|e| e.to_string())
+                })
+                .transpose()
+        })
+        .collect::<Result<_, _>>()?;
+    let mut lists: Vec<String> = vec![String::new(); 3];
+    let chunk = 64u64;
+    for first in (0..o.clips).step_by(chunk as usize) {
+        let ids: Vec<u64> = (first..(first + chunk).min(o.clips)).collect();
+        let rendered: Vec<(u64, Vec<u8>)> = ids
+            .par_iter()
+            .map(|&i| {
+                let frames = synthetic::render_clip(o.seed, i, o.frames, o.size);
+                if o.videos {
+                    let path = videos.join(format!("{i:06}.mp4"));
+                    write_video(&path, &frames, o)?;
+                }
+                Ok((i, frames))
+            })
+            .collect::<Result<_, String>>()?;
+        for (i, frames) in rendered {
+            let split = split_of(i, o.val_fraction);
+            let label = synthetic::label_of(i);
+            if o.videos {
+                lists[split].push_str(&format!("videos/{i:06}.mp4 {label}\n"));
+            }
+            if let Some(w) = writers[split].as_mut() {
+                w.add(&frames, o.frames, o.size, o.size, label)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    if o.videos {
+        for (s, list) in SPLITS.iter().zip(&lists) {
+            write_atomic(&o.out.join(format!("{s}.csv")), list.as_bytes())?;
+        }
+        let classes: String = synthetic::CLASSES
+            .iter()
+            .map(|c| format!("{c}\n"))
+            .collect();
+        write_atomic(&o.out.join("classes.txt"), classes.as_bytes())?;
+    }
+    for w in writers.into_iter().flatten() {
+        w.finish().map_err(|e| e.to_string())?;
+    }
+    println!(
+        "wrote {} clips of {} frames at {}x{} ({} classes) to {} in {:.1} s",
+        o.clips,
+        o.frames,
+        o.size,
+        o.size,
+        synthetic::CLASSES.len(),
+        o.out.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[cfg(feature = "video")]
+fn write_video(path: &Path, frames: &[u8], o: &GenOptions) -> Result<(), String> {
+    multigrid::data::video::encode_mp4(path, frames, o.frames, o.size, o.size, o.fps)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "video"))]
+fn write_video(_: &Path, _: &[u8], _: &GenOptions) -> Result<(), String> {
+    Err(
+        "this build has no video encoding (the `video` feature is off); use --store --no-videos"
+            .into(),
+    )
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Decodes every video of a list into a clip store, optionally pre-resized.
+pub fn build_store(
+    data: &Path,
+    split: &str,
+    out: &Path,
+    short_side: Option<u32>,
+) -> Result<(), String> {
+    let dataset = Dataset::video_list(data, split).map_err(|e| e.to_string())?;
+    let Dataset::VideoList { entries, .. } = &dataset else {
+        return Err("not a video list".into());
+    };
+    let start = Instant::now();
+    let mut writer = StoreWriter::create(out).map_err(|e| e.to_string())?;
+    let mut failed = 0;
+    for chunk in entries.chunks(32) {
+        let decoded: Vec<_> = chunk
+            .par_iter()
+            .map(|(path, label)| (decode_all(path, short_side), *label, path))
+            .collect();
+        for (result, label, path) in decoded {
+            match result {
+                Ok((frames, n, h, w)) => {
+                    writer
+                        .add(&frames, n, h, w, label)
+                        .map_err(|e| e.to_string())?;
+                }
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("multigrid: skipping {}: {e}", path.display());
+                }
+            }
+        }
+    }
+    writer.finish().map_err(|e| e.to_string())?;
+    println!(
+        "stored {} of {} videos in {} in {:.1} s",
+        entries.len() - failed,
+        entries.len(),
+        out.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[cfg(feature = "video")]
+fn decode_all(path: &Path, short_side: Option<u32>) -> Result<(Vec<u8>, u32, u32, u32), String> {
+    use multigrid::data::video;
+    let info = video::probe(path).map_err(|e| e.to_string())?;
+    let d = video::decode_range(path, 0, info.num_frames - 1).map_err(|e| e.to_string())?;
+    Ok(match short_side {
+        Some(s) if s < d.height.min(d.width) => {
+            let (f, h, w) = resize_short_side(&d.frames, d.num_frames, d.height, d.width, s);
+            (f, d.num_frames, h, w)
+        }
+        _ => (d.frames, d.num_frames, d.height, d.width),
+    })
+}
+
+#[cfg(not(feature = "video"))]
+fn decode_all(_: &Path, _: Option<u32>) -> Result<(Vec<u8>, u32, u32, u32), String> {
+    let _ = resize_short_side;
+    Err("this build has no video decoding (the `video` feature is off)".into())
+}

@@ -1,0 +1,313 @@
+//! A dataset is a list of labelled clips: PySlowFast's `path label` CSV files of videos, or a
+//! clip store. [`load_batch`] turns a plan step into its collated batch, replacing clips that
+//! fail to decode.
+
+use std::path::{Path, PathBuf};
+
+use crate::collate::{self, batch_len, temporal_indices, Clip, ClipParams, Rng};
+use crate::error::{Error, Result};
+use crate::plan::{Plan, Step};
+
+use super::store::ClipStore;
+
+/// Where clips come from.
+pub enum Dataset {
+    /// Videos listed as `path label` lines (paths relative to the list's directory).
+    VideoList {
+        list: PathBuf,
+        entries: Vec<(PathBuf, u32)>,
+    },
+    Store(ClipStore),
+}
+
+impl std::fmt::Debug for Dataset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dataset::VideoList { list, entries } => {
+                write!(f, "VideoList({}, {} videos)", list.display(), entries.len())
+            }
+            Dataset::Store(s) => write!(f, "Store({}, {} clips)", s.path().display(), s.len()),
+        }
+    }
+}
+
+/// One collated batch of a plan step.
+#[derive(Debug)]
+pub struct Batch {
+    pub step: u64,
+    pub num_frames: u32,
+    pub crop_size: u32,
+    /// Dataset indices actually used (after replacing failed clips).
+    pub indices: Vec<u64>,
+    pub labels: Vec<i64>,
+    /// [N, 3, T/alpha, S, S], when alpha > 0.
+    pub slow: Option<Vec<f32>>,
+    /// [N, 3, T, S, S].
+    pub fast: Vec<f32>,
+    /// Clips that failed and were replaced, with the reason.
+    pub failures: Vec<String>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+impl Dataset {
+    /// Reads `dir/{split}.csv` in PySlowFast's format: one `path label` per line, separated by
+    /// a space (or a comma); relative paths are taken from `dir`.
+    pub fn video_list(dir: impl AsRef<Path>, split: &str) -> Result<Dataset> {
+        let dir = dir.as_ref();
+        let list = dir.join(format!("{split}.csv"));
+        let text = std::fs::read_to_string(&list).map_err(|source| Error::Io {
+            path: list.clone(),
+            source,
+        })?;
+        let mut entries = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (path, label) = line.rsplit_once([' ', ',']).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{}:{}: expected `path label`, got {line:?}",
+                    list.display(),
+                    n + 1
+                ))
+            })?;
+            let label: u32 = label.trim().parse().map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "{}:{}: label {label:?} is not a class number",
+                    list.display(),
+                    n + 1
+                ))
+            })?;
+            let path = Path::new(path.trim());
+            entries.push((
+                if path.is_absolute() {
+                    path.to_path_buf()
+                } else {
+                    dir.join(path)
+                },
+                label,
+            ));
+        }
+        if entries.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{} lists no videos",
+                list.display()
+            )));
+        }
+        Ok(Dataset::VideoList { list, entries })
+    }
+
+    pub fn store(path: impl AsRef<Path>) -> Result<Dataset> {
+        Ok(Dataset::Store(ClipStore::open(path)?))
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Dataset::VideoList { entries, .. } => entries.len(),
+            Dataset::Store(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn label(&self, i: usize) -> Result<u32> {
+        match self {
+            Dataset::VideoList { entries, list } => entries.get(i).map(|e| e.1).ok_or_else(|| {
+                Error::OutOfRange(format!("clip {i} is past the end of {}", list.display()))
+            }),
+            Dataset::Store(s) => Ok(s.info(i)?.label),
+        }
+    }
+
+    /// Number of classes: one more than the largest label.
+    pub fn num_classes(&self) -> Result<u32> {
+        let mut max = 0;
+        for i in 0..self.len() {
+            max = max.max(self.label(i)?);
+        }
+        Ok(max + 1)
+    }
+
+    /// Reads clip `i` and collates it into `out` ([3, T, S, S]) with the parameters that
+    /// `choose` picks from the clip's (frames, height, width). Only the frames the clip needs
+    /// are decoded.
+    pub fn collate_clip(
+        &self,
+        i: usize,
+        t: u32,
+        s: u32,
+        norm: &collate::Normalize,
+        choose: impl FnOnce(u32, u32, u32) -> ClipParams,
+        out: &mut [f32],
+    ) -> Result<()> {
+        match self {
+            Dataset::Store(store) => {
+                let info = store.info(i)?;
+                let frames = store.frames(i)?;
+                let p = choose(info.num_frames, info.height, info.width);
+                let clip = Clip {
+                    frames,
+                    num_frames: info.num_frames,
+                    height: info.height,
+                    width: info.width,
+                };
+                collate::collate_explicit(&[clip], &[p], t, s, norm, out)
+            }
+            Dataset::VideoList { entries, list } => {
+                let path = &entries
+                    .get(i)
+                    .ok_or_else(|| {
+                        Error::OutOfRange(format!("clip {i} is past the end of {}", list.display()))
+                    })?
+                    .0;
+                decode_and_collate(path, t, s, norm, choose, out)
+            }
+        }
+    }
+}
+
+#[cfg(feature = "video")]
+fn decode_and_collate(
+    path: &Path,
+    t: u32,
+    s: u32,
+    norm: &collate::Normalize,
+    choose: impl FnOnce(u32, u32, u32) -> ClipParams,
+    out: &mut [f32],
+) -> Result<()> {
+    use super::video;
+    let info = video::probe(path)?;
+    let p = choose(info.num_frames, info.height, info.width);
+    let idx = temporal_indices(p.start_frame, p.stride, t, info.num_frames);
+    let (lo, hi) = (
+        idx.iter().copied().min().unwrap_or(0),
+        idx.iter().copied().max().unwrap_or(0),
+    );
+    let d = video::decode_range(path, lo, hi)?;
+    // Gather exactly the T sampled frames, so the collator's own linspace over them is the
+    // identity (0, 1, ..., T-1) and the choice above is kept bit for bit.
+    let frame = d.height as usize * d.width as usize * 3;
+    let mut gathered = Vec::with_capacity(t as usize * frame);
+    for &f in &idx {
+        let k = ((f - d.first_frame) as usize).min(d.num_frames as usize - 1);
+        gathered.extend_from_slice(&d.frames[k * frame..(k + 1) * frame]);
+    }
+    let clip = Clip {
+        frames: &gathered,
+        num_frames: t,
+        height: d.height,
+        width: d.width,
+    };
+    let p = ClipParams {
+        start_frame: 0,
+        stride: 1,
+        ..p
+    };
+    collate::collate_explicit(&[clip], &[p], t, s, norm, out)
+}
+
+#[cfg(not(feature = "video"))]
+fn decode_and_collate(
+    path: &Path,
+    _t: u32,
+    _s: u32,
+    _norm: &collate::Normalize,
+    _choose: impl FnOnce(u32, u32, u32) -> ClipParams,
+    _out: &mut [f32],
+) -> Result<()> {
+    Err(Error::Decode {
+        path: path.to_path_buf(),
+        reason: "this build has no video decoding (the `video` feature is off)".into(),
+    })
+}
+
+/// How many times a failing clip is replaced before the batch fails.
+const MAX_REPLACEMENTS: u32 = 10;
+
+/// Collates the batch of plan step `step` from `dataset` with the seeded training policy.
+/// A clip that fails to decode is replaced by another sample (drawn from the same seed, so a
+/// rerun replaces it the same way) and reported in [`Batch::failures`].
+pub fn load_batch(dataset: &Dataset, plan: &Plan, step: &Step, alpha: u32) -> Result<Batch> {
+    let mut indices = Vec::new();
+    plan.step_indices(step.step, &mut indices)?;
+    let (t, s) = (step.num_frames, step.crop_size);
+    let n = indices.len();
+    let one = batch_len(1, t, s);
+    let mut fast = vec![0f32; n * one];
+    let norm = collate::normalize_of(plan);
+    let data = &plan.schedule().config().data;
+    let mut labels = Vec::with_capacity(n);
+    let mut failures = Vec::new();
+    for (k, index) in indices.iter_mut().enumerate() {
+        let mut replace = Rng::new(plan.seed() ^ 0xFA11, u64::from(step.epoch), *index);
+        let mut attempt = 0;
+        loop {
+            let mut rng = Rng::new(plan.seed(), u64::from(step.epoch), *index);
+            let choose = |frames, h, w| {
+                collate::train_params(
+                    &mut rng,
+                    frames,
+                    h,
+                    w,
+                    t,
+                    s,
+                    [step.sampling_rate_min, step.sampling_rate_max],
+                    [step.jitter_min, step.jitter_max],
+                    data.inv_uniform_sample,
+                    data.random_flip,
+                )
+            };
+            match dataset.collate_clip(
+                *index as usize,
+                t,
+                s,
+                &norm,
+                choose,
+                &mut fast[k * one..(k + 1) * one],
+            ) {
+                Ok(()) => break,
+                Err(e) => {
+                    failures.push(format!("clip {index}: {e}"));
+                    attempt += 1;
+                    if attempt > MAX_REPLACEMENTS {
+                        return Err(Error::InvalidArgument(format!(
+                            "step {}: {} clips in a row failed, last: {e}",
+                            step.step, attempt
+                        )));
+                    }
+                    *index = u64::from(replace.int_inclusive(0, (dataset.len() - 1) as u32));
+                }
+            }
+        }
+        labels.push(i64::from(dataset.label(*index as usize)?));
+    }
+    let slow = if alpha > 0 {
+        let ts = collate::slow_indices(t, alpha).len() as u32;
+        let mut slow = vec![0f32; batch_len(n, ts, s)];
+        collate::pack_slow(&fast, n, t, s, alpha, &mut slow)?;
+        Some(slow)
+    } else {
+        None
+    };
+    Ok(Batch {
+        step: step.step,
+        num_frames: t,
+        crop_size: s,
+        indices,
+        labels,
+        slow,
+        fast,
+        failures,
+    })
+}

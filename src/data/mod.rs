@@ -1,0 +1,14 @@
+//! Datasets: PySlowFast's video lists (decoded with FFmpeg), the clip store, the synthetic
+//! action dataset; and the loader that prepares the plan's next batches in the background.
+
+pub mod dataset;
+pub mod loader;
+pub mod resize;
+pub mod store;
+pub mod synthetic;
+#[cfg(feature = "video")]
+pub mod video;
+
+pub use dataset::{Batch, Dataset};
+pub use loader::{Loader, LoaderOptions, LoaderStats};
+pub use store::{ClipStore, StoreWriter};

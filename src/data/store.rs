@@ -1,0 +1,375 @@
+//! The clip store: decoded u8 frames of a whole dataset in one memory-mapped file, so epochs
+//! after the first read bytes instead of decoding video.
+//!
+//! Layout (little-endian):
+//! - header, 64 bytes: magic "MGCLIPS1", version u32, reserved u32, clip count u64, index
+//!   offset u64, index length u64, index CRC32 u32, reserved u32, header CRC32 u32 over bytes
+//!   0..48, zero padding;
+//! - clip data, each clip 64-byte aligned: [frames][height][width][3] u8;
+//! - index: per clip offset u64, length u64, frames u32, height u32, width u32, label u32,
+//!   data CRC32 u32, reserved u32 (40 bytes).
+//!
+//! Written to a temporary file and renamed into place, so a store is whole or absent. Opening
+//! checks the header, its CRC, the index bounds and CRC; every read checks the clip's CRC, so a
+//! truncated or corrupted store is reported, never read as garbage.
+
+use std::fs::File;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::error::{Error, Result};
+
+const MAGIC: &[u8; 8] = b"MGCLIPS1";
+const VERSION: u32 = 1;
+const HEADER_LEN: u64 = 64;
+const ENTRY_LEN: usize = 40;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClipInfo {
+    pub offset: u64,
+    pub len: u64,
+    pub num_frames: u32,
+    pub height: u32,
+    pub width: u32,
+    pub label: u32,
+    pub crc: u32,
+}
+
+fn corrupt(path: &Path, what: impl std::fmt::Display) -> Error {
+    Error::Decode {
+        path: path.to_path_buf(),
+        reason: format!("clip store: {what}"),
+    }
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes a store; `finish` renames it into place. Dropped unfinished, it leaves nothing.
+pub struct StoreWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: Option<BufWriter<File>>,
+    pos: u64,
+    index: Vec<ClipInfo>,
+}
+
+impl StoreWriter {
+    pub fn create(path: impl AsRef<Path>) -> Result<StoreWriter> {
+        let path = path.as_ref().to_path_buf();
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        let mut file = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io(&tmp))?);
+        file.write_all(&[0u8; HEADER_LEN as usize])
+            .map_err(io(&tmp))?;
+        Ok(StoreWriter {
+            path,
+            tmp,
+            file: Some(file),
+            pos: HEADER_LEN,
+            index: Vec::new(),
+        })
+    }
+
+    /// Appends one clip; returns its index in the store.
+    pub fn add(
+        &mut self,
+        frames: &[u8],
+        num_frames: u32,
+        height: u32,
+        width: u32,
+        label: u32,
+    ) -> Result<usize> {
+        let len = num_frames as u64 * height as u64 * width as u64 * 3;
+        if len == 0 || frames.len() as u64 != len {
+            return Err(Error::InvalidArgument(format!(
+                "clip of {num_frames} frames {width}x{height} needs {len} bytes, got {}",
+                frames.len()
+            )));
+        }
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| corrupt(&self.path, "writer already finished"))?;
+        let pad = (64 - self.pos % 64) % 64;
+        file.write_all(&vec![0u8; pad as usize])
+            .map_err(io(&self.tmp))?;
+        self.pos += pad;
+        file.write_all(frames).map_err(io(&self.tmp))?;
+        self.index.push(ClipInfo {
+            offset: self.pos,
+            len,
+            num_frames,
+            height,
+            width,
+            label,
+            crc: crc32fast::hash(frames),
+        });
+        self.pos += len;
+        Ok(self.index.len() - 1)
+    }
+
+    /// Writes the index and header, syncs, and renames the file into place.
+    pub fn finish(mut self) -> Result<PathBuf> {
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| corrupt(&self.path, "writer already finished"))?;
+        let mut index = Vec::with_capacity(self.index.len() * ENTRY_LEN);
+        for c in &self.index {
+            index.extend_from_slice(&c.offset.to_le_bytes());
+            index.extend_from_slice(&c.len.to_le_bytes());
+            for v in [c.num_frames, c.height, c.width, c.label, c.crc, 0] {
+                index.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        file.write_all(&index).map_err(io(&self.tmp))?;
+        let mut header = Vec::with_capacity(HEADER_LEN as usize);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&VERSION.to_le_bytes());
+        header.extend_from_slice(&0u32.to_le_bytes());
+        header.extend_from_slice(&(self.index.len() as u64).to_le_bytes());
+        header.extend_from_slice(&self.pos.to_le_bytes());
+        header.extend_from_slice(&(index.len() as u64).to_le_bytes());
+        header.extend_from_slice(&crc32fast::hash(&index).to_le_bytes());
+        header.extend_from_slice(&0u32.to_le_bytes());
+        let crc = crc32fast::hash(&header);
+        header.extend_from_slice(&crc.to_le_bytes());
+        header.resize(HEADER_LEN as usize, 0);
+        file.seek(SeekFrom::Start(0)).map_err(io(&self.tmp))?;
+        file.write_all(&header).map_err(io(&self.tmp))?;
+        let file = file
+            .into_inner()
+            .map_err(|e| io(&self.tmp)(e.into_error()))?;
+        file.sync_all().map_err(io(&self.tmp))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(io(&self.path))?;
+        Ok(self.path.clone())
+    }
+}
+
+impl Drop for StoreWriter {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// A read-only, memory-mapped store.
+pub struct ClipStore {
+    path: PathBuf,
+    map: Mmap,
+    index: Vec<ClipInfo>,
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(v)
+}
+
+impl ClipStore {
+    pub fn open(path: impl AsRef<Path>) -> Result<ClipStore> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(io(&path))?;
+        // SAFETY: the store is written once and renamed into place; nothing writes it while it
+        // is mapped (a concurrent writer would rename a new file over it, not modify this one).
+        let map = unsafe { Mmap::map(&file) }.map_err(io(&path))?;
+        let len = map.len() as u64;
+        if len < HEADER_LEN {
+            return Err(corrupt(
+                &path,
+                format!("{len} bytes is shorter than the header (truncated?)"),
+            ));
+        }
+        let h = &map[..HEADER_LEN as usize];
+        if &h[..8] != MAGIC {
+            return Err(corrupt(&path, "not a clip store (bad magic)"));
+        }
+        if u32_at(h, 48) != crc32fast::hash(&h[..48]) {
+            return Err(corrupt(&path, "header checksum mismatch"));
+        }
+        let version = u32_at(h, 8);
+        if version != VERSION {
+            return Err(corrupt(
+                &path,
+                format!("version {version}, this library reads {VERSION}"),
+            ));
+        }
+        let count = u64_at(h, 16);
+        let (index_at, index_len) = (u64_at(h, 24), u64_at(h, 32));
+        if index_len != count * ENTRY_LEN as u64 || index_at.checked_add(index_len) != Some(len) {
+            return Err(corrupt(
+                &path,
+                format!("index of {count} clips at {index_at}+{index_len} does not end the {len}-byte file (truncated?)"),
+            ));
+        }
+        let raw = &map[index_at as usize..len as usize];
+        if crc32fast::hash(raw) != u32_at(h, 40) {
+            return Err(corrupt(&path, "index checksum mismatch"));
+        }
+        let index: Vec<ClipInfo> = raw
+            .chunks_exact(ENTRY_LEN)
+            .map(|e| ClipInfo {
+                offset: u64_at(e, 0),
+                len: u64_at(e, 8),
+                num_frames: u32_at(e, 16),
+                height: u32_at(e, 20),
+                width: u32_at(e, 24),
+                label: u32_at(e, 28),
+                crc: u32_at(e, 32),
+            })
+            .collect();
+        for (i, c) in index.iter().enumerate() {
+            let want = c.num_frames as u64 * c.height as u64 * c.width as u64 * 3;
+            if c.len != want
+                || c.offset < HEADER_LEN
+                || c.offset.checked_add(c.len).is_none_or(|e| e > index_at)
+            {
+                return Err(corrupt(&path, format!("clip {i} has an invalid extent")));
+            }
+        }
+        Ok(ClipStore { path, map, index })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+    pub fn info(&self, i: usize) -> Result<ClipInfo> {
+        self.index.get(i).copied().ok_or_else(|| {
+            Error::OutOfRange(format!(
+                "clip {i} is past the end of {} ({} clips)",
+                self.path.display(),
+                self.len()
+            ))
+        })
+    }
+
+    /// The frames of clip `i`, checked against their CRC.
+    pub fn frames(&self, i: usize) -> Result<&[u8]> {
+        let c = self.info(i)?;
+        let data = &self.map[c.offset as usize..(c.offset + c.len) as usize];
+        if crc32fast::hash(data) != c.crc {
+            return Err(corrupt(
+                &self.path,
+                format!("clip {i} checksum mismatch (corrupted data)"),
+            ));
+        }
+        Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mg-store-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d.join("clips.mgstore")
+    }
+
+    fn write(path: &Path) -> Vec<Vec<u8>> {
+        let clips: Vec<Vec<u8>> = (0..3u8)
+            .map(|i| vec![i * 40 + 1; (2 + i as usize) * 4 * 5 * 3])
+            .collect();
+        let mut w = StoreWriter::create(path).unwrap();
+        for (i, c) in clips.iter().enumerate() {
+            w.add(c, 2 + i as u32, 4, 5, i as u32 * 7).unwrap();
+        }
+        w.finish().unwrap();
+        clips
+    }
+
+    #[test]
+    fn round_trip() {
+        let p = tmp("rt");
+        let clips = write(&p);
+        let s = ClipStore::open(&p).unwrap();
+        assert_eq!(s.len(), 3);
+        for (i, c) in clips.iter().enumerate() {
+            assert_eq!(s.frames(i).unwrap(), &c[..]);
+            assert_eq!(s.info(i).unwrap().label, i as u32 * 7);
+            assert_eq!(s.info(i).unwrap().offset % 64, 0);
+        }
+        assert!(s.frames(3).is_err());
+        // No temporary file is left behind.
+        let n = std::fs::read_dir(p.parent().unwrap()).unwrap().count();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn unfinished_writer_leaves_nothing() {
+        let p = tmp("drop");
+        {
+            let mut w = StoreWriter::create(&p).unwrap();
+            w.add(&[1; 60], 1, 4, 5, 0).unwrap();
+        }
+        assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn truncation_and_corruption_are_detected() {
+        let p = tmp("bad");
+        write(&p);
+        let bytes = std::fs::read(&p).unwrap();
+        for cut in [10, 64, bytes.len() - 1] {
+            std::fs::write(&p, &bytes[..cut]).unwrap();
+            let e = ClipStore::open(&p).err().unwrap().to_string();
+            assert!(e.contains("truncated"), "cut at {cut}: {e}");
+        }
+        // A flipped bit in the header, in the index, in clip data.
+        let mut b = bytes.clone();
+        b[20] ^= 1;
+        std::fs::write(&p, &b).unwrap();
+        assert!(ClipStore::open(&p)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("header checksum"));
+        let mut b = bytes.clone();
+        let last = b.len() - 5;
+        b[last] ^= 1;
+        std::fs::write(&p, &b).unwrap();
+        assert!(ClipStore::open(&p)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("index checksum"));
+        let mut b = bytes.clone();
+        b[64 + 3] ^= 1;
+        std::fs::write(&p, &b).unwrap();
+        let s = ClipStore::open(&p).unwrap();
+        assert!(s
+            .frames(0)
+            .unwrap_err()
+            .to_string()
+            .contains("clip 0 checksum"));
+        assert!(s.frames(1).is_ok());
+        std::fs::write(
+            &p,
+            b"not a store at all, but long enough to hold a header of sixty-four bytes",
+        )
+        .unwrap();
+        assert!(ClipStore::open(&p)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("bad magic"));
+    }
+}

@@ -1,0 +1,128 @@
+//! C API of datasets: open a clip store or a video list, and fetch the collated batch of a plan
+//! step.
+
+use std::ffi::c_char;
+
+use super::error::{c_str, guard, mg_status, non_null, out_ptr, FfiError};
+use super::plan::mg_plan;
+use crate::data::dataset::{load_batch, Dataset};
+
+/// A dataset: a clip store or a video list. Create with `mg_dataset_open_store` or
+/// `mg_dataset_open_video_list`, free with `mg_dataset_free`.
+pub struct mg_dataset {
+    pub(crate) inner: Dataset,
+}
+
+fn boxed(inner: Dataset, out: &mut *mut mg_dataset) {
+    *out = Box::into_raw(Box::new(mg_dataset { inner }));
+}
+
+/// Opens a clip store (see `multigrid build-store` and `multigrid gen-data --store`).
+/// Errors: MG_STATUS_IO (cannot read), MG_STATUS_DATA (truncated or corrupt, with the reason).
+#[no_mangle]
+pub extern "C" fn mg_dataset_open_store(
+    path: *const c_char,
+    out: *mut *mut mg_dataset,
+) -> mg_status {
+    guard("mg_dataset_open_store", || {
+        let out = out_ptr(out, "out")?;
+        let path = c_str(path, "path")?;
+        boxed(Dataset::store(path)?, out);
+        Ok(())
+    })
+}
+
+/// Opens `dir/split.csv`, PySlowFast's `path label` list of videos (paths relative to `dir`).
+/// Videos are decoded on demand; a corrupt or missing one is replaced when a batch is loaded.
+#[no_mangle]
+pub extern "C" fn mg_dataset_open_video_list(
+    dir: *const c_char,
+    split: *const c_char,
+    out: *mut *mut mg_dataset,
+) -> mg_status {
+    guard("mg_dataset_open_video_list", || {
+        let out = out_ptr(out, "out")?;
+        let dir = c_str(dir, "dir")?;
+        let split = c_str(split, "split")?;
+        boxed(Dataset::video_list(dir, split)?, out);
+        Ok(())
+    })
+}
+
+/// Frees a dataset; NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn mg_dataset_free(dataset: *mut mg_dataset) {
+    if !dataset.is_null() {
+        // SAFETY: a non-NULL pointer came from mg_dataset_open_* and is freed once.
+        drop(unsafe { Box::from_raw(dataset) });
+    }
+}
+
+/// Number of clips.
+#[no_mangle]
+pub extern "C" fn mg_dataset_len(dataset: *const mg_dataset, out: *mut u64) -> mg_status {
+    guard("mg_dataset_len", || {
+        let d = non_null(dataset, "dataset")?;
+        *out_ptr(out, "out")? = d.inner.len() as u64;
+        Ok(())
+    })
+}
+
+/// Loads, augments (the seeded training policy) and collates the batch of plan step `step`
+/// from `dataset`: fast pathway into `fast`, slow pathway into `slow` when `alpha` > 0 (NULL
+/// and 0 otherwise), class labels into `labels` (`labels_len` = the step's batch size). Buffer
+/// lengths count elements; mg_collate_step_len gives them. Clips that fail to decode are
+/// replaced by other samples. The plan must have been made for this dataset's size.
+#[no_mangle]
+pub extern "C" fn mg_dataset_load_step(
+    dataset: *const mg_dataset,
+    plan: *const mg_plan,
+    step: u64,
+    alpha: u32,
+    slow: *mut f32,
+    slow_len: usize,
+    fast: *mut f32,
+    fast_len: usize,
+    labels: *mut i64,
+    labels_len: usize,
+) -> mg_status {
+    guard("mg_dataset_load_step", || {
+        let d = &non_null(dataset, "dataset")?.inner;
+        let p = &non_null(plan, "plan")?.inner;
+        if p.dataset_size() != d.len() as u64 {
+            return Err(FfiError::Invalid(format!(
+                "the plan was made for {} clips but the dataset has {}",
+                p.dataset_size(),
+                d.len()
+            )));
+        }
+        let s = p.step(step)?;
+        let b = load_batch(d, p, &s, alpha)?;
+        let want_slow = b.slow.as_ref().map_or(0, Vec::len);
+        if fast_len != b.fast.len() || slow_len != want_slow || labels_len != b.labels.len() {
+            return Err(FfiError::Invalid(format!(
+                "buffers hold {slow_len} slow, {fast_len} fast floats and {labels_len} labels; step {step} needs {want_slow}, {} and {}",
+                b.fast.len(),
+                b.labels.len()
+            )));
+        }
+        for (name, null) in [
+            ("fast", fast.is_null()),
+            ("labels", labels.is_null()),
+            ("slow", slow.is_null() && want_slow > 0),
+        ] {
+            if null {
+                return Err(FfiError::Null(name));
+            }
+        }
+        // SAFETY: lengths were checked against the caller's stated buffer sizes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(b.fast.as_ptr(), fast, b.fast.len());
+            std::ptr::copy_nonoverlapping(b.labels.as_ptr(), labels, b.labels.len());
+            if let Some(sl) = &b.slow {
+                std::ptr::copy_nonoverlapping(sl.as_ptr(), slow, sl.len());
+            }
+        }
+        Ok(())
+    })
+}
