@@ -35,9 +35,19 @@ test-notorch:
 lint:
 	$(ENV) cargo fmt --check && cargo clippy --all-targets -- -D warnings
 
-# Collation against PyTorch in Python on the same threads, and against memcpy.
+SYNTHETIC := data/synthetic
+
+$(SYNTHETIC)/train.mgstore:
+	./target/release/multigrid gen-data --out $(SYNTHETIC) --clips 1000 --store
+
+# Collation against PyTorch in Python on the same threads and against memcpy; then the
+# loader's clips/s from MP4 and from the clip store.
 bench: setup
-	$(ENV) cargo build --release --bin multigrid && ./target/release/multigrid bench collate
+	$(ENV) cargo build --release --bin multigrid
+	./target/release/multigrid bench collate
+	$(MAKE) $(SYNTHETIC)/train.mgstore
+	./target/release/multigrid bench loader --config configs/synthetic_slowfast_tiny_multigrid.json \
+	  --data $(SYNTHETIC) --steps 30
 
 header:
 	$(ENV) cbindgen --config cbindgen.toml --crate multigrid --output include/multigrid.h
