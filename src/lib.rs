@@ -10,6 +10,8 @@ pub mod collate;
 pub mod data;
 pub mod error;
 pub mod ffi;
+#[cfg(feature = "torch")]
+pub mod model;
 pub mod plan;
 pub mod schedule;
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{config_err, Error, Result};
 
-/// The whole configuration. Sections `model` and `run` join when the trainer lands.
+/// The whole configuration. Section `run` (devices, output) joins with the trainer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -16,6 +16,47 @@ pub struct Config {
     pub train: TrainConfig,
     pub solver: SolverConfig,
     pub multigrid: MultigridConfig,
+    pub model: ModelConfig,
+}
+
+/// `model`: SlowFast (spec section 3). PySlowFast's RESNET, SLOWFAST and MODEL keys, flattened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// ResNet depth: 18 (basic blocks), 50 or 101 (bottlenecks). Default 50.
+    pub depth: u32,
+    /// Slow-pathway inner width of res2. Default 64.
+    pub width_per_group: u32,
+    /// Frame-rate ratio between the pathways. Default 4.
+    pub alpha: u32,
+    /// Channel ratio: fast width = slow width / beta_inv. Default 8.
+    pub beta_inv: u32,
+    /// Lateral fusion: output channels = ratio x fast channels. Default 2.
+    pub fusion_conv_channel_ratio: u32,
+    /// Temporal kernel of the lateral fusion conv; 7 in the released R50 configs. Default 7.
+    pub fusion_kernel_sz: u32,
+    /// Default 400.
+    pub num_classes: u32,
+    /// Dropout before the classifier. Default 0.5.
+    pub dropout_rate: f64,
+    /// Zero-init the last BN of every residual block. Default true.
+    pub zero_init_final_bn: bool,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            depth: 50,
+            width_per_group: 64,
+            alpha: 4,
+            beta_inv: 8,
+            fusion_conv_channel_ratio: 2,
+            fusion_kernel_sz: 7,
+            num_classes: 400,
+            dropout_rate: 0.5,
+            zero_init_final_bn: true,
+        }
+    }
 }
 
 /// `data`: the clip shape of the baseline (the multigrid default shape T0 x S0) and augmentation.
@@ -262,7 +303,40 @@ impl Config {
         positive("train.eval_period", self.train.eval_period)?;
         positive("train.checkpoint_period", self.train.checkpoint_period)?;
         self.validate_solver()?;
-        self.validate_multigrid()
+        self.validate_multigrid()?;
+        self.validate_model()
+    }
+
+    fn validate_model(&self) -> Result<()> {
+        let m = &self.model;
+        if ![18, 50, 101].contains(&m.depth) {
+            return Err(config_err(format!(
+                "model.depth must be 18, 50 or 101, got {}",
+                m.depth
+            )));
+        }
+        positive("model.width_per_group", m.width_per_group)?;
+        positive("model.alpha", m.alpha)?;
+        positive("model.beta_inv", m.beta_inv)?;
+        positive(
+            "model.fusion_conv_channel_ratio",
+            m.fusion_conv_channel_ratio,
+        )?;
+        positive("model.fusion_kernel_sz", m.fusion_kernel_sz)?;
+        positive("model.num_classes", m.num_classes)?;
+        if m.width_per_group % m.beta_inv != 0 {
+            return Err(config_err(format!(
+                "model.width_per_group {} must divide by model.beta_inv {}",
+                m.width_per_group, m.beta_inv
+            )));
+        }
+        if !(0.0..1.0).contains(&m.dropout_rate) {
+            return Err(config_err(format!(
+                "model.dropout_rate must be in [0, 1), got {}",
+                m.dropout_rate
+            )));
+        }
+        Ok(())
     }
 
     fn validate_solver(&self) -> Result<()> {

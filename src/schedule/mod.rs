@@ -11,7 +11,9 @@ mod lr;
 
 use serde::Serialize;
 
-pub use config::{Config, DataConfig, LrPolicy, MultigridConfig, SolverConfig, TrainConfig};
+pub use config::{
+    Config, DataConfig, LrPolicy, ModelConfig, MultigridConfig, SolverConfig, TrainConfig,
+};
 
 use crate::error::{Error, Result};
 use config::round_half_even;

@@ -1,0 +1,103 @@
+//! BatchNorm whose statistics groups are an argument of the forward pass (spec 1.10).
+//!
+//! In training, a batch of n clips is normalised in `groups` groups of n / groups clips, as
+//! PySlowFast's SubBatchNorm3d does: the (n, c, ...) input is viewed as (n / k, c * k, ...), so
+//! group g holds the clips whose index is g mod k. Running statistics are plain per-channel
+//! buffers, updated with the pooled mean and variance of the groups (mu = mean_g mu_g,
+//! var = mean_g var_g + mean_g (mu_g - mu)^2), so any group count can follow any other and a
+//! checkpoint does not depend on it. Evaluation is plain BatchNorm with those buffers.
+
+use tch::{nn, Kind, Tensor};
+
+pub const EPS: f64 = 1e-5;
+pub const MOMENTUM: f64 = 0.1;
+
+#[derive(Debug)]
+pub struct GroupBatchNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub running_mean: Tensor,
+    pub running_var: Tensor,
+    channels: i64,
+}
+
+impl GroupBatchNorm {
+    /// Parameters `weight`, `bias` and buffers `running_mean`, `running_var` under `p`, as
+    /// PyTorch names them. `zero_gamma` starts the scale at 0 (a residual block's last BN).
+    pub fn new(p: &nn::Path, channels: i64, zero_gamma: bool) -> GroupBatchNorm {
+        let gamma = if zero_gamma {
+            nn::Init::Const(0.0)
+        } else {
+            nn::Init::Const(1.0)
+        };
+        GroupBatchNorm {
+            weight: p.var("weight", &[channels], gamma),
+            bias: p.var("bias", &[channels], nn::Init::Const(0.0)),
+            running_mean: p.zeros_no_train("running_mean", &[channels]),
+            running_var: p.ones_no_train("running_var", &[channels]),
+            channels,
+        }
+    }
+
+    pub fn forward(&self, x: &Tensor, groups: i64, train: bool) -> Tensor {
+        if !train {
+            return x.batch_norm(
+                Some(&self.weight),
+                Some(&self.bias),
+                Some(&self.running_mean),
+                Some(&self.running_var),
+                false,
+                MOMENTUM,
+                EPS,
+                true,
+            );
+        }
+        let size = x.size();
+        let (n, c) = (size[0], size[1]);
+        let k = if groups > 1 && n % groups == 0 {
+            groups
+        } else {
+            1
+        };
+        let mut grouped = size.clone();
+        grouped[0] = n / k;
+        grouped[1] = c * k;
+        let xg = x.view(grouped.as_slice());
+        let (y, mean, invstd) = Tensor::native_batch_norm(
+            &xg,
+            None::<Tensor>,
+            None::<Tensor>,
+            None::<Tensor>,
+            None::<Tensor>,
+            true,
+            MOMENTUM,
+            EPS,
+        );
+        tch::no_grad(|| {
+            let m = (xg.numel() as i64 / (c * k)) as f64;
+            let mean = mean.to_kind(Kind::Float).view([k, c]);
+            // native_batch_norm returns 1/sqrt(biased var + eps); running stats take the
+            // unbiased variance, as torch.nn.BatchNorm does.
+            let var = (invstd.to_kind(Kind::Float).pow_tensor_scalar(-2.0) - EPS)
+                * (m / (m - 1.0).max(1.0));
+            let var = var.view([k, c]);
+            let mu = mean.mean_dim(0, false, Kind::Float);
+            let pooled = var.mean_dim(0, false, Kind::Float)
+                + (&mean - mu.unsqueeze(0))
+                    .square()
+                    .mean_dim(0, false, Kind::Float);
+            let mut rm = self.running_mean.shallow_clone();
+            let mut rv = self.running_var.shallow_clone();
+            let _ = rm
+                .f_mul_scalar_(1.0 - MOMENTUM)
+                .and_then(|mut t| t.f_add_(&(mu * MOMENTUM)));
+            let _ = rv
+                .f_mul_scalar_(1.0 - MOMENTUM)
+                .and_then(|mut t| t.f_add_(&(pooled * MOMENTUM)));
+        });
+        let mut shape = vec![1i64; size.len()];
+        shape[1] = self.channels;
+        y.view(size.as_slice()) * self.weight.view(shape.as_slice())
+            + self.bias.view(shape.as_slice())
+    }
+}

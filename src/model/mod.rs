@@ -1,0 +1,330 @@
+//! SlowFast (spec section 3) on libtorch, with PySlowFast's parameter names, so weights move
+//! between the two by name: `s1.pathway0_stem.conv.weight`, `s1_fuse.conv_f2s.weight`,
+//! `s2.pathway1_res0.branch1_bn.running_mean`, `s3.pathway0_res2.branch2.b_bn.weight`,
+//! `head.projection.weight`, ...
+//!
+//! Nothing in the network depends on the input shape: the head pools globally, the lateral
+//! fusion's temporal output follows T, and the BN group count is an argument of `forward`.
+//! One model serves every multigrid shape without a rebuild.
+
+pub mod bn;
+
+use tch::{nn, Tensor};
+
+use crate::schedule::ModelConfig;
+use bn::GroupBatchNorm;
+
+/// A 3D convolution without bias, initialised as PySlowFast's `c2_msra_fill` (Kaiming normal,
+/// fan-out, ReLU gain).
+#[derive(Debug)]
+struct Conv3d {
+    weight: Tensor,
+    stride: [i64; 3],
+    padding: [i64; 3],
+}
+
+impl Conv3d {
+    /// The weight is `{p}.weight`.
+    fn new(
+        p: &nn::Path,
+        cin: i64,
+        cout: i64,
+        k: [i64; 3],
+        stride: [i64; 3],
+        padding: [i64; 3],
+    ) -> Conv3d {
+        let fan_out = (cout * k[0] * k[1] * k[2]) as f64;
+        let weight = p.var(
+            "weight",
+            &[cout, cin, k[0], k[1], k[2]],
+            nn::Init::Randn {
+                mean: 0.0,
+                stdev: (2.0 / fan_out).sqrt(),
+            },
+        );
+        Conv3d {
+            weight,
+            stride,
+            padding,
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.conv3d(
+            &self.weight,
+            None::<Tensor>,
+            self.stride,
+            self.padding,
+            [1, 1, 1],
+            1,
+        )
+    }
+}
+
+/// A residual block: bottleneck (depth 50, 101) or basic (depth 18), as PySlowFast's
+/// `ResBlock` with `bottleneck_transform` / `basic_transform`.
+#[derive(Debug)]
+struct ResBlock {
+    branch1: Option<(Conv3d, GroupBatchNorm)>,
+    convs: Vec<(Conv3d, GroupBatchNorm)>,
+}
+
+impl ResBlock {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        p: &nn::Path,
+        cin: i64,
+        cout: i64,
+        inner: i64,
+        kt: i64,
+        stride: i64,
+        bottleneck: bool,
+        zero_init: bool,
+    ) -> ResBlock {
+        let branch1 = (cin != cout || stride != 1).then(|| {
+            (
+                Conv3d::new(
+                    &(p / "branch1"),
+                    cin,
+                    cout,
+                    [1, 1, 1],
+                    [1, stride, stride],
+                    [0, 0, 0],
+                ),
+                GroupBatchNorm::new(&(p / "branch1_bn"), cout, false),
+            )
+        });
+        let b = p / "branch2";
+        let convs = if bottleneck {
+            vec![
+                (
+                    Conv3d::new(
+                        &(&b / "a"),
+                        cin,
+                        inner,
+                        [kt, 1, 1],
+                        [1, 1, 1],
+                        [kt / 2, 0, 0],
+                    ),
+                    GroupBatchNorm::new(&(&b / "a_bn"), inner, false),
+                ),
+                (
+                    Conv3d::new(
+                        &(&b / "b"),
+                        inner,
+                        inner,
+                        [1, 3, 3],
+                        [1, stride, stride],
+                        [0, 1, 1],
+                    ),
+                    GroupBatchNorm::new(&(&b / "b_bn"), inner, false),
+                ),
+                (
+                    Conv3d::new(&(&b / "c"), inner, cout, [1, 1, 1], [1, 1, 1], [0, 0, 0]),
+                    GroupBatchNorm::new(&(&b / "c_bn"), cout, zero_init),
+                ),
+            ]
+        } else {
+            vec![
+                (
+                    Conv3d::new(
+                        &(&b / "a"),
+                        cin,
+                        cout,
+                        [kt, 3, 3],
+                        [1, stride, stride],
+                        [kt / 2, 1, 1],
+                    ),
+                    GroupBatchNorm::new(&(&b / "a_bn"), cout, false),
+                ),
+                (
+                    Conv3d::new(&(&b / "b"), cout, cout, [1, 3, 3], [1, 1, 1], [0, 1, 1]),
+                    GroupBatchNorm::new(&(&b / "b_bn"), cout, zero_init),
+                ),
+            ]
+        };
+        ResBlock { branch1, convs }
+    }
+
+    fn forward(&self, x: &Tensor, groups: i64, train: bool) -> Tensor {
+        let shortcut = match &self.branch1 {
+            Some((conv, bn)) => bn.forward(&conv.forward(x), groups, train),
+            None => x.shallow_clone(),
+        };
+        let last = self.convs.len() - 1;
+        let mut y = x.shallow_clone();
+        for (i, (conv, bn)) in self.convs.iter().enumerate() {
+            y = bn.forward(&conv.forward(&y), groups, train);
+            if i < last {
+                y = y.relu();
+            }
+        }
+        (shortcut + y).relu()
+    }
+}
+
+/// Fast -> slow lateral connection: Conv3d (k, 1, 1) with temporal stride alpha, BN, ReLU.
+#[derive(Debug)]
+struct Fuse {
+    conv: Conv3d,
+    bn: GroupBatchNorm,
+}
+
+impl Fuse {
+    fn new(p: &nn::Path, fast: i64, ratio: i64, k: i64, alpha: i64) -> Fuse {
+        Fuse {
+            conv: Conv3d::new(
+                &(p / "conv_f2s"),
+                fast,
+                fast * ratio,
+                [k, 1, 1],
+                [alpha, 1, 1],
+                [k / 2, 0, 0],
+            ),
+            bn: GroupBatchNorm::new(&(p / "bn"), fast * ratio, false),
+        }
+    }
+
+    fn forward(&self, slow: &Tensor, fast: &Tensor, groups: i64, train: bool) -> Tensor {
+        let lateral = self
+            .bn
+            .forward(&self.conv.forward(fast), groups, train)
+            .relu();
+        Tensor::cat(&[slow, &lateral], 1)
+    }
+}
+
+#[derive(Debug)]
+struct Stem {
+    conv: Conv3d,
+    bn: GroupBatchNorm,
+}
+
+#[derive(Debug)]
+pub struct SlowFast {
+    stems: [Stem; 2],
+    /// stages[i][pathway] = blocks of res(i + 2).
+    stages: Vec<[Vec<ResBlock>; 2]>,
+    /// Fusions after the stem, res2, res3, res4.
+    fuses: Vec<Fuse>,
+    projection: nn::Linear,
+    dropout: f64,
+}
+
+impl SlowFast {
+    pub fn new(root: &nn::Path, c: &ModelConfig) -> SlowFast {
+        let w = i64::from(c.width_per_group);
+        let beta = i64::from(c.beta_inv);
+        let ratio = i64::from(c.fusion_conv_channel_ratio);
+        let alpha = i64::from(c.alpha);
+        let kf = i64::from(c.fusion_kernel_sz);
+        let bottleneck = c.depth != 18;
+        let blocks: [i64; 4] = match c.depth {
+            18 => [2, 2, 2, 2],
+            101 => [3, 4, 23, 3],
+            _ => [3, 4, 6, 3],
+        };
+        // Temporal kernels per stage (res2..res5) for the slow and fast pathways.
+        let kt = [[1, 1, 3, 3], [3, 3, 3, 3]];
+        let s1 = root / "s1";
+        let stems = [0usize, 1].map(|pw| {
+            let p = &s1 / format!("pathway{pw}_stem");
+            let (cout, k) = if pw == 0 { (w, 1) } else { (w / beta, 5) };
+            Stem {
+                conv: Conv3d::new(&(&p / "conv"), 3, cout, [k, 7, 7], [1, 2, 2], [k / 2, 3, 3]),
+                bn: GroupBatchNorm::new(&(&p / "bn"), cout, false),
+            }
+        });
+        let mut fuses = vec![Fuse::new(&(root / "s1_fuse"), w / beta, ratio, kf, alpha)];
+        let mut slow_in = w + w / beta * ratio;
+        let mut fast_in = w / beta;
+        let mut stages = Vec::with_capacity(4);
+        for (i, &n) in blocks.iter().enumerate() {
+            let out = w * 4 * (1 << i);
+            let inner = w * (1 << i);
+            let stride = if i == 0 { 1 } else { 2 };
+            let stage = root / format!("s{}", i + 2);
+            let pathway = |pw: usize, cin: i64, cout: i64, inner: i64| -> Vec<ResBlock> {
+                (0..n)
+                    .map(|b| {
+                        ResBlock::new(
+                            &(&stage / format!("pathway{pw}_res{b}")),
+                            if b == 0 { cin } else { cout },
+                            cout,
+                            inner,
+                            kt[pw][i],
+                            if b == 0 { stride } else { 1 },
+                            bottleneck,
+                            c.zero_init_final_bn,
+                        )
+                    })
+                    .collect()
+            };
+            stages.push([
+                pathway(0, slow_in, out, inner),
+                pathway(1, fast_in, out / beta, inner / beta),
+            ]);
+            if i < 3 {
+                fuses.push(Fuse::new(
+                    &(root / format!("s{}_fuse", i + 2)),
+                    out / beta,
+                    ratio,
+                    kf,
+                    alpha,
+                ));
+            }
+            slow_in = out + out / beta * ratio;
+            fast_in = out / beta;
+        }
+        let last = w * 4 * 8;
+        let head_in = last + last / beta;
+        let projection = nn::linear(
+            root / "head" / "projection",
+            head_in,
+            i64::from(c.num_classes),
+            nn::LinearConfig {
+                ws_init: nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.01,
+                },
+                bs_init: Some(nn::Init::Const(0.0)),
+                bias: true,
+            },
+        );
+        SlowFast {
+            stems,
+            stages,
+            fuses,
+            projection,
+            dropout: c.dropout_rate,
+        }
+    }
+
+    /// Logits [N, classes] for the slow [N, 3, T/alpha, H, W] and fast [N, 3, T, H, W] inputs.
+    /// `bn_groups` is the plan step's statistics group count (used in training only).
+    pub fn forward(&self, slow: &Tensor, fast: &Tensor, bn_groups: i64, train: bool) -> Tensor {
+        let stem = |s: &Stem, x: &Tensor| {
+            s.bn.forward(&s.conv.forward(x), bn_groups, train)
+                .relu()
+                .max_pool3d([1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 1, 1], false)
+        };
+        let mut x = [stem(&self.stems[0], slow), stem(&self.stems[1], fast)];
+        x[0] = self.fuses[0].forward(&x[0], &x[1], bn_groups, train);
+        for (i, stage) in self.stages.iter().enumerate() {
+            for pw in 0..2 {
+                for block in &stage[pw] {
+                    x[pw] = block.forward(&x[pw], bn_groups, train);
+                }
+            }
+            if i < 3 {
+                x[0] = self.fuses[i + 1].forward(&x[0], &x[1], bn_groups, train);
+            }
+        }
+        let pooled: Vec<Tensor> = x
+            .iter()
+            .map(|t| t.adaptive_avg_pool3d([1, 1, 1]).flatten(1, -1))
+            .collect();
+        let feat = Tensor::cat(&pooled, 1).dropout(self.dropout, train);
+        feat.apply(&self.projection)
+    }
+}

@@ -1,0 +1,174 @@
+//! SlowFast: PySlowFast's names and size, shape-agnostic forward, sub-batch BN.
+#![cfg(feature = "torch")]
+
+use multigrid::model::bn::GroupBatchNorm;
+use multigrid::model::SlowFast;
+use multigrid::schedule::ModelConfig;
+use tch::{nn, Device, Kind, Tensor};
+
+fn tiny() -> ModelConfig {
+    ModelConfig {
+        depth: 18,
+        width_per_group: 8,
+        num_classes: 12,
+        dropout_rate: 0.0,
+        ..ModelConfig::default()
+    }
+}
+
+#[test]
+fn r50_has_pyslowfast_names_and_size() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = SlowFast::new(&vs.root(), &ModelConfig::default());
+    let vars = vs.variables();
+    for key in [
+        "s1.pathway0_stem.conv.weight",
+        "s1.pathway1_stem.bn.running_var",
+        "s1_fuse.conv_f2s.weight",
+        "s1_fuse.bn.weight",
+        "s2.pathway1_res0.branch1_bn.running_mean",
+        "s3.pathway0_res2.branch2.b_bn.weight",
+        "s4.pathway0_res5.branch2.c.weight",
+        "s5.pathway1_res2.branch2.a.weight",
+        "s4_fuse.conv_f2s.weight",
+        "head.projection.weight",
+        "head.projection.bias",
+    ] {
+        assert!(vars.contains_key(key), "missing {key}");
+    }
+    assert!(
+        !vars.contains_key("s5_fuse.conv_f2s.weight"),
+        "no fusion after res5"
+    );
+    assert_eq!(vars["s1_fuse.conv_f2s.weight"].size(), [16, 8, 7, 1, 1]);
+    assert_eq!(
+        vars["s2.pathway0_res0.branch1.weight"].size(),
+        [256, 80, 1, 1, 1]
+    );
+    assert_eq!(
+        vars["s4.pathway0_res0.branch2.a.weight"].size(),
+        [256, 640, 3, 1, 1]
+    );
+    assert_eq!(vars["head.projection.weight"].size(), [400, 2304]);
+    // Spec 3.7: 34.57 M parameters with fusion kernel 7 (conv, BN gamma/beta, FC).
+    let params: i64 = vs
+        .trainable_variables()
+        .iter()
+        .map(|t| t.numel() as i64)
+        .sum();
+    assert!(
+        (params as f64 / 1e6 - 34.57).abs() < 0.005,
+        "{params} parameters"
+    );
+    // Zero-init of each block's last BN; the shortcut BN is not affected.
+    assert_eq!(
+        vars["s3.pathway0_res2.branch2.c_bn.weight"]
+            .abs()
+            .sum(Kind::Float)
+            .double_value(&[]),
+        0.0
+    );
+    assert_eq!(
+        vars["s3.pathway0_res0.branch1_bn.weight"]
+            .mean(Kind::Float)
+            .double_value(&[]),
+        1.0
+    );
+    // The released 8x8 input: slow 8 frames, fast 32, 224 px.
+    let slow = Tensor::randn([1, 3, 8, 224, 224], (Kind::Float, Device::Cpu));
+    let fast = Tensor::randn([1, 3, 32, 224, 224], (Kind::Float, Device::Cpu));
+    let logits = tch::no_grad(|| model.forward(&slow, &fast, 1, false));
+    assert_eq!(logits.size(), [1, 400]);
+}
+
+#[test]
+fn one_model_takes_every_multigrid_shape() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = SlowFast::new(&vs.root(), &tiny());
+    for (n, t, s, groups) in [(8, 8, 32, 4), (4, 16, 45, 2), (2, 4, 24, 1), (6, 16, 64, 3)] {
+        let slow = Tensor::randn([n, 3, t / 4, s, s], (Kind::Float, Device::Cpu));
+        let fast = Tensor::randn([n, 3, t, s, s], (Kind::Float, Device::Cpu));
+        let logits = model.forward(&slow, &fast, groups, true);
+        assert_eq!(logits.size(), [n, 12]);
+        logits.sum(Kind::Float).backward();
+    }
+    let g = vs.variables()["s1.pathway0_stem.conv.weight"].grad();
+    assert!(g.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+}
+
+#[test]
+fn bn_over_k_groups_equals_k_separate_batchnorms() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let bn = GroupBatchNorm::new(&(vs.root() / "bn"), 4, false);
+    tch::no_grad(|| {
+        bn.weight
+            .shallow_clone()
+            .copy_(&Tensor::from_slice(&[1.0f32, 2.0, 0.5, -1.0]));
+        bn.bias
+            .shallow_clone()
+            .copy_(&Tensor::from_slice(&[0.0f32, 0.1, -0.2, 0.3]));
+    });
+    let x = Tensor::randn([6, 4, 2, 3, 3], (Kind::Float, Device::Cpu)) * 2.0 + 0.5;
+    let k = 3;
+    let y = bn.forward(&x, k, true);
+    let mut means = Vec::new();
+    let mut vars = Vec::new();
+    for g in 0..k {
+        // PySlowFast's view puts clip i in group i mod k.
+        let idx = Tensor::arange_start_step(g, 6, k, (Kind::Int64, Device::Cpu));
+        let xg = x.index_select(0, &idx);
+        let (mut rm, mut rv) = (
+            Tensor::zeros([4], (Kind::Float, Device::Cpu)),
+            Tensor::ones([4], (Kind::Float, Device::Cpu)),
+        );
+        let want = xg.batch_norm(
+            Some(&bn.weight),
+            Some(&bn.bias),
+            Some(&rm),
+            Some(&rv),
+            true,
+            0.1,
+            1e-5,
+            false,
+        );
+        let got = y.index_select(0, &idx);
+        assert!(got.allclose(&want, 1e-5, 1e-5, false), "group {g}");
+        // Each separate BN's batch statistics, recovered from its running-stat update.
+        rm /= 0.1;
+        rv = (rv - 0.9) / 0.1;
+        means.push(rm);
+        vars.push(rv);
+    }
+    let m = Tensor::stack(&means, 0);
+    let v = Tensor::stack(&vars, 0);
+    let mu = m.mean_dim(0, false, Kind::Float);
+    let pooled = v.mean_dim(0, false, Kind::Float)
+        + (&m - mu.unsqueeze(0))
+            .square()
+            .mean_dim(0, false, Kind::Float);
+    assert!(bn.running_mean.allclose(&(mu * 0.1), 1e-5, 1e-5, false));
+    assert!(bn
+        .running_var
+        .allclose(&(pooled * 0.1 + 0.9), 1e-5, 1e-5, false));
+    // One group is plain BatchNorm, running statistics included.
+    let vs2 = nn::VarStore::new(Device::Cpu);
+    let plain = GroupBatchNorm::new(&(vs2.root() / "bn"), 4, false);
+    let y1 = plain.forward(&x, 1, true);
+    let (rm, rv) = (
+        Tensor::zeros([4], (Kind::Float, Device::Cpu)),
+        Tensor::ones([4], (Kind::Float, Device::Cpu)),
+    );
+    let want = x.batch_norm(
+        None::<&Tensor>,
+        None::<&Tensor>,
+        Some(&rm),
+        Some(&rv),
+        true,
+        0.1,
+        1e-5,
+        false,
+    );
+    assert!(y1.allclose(&want, 1e-5, 1e-5, false));
+    assert!(plain.running_mean.allclose(&rm, 1e-5, 1e-6, false));
+    assert!(plain.running_var.allclose(&rv, 1e-5, 1e-6, false));
+}
