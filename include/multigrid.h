@@ -36,6 +36,10 @@
  */
 #define MG_VERSION_PATCH 0
 
+#define EPS 1e-5
+
+#define MOMENTUM 0.1
+
 /**
  * A dataset: a clip store or a video list. Create with `mg_dataset_open_store` or
  * `mg_dataset_open_video_list`, free with `mg_dataset_free`.
@@ -53,6 +57,12 @@ typedef struct mg_plan mg_plan;
  * `mg_schedule_free`.
  */
 typedef struct mg_schedule mg_schedule;
+
+/**
+ * A SlowFast trainer over a config's schedule. Create with `mg_trainer_new`, free with
+ * `mg_trainer_free`.
+ */
+typedef struct mg_trainer mg_trainer;
 
 /**
  * Result of every fallible call. `MG_STATUS_OK` (0) is success; every other value has a
@@ -189,6 +199,46 @@ typedef struct mg_stage {
    */
   uint32_t short_cycle_crops[3];
 } mg_stage;
+
+/**
+ * Passed to the progress callback after every step.
+ */
+typedef struct mg_progress {
+  uint64_t step;
+  uint64_t total_steps;
+  double loss;
+  double lr;
+  uint32_t epoch;
+} mg_progress;
+
+/**
+ * Called after every step with `user_data`; a non-zero return stops training cleanly after a
+ * checkpoint, and `mg_trainer_fit` returns MG_STATUS_CANCELLED.
+ */
+typedef int32_t (*mg_progress_fn)(void *user_data, const struct mg_progress *progress);
+
+/**
+ * The end of `mg_trainer_fit`. Accuracies are percentages, NaN when not measured.
+ */
+typedef struct mg_summary {
+  double wall_seconds;
+  uint64_t steps;
+  uint64_t clips_seen;
+  double val_top1;
+  double val_top5;
+  double test_top1;
+  double test_top5;
+  bool cancelled;
+} mg_summary;
+
+/**
+ * Top-1 and top-5 accuracy in percent over `clips` clips.
+ */
+typedef struct mg_accuracy {
+  double top1;
+  double top5;
+  uint64_t clips;
+} mg_accuracy;
 
 /**
  * Success.
@@ -453,6 +503,72 @@ mg_status mg_schedule_lr_at(const struct mg_schedule *schedule, double epoch, do
  * decides checkpoints with the long cycle.
  */
 mg_status mg_schedule_is_eval_epoch(const struct mg_schedule *schedule, uint32_t epoch, bool *out);
+
+/**
+ * Builds a trainer from a JSON config (see configs/; `run.data_dir` names the data) writing
+ * metrics and checkpoints under `output_dir`.
+ */
+mg_status mg_trainer_new(const char *config_json, const char *output_dir, struct mg_trainer **out);
+
+/**
+ * Frees a trainer; NULL is a no-op.
+ */
+void mg_trainer_free(struct mg_trainer *trainer);
+
+/**
+ * Loads the newest checkpoint in the output directory; `*resumed` says whether one existed.
+ */
+mg_status mg_trainer_resume(struct mg_trainer *trainer_, bool *resumed);
+
+/**
+ * Trains from the next step to the end of the schedule: the loader prepares batches in the
+ * background, evaluation and checkpoints follow the schedule's epochs, a final test runs at
+ * the end. `progress` may be NULL.
+ */
+mg_status mg_trainer_fit(struct mg_trainer *trainer_,
+                         mg_progress_fn progress,
+                         void *user_data,
+                         struct mg_summary *out);
+
+/**
+ * One SGD step on a host batch: `slow` [N, 3, Ts, S, S] and `fast` [N, 3, T, S, S] (f32,
+ * shapes as int64 arrays of 5), `labels` N class indices, `bn_groups` and `lr` usually from
+ * mg_plan_step. `*loss` receives the cross-entropy.
+ */
+mg_status mg_trainer_train_step(struct mg_trainer *trainer_,
+                                const float *slow,
+                                const int64_t *slow_shape,
+                                const float *fast,
+                                const int64_t *fast_shape,
+                                const int64_t *labels,
+                                uint32_t bn_groups,
+                                double lr,
+                                double *loss);
+
+/**
+ * Accuracy on `split` ("val": a centred view; "test": the configured K x 3 views) of the
+ * config's data directory.
+ */
+mg_status mg_trainer_evaluate(struct mg_trainer *trainer_,
+                              const char *split,
+                              struct mg_accuracy *out);
+
+/**
+ * Writes a checkpoint of the current state under the output directory.
+ */
+mg_status mg_trainer_save(struct mg_trainer *trainer_);
+
+/**
+ * Loads the checkpoint directory `checkpoint_dir` (parameters, BN buffers, optimizer state,
+ * plan position).
+ */
+mg_status mg_trainer_load(struct mg_trainer *trainer_, const char *checkpoint_dir);
+
+/**
+ * Copies the last metrics line (JSON) into `buf` like mg_last_error_message: NUL-terminated,
+ * truncated to `len`, returns the full length; 0 when nothing was logged or on a NULL trainer.
+ */
+size_t mg_trainer_last_metrics(const struct mg_trainer *trainer_, char *buf, size_t len);
 
 #ifdef __cplusplus
 }  // extern "C"

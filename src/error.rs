@@ -20,6 +20,12 @@ pub enum Error {
     /// A video could not be opened or decoded.
     #[error("{path}: {reason}")]
     Decode { path: PathBuf, reason: String },
+    /// A callback asked to stop.
+    #[error("{0}")]
+    Cancelled(String),
+    /// The build lacks what the call needs.
+    #[error("{0}")]
+    Unsupported(String),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -14,6 +14,8 @@ pub mod ffi;
 pub mod model;
 pub mod plan;
 pub mod schedule;
+#[cfg(feature = "torch")]
+pub mod train;
 
 pub use error::{Error, Result};
 pub use plan::{Plan, Step};

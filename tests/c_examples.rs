@@ -29,6 +29,7 @@ fn compile(compiler: &str, args: &[&str], source: &Path, out: &Path) {
         .arg(&lib_dir)
         .arg("-lmultigrid")
         .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        .arg("-lm")
         .status()
         .unwrap_or_else(|e| panic!("cannot run {compiler}: {e}"));
     assert!(
@@ -172,4 +173,62 @@ fn collate_example_under_address_sanitizer() {
         COLLATE_ARGS,
         &[("ASAN_OPTIONS", "detect_leaks=1")],
     ));
+}
+
+#[test]
+fn train_example_as_c11_and_cpp() {
+    let data = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("c_train_data");
+    if !data.join("train.mgstore").exists() {
+        let out = Command::new(env!("CARGO_BIN_EXE_multigrid"))
+            .args([
+                "gen-data",
+                "--clips",
+                "60",
+                "--frames",
+                "16",
+                "--size",
+                "40",
+                "--store",
+                "--no-videos",
+                "--out",
+            ])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let src = repo().join("examples/c/train.c");
+    for (name, compiler, args) in [
+        ("train_c", "gcc", vec!["-std=c11", "-pedantic"]),
+        ("train_cpp", "g++", vec!["-x", "c++", "-std=c++17"]),
+    ] {
+        let exe = out_dir().join(name);
+        compile(compiler, &args, &src, &exe);
+        let run_dir = out_dir().join(format!("{name}_run"));
+        let _ = std::fs::remove_dir_all(&run_dir);
+        let out = run(
+            &exe,
+            &[data.to_str().unwrap(), run_dir.to_str().unwrap()],
+            &[],
+        );
+        if cfg!(feature = "torch") {
+            for expected in [
+                "step 4: batch 4 x 8 x 32",
+                "val: top-1",
+                "over 6 clips",
+                "fit -> MG_STATUS_CANCELLED after 3 callbacks",
+                "last metrics: present",
+            ] {
+                assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+            }
+            assert!(!out.contains("not finite"), "{out}");
+            assert!(run_dir.join("checkpoints").exists());
+        } else {
+            assert!(out.contains("built without libtorch"), "{out}");
+        }
+    }
 }

@@ -63,6 +63,8 @@ impl FfiError {
                 Error::BufferTooSmall(_) => MG_STATUS_BUFFER_TOO_SMALL,
                 Error::Io { .. } => MG_STATUS_IO,
                 Error::Decode { .. } => MG_STATUS_DATA,
+                Error::Cancelled(_) => MG_STATUS_CANCELLED,
+                Error::Unsupported(_) => MG_STATUS_UNSUPPORTED,
             },
         }
     }
@@ -144,20 +146,22 @@ pub(crate) fn c_str<'a>(p: *const c_char, name: &'static str) -> Result<&'a str,
 #[no_mangle]
 pub extern "C" fn mg_last_error_message(buf: *mut c_char, len: usize) -> usize {
     guard_value("mg_last_error_message", 0, || {
-        LAST_ERROR.with(|e| {
-            let msg = e.borrow();
-            let bytes = msg.as_bytes();
-            if !buf.is_null() && len > 0 {
-                let n = bytes.len().min(len - 1);
-                // SAFETY: the caller promises `buf` holds `len` bytes; we write n + 1 <= len.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.cast::<u8>(), n);
-                    *buf.add(n) = 0;
-                }
-            }
-            bytes.len()
-        })
+        LAST_ERROR.with(|e| copy_out(&e.borrow(), buf, len))
     })
+}
+
+/// snprintf-style copy of `text` into a caller buffer; returns the full length.
+pub(crate) fn copy_out(text: &str, buf: *mut c_char, len: usize) -> usize {
+    let bytes = text.as_bytes();
+    if !buf.is_null() && len > 0 {
+        let n = bytes.len().min(len - 1);
+        // SAFETY: the caller promises `buf` holds `len` bytes; we write n + 1 <= len.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.cast::<u8>(), n);
+            *buf.add(n) = 0;
+        }
+    }
+    bytes.len()
 }
 
 /// A static, human-readable name for a status ("MG_STATUS_OK", ...); "unknown status" for a

@@ -14,6 +14,7 @@ pub mod data;
 pub mod error;
 pub mod plan;
 pub mod schedule;
+pub mod train;
 
 use std::ffi::{c_char, CStr};
 
@@ -22,6 +23,7 @@ pub use data::*;
 pub use error::*;
 pub use plan::*;
 pub use schedule::*;
+pub use train::*;
 
 /// Major version of this header; equals the crate version (tested).
 pub const MG_VERSION_MAJOR: u32 = 0;

@@ -19,6 +19,8 @@ pub struct GroupBatchNorm {
     pub running_mean: Tensor,
     pub running_var: Tensor,
     channels: i64,
+    /// 0.1 in training; precise BN sets 1 / (i + 1) to average over its batches.
+    momentum: std::cell::Cell<f64>,
 }
 
 impl GroupBatchNorm {
@@ -36,7 +38,20 @@ impl GroupBatchNorm {
             running_mean: p.zeros_no_train("running_mean", &[channels]),
             running_var: p.ones_no_train("running_var", &[channels]),
             channels,
+            momentum: std::cell::Cell::new(MOMENTUM),
         }
+    }
+
+    pub fn set_momentum(&self, m: f64) {
+        self.momentum.set(m);
+    }
+
+    /// Running statistics back to their initial values (mean 0, variance 1).
+    pub fn reset_running_stats(&self) {
+        tch::no_grad(|| {
+            let _ = self.running_mean.shallow_clone().f_zero_();
+            let _ = self.running_var.shallow_clone().f_fill_(1.0);
+        });
     }
 
     pub fn forward(&self, x: &Tensor, groups: i64, train: bool) -> Tensor {

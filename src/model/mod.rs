@@ -300,6 +300,19 @@ impl SlowFast {
         }
     }
 
+    /// Every BatchNorm of the network, for precise BN.
+    pub fn batch_norms(&self) -> Vec<&GroupBatchNorm> {
+        let mut v: Vec<&GroupBatchNorm> = self.stems.iter().map(|s| &s.bn).collect();
+        v.extend(self.fuses.iter().map(|f| &f.bn));
+        for stage in &self.stages {
+            for block in stage.iter().flatten() {
+                v.extend(block.branch1.iter().map(|b| &b.1));
+                v.extend(block.convs.iter().map(|c| &c.1));
+            }
+        }
+        v
+    }
+
     /// Logits [N, classes] for the slow [N, 3, T/alpha, H, W] and fast [N, 3, T, H, W] inputs.
     /// `bn_groups` is the plan step's statistics group count (used in training only).
     pub fn forward(&self, slow: &Tensor, fast: &Tensor, bn_groups: i64, train: bool) -> Tensor {

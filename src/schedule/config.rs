@@ -17,6 +17,60 @@ pub struct Config {
     pub solver: SolverConfig,
     pub multigrid: MultigridConfig,
     pub model: ModelConfig,
+    pub run: RunConfig,
+}
+
+/// `run`: how this run executes (not part of PySlowFast's method).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// `auto` (CUDA when present), `cpu` or `cuda:N`. Default auto.
+    pub device: String,
+    /// Seed of the data order, augmentation, init and dropout. Default 0.
+    pub seed: u64,
+    /// Training data: a directory with train.csv / val.csv / test.csv (video lists), where a
+    /// `{split}.mgstore` clip store beside them is used instead when present. Default "".
+    pub data_dir: String,
+    /// Loader threads. Default 2.
+    pub num_workers: usize,
+    /// Clips the loader may prepare ahead. Default 1024.
+    pub queue_clips: usize,
+    /// Write a metrics line every this many steps. Default 10.
+    pub log_period: u64,
+    /// Checkpoints kept (oldest removed). Default 3.
+    pub keep_checkpoints: usize,
+    /// Recompute BN statistics before each evaluation, as PySlowFast. Default true.
+    pub precise_bn: bool,
+    /// Batches for precise BN. Default 200 (PySlowFast's NUM_BATCHES_PRECISE).
+    pub precise_bn_batches: usize,
+    /// Clips per evaluation batch. Default 16.
+    pub eval_batch_size: usize,
+    /// Final test: temporal views per video. Default 10.
+    pub test_num_temporal_views: u32,
+    /// Final test: spatial crops per view. Default 3.
+    pub test_num_spatial_crops: u32,
+    /// bf16 autocast on CUDA. Default true.
+    pub autocast: bool,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            device: "auto".into(),
+            seed: 0,
+            data_dir: String::new(),
+            num_workers: 2,
+            queue_clips: 1024,
+            log_period: 10,
+            keep_checkpoints: 3,
+            precise_bn: true,
+            precise_bn_batches: 200,
+            eval_batch_size: 16,
+            test_num_temporal_views: 10,
+            test_num_spatial_crops: 3,
+            autocast: true,
+        }
+    }
 }
 
 /// `model`: SlowFast (spec section 3). PySlowFast's RESNET, SLOWFAST and MODEL keys, flattened.
@@ -304,7 +358,29 @@ impl Config {
         positive("train.checkpoint_period", self.train.checkpoint_period)?;
         self.validate_solver()?;
         self.validate_multigrid()?;
-        self.validate_model()
+        self.validate_model()?;
+        let r = &self.run;
+        let dev = r.device.as_str();
+        let cuda_n = dev
+            .strip_prefix("cuda:")
+            .map(|n| n.parse::<usize>().is_ok());
+        if !(dev == "auto" || dev == "cpu" || dev == "cuda" || cuda_n == Some(true)) {
+            return Err(config_err(format!(
+                "run.device must be auto, cpu, cuda or cuda:N, got {dev:?}"
+            )));
+        }
+        if r.num_workers == 0 || r.eval_batch_size == 0 || r.log_period == 0 {
+            return Err(config_err(
+                "run.num_workers, run.eval_batch_size and run.log_period must be > 0",
+            ));
+        }
+        if r.test_num_temporal_views == 0 || !(1..=3).contains(&r.test_num_spatial_crops) {
+            return Err(config_err(format!(
+                "run.test_num_temporal_views must be > 0 and run.test_num_spatial_crops 1..=3, got {} and {}",
+                r.test_num_temporal_views, r.test_num_spatial_crops
+            )));
+        }
+        Ok(())
     }
 
     fn validate_model(&self) -> Result<()> {

@@ -7,6 +7,7 @@ use std::time::Instant;
 use multigrid::data::{resize::resize_short_side, synthetic, Dataset, StoreWriter};
 use rayon::prelude::*;
 
+#[derive(Debug, Clone)]
 pub struct GenOptions {
     pub out: PathBuf,
     pub clips: u64,

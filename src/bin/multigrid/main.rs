@@ -3,6 +3,8 @@
 
 mod bench;
 mod data;
+#[cfg(feature = "torch")]
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,6 +80,55 @@ enum Command {
         /// Downscale so the short side is this many pixels.
         #[arg(long)]
         short_side: Option<u32>,
+    },
+    /// Train a SlowFast with the config's schedule (multigrid or baseline).
+    #[cfg(feature = "torch")]
+    Train {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        output_dir: PathBuf,
+        /// Continue from the newest checkpoint in the output directory.
+        #[arg(long)]
+        resume: bool,
+        /// auto, cpu, cuda, cuda:N (overrides run.device).
+        #[arg(long)]
+        device: Option<String>,
+        /// Data directory (overrides run.data_dir).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Evaluate a checkpoint on the val (centre view) or test (K x 3 views) split.
+    #[cfg(feature = "torch")]
+    Eval {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long, default_value = "val")]
+        split: String,
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// The main job: baseline and multigrid training of the tiny SlowFast on synthetic data,
+    /// side by side, with the accuracy-vs-time plot.
+    #[cfg(feature = "torch")]
+    Demo {
+        #[arg(long, default_value = "data/synthetic_demo")]
+        data: PathBuf,
+        #[arg(long, default_value = "runs/demo")]
+        out: PathBuf,
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Accuracy and loss against wall-clock time for run directories, as an SVG.
+    #[cfg(feature = "torch")]
+    Plot {
+        runs: Vec<PathBuf>,
+        #[arg(long, default_value = "accuracy_vs_time.svg")]
+        out: PathBuf,
     },
     /// Benchmarks; each reports a ratio against a reference measured in the same run.
     #[command(subcommand)]
@@ -167,6 +218,39 @@ fn main() -> ExitCode {
             workers,
             steps,
         }) => bench::loader_bench(&config, &data, &split, workers, steps),
+        #[cfg(feature = "torch")]
+        Command::Train {
+            config,
+            output_dir,
+            resume,
+            device,
+            data,
+        } => train::train(
+            &config,
+            &output_dir,
+            resume,
+            device.as_deref(),
+            data.as_deref(),
+        )
+        .map(|_| ()),
+        #[cfg(feature = "torch")]
+        Command::Eval {
+            config,
+            checkpoint,
+            split,
+            device,
+            data,
+        } => train::eval(
+            &config,
+            &checkpoint,
+            &split,
+            device.as_deref(),
+            data.as_deref(),
+        ),
+        #[cfg(feature = "torch")]
+        Command::Demo { data, out, device } => train::demo(&data, &out, device.as_deref()),
+        #[cfg(feature = "torch")]
+        Command::Plot { runs, out } => train::plot(&runs, &out),
         Command::GenData {
             out,
             clips,

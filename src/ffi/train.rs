@@ -1,0 +1,351 @@
+//! C API of the trainer. Present in every build; without libtorch (`--no-default-features`)
+//! each call returns MG_STATUS_UNSUPPORTED.
+//!
+//! Threads: a trainer may move between threads but must not be used by two at once; every
+//! function here takes it exclusively. The progress callback runs on the calling thread.
+
+use std::ffi::c_char;
+
+#[cfg(feature = "torch")]
+use super::error::{c_str, non_null};
+use super::error::{guard, mg_status, out_ptr, FfiError};
+
+/// A SlowFast trainer over a config's schedule. Create with `mg_trainer_new`, free with
+/// `mg_trainer_free`.
+pub struct mg_trainer {
+    #[cfg(feature = "torch")]
+    inner: crate::train::Trainer,
+}
+
+/// Passed to the progress callback after every step.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct mg_progress {
+    pub step: u64,
+    pub total_steps: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub epoch: u32,
+}
+
+/// The end of `mg_trainer_fit`. Accuracies are percentages, NaN when not measured.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct mg_summary {
+    pub wall_seconds: f64,
+    pub steps: u64,
+    pub clips_seen: u64,
+    pub val_top1: f64,
+    pub val_top5: f64,
+    pub test_top1: f64,
+    pub test_top5: f64,
+    pub cancelled: bool,
+}
+
+/// Top-1 and top-5 accuracy in percent over `clips` clips.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct mg_accuracy {
+    pub top1: f64,
+    pub top5: f64,
+    pub clips: u64,
+}
+
+/// Called after every step with `user_data`; a non-zero return stops training cleanly after a
+/// checkpoint, and `mg_trainer_fit` returns MG_STATUS_CANCELLED.
+pub type mg_progress_fn =
+    Option<extern "C" fn(user_data: *mut std::ffi::c_void, progress: *const mg_progress) -> i32>;
+
+#[cfg(not(feature = "torch"))]
+fn unsupported() -> Result<(), FfiError> {
+    Err(FfiError::Lib(crate::Error::Unsupported(
+        "this libmultigrid was built without libtorch (--no-default-features)".into(),
+    )))
+}
+
+/// Builds a trainer from a JSON config (see configs/; `run.data_dir` names the data) writing
+/// metrics and checkpoints under `output_dir`.
+#[no_mangle]
+pub extern "C" fn mg_trainer_new(
+    config_json: *const c_char,
+    output_dir: *const c_char,
+    out: *mut *mut mg_trainer,
+) -> mg_status {
+    guard("mg_trainer_new", || {
+        let out = out_ptr(out, "out")?;
+        #[cfg(feature = "torch")]
+        {
+            let config = crate::Config::from_json(c_str(config_json, "config_json")?)?;
+            let dir = c_str(output_dir, "output_dir")?;
+            let inner = crate::train::Trainer::new(config, std::path::Path::new(dir))?;
+            *out = Box::into_raw(Box::new(mg_trainer { inner }));
+            Ok(())
+        }
+        #[cfg(not(feature = "torch"))]
+        {
+            let _ = (config_json, output_dir, out);
+            unsupported()
+        }
+    })
+}
+
+/// Frees a trainer; NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn mg_trainer_free(trainer: *mut mg_trainer) {
+    if !trainer.is_null() {
+        // SAFETY: a non-NULL pointer came from mg_trainer_new and is freed once.
+        drop(unsafe { Box::from_raw(trainer) });
+    }
+}
+
+#[cfg(feature = "torch")]
+fn trainer<'a>(t: *mut mg_trainer) -> Result<&'a mut crate::train::Trainer, FfiError> {
+    Ok(&mut out_ptr(t, "trainer")?.inner)
+}
+
+/// Loads the newest checkpoint in the output directory; `*resumed` says whether one existed.
+#[no_mangle]
+pub extern "C" fn mg_trainer_resume(trainer_: *mut mg_trainer, resumed: *mut bool) -> mg_status {
+    guard("mg_trainer_resume", || {
+        let resumed = out_ptr(resumed, "resumed")?;
+        #[cfg(feature = "torch")]
+        {
+            *resumed = trainer(trainer_)?.resume()?;
+            Ok(())
+        }
+        #[cfg(not(feature = "torch"))]
+        {
+            let _ = (trainer_, resumed);
+            unsupported()
+        }
+    })
+}
+
+/// Trains from the next step to the end of the schedule: the loader prepares batches in the
+/// background, evaluation and checkpoints follow the schedule's epochs, a final test runs at
+/// the end. `progress` may be NULL.
+#[no_mangle]
+pub extern "C" fn mg_trainer_fit(
+    trainer_: *mut mg_trainer,
+    progress: mg_progress_fn,
+    user_data: *mut std::ffi::c_void,
+    out: *mut mg_summary,
+) -> mg_status {
+    guard("mg_trainer_fit", || {
+        let out = out_ptr(out, "out")?;
+        #[cfg(feature = "torch")]
+        {
+            let t = trainer(trainer_)?;
+            let s = t.fit(&mut |p| {
+                let cp = mg_progress {
+                    step: p.step,
+                    total_steps: p.total_steps,
+                    loss: p.loss,
+                    lr: p.lr,
+                    epoch: p.epoch,
+                };
+                progress.is_some_and(|f| f(user_data, &cp) != 0)
+            })?;
+            let acc = |a: Option<crate::train::Accuracy>| {
+                a.map_or((f64::NAN, f64::NAN), |a| (a.top1, a.top5))
+            };
+            let (v1, v5) = acc(s.final_val);
+            let (t1, t5) = acc(s.test);
+            *out = mg_summary {
+                wall_seconds: s.wall_seconds,
+                steps: s.steps,
+                clips_seen: s.clips_seen,
+                val_top1: v1,
+                val_top5: v5,
+                test_top1: t1,
+                test_top5: t5,
+                cancelled: s.cancelled,
+            };
+            if s.cancelled {
+                return Err(FfiError::Lib(crate::Error::Cancelled(format!(
+                    "stopped by the progress callback after step {}; a checkpoint was written",
+                    s.steps
+                ))));
+            }
+            Ok(())
+        }
+        #[cfg(not(feature = "torch"))]
+        {
+            let _ = (trainer_, progress, user_data, out);
+            unsupported()
+        }
+    })
+}
+
+/// One SGD step on a host batch: `slow` [N, 3, Ts, S, S] and `fast` [N, 3, T, S, S] (f32,
+/// shapes as int64 arrays of 5), `labels` N class indices, `bn_groups` and `lr` usually from
+/// mg_plan_step. `*loss` receives the cross-entropy.
+#[no_mangle]
+pub extern "C" fn mg_trainer_train_step(
+    trainer_: *mut mg_trainer,
+    slow: *const f32,
+    slow_shape: *const i64,
+    fast: *const f32,
+    fast_shape: *const i64,
+    labels: *const i64,
+    bn_groups: u32,
+    lr: f64,
+    loss: *mut f64,
+) -> mg_status {
+    guard("mg_trainer_train_step", || {
+        let loss = out_ptr(loss, "loss")?;
+        #[cfg(feature = "torch")]
+        {
+            let t = trainer(trainer_)?;
+            let shape = |p: *const i64, name: &'static str| -> Result<[i64; 5], FfiError> {
+                non_null(p, name)?;
+                // SAFETY: the caller promises five int64 values.
+                let s = unsafe { *p.cast::<[i64; 5]>() };
+                if s.iter().any(|&d| d <= 0) || s[1] != 3 {
+                    return Err(FfiError::Invalid(format!(
+                        "{name} {s:?} is not [N, 3, T, H, W] with positive sizes"
+                    )));
+                }
+                Ok(s)
+            };
+            let (ss, fs) = (
+                shape(slow_shape, "slow_shape")?,
+                shape(fast_shape, "fast_shape")?,
+            );
+            if ss[0] != fs[0] || ss[3..] != fs[3..] {
+                return Err(FfiError::Invalid(format!(
+                    "slow {ss:?} and fast {fs:?} disagree on N, H or W"
+                )));
+            }
+            if !(lr.is_finite() && lr >= 0.0) || bn_groups == 0 || fs[0] % i64::from(bn_groups) != 0
+            {
+                return Err(FfiError::Invalid(format!(
+                    "lr {lr} must be finite and >= 0, bn_groups {bn_groups} must divide N {}",
+                    fs[0]
+                )));
+            }
+            let tensor =
+                |p: *const f32, s: [i64; 5], name: &'static str| -> Result<tch::Tensor, FfiError> {
+                    non_null(p, name)?;
+                    let n = s.iter().product::<i64>() as usize;
+                    // SAFETY: the caller promises the product of the shape in floats.
+                    let data = unsafe { std::slice::from_raw_parts(p, n) };
+                    Ok(tch::Tensor::from_slice(data).view(s).to_device(t.device()))
+                };
+            let slow = tensor(slow, ss, "slow")?;
+            let fast = tensor(fast, fs, "fast")?;
+            non_null(labels, "labels")?;
+            // SAFETY: the caller promises N labels.
+            let lab = unsafe { std::slice::from_raw_parts(labels, fs[0] as usize) };
+            let lab = tch::Tensor::from_slice(lab).to_device(t.device());
+            let step = t.next_step();
+            *loss = t.train_step(&slow, &fast, &lab, i64::from(bn_groups), lr, step)?;
+            Ok(())
+        }
+        #[cfg(not(feature = "torch"))]
+        {
+            let _ = (
+                trainer_, slow, slow_shape, fast, fast_shape, labels, bn_groups, lr, loss,
+            );
+            unsupported()
+        }
+    })
+}
+
+/// Accuracy on `split` ("val": a centred view; "test": the configured K x 3 views) of the
+/// config's data directory.
+#[no_mangle]
+pub extern "C" fn mg_trainer_evaluate(
+    trainer_: *mut mg_trainer,
+    split: *const c_char,
+    out: *mut mg_accuracy,
+) -> mg_status {
+    guard("mg_trainer_evaluate", || {
+        let out = out_ptr(out, "out")?;
+        #[cfg(feature = "torch")]
+        {
+            let t = trainer(trainer_)?;
+            let split = c_str(split, "split")?;
+            let a = t.evaluate_named(split)?;
+            *out = mg_accuracy {
+                top1: a.top1,
+                top5: a.top5,
+                clips: a.clips as u64,
+            };
+            Ok(())
+        }
+        #[cfg(not(feature = "torch"))]
+        {
+            let _ = (trainer_, split, out);
+            unsupported()
+        }
+    })
+}
+
+/// Writes a checkpoint of the current state under the output directory.
+#[no_mangle]
+pub extern "C" fn mg_trainer_save(trainer_: *mut mg_trainer) -> mg_status {
+    guard("mg_trainer_save", || {
+        #[cfg(feature = "torch")]
+        {
+            trainer(trainer_)?.save_checkpoint(0.0)?;
+            Ok(())
+        }
+        #[cfg(not(feature = "torch"))]
+        {
+            let _ = trainer_;
+            unsupported()
+        }
+    })
+}
+
+/// Loads the checkpoint directory `checkpoint_dir` (parameters, BN buffers, optimizer state,
+/// plan position).
+#[no_mangle]
+pub extern "C" fn mg_trainer_load(
+    trainer_: *mut mg_trainer,
+    checkpoint_dir: *const c_char,
+) -> mg_status {
+    guard("mg_trainer_load", || {
+        #[cfg(feature = "torch")]
+        {
+            let dir = c_str(checkpoint_dir, "checkpoint_dir")?;
+            trainer(trainer_)?.load_checkpoint(std::path::Path::new(dir))?;
+            Ok(())
+        }
+        #[cfg(not(feature = "torch"))]
+        {
+            let _ = (trainer_, checkpoint_dir);
+            unsupported()
+        }
+    })
+}
+
+/// Copies the last metrics line (JSON) into `buf` like mg_last_error_message: NUL-terminated,
+/// truncated to `len`, returns the full length; 0 when nothing was logged or on a NULL trainer.
+#[no_mangle]
+pub extern "C" fn mg_trainer_last_metrics(
+    trainer_: *const mg_trainer,
+    buf: *mut c_char,
+    len: usize,
+) -> usize {
+    super::error::guard_value("mg_trainer_last_metrics", 0, || {
+        #[cfg(feature = "torch")]
+        {
+            // SAFETY: a non-NULL trainer is a live handle by contract.
+            let Some(t) = (unsafe { trainer_.as_ref() }) else {
+                return 0;
+            };
+            let text = match t.inner.last_metrics() {
+                serde_json::Value::Null => String::new(),
+                v => v.to_string(),
+            };
+            super::error::copy_out(&text, buf, len)
+        }
+        #[cfg(not(feature = "torch"))]
+        {
+            let _ = (trainer_, buf, len);
+            0
+        }
+    })
+}

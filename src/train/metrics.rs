@@ -1,0 +1,42 @@
+//! Metrics as JSON lines (one object per logged step or evaluation), appended and flushed as
+//! they come so a killed run keeps what it logged.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+pub struct Metrics {
+    path: PathBuf,
+    file: std::fs::File,
+    pub last: serde_json::Value,
+}
+
+impl Metrics {
+    pub fn open(path: &Path) -> Result<Metrics> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Metrics {
+            path: path.to_path_buf(),
+            file,
+            last: serde_json::Value::Null,
+        })
+    }
+
+    pub fn write(&mut self, v: serde_json::Value) -> Result<()> {
+        writeln!(self.file, "{v}")
+            .and_then(|_| self.file.flush())
+            .map_err(|source| Error::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.last = v;
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! The trainer end to end on a tiny SlowFast: a multigrid run killed with SIGKILL and resumed
+//! ends with exactly the parameters of an uninterrupted run.
+#![cfg(feature = "torch")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_multigrid"))
+}
+
+fn setup() -> (PathBuf, PathBuf) {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("train_resume");
+    let _ = std::fs::remove_dir_all(&root);
+    let data = root.join("data");
+    let out = bin()
+        .args([
+            "gen-data",
+            "--clips",
+            "100",
+            "--frames",
+            "16",
+            "--size",
+            "40",
+            "--store",
+            "--no-videos",
+            "--out",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = serde_json::json!({
+        "data": {"num_frames": 8, "sampling_rate": 1, "train_jitter_scales": [34, 40], "train_crop_size": 32, "test_crop_size": 32},
+        "train": {"batch_size": 2, "checkpoint_period": 1},
+        "solver": {"base_lr": 0.02, "lr_policy": "steps_with_relative_lrs", "lrs": [1, 0.1], "steps": [0, 2], "max_epoch": 3},
+        "multigrid": {"long_cycle": true, "short_cycle": true, "long_cycle_factors": [[0.5, std::f64::consts::FRAC_1_SQRT_2], [1, 1]]},
+        "model": {"depth": 18, "width_per_group": 8, "alpha": 2, "num_classes": 12, "dropout_rate": 0.3},
+        "run": {"device": "cpu", "data_dir": data, "precise_bn_batches": 2, "test_num_temporal_views": 1,
+                "test_num_spatial_crops": 1, "keep_checkpoints": 100, "log_period": 1}
+    });
+    let path = root.join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    (root, path)
+}
+
+fn final_params(run: &Path) -> Vec<(String, tch::Tensor)> {
+    let ckpts = multigrid::train::checkpoint::list(&run.join("checkpoints")).unwrap();
+    let (_, last) = ckpts.last().unwrap();
+    let mut v = tch::Tensor::read_safetensors(last.join("model.safetensors")).unwrap();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn sigkill_and_resume_equals_an_uninterrupted_run() {
+    let (root, config) = setup();
+    let clean = root.join("clean");
+    let out = bin()
+        .arg("train")
+        .arg("--config")
+        .arg(&config)
+        .arg("--output-dir")
+        .arg(&clean)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = std::fs::read_to_string(clean.join("metrics.jsonl")).unwrap();
+    let total_steps = summary
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["type"] == "summary")
+        .and_then(|v| v["steps"].as_u64())
+        .unwrap();
+    assert!(total_steps > 10, "{total_steps} steps");
+
+    // Kill a second run as soon as it has written a checkpoint part-way.
+    let killed = root.join("killed");
+    let mut child = bin()
+        .arg("train")
+        .arg("--config")
+        .arg(&config)
+        .arg("--output-dir")
+        .arg(&killed)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let ck = multigrid::train::checkpoint::list(&killed.join("checkpoints")).unwrap();
+        if ck.iter().any(|(s, _)| *s > 0 && *s < total_steps) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no checkpoint appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = multigrid::train::checkpoint::list(&killed.join("checkpoints")).unwrap();
+    assert!(
+        before.last().unwrap().0 < total_steps,
+        "killed after the end"
+    );
+
+    let out = bin()
+        .arg("train")
+        .arg("--config")
+        .arg(&config)
+        .arg("--output-dir")
+        .arg(&killed)
+        .arg("--resume")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resumed at step"));
+
+    let (a, b) = (final_params(&clean), final_params(&killed));
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(ta.equal(tb), "{na} differs after resume");
+    }
+}
