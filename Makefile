@@ -17,9 +17,11 @@ build: setup
 release: setup
 	$(ENV) cargo build --release
 
+# The main job: synthetic data if missing, the tiny SlowFast trained with the baseline and the
+# multigrid schedule, a side-by-side table and runs/demo/accuracy_vs_time.svg.
 demo: setup
 	$(ENV) cargo build --release --bin multigrid
-	./target/release/multigrid plan --config configs/kinetics_slowfast_8x8_r50_multigrid.json --dataset-size 240000 --world-size 8
+	./target/release/multigrid demo
 
 test: setup lint test-rust test-notorch
 
@@ -48,6 +50,7 @@ bench: setup
 	$(MAKE) $(SYNTHETIC)/train.mgstore
 	./target/release/multigrid bench loader --config configs/synthetic_slowfast_tiny_multigrid.json \
 	  --data $(SYNTHETIC) --steps 30
+	./target/release/multigrid bench step
 
 header:
 	$(ENV) cbindgen --config cbindgen.toml --crate multigrid --output include/multigrid.h

@@ -32,11 +32,12 @@ if [ -n "${LIBTORCH:-}" ]; then
   [ -e "$LIBTORCH/lib/libtorch.so" ] || { log "LIBTORCH=$LIBTORCH has no lib/libtorch.so"; exit 1; }
   log "using LIBTORCH=$LIBTORCH"
 else
-  stamp=.venv/.multigrid-torch-$TORCH_VERSION
+  # numpy and safetensors serve the PyTorch reference scripts the tests compare against.
+  stamp=.venv/.multigrid-venv-2-torch-$TORCH_VERSION
   if [ ! -e "$stamp" ]; then
-    log "installing torch==$TORCH_VERSION into .venv (about 4.6 GB, once)"
+    log "installing torch==$TORCH_VERSION, numpy, safetensors into .venv (about 4.6 GB, once)"
     python3 -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check "torch==$TORCH_VERSION" numpy
+    .venv/bin/pip install -q --disable-pip-version-check "torch==$TORCH_VERSION" numpy safetensors
     touch "$stamp"
   fi
 fi

@@ -172,3 +172,48 @@ fn bn_over_k_groups_equals_k_separate_batchnorms() {
     assert!(plain.running_mean.allclose(&rm, 1e-5, 1e-6, false));
     assert!(plain.running_var.allclose(&rv, 1e-5, 1e-6, false));
 }
+
+/// The same network written with torch.nn (scripts/slowfast_reference.py), the same weights
+/// loaded by name, the same input: logits equal within 1e-4 relative.
+#[test]
+fn forward_equals_pytorch_by_name() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = std::env::var_os("MG_PYTHON").map(std::path::PathBuf::from).unwrap_or_else(|| repo.join(".venv/bin/python"));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("slowfast_ref");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (depth, width) in [(18u32, 8u32), (50, 8)] {
+        tch::manual_seed(i64::from(depth));
+        let cfg = ModelConfig { depth, width_per_group: width, num_classes: 7, ..ModelConfig::default() };
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = SlowFast::new(&vs.root(), &cfg);
+        // Non-trivial BN: random running statistics and scales (zero-init would hide branches).
+        tch::no_grad(|| {
+            for (name, mut t) in vs.variables() {
+                if name.ends_with("running_mean") || name.ends_with("_bn.bias") || name.ends_with(".bn.bias") {
+                    t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.1));
+                } else if name.ends_with("running_var") || name.ends_with("_bn.weight") || name.ends_with(".bn.weight") {
+                    t.copy_(&(Tensor::rand(t.size(), (Kind::Float, Device::Cpu)) + 0.5));
+                }
+            }
+        });
+        let weights = dir.join(format!("w{depth}.safetensors"));
+        vs.save(&weights).unwrap();
+        let slow = Tensor::randn([2, 3, 2, 40, 40], (Kind::Float, Device::Cpu));
+        let fast = Tensor::randn([2, 3, 8, 40, 40], (Kind::Float, Device::Cpu));
+        let inputs = dir.join(format!("x{depth}.safetensors"));
+        Tensor::write_safetensors(&[("slow", &slow), ("fast", &fast)], &inputs).unwrap();
+        let config = dir.join(format!("c{depth}.json"));
+        std::fs::write(&config, serde_json::json!({ "model": cfg }).to_string()).unwrap();
+        let out = dir.join(format!("y{depth}.safetensors"));
+        let status = std::process::Command::new(&python)
+            .arg(repo.join("scripts/slowfast_reference.py"))
+            .args([&config, &weights, &inputs, &out])
+            .status()
+            .unwrap();
+        assert!(status.success(), "slowfast_reference.py failed");
+        let want = Tensor::read_safetensors(&out).unwrap().remove(0).1;
+        let got = tch::no_grad(|| model.forward(&slow, &fast, 1, false));
+        let rel = ((&got - &want).abs().max() / want.abs().max()).double_value(&[]);
+        assert!(rel < 1e-4, "depth {depth}: relative difference {rel}");
+    }
+}

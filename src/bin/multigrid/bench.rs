@@ -245,3 +245,94 @@ pub fn loader_bench(
     }
     Ok(())
 }
+
+/// Options of `multigrid bench step`.
+#[cfg(feature = "torch")]
+pub struct StepOptions<'a> {
+    pub depth: u32,
+    pub width: u32,
+    pub shapes: &'a [(i64, i64, i64)],
+    pub device: &'a str,
+    pub steps: usize,
+    pub autocast: bool,
+    pub python: Option<&'a Path>,
+}
+
+/// Seconds per SGD step of our SlowFast against the same model in PyTorch (same libtorch), for
+/// each (batch, frames, crop).
+#[cfg(feature = "torch")]
+pub fn step_bench(o: &StepOptions) -> Result<(), String> {
+    use multigrid::model::SlowFast;
+    use multigrid::schedule::{ModelConfig, SolverConfig};
+    use multigrid::train::optim::Sgd;
+    use tch::{nn, Kind, Tensor};
+    let device = multigrid::train::parse_device(o.device).map_err(|e| e.to_string())?;
+    let cfg = ModelConfig { depth: o.depth, width_per_group: o.width, num_classes: 400, ..ModelConfig::default() };
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(device);
+    let model = SlowFast::new(&vs.root(), &cfg);
+    let mut opt = Sgd::new(&vs, &SolverConfig::default());
+    println!(
+        "training step, SlowFast depth {} width {}, {:?}{}, {} timed steps",
+        o.depth,
+        o.width,
+        device,
+        if o.autocast { ", bf16 autocast" } else { "" },
+        o.steps
+    );
+    println!("{:>16} {:>12} {:>12} {:>8}", "batch x T x S", "ours s/step", "torch s/step", "ratio");
+    for &(n, t, s) in o.shapes {
+        let alpha = i64::from(cfg.alpha);
+        let slow = Tensor::randn([n, 3, t / alpha, s, s], (Kind::Float, device));
+        let fast = Tensor::randn([n, 3, t, s, s], (Kind::Float, device));
+        let labels = Tensor::randint(400, [n], (Kind::Int64, device));
+        let mut step = || {
+            let logits = tch::autocast(o.autocast, || model.forward(&slow, &fast, 1, true));
+            let loss = logits.to_kind(Kind::Float).cross_entropy_for_logits(&labels);
+            opt.zero_grad();
+            loss.backward();
+            opt.step(0.01);
+        };
+        step();
+        step();
+        if let tch::Device::Cuda(_) = device {
+            tch::Cuda::synchronize(0);
+        }
+        let start = Instant::now();
+        for _ in 0..o.steps {
+            step();
+        }
+        if let tch::Device::Cuda(_) = device {
+            tch::Cuda::synchronize(0);
+        }
+        let ours = start.elapsed().as_secs_f64() / o.steps as f64;
+        let torch = match o.python {
+            Some(py) => {
+                let arg = serde_json::json!({
+                    "model": cfg, "batch": n, "frames": t, "crop": s, "alpha": alpha,
+                    "device": o.device.replace("auto", if tch::Cuda::is_available() { "cuda" } else { "cpu" }),
+                    "steps": o.steps, "autocast": o.autocast,
+                });
+                let out = Command::new(py)
+                    .arg("scripts/step_reference.py")
+                    .arg(arg.to_string())
+                    .output()
+                    .map_err(|e| format!("cannot run {}: {e}", py.display()))?;
+                if !out.status.success() {
+                    return Err(format!("step_reference.py: {}", String::from_utf8_lossy(&out.stderr)));
+                }
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+                v["seconds_per_step"].as_f64()
+            }
+            None => None,
+        };
+        println!(
+            "{:>16} {:>12.4} {:>12} {:>8}",
+            format!("{n} x {t} x {s}"),
+            ours,
+            torch.map_or("-".into(), |t| format!("{t:.4}")),
+            torch.map_or("-".into(), |t| format!("{:.2}", ours / t))
+        );
+    }
+    Ok(())
+}

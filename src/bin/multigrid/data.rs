@@ -116,7 +116,8 @@ fn write_video(path: &Path, frames: &[u8], o: &GenOptions) -> Result<(), String>
 }
 
 #[cfg(not(feature = "video"))]
-fn write_video(_: &Path, _: &[u8], _: &GenOptions) -> Result<(), String> {
+fn write_video(_: &Path, _: &[u8], o: &GenOptions) -> Result<(), String> {
+    let _ = o.fps;
     Err(
         "this build has no video encoding (the `video` feature is off); use --store --no-videos"
             .into(),

@@ -158,6 +158,27 @@ enum BenchCommand {
         #[arg(long, default_value = "target/bench")]
         work_dir: PathBuf,
     },
+    /// Seconds per training step of our SlowFast against the same model trained by PyTorch in
+    /// Python (same libtorch), at two shapes; the ratio should be at most 1.
+    #[cfg(feature = "torch")]
+    Step {
+        #[arg(long, default_value_t = 18)]
+        depth: u32,
+        #[arg(long, default_value_t = 8)]
+        width: u32,
+        /// Shapes as BATCHxFRAMESxCROP.
+        #[arg(long, value_delimiter = ',', default_value = "16x16x48,64x8x32")]
+        shapes: Vec<String>,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        #[arg(long)]
+        autocast: bool,
+        /// A python with torch for the reference; "none" to skip it.
+        #[arg(long, default_value = ".venv/bin/python")]
+        python: PathBuf,
+    },
     /// Loader throughput (clips/s) on a video list and on a clip store of the same clips,
     /// following a plan's steps.
     Loader {
@@ -209,6 +230,38 @@ fn main() -> ExitCode {
                 python: &python,
                 script: &script,
                 work_dir: &work_dir,
+            })
+        }
+        #[cfg(feature = "torch")]
+        Command::Bench(BenchCommand::Step {
+            depth,
+            width,
+            shapes,
+            device,
+            steps,
+            autocast,
+            python,
+        }) => {
+            let parsed: Result<Vec<(i64, i64, i64)>, String> = shapes
+                .iter()
+                .map(|s| {
+                    let v: Vec<i64> = s.split('x').filter_map(|p| p.parse().ok()).collect();
+                    match v[..] {
+                        [n, t, c] if n > 0 && t > 0 && c > 0 => Ok((n, t, c)),
+                        _ => Err(format!("shape {s:?} is not BATCHxFRAMESxCROP")),
+                    }
+                })
+                .collect();
+            parsed.and_then(|shapes| {
+                bench::step_bench(&bench::StepOptions {
+                    depth,
+                    width,
+                    shapes: &shapes,
+                    device: &device,
+                    steps,
+                    autocast,
+                    python: (python.as_os_str() != "none").then_some(python.as_path()),
+                })
             })
         }
         Command::Bench(BenchCommand::Loader {
