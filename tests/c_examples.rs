@@ -219,7 +219,7 @@ fn train_example_as_c11_and_cpp() {
             for expected in [
                 "step 4: batch 4 x 8 x 32",
                 "val: top-1",
-                "over 6 clips",
+                "over 5 clips",
                 "fit -> MG_STATUS_CANCELLED after 3 callbacks",
                 "last metrics: present",
             ] {

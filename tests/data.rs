@@ -138,7 +138,7 @@ fn corrupt_and_missing_videos_are_reported_and_replaced() {
 fn store_and_videos_give_the_same_batch_shapes_and_labels() {
     let dir = dataset_dir();
     let store = Dataset::store(dir.join("train.mgstore")).unwrap();
-    assert_eq!(store.len(), 32); // 40 clips: 4 of every 20 go to val and test
+    assert_eq!(store.len(), 32); // 40 clips: 4 go to val, 4 to test
     assert_eq!(store.num_classes().unwrap(), 12);
     let schedule = tiny_schedule();
     let plan = Plan::new(&schedule, store.len() as u64, 1, 0, 9).unwrap();

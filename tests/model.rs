@@ -178,20 +178,33 @@ fn bn_over_k_groups_equals_k_separate_batchnorms() {
 #[test]
 fn forward_equals_pytorch_by_name() {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = std::env::var_os("MG_PYTHON").map(std::path::PathBuf::from).unwrap_or_else(|| repo.join(".venv/bin/python"));
+    let python = std::env::var_os("MG_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo.join(".venv/bin/python"));
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("slowfast_ref");
     std::fs::create_dir_all(&dir).unwrap();
     for (depth, width) in [(18u32, 8u32), (50, 8)] {
         tch::manual_seed(i64::from(depth));
-        let cfg = ModelConfig { depth, width_per_group: width, num_classes: 7, ..ModelConfig::default() };
+        let cfg = ModelConfig {
+            depth,
+            width_per_group: width,
+            num_classes: 7,
+            ..ModelConfig::default()
+        };
         let vs = nn::VarStore::new(Device::Cpu);
         let model = SlowFast::new(&vs.root(), &cfg);
         // Non-trivial BN: random running statistics and scales (zero-init would hide branches).
         tch::no_grad(|| {
             for (name, mut t) in vs.variables() {
-                if name.ends_with("running_mean") || name.ends_with("_bn.bias") || name.ends_with(".bn.bias") {
+                if name.ends_with("running_mean")
+                    || name.ends_with("_bn.bias")
+                    || name.ends_with(".bn.bias")
+                {
                     t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.1));
-                } else if name.ends_with("running_var") || name.ends_with("_bn.weight") || name.ends_with(".bn.weight") {
+                } else if name.ends_with("running_var")
+                    || name.ends_with("_bn.weight")
+                    || name.ends_with(".bn.weight")
+                {
                     t.copy_(&(Tensor::rand(t.size(), (Kind::Float, Device::Cpu)) + 0.5));
                 }
             }
@@ -216,4 +229,27 @@ fn forward_equals_pytorch_by_name() {
         let rel = ((&got - &want).abs().max() / want.abs().max()).double_value(&[]);
         assert!(rel < 1e-4, "depth {depth}: relative difference {rel}");
     }
+}
+
+#[test]
+fn precise_bn_momentum_makes_running_stats_the_batch_stats() {
+    // Precise BN sets momentum 1 / (i + 1); with 1 the running statistics are the batch's, and
+    // eval-mode BN then equals train-mode BN on that batch.
+    let vs = nn::VarStore::new(Device::Cpu);
+    let bn = GroupBatchNorm::new(&(vs.root() / "bn"), 4, false);
+    let x = Tensor::randn([8, 4, 3, 5, 5], (Kind::Float, Device::Cpu)) * 3.0 + 2.0;
+    bn.set_momentum(1.0);
+    let train = tch::no_grad(|| bn.forward(&x, 1, true));
+    let eval = tch::no_grad(|| bn.forward(&x, 1, false));
+    let mean = x.mean_dim([0i64, 2, 3, 4].as_slice(), false, Kind::Float);
+    assert!(bn.running_mean.allclose(&mean, 1e-5, 1e-5, false));
+    // Running variance is unbiased (n / (n - 1)), so eval differs from train by that factor only.
+    let diff = (train - eval).abs().max().double_value(&[]);
+    assert!(diff < 0.02, "{diff}");
+    // Averaging two batches: momentum 1 then 1/2 gives their mean.
+    let y = Tensor::randn([8, 4, 3, 5, 5], (Kind::Float, Device::Cpu)) - 1.0;
+    bn.set_momentum(0.5);
+    let _ = tch::no_grad(|| bn.forward(&y, 1, true));
+    let both = (mean + y.mean_dim([0i64, 2, 3, 4].as_slice(), false, Kind::Float)) / 2.0;
+    assert!(bn.running_mean.allclose(&both, 1e-5, 1e-5, false));
 }

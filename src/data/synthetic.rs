@@ -82,9 +82,11 @@ pub fn render_clip(seed: u64, index: u64, num_frames: u32, size: u32) -> Vec<u8>
         1 => Shape::Disc,
         _ => Shape::Diamond,
     };
-    let (a, b) = (random_colour(&mut rng), random_colour(&mut rng));
+    // Complementary stripe colours: the object always stands out from the clutter.
+    let a = random_colour(&mut rng);
+    let b = [255.0 - a[0], 255.0 - a[1], 255.0 - a[2]];
     let stripes = 0.25 + 0.35 * rng.uniform() as f32;
-    let mut radius = fsize * (0.09 + 0.07 * rng.uniform() as f32);
+    let mut radius = fsize * (0.12 + 0.08 * rng.uniform() as f32);
     let mut angle = std::f32::consts::TAU * rng.uniform() as f32;
     let frames = num_frames.max(1) as f32;
     let mut u = || rng.uniform() as f32;

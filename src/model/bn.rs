@@ -90,6 +90,7 @@ impl GroupBatchNorm {
         );
         tch::no_grad(|| {
             let m = (xg.numel() as i64 / (c * k)) as f64;
+            let momentum = self.momentum.get();
             let mean = mean.to_kind(Kind::Float).view([k, c]);
             // native_batch_norm returns 1/sqrt(biased var + eps); running stats take the
             // unbiased variance, as torch.nn.BatchNorm does.
@@ -104,11 +105,11 @@ impl GroupBatchNorm {
             let mut rm = self.running_mean.shallow_clone();
             let mut rv = self.running_var.shallow_clone();
             let _ = rm
-                .f_mul_scalar_(1.0 - MOMENTUM)
-                .and_then(|mut t| t.f_add_(&(mu * MOMENTUM)));
+                .f_mul_scalar_(1.0 - momentum)
+                .and_then(|mut t| t.f_add_(&(mu * momentum)));
             let _ = rv
-                .f_mul_scalar_(1.0 - MOMENTUM)
-                .and_then(|mut t| t.f_add_(&(pooled * MOMENTUM)));
+                .f_mul_scalar_(1.0 - momentum)
+                .and_then(|mut t| t.f_add_(&(pooled * momentum)));
         });
         let mut shape = vec![1i64; size.len()];
         shape[1] = self.channels;

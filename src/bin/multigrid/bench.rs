@@ -267,7 +267,12 @@ pub fn step_bench(o: &StepOptions) -> Result<(), String> {
     use multigrid::train::optim::Sgd;
     use tch::{nn, Kind, Tensor};
     let device = multigrid::train::parse_device(o.device).map_err(|e| e.to_string())?;
-    let cfg = ModelConfig { depth: o.depth, width_per_group: o.width, num_classes: 400, ..ModelConfig::default() };
+    let cfg = ModelConfig {
+        depth: o.depth,
+        width_per_group: o.width,
+        num_classes: 400,
+        ..ModelConfig::default()
+    };
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
     let model = SlowFast::new(&vs.root(), &cfg);
@@ -280,7 +285,10 @@ pub fn step_bench(o: &StepOptions) -> Result<(), String> {
         if o.autocast { ", bf16 autocast" } else { "" },
         o.steps
     );
-    println!("{:>16} {:>12} {:>12} {:>8}", "batch x T x S", "ours s/step", "torch s/step", "ratio");
+    println!(
+        "{:>16} {:>12} {:>12} {:>8}",
+        "batch x T x S", "ours s/step", "torch s/step", "ratio"
+    );
     for &(n, t, s) in o.shapes {
         let alpha = i64::from(cfg.alpha);
         let slow = Tensor::randn([n, 3, t / alpha, s, s], (Kind::Float, device));
@@ -288,7 +296,9 @@ pub fn step_bench(o: &StepOptions) -> Result<(), String> {
         let labels = Tensor::randint(400, [n], (Kind::Int64, device));
         let mut step = || {
             let logits = tch::autocast(o.autocast, || model.forward(&slow, &fast, 1, true));
-            let loss = logits.to_kind(Kind::Float).cross_entropy_for_logits(&labels);
+            let loss = logits
+                .to_kind(Kind::Float)
+                .cross_entropy_for_logits(&labels);
             opt.zero_grad();
             loss.backward();
             opt.step(0.01);
@@ -319,9 +329,13 @@ pub fn step_bench(o: &StepOptions) -> Result<(), String> {
                     .output()
                     .map_err(|e| format!("cannot run {}: {e}", py.display()))?;
                 if !out.status.success() {
-                    return Err(format!("step_reference.py: {}", String::from_utf8_lossy(&out.stderr)));
+                    return Err(format!(
+                        "step_reference.py: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
                 }
-                let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+                let v: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
                 v["seconds_per_step"].as_f64()
             }
             None => None,

@@ -22,15 +22,16 @@ pub struct GenOptions {
 
 const SPLITS: [&str; 3] = ["train", "val", "test"];
 
-/// Split of clip `i`: the last `val_fraction` of every 20 clips go to val, as many to test.
+/// Split of clip `i`. Clip i has class c = i % 12 in round k = i / 12; with m = 1 / val_fraction
+/// it goes to val when (k + c) % m == m - 1 and to test when it is m - 2. Every class reaches
+/// every split, and even a small dataset has a val and a test clip in each round.
 fn split_of(i: u64, val_fraction: f64) -> usize {
-    let r = (i % 20) as f64 / 20.0;
-    if r >= 1.0 - val_fraction {
-        1
-    } else if r >= 1.0 - 2.0 * val_fraction {
-        2
-    } else {
-        0
+    let classes = synthetic::CLASSES.len() as u64;
+    let m = (1.0 / val_fraction.clamp(0.01, 0.5)).round() as u64;
+    match (i / classes + i % classes) % m {
+        r if r == m - 1 => 1,
+        r if r == m - 2 => 2,
+        _ => 0,
     }
 }
 
