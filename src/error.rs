@@ -20,6 +20,9 @@ pub enum Error {
     /// A video could not be opened or decoded.
     #[error("{path}: {reason}")]
     Decode { path: PathBuf, reason: String },
+    /// libtorch raised an error.
+    #[error("libtorch: {0}")]
+    Torch(String),
     /// A callback asked to stop.
     #[error("{0}")]
     Cancelled(String),

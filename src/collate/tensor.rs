@@ -7,7 +7,7 @@ use super::{batch_len, collate_explicit, pack_slow, slow_indices, Clip, ClipPara
 use crate::error::{Error, Result};
 
 fn torch_err(e: tch::TchError) -> Error {
-    Error::InvalidArgument(format!("libtorch: {e}"))
+    Error::Torch(e.to_string())
 }
 
 /// An uninitialised f32 CPU tensor, pinned when CUDA is available.

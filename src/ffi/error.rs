@@ -64,6 +64,7 @@ impl FfiError {
                 Error::Io { .. } => MG_STATUS_IO,
                 Error::Decode { .. } => MG_STATUS_DATA,
                 Error::Cancelled(_) => MG_STATUS_CANCELLED,
+                Error::Torch(_) => MG_STATUS_TORCH,
                 Error::Unsupported(_) => MG_STATUS_UNSUPPORTED,
             },
         }

@@ -23,7 +23,7 @@ use metrics::Metrics;
 use optim::Sgd;
 
 fn torch(e: tch::TchError) -> Error {
-    Error::InvalidArgument(format!("libtorch: {e}"))
+    Error::Torch(e.to_string())
 }
 
 /// Resolves `auto`, `cpu`, `cuda`, `cuda:N`.
