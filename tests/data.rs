@@ -138,7 +138,7 @@ fn corrupt_and_missing_videos_are_reported_and_replaced() {
 fn store_and_videos_give_the_same_batch_shapes_and_labels() {
     let dir = dataset_dir();
     let store = Dataset::store(dir.join("train.mgstore")).unwrap();
-    assert_eq!(store.len(), 32); // 40 clips: 4 go to val, 4 to test
+    assert_eq!(store.len(), 34); // 40 clips: 3 go to val, 3 to test
     assert_eq!(store.num_classes().unwrap(), 12);
     let schedule = tiny_schedule();
     let plan = Plan::new(&schedule, store.len() as u64, 1, 0, 9).unwrap();
@@ -264,7 +264,7 @@ fn dataset_c_api() {
     assert_eq!(mg_dataset_open_store(path.as_ptr(), &mut d), MG_STATUS_OK);
     let mut n = 0u64;
     assert_eq!(mg_dataset_len(d, &mut n), MG_STATUS_OK);
-    assert_eq!(n, 32);
+    assert_eq!(n, 34);
     let json = CString::new(tiny_schedule().config().clone().to_json_string()).unwrap();
     let mut s = ptr::null_mut();
     assert_eq!(mg_schedule_new(json.as_ptr(), &mut s), MG_STATUS_OK);

@@ -190,7 +190,7 @@ pub fn demo(data: &Path, out: &Path, device: Option<&str>) -> Result<(), String>
     if !data.join("train.mgstore").exists() {
         super::data::gen_data(&super::data::GenOptions {
             out: data.to_path_buf(),
-            clips: 600,
+            clips: 1800,
             frames: 32,
             size: 64,
             seed: 0,
