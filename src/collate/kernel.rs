@@ -113,45 +113,7 @@ pub(super) unsafe fn frame(
         return unsafe { frame_avx2(src, rows, cols, scale, bias, dst, plane_stride) };
     }
     // SAFETY: the caller's contract is passed on unchanged.
-    unsafe { frame_body(src, rows, cols, scale, bias, dst, plane_stride, blend_row) }
-}
-
-/// out[i] = w0 * p0[i] + w1 * p1[i] + b.
-#[inline(always)]
-fn blend_row(out: &mut [f32], p0: &[f32], p1: &[f32], w0: f32, w1: f32, b: f32) {
-    for ((o, &v0), &v1) in out.iter_mut().zip(p0).zip(p1) {
-        *o = w0 * v0 + w1 * v1 + b;
-    }
-}
-
-/// `blend_row` with non-temporal stores for the 32-byte-aligned middle of the row: the batch
-/// is far larger than the caches and is read later by the trainer, so writing around the cache
-/// saves the read-for-ownership of every output line. Same operations, same rounding.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn blend_row_stream(out: &mut [f32], p0: &[f32], p1: &[f32], w0: f32, w1: f32, b: f32) {
-    use std::arch::x86_64::*;
-    let n = out.len().min(p0.len()).min(p1.len());
-    let ptr = out.as_mut_ptr();
-    let head = (ptr.align_offset(32)).min(n);
-    blend_row(&mut out[..head], &p0[..head], &p1[..head], w0, w1, b);
-    let body = (n - head) / 8 * 8;
-    let (vw0, vw1, vb) = (_mm256_set1_ps(w0), _mm256_set1_ps(w1), _mm256_set1_ps(b));
-    let mut i = head;
-    while i < head + body {
-        // SAFETY: i + 8 <= n for all three slices; ptr + i is 32-byte aligned.
-        unsafe {
-            let a = _mm256_loadu_ps(p0.as_ptr().add(i));
-            let c = _mm256_loadu_ps(p1.as_ptr().add(i));
-            let v = _mm256_add_ps(
-                _mm256_add_ps(_mm256_mul_ps(vw0, a), _mm256_mul_ps(vw1, c)),
-                vb,
-            );
-            _mm256_stream_ps(ptr.add(i), v);
-        }
-        i += 8;
-    }
-    blend_row(&mut out[i..n], &p0[i..n], &p1[i..n], w0, w1, b);
+    unsafe { frame_body(src, rows, cols, scale, bias, dst, plane_stride) }
 }
 
 /// The same body compiled for AVX2, so the widening and the vertical blend run 8 floats wide.
@@ -168,25 +130,11 @@ unsafe fn frame_avx2(
     dst: *mut f32,
     plane_stride: usize,
 ) {
-    // SAFETY: the caller's contract is passed on unchanged; AVX2 is enabled here.
-    unsafe {
-        frame_body(
-            src,
-            rows,
-            cols,
-            scale,
-            bias,
-            dst,
-            plane_stride,
-            |o, a, b, w0, w1, bi| blend_row_stream(o, a, b, w0, w1, bi),
-        );
-        // Streaming stores are weakly ordered: fence before the batch is handed on.
-        std::arch::x86_64::_mm_sfence();
-    }
+    // SAFETY: the caller's contract is passed on unchanged.
+    unsafe { frame_body(src, rows, cols, scale, bias, dst, plane_stride) }
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn frame_body(
     src: &[u8],
     rows: &Taps,
@@ -195,7 +143,6 @@ unsafe fn frame_body(
     bias: &[f32; 3],
     dst: *mut f32,
     plane_stride: usize,
-    blend: impl Fn(&mut [f32], &[f32], &[f32], f32, f32, f32),
 ) {
     let s = cols.i0.len();
     let mut slots = [vec![0f32; 3 * s], vec![0f32; 3 * s]];
@@ -227,7 +174,9 @@ unsafe fn frame_body(
             let (p0, p1) = (&ra[c * s..(c + 1) * s], &rb[c * s..(c + 1) * s]);
             // Normalisation folded into the vertical weights: one multiply-add chain per value.
             let (w0, w1, bi) = (rows.w0[y] * scale[c], rows.w1[y] * scale[c], bias[c]);
-            blend(out, p0, p1, w0, w1, bi);
+            for ((o, &v0), &v1) in out.iter_mut().zip(p0).zip(p1) {
+                *o = w0 * v0 + w1 * v1 + bi;
+            }
         }
     }
 }
