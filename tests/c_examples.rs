@@ -178,7 +178,9 @@ fn collate_example_under_address_sanitizer() {
 #[test]
 fn train_example_as_c11_and_cpp() {
     let data = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("c_train_data");
-    if !data.join("train.mgstore").exists() {
+    // Regenerated every time, so a change of the data layout never meets a stale copy.
+    let _ = std::fs::remove_dir_all(&data);
+    {
         let out = Command::new(env!("CARGO_BIN_EXE_multigrid"))
             .args([
                 "gen-data",

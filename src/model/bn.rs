@@ -18,7 +18,6 @@ pub struct GroupBatchNorm {
     pub bias: Tensor,
     pub running_mean: Tensor,
     pub running_var: Tensor,
-    channels: i64,
     /// 0.1 in training; precise BN sets 1 / (i + 1) to average over its batches.
     momentum: std::cell::Cell<f64>,
 }
@@ -37,7 +36,6 @@ impl GroupBatchNorm {
             bias: p.var("bias", &[channels], nn::Init::Const(0.0)),
             running_mean: p.zeros_no_train("running_mean", &[channels]),
             running_var: p.ones_no_train("running_var", &[channels]),
-            channels,
             momentum: std::cell::Cell::new(MOMENTUM),
         }
     }
@@ -74,14 +72,30 @@ impl GroupBatchNorm {
         } else {
             1
         };
+        if k == 1 {
+            // One group is plain BatchNorm: libtorch's fused kernel, running statistics included
+            // (the pooled formula reduces to its unbiased update).
+            return x.batch_norm(
+                Some(&self.weight),
+                Some(&self.bias),
+                Some(&self.running_mean),
+                Some(&self.running_var),
+                true,
+                self.momentum.get(),
+                EPS,
+                true,
+            );
+        }
         let mut grouped = size.clone();
         grouped[0] = n / k;
         grouped[1] = c * k;
         let xg = x.view(grouped.as_slice());
+        // The affine is shared by the groups: repeat it over the c * k grouped channels so the
+        // kernel applies it in the same pass.
         let (y, mean, invstd) = Tensor::native_batch_norm(
             &xg,
-            None::<Tensor>,
-            None::<Tensor>,
+            Some(self.weight.repeat([k])),
+            Some(self.bias.repeat([k])),
             None::<Tensor>,
             None::<Tensor>,
             true,
@@ -111,9 +125,6 @@ impl GroupBatchNorm {
                 .f_mul_scalar_(1.0 - momentum)
                 .and_then(|mut t| t.f_add_(&(pooled * momentum)));
         });
-        let mut shape = vec![1i64; size.len()];
-        shape[1] = self.channels;
-        y.view(size.as_slice()) * self.weight.view(shape.as_slice())
-            + self.bias.view(shape.as_slice())
+        y.view(size.as_slice())
     }
 }
