@@ -178,31 +178,7 @@ fn collate_example_under_address_sanitizer() {
 #[test]
 fn train_example_as_c11_and_cpp() {
     let data = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("c_train_data");
-    // Regenerated every time, so a change of the data layout never meets a stale copy.
-    let _ = std::fs::remove_dir_all(&data);
-    {
-        let out = Command::new(env!("CARGO_BIN_EXE_multigrid"))
-            .args([
-                "gen-data",
-                "--clips",
-                "60",
-                "--frames",
-                "16",
-                "--size",
-                "40",
-                "--store",
-                "--no-videos",
-                "--out",
-            ])
-            .arg(&data)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    common::gen_store(&data, 60);
     let src = repo().join("examples/c/train.c");
     for (name, compiler, args) in [
         ("train_c", "gcc", vec!["-std=c11", "-pedantic"]),

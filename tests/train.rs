@@ -16,27 +16,7 @@ fn setup() -> (PathBuf, PathBuf) {
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("train_resume");
     let _ = std::fs::remove_dir_all(&root);
     let data = root.join("data");
-    let out = bin()
-        .args([
-            "gen-data",
-            "--clips",
-            "100",
-            "--frames",
-            "16",
-            "--size",
-            "40",
-            "--store",
-            "--no-videos",
-            "--out",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::gen_store(&data, 100);
     let config = serde_json::json!({
         "data": {"num_frames": 8, "sampling_rate": 1, "train_jitter_scales": [34, 40], "train_crop_size": 32, "test_crop_size": 32},
         "train": {"batch_size": 2, "checkpoint_period": 1},

@@ -47,3 +47,30 @@ pub fn target_dir() -> PathBuf {
     // target/<profile>/deps/<test>-<hash>
     exe.parent().unwrap().parent().unwrap().to_path_buf()
 }
+
+/// Writes a synthetic clip-store dataset (no videos) of `clips` clips, 16 frames at 40 px,
+/// into `dir`, replacing whatever was there so a data layout change never meets a stale copy.
+pub fn gen_store(dir: &Path, clips: u32) {
+    let _ = std::fs::remove_dir_all(dir);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_multigrid"))
+        .args([
+            "gen-data",
+            "--clips",
+            &clips.to_string(),
+            "--frames",
+            "16",
+            "--size",
+            "40",
+            "--store",
+            "--no-videos",
+            "--out",
+        ])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
