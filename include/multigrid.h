@@ -521,6 +521,12 @@ void mg_trainer_free(struct mg_trainer *trainer);
 mg_status mg_trainer_resume(struct mg_trainer *trainer_, bool *resumed);
 
 /**
+ * The plan step the trainer runs next: 0 on a new run, the checkpoint's after a resume or load,
+ * advanced by mg_trainer_train_step and mg_trainer_fit.
+ */
+mg_status mg_trainer_next_step(struct mg_trainer *trainer_, uint64_t *step);
+
+/**
  * Trains from the next step to the end of the schedule: the loader prepares batches in the
  * background, evaluation and checkpoints follow the schedule's epochs, a final test runs at
  * the end. `progress` may be NULL.
@@ -532,8 +538,10 @@ mg_status mg_trainer_fit(struct mg_trainer *trainer_,
 
 /**
  * One SGD step on a host batch: `slow` [N, 3, Ts, S, S] and `fast` [N, 3, T, S, S] (f32,
- * shapes as int64 arrays of 5), `labels` N class indices, `bn_groups` and `lr` usually from
- * mg_plan_step. `*loss` receives the cross-entropy.
+ * shapes as int64 arrays of 5), `labels` N class indices. `bn_groups` 0 and a negative `lr`
+ * take the plan's values at the trainer's position (mg_trainer_next_step), which advances by
+ * one, so checkpoints and resume line up with mg_trainer_fit. `*loss` receives the
+ * cross-entropy.
  */
 mg_status mg_trainer_train_step(struct mg_trainer *trainer_,
                                 const float *slow,
@@ -569,6 +577,20 @@ mg_status mg_trainer_load(struct mg_trainer *trainer_, const char *checkpoint_di
  * truncated to `len`, returns the full length; 0 when nothing was logged or on a NULL trainer.
  */
 size_t mg_trainer_last_metrics(const struct mg_trainer *trainer_, char *buf, size_t len);
+
+extern void set_autocast_dtype(int8_t device, int8_t dtype);
+
+extern void set_autocast_enabled(int8_t device, bool enabled);
+
+extern bool is_autocast_enabled(int8_t device);
+
+extern int8_t get_autocast_dtype(int8_t device);
+
+extern int32_t increment_nesting(void);
+
+extern int32_t decrement_nesting(void);
+
+extern void clear_cache(void);
 
 #ifdef __cplusplus
 }  // extern "C"

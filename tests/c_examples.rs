@@ -196,6 +196,7 @@ fn train_example_as_c11_and_cpp() {
         if cfg!(feature = "torch") {
             for expected in [
                 "step 4: batch 4 x 8 x 32",
+                "next step: 5",
                 "val: top-1",
                 "over 5 clips",
                 "fit -> MG_STATUS_CANCELLED after 3 callbacks",

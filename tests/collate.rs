@@ -138,10 +138,27 @@ fn equals_pytorch_float_pipeline() {
         let norm = Normalize {
             mean: [0.45, 0.40, 0.35],
             std: [0.225, 0.25, 0.2],
+            reverse_channels: false,
         };
         let views: Vec<Clip> = clips.iter().map(OwnedClip::clip).collect();
         let mut out = vec![0f32; batch_len(clips.len(), t, s)];
         collate_explicit(&views, &params, t, s, &norm, &mut out).unwrap();
+        // DATA.REVERSE_INPUT_CHANNEL: the same planes, in the order 2, 1, 0.
+        let mut bgr = vec![0f32; out.len()];
+        let reversed = Normalize {
+            reverse_channels: true,
+            ..norm
+        };
+        collate_explicit(&views, &params, t, s, &reversed, &mut bgr).unwrap();
+        let plane = (t * s * s) as usize;
+        for (rgb_clip, bgr_clip) in out.chunks(3 * plane).zip(bgr.chunks(3 * plane)) {
+            for c in 0..3 {
+                assert_eq!(
+                    rgb_clip[c * plane..(c + 1) * plane],
+                    bgr_clip[(2 - c) * plane..(3 - c) * plane]
+                );
+            }
+        }
         let want = reference(&clips, &params, t, s, &norm);
         assert_eq!(want.len(), out.len());
         let max = out

@@ -13,14 +13,18 @@ fn bin() -> Command {
 }
 
 fn setup() -> (PathBuf, PathBuf) {
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("train_resume");
+    setup_in("train_resume", 100, 3)
+}
+
+fn setup_in(name: &str, clips: u32, max_epoch: u32) -> (PathBuf, PathBuf) {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     let _ = std::fs::remove_dir_all(&root);
     let data = root.join("data");
-    common::gen_store(&data, 100);
+    common::gen_store(&data, clips);
     let config = serde_json::json!({
         "data": {"num_frames": 8, "sampling_rate": 1, "train_jitter_scales": [34, 40], "train_crop_size": 32, "test_crop_size": 32},
         "train": {"batch_size": 2, "checkpoint_period": 1},
-        "solver": {"base_lr": 0.02, "lr_policy": "steps_with_relative_lrs", "lrs": [1, 0.1], "steps": [0, 2], "max_epoch": 3},
+        "solver": {"base_lr": 0.02, "lr_policy": "steps_with_relative_lrs", "lrs": [1, 0.1], "steps": [0, 2], "max_epoch": max_epoch},
         "multigrid": {"long_cycle": true, "short_cycle": true, "long_cycle_factors": [[0.5, std::f64::consts::FRAC_1_SQRT_2], [1, 1]]},
         "model": {"depth": 18, "width_per_group": 8, "alpha": 2, "num_classes": 12, "dropout_rate": 0.3},
         "run": {"device": "cpu", "data_dir": data, "precise_bn_batches": 2, "test_num_temporal_views": 1,
@@ -121,4 +125,59 @@ fn sigkill_and_resume_equals_an_uninterrupted_run() {
         assert_eq!(na, nb);
         assert!(ta.equal(tb), "{na} differs after resume");
     }
+}
+
+fn fit(config: &Path, out: &Path, patch: serde_json::Value) -> multigrid::train::Trainer {
+    let mut c = multigrid::Config::from_file(config).unwrap();
+    let mut v = serde_json::to_value(&c).unwrap();
+    for (k, val) in patch.as_object().unwrap() {
+        v["run"][k] = val.clone();
+    }
+    c = serde_json::from_value(v).unwrap();
+    let mut t = multigrid::train::Trainer::new(c, out).unwrap();
+    let s = t.fit(&mut |_| false).unwrap();
+    assert!(!s.cancelled);
+    t
+}
+
+fn params(t: &multigrid::train::Trainer) -> Vec<(String, tch::Tensor)> {
+    let mut v: Vec<_> = t.var_store().variables().into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// The warm-up pass visits every planned shape and leaves no trace in the trained model.
+#[test]
+fn warm_up_changes_nothing() {
+    let (root, config) = setup_in("train_warmup", 40, 3);
+    let plain = fit(
+        &config,
+        &root.join("plain"),
+        serde_json::json!({"warmup_shapes": false}),
+    );
+    let warm = fit(
+        &config,
+        &root.join("warm"),
+        serde_json::json!({"warmup_shapes": true}),
+    );
+    let shapes = plain.plan().shapes_from(0);
+    assert!(shapes.len() > 2, "{shapes:?}");
+    let log = std::fs::read_to_string(root.join("warm/metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(first["type"], "warmup");
+    assert_eq!(first["shapes"].as_u64(), Some(shapes.len() as u64));
+    let (a, b) = (params(&plain), params(&warm));
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (_, tb)) in a.iter().zip(&b) {
+        assert!(ta.equal(tb), "{na} differs after a warm-up");
+    }
+
+    // Autocast is for CUDA; on the CPU it is refused with a message that says so.
+    let mut c = multigrid::Config::from_file(&config).unwrap();
+    c.run.precision = "bf16".into();
+    let err = multigrid::train::Trainer::new(c, &root.join("bf16"))
+        .err()
+        .expect("bf16 on the CPU was accepted")
+        .to_string();
+    assert!(err.contains("needs a CUDA device"), "{err}");
 }

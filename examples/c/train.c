@@ -85,7 +85,10 @@ int main(int argc, char **argv) {
     if (st != MG_STATUS_OK) { fail("mg_dataset_load_step", st); goto done; }
     int64_t slow_shape[5] = {step.batch_size, 3, step.num_frames / 2, step.crop_size, step.crop_size};
     int64_t fast_shape[5] = {step.batch_size, 3, step.num_frames, step.crop_size, step.crop_size};
-    st = mg_trainer_train_step(trainer, slow, slow_shape, fast, fast_shape, labels, step.bn_groups, step.lr, &loss);
+    /* The last step leaves BN groups (0) and LR (< 0) to the plan, at the trainer's position. */
+    int from_plan = k == 4;
+    st = mg_trainer_train_step(trainer, slow, slow_shape, fast, fast_shape, labels,
+                               from_plan ? 0 : step.bn_groups, from_plan ? -1.0 : step.lr, &loss);
     if (st != MG_STATUS_OK) { fail("mg_trainer_train_step", st); goto done; }
     printf("step %llu: batch %u x %u x %u, lr %.4f, loss %.3f%s\n", (unsigned long long)k,
            (unsigned)step.batch_size, (unsigned)step.num_frames, (unsigned)step.crop_size, step.lr, loss,
@@ -93,6 +96,9 @@ int main(int argc, char **argv) {
   }
 
   {
+    uint64_t next = 0;
+    if ((st = mg_trainer_next_step(trainer, &next)) != MG_STATUS_OK) { fail("mg_trainer_next_step", st); goto done; }
+    printf("next step: %llu\n", (unsigned long long)next);
     mg_accuracy acc;
     if ((st = mg_trainer_evaluate(trainer, "val", &acc)) != MG_STATUS_OK) { fail("mg_trainer_evaluate", st); goto done; }
     printf("val: top-1 %.1f%% top-5 %.1f%% over %llu clips\n", acc.top1, acc.top5, (unsigned long long)acc.clips);

@@ -91,12 +91,13 @@ unsafe fn horizontal(row: &[u8], cols: &Taps, wide: &mut [f32], out: &mut [f32])
 }
 
 /// Writes one frame of one clip: `src` is the u8 HWC frame, `dst` points at channel 0 of this
-/// (clip, frame) in an NCTHW buffer, `plane_stride` is the distance between channels (T*S*S).
+/// (clip, frame) in an NCTHW buffer, `planes[c]` is the offset of source channel c's output
+/// plane (c * T*S*S, or reversed for BGR input).
 /// Horizontally resampled source rows are kept in two slots, so a source row shared by
 /// neighbouring output rows (every row when upscaling) is resampled once.
 ///
 /// # Safety
-/// `dst + c * plane_stride + s * s` must be writable for c in 0..3, no other thread may write
+/// `dst + planes[c] + s * s` must be writable for c in 0..3, no other thread may write
 /// those ranges, and the taps must lie inside `src`.
 pub(super) unsafe fn frame(
     src: &[u8],
@@ -105,15 +106,15 @@ pub(super) unsafe fn frame(
     scale: &[f32; 3],
     bias: &[f32; 3],
     dst: *mut f32,
-    plane_stride: usize,
+    planes: [usize; 3],
 ) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is present; the caller's contract is passed on unchanged.
-        return unsafe { frame_avx2(src, rows, cols, scale, bias, dst, plane_stride) };
+        return unsafe { frame_avx2(src, rows, cols, scale, bias, dst, planes) };
     }
     // SAFETY: the caller's contract is passed on unchanged.
-    unsafe { frame_body(src, rows, cols, scale, bias, dst, plane_stride) }
+    unsafe { frame_body(src, rows, cols, scale, bias, dst, planes) }
 }
 
 /// The same body compiled for AVX2, so the widening and the vertical blend run 8 floats wide.
@@ -128,10 +129,10 @@ unsafe fn frame_avx2(
     scale: &[f32; 3],
     bias: &[f32; 3],
     dst: *mut f32,
-    plane_stride: usize,
+    planes: [usize; 3],
 ) {
     // SAFETY: the caller's contract is passed on unchanged.
-    unsafe { frame_body(src, rows, cols, scale, bias, dst, plane_stride) }
+    unsafe { frame_body(src, rows, cols, scale, bias, dst, planes) }
 }
 
 #[inline(always)]
@@ -142,7 +143,7 @@ unsafe fn frame_body(
     scale: &[f32; 3],
     bias: &[f32; 3],
     dst: *mut f32,
-    plane_stride: usize,
+    planes: [usize; 3],
 ) {
     let s = cols.i0.len();
     let mut slots = [vec![0f32; 3 * s], vec![0f32; 3 * s]];
@@ -170,7 +171,7 @@ unsafe fn frame_body(
         for c in 0..3 {
             // SAFETY: the caller owns this row of this channel plane.
             let out =
-                unsafe { std::slice::from_raw_parts_mut(dst.add(c * plane_stride + y * s), s) };
+                unsafe { std::slice::from_raw_parts_mut(dst.add(planes[c] + y * s), s) };
             let (p0, p1) = (&ra[c * s..(c + 1) * s], &rb[c * s..(c + 1) * s]);
             // Normalisation folded into the vertical weights: one multiply-add chain per value.
             let (w0, w1, bi) = (rows.w0[y] * scale[c], rows.w1[y] * scale[c], bias[c]);

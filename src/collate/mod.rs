@@ -50,6 +50,9 @@ pub struct ClipParams {
 pub struct Normalize {
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// Channels written in reverse order after normalising (RGB in, BGR out), as PySlowFast's
+    /// DATA.REVERSE_INPUT_CHANNEL: mean[c] and std[c] still apply to source channel c.
+    pub reverse_channels: bool,
 }
 
 impl Default for Normalize {
@@ -57,6 +60,7 @@ impl Default for Normalize {
         Normalize {
             mean: [0.45; 3],
             std: [0.225; 3],
+            reverse_channels: false,
         }
     }
 }
@@ -198,6 +202,11 @@ pub fn collate_explicit(
     let (t, s) = (num_frames as usize, crop_size as usize);
     let plane = t * s * s;
     let clip_len = 3 * plane;
+    let planes = if norm.reverse_channels {
+        [2 * plane, plane, 0]
+    } else {
+        [0, plane, 2 * plane]
+    };
     struct Prepared {
         rows: kernel::Taps,
         cols: kernel::Taps,
@@ -235,7 +244,7 @@ pub fn collate_explicit(
             // three channel planes, all inside `out` (length checked above).
             unsafe {
                 let dst = b.0.add(n * clip_len + ti * s * s);
-                kernel::frame(src, &prep.rows, &prep.cols, &scale, &bias, dst, plane);
+                kernel::frame(src, &prep.rows, &prep.cols, &scale, &bias, dst, planes);
             }
         });
     });
@@ -333,5 +342,6 @@ pub fn normalize_of(plan: &Plan) -> Normalize {
     Normalize {
         mean: d.mean,
         std: d.std,
+        reverse_channels: d.reverse_input_channel,
     }
 }

@@ -115,6 +115,7 @@ pub extern "C" fn mg_collate_explicit(
         let norm = Normalize {
             mean: unsafe { *mean.cast::<[f32; 3]>() },
             std: unsafe { *std.cast::<[f32; 3]>() },
+            reverse_channels: false,
         };
         let out = out_slice(out, out_len, "out")?;
         collate::collate_explicit(&clips, &params, num_frames, crop_size, &norm, out)?;

@@ -121,6 +121,25 @@ pub extern "C" fn mg_trainer_resume(trainer_: *mut mg_trainer, resumed: *mut boo
     })
 }
 
+/// The plan step the trainer runs next: 0 on a new run, the checkpoint's after a resume or load,
+/// advanced by mg_trainer_train_step and mg_trainer_fit.
+#[no_mangle]
+pub extern "C" fn mg_trainer_next_step(trainer_: *mut mg_trainer, step: *mut u64) -> mg_status {
+    guard("mg_trainer_next_step", || {
+        let step = out_ptr(step, "step")?;
+        #[cfg(feature = "torch")]
+        {
+            *step = trainer(trainer_)?.next_step();
+            Ok(())
+        }
+        #[cfg(not(feature = "torch"))]
+        {
+            let _ = (trainer_, step);
+            unsupported()
+        }
+    })
+}
+
 /// Trains from the next step to the end of the schedule: the loader prepares batches in the
 /// background, evaluation and checkpoints follow the schedule's epochs, a final test runs at
 /// the end. `progress` may be NULL.
@@ -178,8 +197,10 @@ pub extern "C" fn mg_trainer_fit(
 }
 
 /// One SGD step on a host batch: `slow` [N, 3, Ts, S, S] and `fast` [N, 3, T, S, S] (f32,
-/// shapes as int64 arrays of 5), `labels` N class indices, `bn_groups` and `lr` usually from
-/// mg_plan_step. `*loss` receives the cross-entropy.
+/// shapes as int64 arrays of 5), `labels` N class indices. `bn_groups` 0 and a negative `lr`
+/// take the plan's values at the trainer's position (mg_trainer_next_step), which advances by
+/// one, so checkpoints and resume line up with mg_trainer_fit. `*loss` receives the
+/// cross-entropy.
 #[no_mangle]
 pub extern "C" fn mg_trainer_train_step(
     trainer_: *mut mg_trainer,
@@ -217,10 +238,16 @@ pub extern "C" fn mg_trainer_train_step(
                     "slow {ss:?} and fast {fs:?} disagree on N, H or W"
                 )));
             }
-            if !(lr.is_finite() && lr >= 0.0) || bn_groups == 0 || fs[0] % i64::from(bn_groups) != 0
-            {
+            if lr.is_nan() {
+                return Err(FfiError::Invalid("lr is NaN".into()));
+            }
+            let groups = (bn_groups > 0).then_some(i64::from(bn_groups));
+            let lr = (lr >= 0.0).then_some(lr);
+            let planned_groups = t.plan().step(t.next_step()).map(|s| i64::from(s.bn_groups));
+            let g = groups.or(planned_groups.ok()).unwrap_or(1);
+            if lr.is_some_and(|lr| !lr.is_finite()) || fs[0] % g != 0 {
                 return Err(FfiError::Invalid(format!(
-                    "lr {lr} must be finite and >= 0, bn_groups {bn_groups} must divide N {}",
+                    "lr {lr:?} must be finite, bn_groups {g} must divide N {}",
                     fs[0]
                 )));
             }
@@ -238,8 +265,7 @@ pub extern "C" fn mg_trainer_train_step(
             // SAFETY: the caller promises N labels.
             let lab = unsafe { std::slice::from_raw_parts(labels, fs[0] as usize) };
             let lab = tch::Tensor::from_slice(lab).to_device(t.device());
-            let step = t.next_step();
-            *loss = t.train_step(&slow, &fast, &lab, i64::from(bn_groups), lr, step)?;
+            *loss = t.host_step(&slow, &fast, &lab, groups, lr)?;
             Ok(())
         }
         #[cfg(not(feature = "torch"))]

@@ -261,6 +261,34 @@ impl Plan {
         })
     }
 
+    /// Every distinct (batch size, frames, crop, BN groups) this rank meets from `step` to the
+    /// end, in order of first appearance: what a warm-up pass has to visit.
+    pub fn shapes_from(&self, step: u64) -> Vec<[u32; 4]> {
+        let first_epoch = match self.step(step) {
+            Ok(s) => s.epoch,
+            Err(_) => return Vec::new(),
+        };
+        let mut out: Vec<[u32; 4]> = Vec::new();
+        for epoch in first_epoch..self.schedule.max_epoch() {
+            let Some(first) = self.epoch_first_step(epoch) else {
+                continue;
+            };
+            let steps = self.steps_in_epoch(epoch);
+            let phases = self.layouts[self.schedule.stage_index_at(epoch)]
+                .batch_sizes
+                .len() as u64;
+            for i in 0..phases.min(steps) {
+                if let Ok(s) = self.step(first + i) {
+                    let shape = [s.batch_size, s.num_frames, s.crop_size, s.bn_groups];
+                    if !out.contains(&shape) {
+                        out.push(shape);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// This rank's dataset indices for `step`, written into `out` (cleared first).
     pub fn step_indices(&self, step: u64, out: &mut Vec<u64>) -> Result<()> {
         let s = self.step(step)?;

@@ -49,8 +49,18 @@ pub struct RunConfig {
     pub test_num_temporal_views: u32,
     /// Final test: spatial crops per view. Default 3.
     pub test_num_spatial_crops: u32,
-    /// bf16 autocast on CUDA. Default true.
-    pub autocast: bool,
+    /// Mixed precision: `auto` (bf16 autocast on CUDA, fp32 on the CPU), `fp32`, `bf16`
+    /// (autocast) or `fp16` (autocast with a dynamic loss scaler, as torch.amp.GradScaler).
+    /// Default auto.
+    pub precision: String,
+    /// cudnn.benchmark: pick the fastest convolution algorithm per shape (CUDA only). Default
+    /// true, as the shapes of a multigrid run are few and known in advance.
+    pub cudnn_benchmark: bool,
+    /// Run one forward and backward at every shape the plan still holds before the first step,
+    /// so no stage pays its first-call costs (cuDNN autotuning, allocator growth) mid-run.
+    /// Parameters, BN statistics and the optimizer are left untouched. Default null: on CUDA
+    /// only.
+    pub warmup_shapes: Option<bool>,
 }
 
 impl Default for RunConfig {
@@ -68,7 +78,9 @@ impl Default for RunConfig {
             eval_batch_size: 16,
             test_num_temporal_views: 10,
             test_num_spatial_crops: 3,
-            autocast: true,
+            precision: "auto".into(),
+            cudnn_benchmark: true,
+            warmup_shapes: None,
         }
     }
 }
@@ -367,6 +379,12 @@ impl Config {
         if !(dev == "auto" || dev == "cpu" || dev == "cuda" || cuda_n == Some(true)) {
             return Err(config_err(format!(
                 "run.device must be auto, cpu, cuda or cuda:N, got {dev:?}"
+            )));
+        }
+        if !["auto", "fp32", "bf16", "fp16"].contains(&r.precision.as_str()) {
+            return Err(config_err(format!(
+                "run.precision must be auto, fp32, bf16 or fp16, got {:?}",
+                r.precision
             )));
         }
         if r.num_workers == 0 || r.eval_batch_size == 0 || r.log_period == 0 {

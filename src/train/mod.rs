@@ -1,6 +1,7 @@
 //! The multigrid trainer: one SlowFast model for the whole run; each plan step brings its own
 //! shape, LR and BN group count, and nothing is rebuilt when they change.
 
+pub mod amp;
 pub mod checkpoint;
 pub mod metrics;
 pub mod optim;
@@ -18,12 +19,24 @@ use crate::error::{Error, Result};
 use crate::model::SlowFast;
 use crate::plan::Plan;
 use crate::schedule::{Config, Schedule};
+use amp::{LossScaler, Precision};
 use checkpoint::Manifest;
 use metrics::Metrics;
 use optim::Sgd;
 
 fn torch(e: tch::TchError) -> Error {
     Error::Torch(e.to_string())
+}
+
+fn loss_value(loss: &Tensor, step: u64) -> Result<f64> {
+    let v = loss.f_double_value(&[]).map_err(torch)?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "loss is {v} at step {step}"
+        )))
+    }
 }
 
 /// Resolves `auto`, `cpu`, `cuda`, `cuda:N`.
@@ -102,6 +115,18 @@ pub struct Trainer {
     clips_seen: u64,
     /// Wall time of the run before this process (resumed runs).
     wall_before: f64,
+    precision: Precision,
+    /// Present with fp16.
+    scaler: Option<LossScaler>,
+    warmed_up: bool,
+}
+
+/// A training batch on the device, its host-to-device copy possibly still in flight.
+struct Staged {
+    batch: Batch,
+    slow: Tensor,
+    fast: Tensor,
+    labels: Tensor,
 }
 
 impl Trainer {
@@ -118,6 +143,10 @@ impl Trainer {
             0,
             config.run.seed,
         )?);
+        let precision = Precision::resolve(&config.run.precision, device)?;
+        if device.is_cuda() {
+            tch::Cuda::cudnn_set_benchmark(config.run.cudnn_benchmark);
+        }
         tch::manual_seed(config.run.seed as i64);
         let vs = nn::VarStore::new(device);
         let model = SlowFast::new(&vs.root(), &config.model);
@@ -141,7 +170,14 @@ impl Trainer {
             next_step: 0,
             clips_seen: 0,
             wall_before: 0.0,
+            precision,
+            scaler: (precision == Precision::Fp16).then(LossScaler::default),
+            warmed_up: false,
         })
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     pub fn plan(&self) -> &Plan {
@@ -183,6 +219,12 @@ impl Trainer {
             .into_iter()
             .map(|(k, t)| (k, t.to_device(self.device)))
             .collect();
+        let mut state: Vec<(String, Tensor)> = state;
+        let mut scaler = LossScaler::default();
+        scaler.take_state(&mut state)?;
+        if let Some(s) = &mut self.scaler {
+            *s = scaler;
+        }
         self.opt.load_state(state)?;
         self.next_step = m.step;
         self.clips_seen = m.clips_seen;
@@ -211,7 +253,10 @@ impl Trainer {
             self.config.run.keep_checkpoints,
             |dir| {
                 self.vs.save(dir.join("model.safetensors")).map_err(torch)?;
-                let state = self.opt.state();
+                let mut state = self.opt.state();
+                if let Some(s) = &self.scaler {
+                    state.extend(s.state());
+                }
                 let named: Vec<(&str, &Tensor)> =
                     state.iter().map(|(k, t)| (k.as_str(), t)).collect();
                 Tensor::write_safetensors(&named, dir.join("optimizer.safetensors")).map_err(torch)
@@ -228,17 +273,42 @@ impl Trainer {
         s: i64,
     ) -> Result<(Tensor, Tensor)> {
         let ts = slow_indices(t as u32, self.config.model.alpha).len() as i64;
-        let fast = Tensor::f_from_slice(fast)
-            .and_then(|x| x.f_view([n, 3, t, s, s]))
-            .map_err(torch)?;
-        let slow = Tensor::f_from_slice(slow)
-            .and_then(|x| x.f_view([n, 3, ts, s, s]))
-            .map_err(torch)?;
-        Ok((slow.to_device(self.device), fast.to_device(self.device)))
+        Ok((
+            self.upload(slow, &[n, 3, ts, s, s])?,
+            self.upload(fast, &[n, 3, t, s, s])?,
+        ))
     }
 
-    /// One SGD step on a host batch; returns the loss. Dropout is seeded from (seed, step),
-    /// so a resumed run repeats the interrupted one exactly.
+    /// A host buffer on the device. On CUDA it goes through pinned memory with a non-blocking
+    /// copy, so the transfer overlaps the kernels already queued.
+    fn upload<T: tch::kind::Element>(&self, host: &[T], shape: &[i64]) -> Result<Tensor> {
+        let t = Tensor::f_from_slice(host)
+            .and_then(|x| x.f_view(shape))
+            .map_err(torch)?;
+        if !self.device.is_cuda() {
+            return Ok(t);
+        }
+        t.f_pin_memory(self.device)
+            .and_then(|p| p.f_to_device_(self.device, T::KIND, true, false))
+            .map_err(torch)
+    }
+
+    fn stage(&self, batch: Batch) -> Result<Staged> {
+        let n = batch.len() as i64;
+        let (t, s) = (i64::from(batch.num_frames), i64::from(batch.crop_size));
+        let (slow, fast) =
+            self.inputs(batch.slow.as_deref().unwrap_or(&[]), &batch.fast, n, t, s)?;
+        let labels = self.upload(&batch.labels, &[n])?;
+        Ok(Staged {
+            batch,
+            slow,
+            fast,
+            labels,
+        })
+    }
+
+    /// One SGD step on a batch already on the device; returns the loss. Dropout is seeded from
+    /// (seed, step), so a resumed run repeats the interrupted one exactly.
     pub fn train_step(
         &mut self,
         slow: &Tensor,
@@ -248,21 +318,142 @@ impl Trainer {
         lr: f64,
         step: u64,
     ) -> Result<f64> {
+        let loss = self.launch_step(slow, fast, labels, bn_groups, lr, step)?;
+        loss_value(&loss, step)
+    }
+
+    /// One step on a batch the caller built (the C API's path): BN groups and LR default to the
+    /// plan's at the run's position, which then advances as in `fit`, so checkpoints, resume and
+    /// the dropout seed line up with a `fit` run.
+    pub fn host_step(
+        &mut self,
+        slow: &Tensor,
+        fast: &Tensor,
+        labels: &Tensor,
+        bn_groups: Option<i64>,
+        lr: Option<f64>,
+    ) -> Result<f64> {
+        let step = self.next_step;
+        let planned = self.plan.step(step).ok();
+        let from_plan = |what: &str| {
+            Error::OutOfRange(format!(
+                "step {step} is past the plan's {} steps: give {what} explicitly",
+                self.plan.total_steps()
+            ))
+        };
+        let groups = match bn_groups {
+            Some(g) => g,
+            None => i64::from(
+                planned
+                    .as_ref()
+                    .ok_or_else(|| from_plan("bn_groups"))?
+                    .bn_groups,
+            ),
+        };
+        let lr = match lr {
+            Some(lr) => lr,
+            None => planned.as_ref().ok_or_else(|| from_plan("lr"))?.lr,
+        };
+        let loss = self.train_step(slow, fast, labels, groups, lr, step)?;
+        self.next_step += 1;
+        self.clips_seen += fast.size().first().copied().unwrap_or(0) as u64;
+        Ok(loss)
+    }
+
+    /// Queues forward, backward and the update without waiting for the device (except with
+    /// fp16, whose overflow check reads the gradients back); the loss stays on the device.
+    fn launch_step(
+        &mut self,
+        slow: &Tensor,
+        fast: &Tensor,
+        labels: &Tensor,
+        bn_groups: i64,
+        lr: f64,
+        step: u64,
+    ) -> Result<Tensor> {
         tch::manual_seed((self.config.run.seed ^ step.wrapping_mul(0x9E37_79B9)) as i64 & i64::MAX);
-        let logits = self.model.forward(slow, fast, bn_groups, true);
-        let loss = logits
-            .f_cross_entropy_loss::<Tensor>(labels, None, tch::Reduction::Mean, -100, 0.0)
-            .map_err(torch)?;
+        let loss = amp::autocast(self.device, self.precision, || {
+            self.model
+                .forward(slow, fast, bn_groups, true)
+                .f_cross_entropy_loss::<Tensor>(labels, None, tch::Reduction::Mean, -100, 0.0)
+        })
+        .map_err(torch)?;
         self.opt.zero_grad();
-        loss.f_backward().map_err(torch)?;
-        self.opt.step(lr);
-        let v = loss.f_double_value(&[]).map_err(torch)?;
-        if !v.is_finite() {
-            return Err(Error::InvalidArgument(format!(
-                "loss is {v} at step {step}"
-            )));
+        match &mut self.scaler {
+            None => {
+                loss.f_backward().map_err(torch)?;
+                self.opt.step(lr);
+            }
+            Some(scaler) => {
+                scaler.scale_loss(&loss).f_backward().map_err(torch)?;
+                let finite = scaler.unscale(&self.opt.grads())?;
+                if finite {
+                    self.opt.step(lr);
+                }
+                scaler.update(finite);
+            }
         }
-        Ok(v)
+        Ok(loss.detach())
+    }
+
+    /// One forward and backward at every shape still ahead in the plan, and one evaluation
+    /// forward, so that cuDNN autotuning and allocator growth happen before the first step.
+    /// Parameters, BN statistics and the optimizer state are restored, so training is the same
+    /// with or without it.
+    pub fn warm_up(&mut self) -> Result<usize> {
+        let shapes = self.plan.shapes_from(self.next_step);
+        let buffers: Vec<(Tensor, Tensor)> = self
+            .vs
+            .variables()
+            .into_values()
+            .filter(|t| !t.requires_grad())
+            .map(|t| {
+                let saved = t.copy();
+                (t, saved)
+            })
+            .collect();
+        let alpha = self.config.model.alpha;
+        let input = |n: u32, t: u32, s: u32| {
+            let ts = slow_indices(t, alpha).len() as i64;
+            let (n, t, s) = (i64::from(n), i64::from(t), i64::from(s));
+            let opts = (Kind::Float, self.device);
+            (
+                Tensor::f_randn([n, 3, ts, s, s], opts),
+                Tensor::f_randn([n, 3, t, s, s], opts),
+            )
+        };
+        for &[n, t, s, groups] in &shapes {
+            let (slow, fast) = input(n, t, s);
+            let (slow, fast) = (slow.map_err(torch)?, fast.map_err(torch)?);
+            let labels =
+                Tensor::f_zeros([i64::from(n)], (Kind::Int64, self.device)).map_err(torch)?;
+            let loss = amp::autocast(self.device, self.precision, || {
+                self.model
+                    .forward(&slow, &fast, i64::from(groups), true)
+                    .f_cross_entropy_loss::<Tensor>(&labels, None, tch::Reduction::Mean, -100, 0.0)
+            })
+            .map_err(torch)?;
+            loss.f_backward().map_err(torch)?;
+        }
+        let (t, s) = (self.config.data.num_frames, self.config.data.test_crop_size);
+        let (slow, fast) = input(self.config.run.eval_batch_size as u32, t, s);
+        let (slow, fast) = (slow.map_err(torch)?, fast.map_err(torch)?);
+        let _ = tch::no_grad(|| {
+            amp::autocast(self.device, self.precision, || {
+                self.model.forward(&slow, &fast, 1, false)
+            })
+        });
+        self.opt.zero_grad();
+        tch::no_grad(|| {
+            for (live, saved) in &buffers {
+                live.shallow_clone().copy_(saved);
+            }
+        });
+        if let Device::Cuda(i) = self.device {
+            tch::Cuda::synchronize(i as i64);
+        }
+        self.warmed_up = true;
+        Ok(shapes.len())
     }
 
     /// Trains from the next step to the end of the plan (or until `progress` returns true, which
@@ -282,18 +473,40 @@ impl Trainer {
             self.next_step..total,
             opts,
         )?;
+        if !self.warmed_up
+            && self
+                .config
+                .run
+                .warmup_shapes
+                .unwrap_or(self.device.is_cuda())
+        {
+            let t0 = Instant::now();
+            let shapes = self.warm_up()?;
+            self.metrics.write(json!({
+                "type": "warmup", "shapes": shapes, "seconds": t0.elapsed().as_secs_f64(),
+            }))?;
+        }
         let mut window = (Instant::now(), 0u64, 0.0f64);
         let mut final_val = None;
         let mut cancelled = false;
-        while let Some(batch) = loader.next_batch() {
-            let batch: Batch = batch?;
+        let mut next = loader
+            .next_batch()
+            .map(|b| b.and_then(|b| self.stage(b)))
+            .transpose()?;
+        while let Some(cur) = next.take() {
+            let Staged {
+                batch,
+                slow,
+                fast,
+                labels,
+            } = cur;
             let step = self.plan.step(batch.step)?;
-            let n = batch.len() as i64;
-            let (t, s) = (i64::from(batch.num_frames), i64::from(batch.crop_size));
-            let slow_host = batch.slow.as_deref().unwrap_or(&[]);
-            let (slow, fast) = self.inputs(slow_host, &batch.fast, n, t, s)?;
-            let labels = Tensor::from_slice(&batch.labels).to_device(self.device);
-            let loss = self.train_step(
+            let (n, t, s) = (
+                batch.len() as i64,
+                i64::from(batch.num_frames),
+                i64::from(batch.crop_size),
+            );
+            let loss = self.launch_step(
                 &slow,
                 &fast,
                 &labels,
@@ -301,6 +514,13 @@ impl Trainer {
                 step.lr,
                 step.step,
             )?;
+            // The next batch goes to the device while this step's kernels run; reading the loss
+            // is what waits for them.
+            next = loader
+                .next_batch()
+                .map(|b: Result<Batch>| b.and_then(|b| self.stage(b)))
+                .transpose()?;
+            let loss = loss_value(&loss, step.step)?;
             self.next_step = step.step + 1;
             self.clips_seen += n as u64;
             window.1 += n as u64;

@@ -49,6 +49,15 @@ impl Sgd {
         }
     }
 
+    /// The defined gradients, for the fp16 loss scaler.
+    pub fn grads(&self) -> Vec<Tensor> {
+        self.params
+            .iter()
+            .map(|(_, p, _)| p.grad())
+            .filter(Tensor::defined)
+            .collect()
+    }
+
     pub fn zero_grad(&mut self) {
         for (_, p, _) in &self.params {
             let mut g = p.grad();

@@ -264,9 +264,19 @@ pub struct StepOptions<'a> {
 pub fn step_bench(o: &StepOptions) -> Result<(), String> {
     use multigrid::model::SlowFast;
     use multigrid::schedule::{ModelConfig, SolverConfig};
+    use multigrid::train::amp::{self, Precision};
     use multigrid::train::optim::Sgd;
     use tch::{nn, Kind, Tensor};
     let device = multigrid::train::parse_device(o.device).map_err(|e| e.to_string())?;
+    let precision = if o.autocast {
+        Precision::Bf16
+    } else {
+        Precision::Fp32
+    };
+    // As the trainer's default; the Python reference sets the same.
+    if device.is_cuda() {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
     let cfg = ModelConfig {
         depth: o.depth,
         width_per_group: o.width,
@@ -295,7 +305,7 @@ pub fn step_bench(o: &StepOptions) -> Result<(), String> {
         let fast = Tensor::randn([n, 3, t, s, s], (Kind::Float, device));
         let labels = Tensor::randint(400, [n], (Kind::Int64, device));
         let mut step = || {
-            let logits = tch::autocast(o.autocast, || model.forward(&slow, &fast, 1, true));
+            let logits = amp::autocast(device, precision, || model.forward(&slow, &fast, 1, true));
             let loss = logits
                 .to_kind(Kind::Float)
                 .cross_entropy_for_logits(&labels);

@@ -1,0 +1,265 @@
+//! Mixed precision: autocast with a chosen dtype on the CPU or CUDA, and a dynamic loss scaler
+//! for fp16 with torch.amp.GradScaler's defaults.
+//!
+//! tch's `autocast` turns on CUDA autocast with its default dtype, which is fp16; the dtype and
+//! the CPU switch are not in its API, so the four ATen functions are bound here by their C++
+//! names (Itanium ABI: `c10::DeviceType` and `c10::ScalarType` are `int8_t` enums, passed as
+//! such). They are plain setters on thread-local state and do not throw for CPU and CUDA.
+
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+
+mod aten {
+    extern "C" {
+        #[link_name = "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE"]
+        pub fn set_autocast_dtype(device: i8, dtype: i8);
+        #[link_name = "_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb"]
+        pub fn set_autocast_enabled(device: i8, enabled: bool);
+        #[link_name = "_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE"]
+        pub fn is_autocast_enabled(device: i8) -> bool;
+        #[link_name = "_ZN2at8autocast18get_autocast_dtypeEN3c1010DeviceTypeE"]
+        pub fn get_autocast_dtype(device: i8) -> i8;
+        #[link_name = "_ZN2at8autocast17increment_nestingEv"]
+        pub fn increment_nesting() -> i32;
+        #[link_name = "_ZN2at8autocast17decrement_nestingEv"]
+        pub fn decrement_nesting() -> i32;
+        #[link_name = "_ZN2at8autocast11clear_cacheEv"]
+        pub fn clear_cache();
+    }
+}
+
+/// c10::DeviceType values.
+const DEVICE_CPU: i8 = 0;
+const DEVICE_CUDA: i8 = 1;
+/// c10::ScalarType values.
+const SCALAR_HALF: i8 = 5;
+const SCALAR_BFLOAT16: i8 = 15;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    Fp32,
+    Bf16,
+    Fp16,
+}
+
+impl Precision {
+    /// `run.precision` on `device`: `auto` is bf16 on CUDA and fp32 on the CPU.
+    pub fn resolve(name: &str, device: Device) -> Result<Precision> {
+        match name {
+            "auto" if device.is_cuda() => Ok(Precision::Bf16),
+            "auto" | "fp32" => Ok(Precision::Fp32),
+            // CPU autocast of 3D convolutions is far slower than fp32 on CPUs without bf16
+            // units, and libtorch 2.11's CPU path turned a tiny SlowFast to NaN after one step.
+            "bf16" | "fp16" if !device.is_cuda() => Err(Error::InvalidArgument(format!(
+                "precision {name} needs a CUDA device (got {device:?}); use fp32 or auto on the CPU"
+            ))),
+            "bf16" => Ok(Precision::Bf16),
+            "fp16" => Ok(Precision::Fp16),
+            other => Err(Error::InvalidArgument(format!(
+                "precision must be auto, fp32, bf16 or fp16, got {other:?}"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+            Precision::Fp16 => "fp16",
+        }
+    }
+
+    fn scalar(self) -> Option<i8> {
+        match self {
+            Precision::Fp32 => None,
+            Precision::Bf16 => Some(SCALAR_BFLOAT16),
+            Precision::Fp16 => Some(SCALAR_HALF),
+        }
+    }
+}
+
+/// Runs `f` under autocast to `precision` on `device`'s type, as `torch.autocast(device_type,
+/// dtype)`: the previous state is restored after, and the cast-weight cache is cleared when the
+/// outermost region ends (the weights change at the next optimizer step).
+pub fn autocast<T>(device: Device, precision: Precision, f: impl FnOnce() -> T) -> T {
+    let Some(dtype) = precision.scalar() else {
+        return f();
+    };
+    let dev = if device.is_cuda() {
+        DEVICE_CUDA
+    } else {
+        DEVICE_CPU
+    };
+    // SAFETY: setters and getters of ATen's thread-local autocast state, called with valid
+    // device and scalar type values; none of them throws for CPU or CUDA.
+    let (was_enabled, was_dtype) = unsafe {
+        let prev = (
+            aten::is_autocast_enabled(dev),
+            aten::get_autocast_dtype(dev),
+        );
+        aten::set_autocast_dtype(dev, dtype);
+        aten::set_autocast_enabled(dev, true);
+        aten::increment_nesting();
+        prev
+    };
+    struct Restore(i8, bool, i8);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: as above.
+            unsafe {
+                if aten::decrement_nesting() == 0 {
+                    aten::clear_cache();
+                }
+                aten::set_autocast_enabled(self.0, self.1);
+                aten::set_autocast_dtype(self.0, self.2);
+            }
+        }
+    }
+    let _restore = Restore(dev, was_enabled, was_dtype);
+    f()
+}
+
+/// torch.amp.GradScaler with its defaults (initial scale 2^16, growth x2 after 2000 clean
+/// steps, back-off x0.5 on overflow): the loss is multiplied by the scale before backward; the
+/// gradients are unscaled before the step, which is skipped when any is inf or NaN.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LossScaler {
+    pub scale: f64,
+    /// Clean steps since the last change of scale.
+    pub growth_tracker: u32,
+    pub growth_factor: f64,
+    pub backoff_factor: f64,
+    pub growth_interval: u32,
+}
+
+impl Default for LossScaler {
+    fn default() -> Self {
+        LossScaler {
+            scale: 65536.0,
+            growth_tracker: 0,
+            growth_factor: 2.0,
+            backoff_factor: 0.5,
+            growth_interval: 2000,
+        }
+    }
+}
+
+impl LossScaler {
+    pub fn scale_loss(&self, loss: &Tensor) -> Tensor {
+        loss * self.scale
+    }
+
+    /// Divides the gradients by the scale in place; true when all of them are finite.
+    pub fn unscale(&self, grads: &[Tensor]) -> Result<bool> {
+        if grads.is_empty() {
+            return Ok(true);
+        }
+        let inv = 1.0 / self.scale;
+        // One sum per gradient and one sync: inf and NaN survive a sum, finite gradients of a
+        // trained network do not overflow it.
+        let sums: Vec<Tensor> = tch::no_grad(|| {
+            grads
+                .iter()
+                .map(|g| {
+                    let _ = g.shallow_clone().f_mul_scalar_(inv);
+                    g.sum(Kind::Float)
+                })
+                .collect()
+        });
+        let total = Tensor::f_stack(&sums, 0)
+            .and_then(|t| t.f_sum(Kind::Float))
+            .and_then(|t| t.f_double_value(&[]))
+            .map_err(|e| Error::Torch(e.to_string()))?;
+        Ok(total.is_finite())
+    }
+
+    /// After a step: back off on overflow, grow after `growth_interval` clean steps.
+    pub fn update(&mut self, finite: bool) {
+        if finite {
+            self.growth_tracker += 1;
+            if self.growth_tracker >= self.growth_interval {
+                self.scale *= self.growth_factor;
+                self.growth_tracker = 0;
+            }
+        } else {
+            self.scale *= self.backoff_factor;
+            self.growth_tracker = 0;
+        }
+    }
+
+    /// The state as two scalar tensors, for the optimizer's checkpoint file.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        vec![
+            (SCALE_KEY.into(), Tensor::from(self.scale)),
+            (
+                TRACKER_KEY.into(),
+                Tensor::from(i64::from(self.growth_tracker)),
+            ),
+        ]
+    }
+
+    /// Takes the scaler's entries out of a checkpoint's optimizer state.
+    pub fn take_state(&mut self, state: &mut Vec<(String, Tensor)>) -> Result<()> {
+        let torch = |e: tch::TchError| Error::Torch(e.to_string());
+        let mut rest = Vec::with_capacity(state.len());
+        for (k, t) in state.drain(..) {
+            match k.as_str() {
+                SCALE_KEY => self.scale = t.f_double_value(&[]).map_err(torch)?,
+                TRACKER_KEY => self.growth_tracker = t.f_int64_value(&[]).map_err(torch)? as u32,
+                _ => rest.push((k, t)),
+            }
+        }
+        *state = rest;
+        Ok(())
+    }
+}
+
+pub const SCALE_KEY: &str = "amp.loss_scale";
+pub const TRACKER_KEY: &str = "amp.growth_tracker";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn autocast_sets_the_dtype_and_restores() {
+        let a = Tensor::ones([4, 4], (Kind::Float, Device::Cpu));
+        let y = autocast(Device::Cpu, Precision::Bf16, || a.matmul(&a));
+        assert_eq!(y.kind(), Kind::BFloat16);
+        assert_eq!(a.matmul(&a).kind(), Kind::Float);
+        let y = autocast(Device::Cpu, Precision::Fp32, || a.matmul(&a));
+        assert_eq!(y.kind(), Kind::Float);
+        // SAFETY: a getter of ATen's thread-local state.
+        assert!(!unsafe { aten::is_autocast_enabled(DEVICE_CPU) });
+    }
+
+    #[test]
+    fn scaler_unscales_skips_and_adapts() {
+        let mut s = LossScaler {
+            growth_interval: 2,
+            ..LossScaler::default()
+        };
+        let g = Tensor::from_slice(&[65536.0f32, -131072.0]);
+        assert!(s.unscale(std::slice::from_ref(&g)).unwrap());
+        assert_eq!(Vec::<f32>::try_from(&g).unwrap(), vec![1.0, -2.0]);
+        s.update(true);
+        assert_eq!(s.scale, 65536.0);
+        s.update(true);
+        assert_eq!((s.scale, s.growth_tracker), (131072.0, 0));
+        let bad = Tensor::from_slice(&[1.0f32, f32::INFINITY]);
+        assert!(!s.unscale(&[g.shallow_clone(), bad]).unwrap());
+        s.update(false);
+        assert_eq!(s.scale, 65536.0);
+        let mut state = s.state();
+        state.push(("w".into(), Tensor::from(1.0)));
+        let mut back = LossScaler::default();
+        s.scale = 8.0;
+        s.growth_tracker = 1;
+        let mut state2 = s.state();
+        back.take_state(&mut state2).unwrap();
+        assert_eq!((back.scale, back.growth_tracker), (8.0, 1));
+        LossScaler::default().take_state(&mut state).unwrap();
+        assert_eq!(state.len(), 1);
+    }
+}
