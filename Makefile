@@ -4,7 +4,11 @@ ENV := . scripts/env.sh &&
 # The no-libtorch build lives apart so the two feature sets do not rebuild each other.
 NOTORCH_TARGET := target/notorch
 
-.PHONY: all setup build release demo test test-rust test-notorch lint header bench clean
+.PHONY: all setup build release install demo bench-speedup test test-rust test-notorch test-python \
+	lint header bench clean
+PREFIX ?= /usr/local
+# The Python that runs the bindings' tests (numpy, pytest and torch: the set-up's .venv).
+PYTHON ?= $(or $(MG_PYTHON),.venv/bin/python)
 
 all: build
 
@@ -17,17 +21,31 @@ build: setup
 release: setup
 	$(ENV) cargo build --release
 
+# Libraries, headers, pkg-config and CMake files under PREFIX (see scripts/install.sh).
+install: release
+	scripts/install.sh $(PREFIX) target/release
+
 # The main job: synthetic data if missing, the tiny SlowFast trained with the baseline and the
 # multigrid schedule, a side-by-side table and runs/demo/accuracy_vs_time.svg.
 demo: setup
 	$(ENV) cargo build --release --bin multigrid
 	./target/release/multigrid demo
 
-test: setup lint test-rust test-notorch
+# A larger synthetic set (4000 clips), 30 epochs: the time multigrid needs to reach the
+# baseline's final val top-1, and the ratio (runs/speedup/speedup.json). About 40 min on 2 cores.
+bench-speedup: setup
+	$(ENV) cargo build --release --bin multigrid
+	./target/release/multigrid bench speedup
+
+test: setup lint test-rust test-python test-notorch
 
 # `cargo test` alone does not link the cdylib that the C example tests load: build it first.
 test-rust:
 	$(ENV) cargo build && cargo test
+
+# The ctypes package against this checkout's debug library (test-rust built it).
+test-python:
+	MULTIGRID_LIB=$(CURDIR)/target/debug/libmultigrid.so $(PYTHON) -m pytest -q bindings/python/tests
 
 # Schedule, plan, their C API and `multigrid plan` with no libtorch anywhere.
 test-notorch:
@@ -52,8 +70,10 @@ bench: setup
 	  --data $(SYNTHETIC) --steps 30
 	./target/release/multigrid bench step
 
+# The C header and the Python declarations generated from it.
 header:
 	$(ENV) cbindgen --config cbindgen.toml --crate multigrid --output include/multigrid.h
+	python3 scripts/gen_python_ffi.py
 
 clean:
 	cargo clean

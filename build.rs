@@ -8,7 +8,20 @@ use std::path::{Path, PathBuf};
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
+    // The SONAME carries the major version, so an incompatible release is a different library
+    // to the dynamic loader; `make install` adds the libmultigrid.so.MAJOR link.
+    let major = std::env::var("CARGO_PKG_VERSION_MAJOR").unwrap();
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libmultigrid.so.{major}");
+    // What a program linking libmultigrid.a needs after it (pkg-config's Libs.private and the
+    // CMake static target); `tests/install.rs` links examples/c/schedule.c with it.
+    let mut static_libs: Vec<String> = Vec::new();
+    if std::env::var_os("CARGO_FEATURE_VIDEO").is_some() {
+        static_libs.extend(["-lavformat", "-lavcodec", "-lswscale", "-lavutil"].map(String::from));
+    }
+    let rust_std = "-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc";
     if std::env::var_os("CARGO_FEATURE_TORCH").is_none() {
+        static_libs.push(rust_std.into());
+        println!("cargo:rustc-env=MG_STATIC_LIBS={}", static_libs.join(" "));
         println!("cargo:rustc-env=MG_LIBTORCH_VERSION=none");
         println!("cargo:rustc-env=MG_CUDA_TEXT=not linked");
         return;
@@ -24,6 +37,13 @@ fn main() {
         println!("cargo:rustc-link-arg=-ltorch_cuda");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
     }
+    let dir = lib_dir.display();
+    static_libs.push(format!("-L{dir} -Wl,-rpath,{dir}"));
+    if has_cuda {
+        static_libs.push("-Wl,--no-as-needed -ltorch_cuda -Wl,--as-needed".into());
+    }
+    static_libs.push(format!("-ltorch_cpu -ltorch -lc10 -lstdc++ {rust_std}"));
+    println!("cargo:rustc-env=MG_STATIC_LIBS={}", static_libs.join(" "));
     let cuda = if has_cuda { "linked" } else { "not linked" };
     println!("cargo:rustc-env=MG_CUDA_TEXT={cuda}");
     println!(

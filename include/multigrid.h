@@ -36,10 +36,6 @@
  */
 #define MG_VERSION_PATCH 0
 
-#define EPS 1e-5
-
-#define MOMENTUM 0.1
-
 /**
  * A dataset: a clip store or a video list. Create with `mg_dataset_open_store` or
  * `mg_dataset_open_video_list`, free with `mg_dataset_free`.
@@ -577,20 +573,6 @@ mg_status mg_trainer_load(struct mg_trainer *trainer_, const char *checkpoint_di
  * truncated to `len`, returns the full length; 0 when nothing was logged or on a NULL trainer.
  */
 size_t mg_trainer_last_metrics(const struct mg_trainer *trainer_, char *buf, size_t len);
-
-extern void set_autocast_dtype(int8_t device, int8_t dtype);
-
-extern void set_autocast_enabled(int8_t device, bool enabled);
-
-extern bool is_autocast_enabled(int8_t device);
-
-extern int8_t get_autocast_dtype(int8_t device);
-
-extern int32_t increment_nesting(void);
-
-extern int32_t decrement_nesting(void);
-
-extern void clear_cache(void);
 
 #ifdef __cplusplus
 }  // extern "C"

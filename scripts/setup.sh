@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 TORCH_VERSION=2.11.0
 CBINDGEN_VERSION=0.29.4
 # FFmpeg's libraries and clang (bindgen) for the `video` feature (ffmpeg-next).
-APT_PACKAGES=(gcc g++ make pkg-config python3 valgrind
+# cmake: the install test builds a consumer project with find_package(multigrid).
+APT_PACKAGES=(gcc g++ make cmake pkg-config python3 valgrind
   libavformat-dev libavcodec-dev libswscale-dev libavutil-dev libavfilter-dev libavdevice-dev
   clang libclang-dev)
 
@@ -32,12 +33,13 @@ if [ -n "${LIBTORCH:-}" ]; then
   [ -e "$LIBTORCH/lib/libtorch.so" ] || { log "LIBTORCH=$LIBTORCH has no lib/libtorch.so"; exit 1; }
   log "using LIBTORCH=$LIBTORCH"
 else
-  # numpy and safetensors serve the PyTorch reference scripts the tests compare against.
-  stamp=.venv/.multigrid-venv-2-torch-$TORCH_VERSION
+  # numpy and safetensors serve the PyTorch reference scripts the tests compare against;
+  # pytest runs the Python bindings' tests.
+  stamp=.venv/.multigrid-venv-3-torch-$TORCH_VERSION
   if [ ! -e "$stamp" ]; then
-    log "installing torch==$TORCH_VERSION, numpy, safetensors into .venv (about 4.6 GB, once)"
+    log "installing torch==$TORCH_VERSION, numpy, safetensors, pytest into .venv (about 4.6 GB, once)"
     python3 -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check "torch==$TORCH_VERSION" numpy safetensors
+    .venv/bin/pip install -q --disable-pip-version-check "torch==$TORCH_VERSION" numpy safetensors pytest
     touch "$stamp"
   fi
 fi

@@ -211,3 +211,45 @@ fn train_example_as_c11_and_cpp() {
         }
     }
 }
+
+#[test]
+fn cpp_training_loop_with_the_cpp17_bindings() {
+    let data = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cpp_train_data");
+    common::gen_store(&data, 60);
+    let exe = out_dir().join("train_loop_cpp");
+    let include = format!("-I{}", repo().join("bindings/cpp").display());
+    compile(
+        "g++",
+        &["-std=c++17", "-pedantic", &include],
+        &repo().join("examples/cpp/train_loop.cpp"),
+        &exe,
+    );
+    let run_dir = out_dir().join("train_loop_cpp_run");
+    let _ = std::fs::remove_dir_all(&run_dir);
+    let out = run(
+        &exe,
+        &[data.to_str().unwrap(), run_dir.to_str().unwrap(), "4"],
+        &[],
+    );
+    assert!(out.contains("3 stages, 12 steps over 50 clips"), "{out}");
+    assert!(
+        out.contains(
+            "past the end -> MG_STATUS_OUT_OF_RANGE: mg_plan_step: step 12 is past the end"
+        ),
+        "{out}"
+    );
+    if cfg!(feature = "torch") {
+        for expected in [
+            "step 0: 32 x 4 x 16px, bn_groups 2, lr 0.2000",
+            "step 3: 16 x 4 x 23px",
+            "next step: 4",
+            "val: top-1",
+            "fit cancelled: yes after 2 callbacks, 6 steps",
+        ] {
+            assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+        }
+        assert!(!out.contains("not finite"), "{out}");
+    } else {
+        assert!(out.contains("built without libtorch"), "{out}");
+    }
+}

@@ -82,3 +82,17 @@ fn version_macros_match_cargo_toml() {
         );
     }
 }
+
+#[test]
+fn python_declarations_match_the_header() {
+    let out = Command::new("python3")
+        .arg(repo().join("scripts/gen_python_ffi.py"))
+        .arg("--check")
+        .output()
+        .expect("python3 runs the generator");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -170,8 +170,7 @@ unsafe fn frame_body(
         let (ra, rb) = (&slots[ia], &slots[ib]);
         for c in 0..3 {
             // SAFETY: the caller owns this row of this channel plane.
-            let out =
-                unsafe { std::slice::from_raw_parts_mut(dst.add(planes[c] + y * s), s) };
+            let out = unsafe { std::slice::from_raw_parts_mut(dst.add(planes[c] + y * s), s) };
             let (p0, p1) = (&ra[c * s..(c + 1) * s], &rb[c * s..(c + 1) * s]);
             // Normalisation folded into the vertical weights: one multiply-add chain per value.
             let (w0, w1, bi) = (rows.w0[y] * scale[c], rows.w1[y] * scale[c], bias[c]);

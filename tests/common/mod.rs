@@ -41,11 +41,24 @@ fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
     }
 }
 
-/// The directory holding libmultigrid.so and the binaries of this test build.
+/// The directory holding libmultigrid.so and the binaries of this test build, with the
+/// `libmultigrid.so.MAJOR` link that programs linked against it ask for (its SONAME).
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test>-<hash>
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    let link = dir.join(format!(
+        "libmultigrid.so.{}",
+        env!("CARGO_PKG_VERSION_MAJOR")
+    ));
+    if dir.join("libmultigrid.so").exists() && !link.exists() {
+        // Tests run in parallel: make the link under a unique name, then rename it into place.
+        let tmp = dir.join(format!(".soname-link-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink("libmultigrid.so", &tmp).unwrap();
+        std::fs::rename(&tmp, &link).unwrap();
+    }
+    dir
 }
 
 /// Writes a synthetic clip-store dataset (no videos) of `clips` clips, 16 frames at 40 px,

@@ -97,6 +97,9 @@ enum Command {
         /// Data directory (overrides run.data_dir).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// SECTION.KEY=VALUE, repeatable: `--set solver.base_lr=0.2 --set run.precision=fp16`.
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Evaluate a checkpoint on the val (centre view) or test (K x 3 views) split.
     #[cfg(feature = "torch")]
@@ -111,6 +114,8 @@ enum Command {
         device: Option<String>,
         #[arg(long)]
         data: Option<PathBuf>,
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
     },
     /// The main job: baseline and multigrid training of the tiny SlowFast on synthetic data,
     /// side by side, with the accuracy-vs-time plot.
@@ -122,6 +127,9 @@ enum Command {
         out: PathBuf,
         #[arg(long)]
         device: Option<String>,
+        /// SECTION.KEY=VALUE applied to both runs.
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Accuracy and loss against wall-clock time for run directories, as an SVG.
     #[cfg(feature = "torch")]
@@ -130,6 +138,9 @@ enum Command {
         #[arg(long, default_value = "accuracy_vs_time.svg")]
         out: PathBuf,
     },
+    /// How this build was made, one `key value` line each: version, libtorch, cuda, and
+    /// static_libs (what a program linking libmultigrid.a needs after it; used by `make install`).
+    BuildInfo,
     /// Benchmarks; each reports a ratio against a reference measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -179,6 +190,22 @@ enum BenchCommand {
         #[arg(long, default_value = ".venv/bin/python")]
         python: PathBuf,
     },
+    /// The wall-clock time multigrid needs to reach the baseline's final validation top-1, on a
+    /// larger synthetic set (configs/synthetic_slowfast_small*.json).
+    #[cfg(feature = "torch")]
+    Speedup {
+        #[arg(long, default_value = "data/synthetic_speedup")]
+        data: PathBuf,
+        /// Clips generated when the data directory is empty.
+        #[arg(long, default_value_t = 4000)]
+        clips: u32,
+        #[arg(long, default_value = "runs/speedup")]
+        out: PathBuf,
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
+    },
     /// Loader throughput (clips/s) on a video list and on a clip store of the same clips,
     /// following a plan's steps.
     Loader {
@@ -210,6 +237,13 @@ fn main() -> ExitCode {
             world_size,
             json,
         } => cmd_plan(&config, dataset_size, world_size, json),
+        Command::BuildInfo => {
+            println!("version {}", env!("CARGO_PKG_VERSION"));
+            println!("libtorch {}", env!("MG_LIBTORCH_VERSION"));
+            println!("cuda {}", env!("MG_CUDA_TEXT"));
+            println!("static_libs {}", env!("MG_STATIC_LIBS"));
+            Ok(())
+        }
         Command::Bench(BenchCommand::Collate {
             clips,
             threads,
@@ -278,12 +312,12 @@ fn main() -> ExitCode {
             resume,
             device,
             data,
+            set,
         } => train::train(
             &config,
             &output_dir,
             resume,
-            device.as_deref(),
-            data.as_deref(),
+            &train::Overrides { device, data, set },
         )
         .map(|_| ()),
         #[cfg(feature = "torch")]
@@ -293,15 +327,45 @@ fn main() -> ExitCode {
             split,
             device,
             data,
+            set,
         } => train::eval(
             &config,
             &checkpoint,
             &split,
-            device.as_deref(),
-            data.as_deref(),
+            &train::Overrides { device, data, set },
         ),
         #[cfg(feature = "torch")]
-        Command::Demo { data, out, device } => train::demo(&data, &out, device.as_deref()),
+        Command::Demo {
+            data,
+            out,
+            device,
+            set,
+        } => train::demo(
+            &data,
+            &out,
+            &train::Overrides {
+                device,
+                data: None,
+                set,
+            },
+        ),
+        #[cfg(feature = "torch")]
+        Command::Bench(BenchCommand::Speedup {
+            data,
+            clips,
+            out,
+            device,
+            set,
+        }) => train::speedup(
+            &data,
+            clips,
+            &out,
+            &train::Overrides {
+                device,
+                data: None,
+                set,
+            },
+        ),
         #[cfg(feature = "torch")]
         Command::Plot { runs, out } => train::plot(&runs, &out),
         Command::GenData {

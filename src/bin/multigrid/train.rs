@@ -7,13 +7,45 @@ use multigrid::collate::ViewMode;
 use multigrid::train::{open_split, Summary, Trainer};
 use multigrid::Config;
 
-fn load_config(path: &Path, device: Option<&str>, data: Option<&Path>) -> Result<Config, String> {
+/// Command-line changes to a config file, applied in order: `--device`, `--data` and any number
+/// of `--set SECTION.KEY=VALUE` (PySlowFast's trailing `SOLVER.BASE_LR 0.1` opts; keys are
+/// case-insensitive, VALUE is JSON or else a string).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub device: Option<String>,
+    pub data: Option<PathBuf>,
+    pub set: Vec<String>,
+}
+
+pub fn load_config(path: &Path, o: &Overrides) -> Result<Config, String> {
     let mut c = Config::from_file(path).map_err(|e| e.to_string())?;
-    if let Some(d) = device {
-        c.run.device = d.to_string();
+    if let Some(d) = &o.device {
+        c.run.device = d.clone();
     }
-    if let Some(d) = data {
+    if let Some(d) = &o.data {
         c.run.data_dir = d.to_string_lossy().into_owned();
+    }
+    if !o.set.is_empty() {
+        let mut v = serde_json::to_value(&c).map_err(|e| e.to_string())?;
+        for kv in &o.set {
+            let (key, value) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("--set {kv:?}: expected SECTION.KEY=VALUE"))?;
+            let key = key.trim().to_ascii_lowercase();
+            let Some((section, field)) = key.split_once('.') else {
+                return Err(format!("--set {kv:?}: expected SECTION.KEY=VALUE"));
+            };
+            let value = serde_json::from_str(value)
+                .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+            let obj = v
+                .get_mut(section)
+                .and_then(|s| s.as_object_mut())
+                .ok_or_else(|| format!("--set {kv:?}: no config section {section:?}"))?;
+            // An unknown key is left for the config's own check, which names it.
+            obj.insert(field.to_string(), value);
+        }
+        c = Config::from_json(&v.to_string())
+            .map_err(|e| format!("{} with --set: {e}", path.display()))?;
     }
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
@@ -23,10 +55,9 @@ pub fn train(
     config: &Path,
     out: &Path,
     resume: bool,
-    device: Option<&str>,
-    data: Option<&Path>,
+    overrides: &Overrides,
 ) -> Result<Summary, String> {
-    let c = load_config(config, device, data)?;
+    let c = load_config(config, overrides)?;
     let mut t = Trainer::new(c, out).map_err(|e| e.to_string())?;
     if resume && t.resume().map_err(|e| e.to_string())? {
         eprintln!("multigrid: resumed at step {}", t.next_step());
@@ -34,9 +65,10 @@ pub fn train(
     let tty = std::io::stderr().is_terminal();
     let total = t.plan().total_steps();
     eprintln!(
-        "multigrid: training {} steps on {:?}, writing {}",
+        "multigrid: training {} steps on {:?} ({}), writing {}",
         total - t.next_step(),
         t.device(),
+        t.precision().name(),
         out.display()
     );
     let summary = t
@@ -79,10 +111,9 @@ pub fn eval(
     config: &Path,
     checkpoint: &Path,
     split: &str,
-    device: Option<&str>,
-    data: Option<&Path>,
+    overrides: &Overrides,
 ) -> Result<(), String> {
-    let c = load_config(config, device, data)?;
+    let c = load_config(config, overrides)?;
     let tmp = std::env::temp_dir().join(format!("multigrid-eval-{}", std::process::id()));
     let mut t = Trainer::new(c.clone(), &tmp).map_err(|e| e.to_string())?;
     t.load_checkpoint(checkpoint).map_err(|e| e.to_string())?;
@@ -184,39 +215,40 @@ pub fn plot(runs: &[PathBuf], out: &Path) -> Result<(), String> {
     std::fs::rename(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))
 }
 
-/// The main job: synthetic data if missing, baseline and multigrid training of the tiny
-/// SlowFast, a side-by-side table and the accuracy-vs-time plot.
-pub fn demo(data: &Path, out: &Path, device: Option<&str>) -> Result<(), String> {
-    if !data.join("train.mgstore").exists() {
-        super::data::gen_data(&super::data::GenOptions {
-            out: data.to_path_buf(),
-            clips: 1800,
-            frames: 32,
-            size: 64,
-            seed: 0,
-            val_fraction: 0.1,
-            store: true,
-            videos: true,
-            fps: 30,
-        })?;
+fn ensure_data(data: &Path, clips: u32) -> Result<(), String> {
+    if data.join("train.mgstore").exists() {
+        return Ok(());
     }
+    super::data::gen_data(&super::data::GenOptions {
+        out: data.to_path_buf(),
+        clips: clips.into(),
+        frames: 32,
+        size: 64,
+        seed: 0,
+        val_fraction: 0.1,
+        store: true,
+        videos: true,
+        fps: 30,
+    })
+}
+
+/// Trains the baseline config and then the multigrid one into `out/baseline` and
+/// `out/multigrid`, prints the side-by-side table and writes the accuracy-vs-time plot.
+fn compare(
+    configs: [&str; 2],
+    data: &Path,
+    out: &Path,
+    overrides: &Overrides,
+) -> Result<Vec<(&'static str, Summary)>, String> {
     let _ = std::fs::remove_dir_all(out);
     let mut rows = Vec::new();
-    for (name, config) in [
-        ("baseline", "configs/synthetic_slowfast_tiny.json"),
-        (
-            "multigrid",
-            "configs/synthetic_slowfast_tiny_multigrid.json",
-        ),
-    ] {
-        eprintln!("== {name}");
-        let s = train(
-            Path::new(config),
-            &out.join(name),
-            false,
-            device,
-            Some(data),
-        )?;
+    for (name, config) in ["baseline", "multigrid"].into_iter().zip(configs) {
+        eprintln!("== {name}: {config}");
+        let o = Overrides {
+            data: Some(data.to_path_buf()),
+            ..overrides.clone()
+        };
+        let s = train(Path::new(config), &out.join(name), false, &o)?;
         rows.push((name, s));
     }
     let fmt =
@@ -237,11 +269,85 @@ pub fn demo(data: &Path, out: &Path, device: Option<&str>) -> Result<(), String>
         );
     }
     println!(
-        "wall-clock speedup of multigrid over the baseline: {:.2}x",
+        "wall-clock speedup of the whole multigrid run over the baseline: {:.2}x",
         rows[0].1.wall_seconds / rows[1].1.wall_seconds
     );
     let chart = out.join("accuracy_vs_time.svg");
     plot(&[out.join("baseline"), out.join("multigrid")], &chart)?;
     println!("plot: {}", chart.display());
-    Ok(())
+    Ok(rows)
+}
+
+/// The main job: synthetic data if missing, baseline and multigrid training of the tiny
+/// SlowFast, a side-by-side table and the accuracy-vs-time plot.
+pub fn demo(data: &Path, out: &Path, overrides: &Overrides) -> Result<(), String> {
+    ensure_data(data, 1800)?;
+    compare(
+        [
+            "configs/synthetic_slowfast_tiny.json",
+            "configs/synthetic_slowfast_tiny_multigrid.json",
+        ],
+        data,
+        out,
+        overrides,
+    )
+    .map(drop)
+}
+
+/// (wall seconds, top-1) of every validation in a run's metrics.
+fn evals(run: &Path) -> Result<Vec<(f64, f64)>, String> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .map_err(|e| format!("{}: {e}", run.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "eval")
+        .filter_map(|v| Some((v["wall_s"].as_f64()?, v["top1"].as_f64()?)))
+        .collect())
+}
+
+/// `make bench-speedup`: a larger synthetic set, the baseline trained to convergence, and the
+/// wall-clock time multigrid needs to reach the baseline's final validation top-1.
+pub fn speedup(data: &Path, clips: u32, out: &Path, overrides: &Overrides) -> Result<(), String> {
+    ensure_data(data, clips)?;
+    let rows = compare(
+        [
+            "configs/synthetic_slowfast_small.json",
+            "configs/synthetic_slowfast_small_multigrid.json",
+        ],
+        data,
+        out,
+        overrides,
+    )?;
+    let base = &rows[0].1;
+    let target = base
+        .final_val
+        .ok_or("the baseline ran no validation: is val.mgstore missing?")?
+        .top1;
+    let mg = evals(&out.join("multigrid"))?;
+    let reached = mg.iter().find(|(_, top1)| *top1 >= target);
+    let best = mg.iter().map(|e| e.1).fold(0.0, f64::max);
+    let result = match reached {
+        Some(&(wall, top1)) => {
+            println!(
+                "multigrid reached the baseline's final val top-1 ({target:.1}%) with {top1:.1}% after {wall:.1} s; \
+                 the baseline took {:.1} s: {:.2}x",
+                base.wall_seconds,
+                base.wall_seconds / wall
+            );
+            serde_json::json!({"target_top1": target, "baseline_wall_s": base.wall_seconds,
+                "multigrid_wall_s_to_target": wall, "speedup_to_target": base.wall_seconds / wall})
+        }
+        None => {
+            println!(
+                "multigrid did not reach the baseline's final val top-1 ({target:.1}%); its best was {best:.1}%"
+            );
+            serde_json::json!({"target_top1": target, "baseline_wall_s": base.wall_seconds,
+                "multigrid_best_top1": best, "speedup_to_target": null})
+        }
+    };
+    let path = out.join("speedup.json");
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, format!("{result:#}\n")).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
 }

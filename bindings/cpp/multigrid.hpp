@@ -1,0 +1,336 @@
+// multigrid.hpp: header-only C++17 bindings over the C API of include/multigrid.h.
+//
+// - Handles are move-only RAII objects (std::unique_ptr with the C free functions).
+// - Every failing call throws mg::Error, which carries the mg_status and the library's message
+//   (it names the argument, key or value that was wrong).
+// - Buffers are std::vector or pointer + length; nothing here allocates behind your back except
+//   the std::vector overloads.
+// - Threads: as the C API (see the header's preamble). A Trainer is used by one thread at a time.
+//
+// Link with -lmultigrid (pkg-config multigrid, or CMake's multigrid::shared).
+#ifndef MULTIGRID_HPP
+#define MULTIGRID_HPP
+
+#include <array>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "multigrid.h"
+
+namespace mg {
+
+/// A failed call: status() is the mg_status, what() names the function and the cause.
+class Error : public std::runtime_error {
+ public:
+  Error(mg_status status, const std::string& message)
+      : std::runtime_error(message), status_(status) {}
+  mg_status status() const noexcept { return status_; }
+
+ private:
+  mg_status status_;
+};
+
+namespace detail {
+
+inline std::string last_error() {
+  size_t n = mg_last_error_message(nullptr, 0);
+  std::string s(n, '\0');
+  if (n > 0) mg_last_error_message(&s[0], n + 1);
+  return s;
+}
+
+inline void check(mg_status status) {
+  if (status != MG_STATUS_OK) {
+    std::string msg = last_error();
+    if (msg.empty()) msg = mg_status_str(status);
+    throw Error(status, msg);
+  }
+}
+
+template <typename T, void (*Free)(T*)>
+struct Deleter {
+  void operator()(T* p) const noexcept { Free(p); }
+};
+
+}  // namespace detail
+
+/// "multigrid X.Y.Z (libtorch ..., CUDA linked|not linked)".
+inline std::string version() { return mg_version(); }
+
+/// The multigrid schedule of a config (JSON text with PySlowFast's section and key names).
+class Schedule {
+ public:
+  explicit Schedule(const std::string& config_json) {
+    mg_schedule* s = nullptr;
+    detail::check(mg_schedule_new(config_json.c_str(), &s));
+    handle_.reset(s);
+  }
+  size_t num_stages() const {
+    size_t n = 0;
+    detail::check(mg_schedule_num_stages(get(), &n));
+    return n;
+  }
+  mg_stage stage(size_t index) const {
+    mg_stage s{};
+    detail::check(mg_schedule_stage(get(), index, &s));
+    return s;
+  }
+  std::vector<mg_stage> stages() const {
+    std::vector<mg_stage> v;
+    for (size_t i = 0, n = num_stages(); i < n; ++i) v.push_back(stage(i));
+    return v;
+  }
+  uint32_t max_epoch() const {
+    uint32_t e = 0;
+    detail::check(mg_schedule_max_epoch(get(), &e));
+    return e;
+  }
+  double lr_at(double epoch) const {
+    double lr = 0;
+    detail::check(mg_schedule_lr_at(get(), epoch, &lr));
+    return lr;
+  }
+  bool is_eval_epoch(uint32_t epoch) const {
+    bool b = false;
+    detail::check(mg_schedule_is_eval_epoch(get(), epoch, &b));
+    return b;
+  }
+  const mg_schedule* get() const noexcept { return handle_.get(); }
+
+ private:
+  std::unique_ptr<mg_schedule, detail::Deleter<mg_schedule, mg_schedule_free>> handle_;
+};
+
+/// Steps of one rank: shape, LR, BN groups and dataset indices of any step, O(1)-ish each.
+class Plan {
+ public:
+  Plan(const Schedule& schedule, uint64_t dataset_size, uint32_t world_size = 1,
+       uint32_t rank = 0, uint64_t seed = 0) {
+    mg_plan* p = nullptr;
+    detail::check(mg_plan_new(schedule.get(), dataset_size, world_size, rank, seed, &p));
+    handle_.reset(p);
+  }
+  uint64_t total_steps() const {
+    uint64_t n = 0;
+    detail::check(mg_plan_total_steps(get(), &n));
+    return n;
+  }
+  uint64_t steps_in_epoch(uint32_t epoch) const {
+    uint64_t n = 0;
+    detail::check(mg_plan_steps_in_epoch(get(), epoch, &n));
+    return n;
+  }
+  mg_step step(uint64_t step) const {
+    mg_step s{};
+    detail::check(mg_plan_step(get(), step, &s));
+    return s;
+  }
+  /// Writes this rank's dataset indices of `step` into buf; returns how many.
+  size_t indices(uint64_t step, uint64_t* buf, size_t capacity) const {
+    size_t len = 0;
+    detail::check(mg_plan_step_indices(get(), step, buf, capacity, &len));
+    return len;
+  }
+  std::vector<uint64_t> indices(uint64_t step) const {
+    std::vector<uint64_t> v(this->step(step).batch_size);
+    v.resize(indices(step, v.data(), v.size()));
+    return v;
+  }
+  const mg_plan* get() const noexcept { return handle_.get(); }
+
+ private:
+  std::unique_ptr<mg_plan, detail::Deleter<mg_plan, mg_plan_free>> handle_;
+};
+
+/// Float counts of the slow and fast pathway buffers of a plan step (slow is 0 for alpha 0).
+struct BatchLen {
+  size_t slow = 0;
+  size_t fast = 0;
+};
+
+/// A collated batch: [N, 3, T/alpha, S, S], [N, 3, T, S, S] and N labels.
+struct Batch {
+  std::vector<float> slow;
+  std::vector<float> fast;
+  std::vector<int64_t> labels;
+  mg_step step{};
+  std::array<int64_t, 5> slow_shape() const {
+    const size_t per_frame = 3ull * step.batch_size * step.crop_size * step.crop_size;
+    const int64_t frames = per_frame == 0 ? 0 : int64_t(slow.size() / per_frame);
+    return {step.batch_size, 3, frames, step.crop_size, step.crop_size};
+  }
+  std::array<int64_t, 5> fast_shape() const {
+    return {step.batch_size, 3, step.num_frames, step.crop_size, step.crop_size};
+  }
+};
+
+inline BatchLen collate_step_len(const Plan& plan, uint64_t step, uint32_t alpha) {
+  BatchLen n;
+  detail::check(mg_collate_step_len(plan.get(), step, alpha, &n.slow, &n.fast));
+  return n;
+}
+
+/// Collates decoded clips (uint8 HWC frames) with explicit parameters into out [N, 3, T, S, S].
+inline void collate_explicit(const std::vector<mg_clip>& clips,
+                             const std::vector<mg_clip_params>& params, uint32_t num_frames,
+                             uint32_t crop_size, const std::array<float, 3>& mean,
+                             const std::array<float, 3>& std, float* out, size_t out_len) {
+  if (clips.size() != params.size())
+    throw Error(MG_STATUS_INVALID_ARGUMENT, "collate_explicit: clips and params differ in length");
+  detail::check(mg_collate_explicit(clips.data(), params.data(), clips.size(), num_frames,
+                                    crop_size, mean.data(), std.data(), out, out_len));
+}
+
+inline std::vector<float> collate_explicit(const std::vector<mg_clip>& clips,
+                                           const std::vector<mg_clip_params>& params,
+                                           uint32_t num_frames, uint32_t crop_size,
+                                           const std::array<float, 3>& mean = {0.45f, 0.45f, 0.45f},
+                                           const std::array<float, 3>& std = {0.225f, 0.225f, 0.225f}) {
+  std::vector<float> out(clips.size() * 3ull * num_frames * crop_size * crop_size);
+  collate_explicit(clips, params, num_frames, crop_size, mean, std, out.data(), out.size());
+  return out;
+}
+
+/// Collates a plan step's clips with the plan's seeded augmentation.
+inline void collate_step(const Plan& plan, uint64_t step, const std::vector<mg_clip>& clips,
+                         uint32_t alpha, float* slow, size_t slow_len, float* fast,
+                         size_t fast_len) {
+  detail::check(mg_collate_step(plan.get(), step, clips.data(), clips.size(), alpha, slow,
+                                slow_len, fast, fast_len));
+}
+
+inline void set_collate_threads(size_t n) { detail::check(mg_collate_set_num_threads(n)); }
+
+/// A clip store (.mgstore) or a PySlowFast video list, read by plan steps.
+class Dataset {
+ public:
+  static Dataset open_store(const std::string& path) {
+    mg_dataset* d = nullptr;
+    detail::check(mg_dataset_open_store(path.c_str(), &d));
+    return Dataset(d);
+  }
+  static Dataset open_video_list(const std::string& dir, const std::string& split) {
+    mg_dataset* d = nullptr;
+    detail::check(mg_dataset_open_video_list(dir.c_str(), split.c_str(), &d));
+    return Dataset(d);
+  }
+  uint64_t size() const {
+    uint64_t n = 0;
+    detail::check(mg_dataset_len(get(), &n));
+    return n;
+  }
+  void load_step(const Plan& plan, uint64_t step, uint32_t alpha, float* slow, size_t slow_len,
+                 float* fast, size_t fast_len, int64_t* labels, size_t labels_len) const {
+    detail::check(mg_dataset_load_step(get(), plan.get(), step, alpha, slow, slow_len, fast,
+                                       fast_len, labels, labels_len));
+  }
+  /// Decodes and collates plan step `step` into `batch`, reusing its buffers.
+  void load_step(const Plan& plan, uint64_t step, uint32_t alpha, Batch& batch) const {
+    batch.step = plan.step(step);
+    BatchLen n = collate_step_len(plan, step, alpha);
+    batch.slow.resize(n.slow);
+    batch.fast.resize(n.fast);
+    batch.labels.resize(batch.step.batch_size);
+    load_step(plan, step, alpha, batch.slow.data(), batch.slow.size(), batch.fast.data(),
+              batch.fast.size(), batch.labels.data(), batch.labels.size());
+  }
+  Batch load_step(const Plan& plan, uint64_t step, uint32_t alpha) const {
+    Batch b;
+    load_step(plan, step, alpha, b);
+    return b;
+  }
+  const mg_dataset* get() const noexcept { return handle_.get(); }
+
+ private:
+  explicit Dataset(mg_dataset* d) : handle_(d) {}
+  std::unique_ptr<mg_dataset, detail::Deleter<mg_dataset, mg_dataset_free>> handle_;
+};
+
+/// SlowFast trained on libtorch over a whole multigrid schedule (CUDA when present).
+class Trainer {
+ public:
+  /// Return true to cancel: fit stops after a checkpoint and reports cancelled.
+  using Progress = std::function<bool(const mg_progress&)>;
+
+  Trainer(const std::string& config_json, const std::string& output_dir) {
+    mg_trainer* t = nullptr;
+    detail::check(mg_trainer_new(config_json.c_str(), output_dir.c_str(), &t));
+    handle_.reset(t);
+  }
+  /// Loads the newest checkpoint in the output directory; false when there is none.
+  bool resume() {
+    bool r = false;
+    detail::check(mg_trainer_resume(get(), &r));
+    return r;
+  }
+  uint64_t next_step() {
+    uint64_t s = 0;
+    detail::check(mg_trainer_next_step(get(), &s));
+    return s;
+  }
+  /// Trains to the end of the plan. An exception thrown by `progress` cancels the run at that
+  /// step (a checkpoint is written) and is rethrown here.
+  mg_summary fit(const Progress& progress = nullptr) {
+    struct Ctx {
+      const Progress* f;
+      std::exception_ptr error;
+    } ctx{&progress, nullptr};
+    auto trampoline = [](void* user, const mg_progress* p) -> int32_t {
+      auto* c = static_cast<Ctx*>(user);
+      try {
+        return (*c->f)(*p) ? 1 : 0;
+      } catch (...) {
+        c->error = std::current_exception();
+        return 1;
+      }
+    };
+    mg_summary s{};
+    mg_status st = mg_trainer_fit(get(), progress ? +trampoline : nullptr, &ctx, &s);
+    if (ctx.error) std::rethrow_exception(ctx.error);
+    if (st != MG_STATUS_CANCELLED) detail::check(st);
+    return s;
+  }
+  /// One SGD step on a host batch; bn_groups 0 and lr < 0 take the plan's values.
+  double train_step(const float* slow, const std::array<int64_t, 5>& slow_shape,
+                    const float* fast, const std::array<int64_t, 5>& fast_shape,
+                    const int64_t* labels, uint32_t bn_groups = 0, double lr = -1.0) {
+    double loss = 0;
+    detail::check(mg_trainer_train_step(get(), slow, slow_shape.data(), fast, fast_shape.data(),
+                                        labels, bn_groups, lr, &loss));
+    return loss;
+  }
+  double train_step(const Batch& b, uint32_t bn_groups = 0, double lr = -1.0) {
+    return train_step(b.slow.data(), b.slow_shape(), b.fast.data(), b.fast_shape(),
+                      b.labels.data(), bn_groups, lr);
+  }
+  mg_accuracy evaluate(const std::string& split = "val") {
+    mg_accuracy a{};
+    detail::check(mg_trainer_evaluate(get(), split.c_str(), &a));
+    return a;
+  }
+  void save() { detail::check(mg_trainer_save(get())); }
+  void load(const std::string& checkpoint_dir) {
+    detail::check(mg_trainer_load(get(), checkpoint_dir.c_str()));
+  }
+  /// The last metrics line (JSON); empty when nothing was logged.
+  std::string last_metrics() const {
+    size_t n = mg_trainer_last_metrics(handle_.get(), nullptr, 0);
+    std::string s(n, '\0');
+    if (n > 0) mg_trainer_last_metrics(handle_.get(), &s[0], n + 1);
+    return s;
+  }
+  mg_trainer* get() noexcept { return handle_.get(); }
+
+ private:
+  std::unique_ptr<mg_trainer, detail::Deleter<mg_trainer, mg_trainer_free>> handle_;
+};
+
+}  // namespace mg
+
+#endif  // MULTIGRID_HPP

@@ -1,0 +1,456 @@
+"""Python bindings of libmultigrid through ctypes: no compiler needed.
+
+    import multigrid as mg
+    with mg.Schedule(config) as schedule, mg.Plan(schedule, dataset_size=len(ds)) as plan:
+        step = plan.step(0)            # shape, LR, BN groups of step 0
+        idx = plan.indices(0)          # this rank's dataset indices
+
+The library is found through $MULTIGRID_LIB (a path to libmultigrid.so), next to this package,
+or in the source tree's target/release and target/debug. Handles close with close() or a
+`with` block. Failures raise multigrid.Error with the status and the library's message.
+Buffers come back as numpy arrays when numpy is importable, memoryviews otherwise.
+"""
+import ctypes as C
+import json
+import os
+
+from . import _ffi
+from ._ffi import (  # noqa: F401  (re-exported)
+    MG_VERSION_MAJOR,
+    MG_VERSION_MINOR,
+    MG_VERSION_PATCH,
+    MG_STATUS_CANCELLED,
+    MG_STATUS_UNSUPPORTED,
+)
+
+try:
+    import numpy as _np
+except ImportError:  # numpy is optional
+    _np = None
+
+__all__ = [
+    "Error", "version", "library_path", "Schedule", "Plan", "Dataset", "Trainer",
+    "collate_explicit", "collate_step", "collate_step_len", "set_num_threads",
+]
+
+STATUS_NAMES = {v: k for k, v in vars(_ffi).items() if k.startswith("MG_STATUS_")}
+
+
+class Error(Exception):
+    """A failed call: `status` is the mg_status code, `name` its MG_STATUS_* name."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+        self.name = STATUS_NAMES.get(status, str(status))
+
+
+def _candidates():
+    env = os.environ.get("MULTIGRID_LIB")
+    if env:
+        yield env
+    here = os.path.dirname(os.path.abspath(__file__))
+    yield os.path.join(here, "libmultigrid.so")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(here)))
+    for profile in ("release", "debug"):
+        yield os.path.join(root, "target", profile, "libmultigrid.so")
+
+
+def library_path():
+    """The libmultigrid.so this package loads."""
+    for path in _candidates():
+        if os.path.exists(path):
+            return path
+    raise OSError(
+        "libmultigrid.so not found: set MULTIGRID_LIB, put it next to the package, or build the "
+        "crate (cargo build --release)"
+    )
+
+
+_lib = None
+
+
+def _L():
+    global _lib
+    if _lib is None:
+        lib = _ffi.bind(C.CDLL(library_path()))
+        major = int(lib.mg_version().decode().split()[1].split(".")[0])
+        if major != MG_VERSION_MAJOR:
+            raise OSError(f"{library_path()} is major version {major}; these bindings are {MG_VERSION_MAJOR}")
+        _lib = lib
+    return _lib
+
+
+def _last_error():
+    lib = _L()
+    n = lib.mg_last_error_message(None, 0)
+    buf = C.create_string_buffer(n + 1)
+    lib.mg_last_error_message(buf, n + 1)
+    return buf.value.decode("utf-8", "replace")
+
+
+def _check(status):
+    if status != _ffi.MG_STATUS_OK:
+        msg = _last_error() or _L().mg_status_str(status).decode()
+        raise Error(status, msg)
+
+
+def version():
+    """'multigrid X.Y.Z (libtorch ..., CUDA linked|not linked)'."""
+    return _L().mg_version().decode()
+
+
+def _struct_dict(s):
+    out = {}
+    for name, _ in s._fields_:
+        v = getattr(s, name)
+        out[name] = list(v) if isinstance(v, C.Array) else v
+    return out
+
+
+def _config_text(config):
+    if isinstance(config, (dict, list)):
+        return json.dumps(config)
+    if isinstance(config, os.PathLike) or (isinstance(config, str) and not config.lstrip().startswith("{")):
+        with open(config) as f:
+            return f.read()
+    return config
+
+
+class _Handle:
+    _free = None
+
+    def __init__(self):
+        self._h = None
+
+    def close(self):
+        if self._h is not None:
+            getattr(_L(), self._free)(self._h)
+            self._h = None
+
+    def _ptr(self):
+        if self._h is None:
+            raise ValueError(f"{type(self).__name__} is closed")
+        return self._h
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Schedule(_Handle):
+    """The multigrid schedule of a config: a dict, JSON text, or a path to a JSON file."""
+
+    _free = "mg_schedule_free"
+
+    def __init__(self, config):
+        super().__init__()
+        h = C.POINTER(_ffi.mg_schedule)()
+        _check(_L().mg_schedule_new(_config_text(config).encode(), C.byref(h)))
+        self._h = h
+
+    @property
+    def num_stages(self):
+        n = C.c_size_t()
+        _check(_L().mg_schedule_num_stages(self._ptr(), C.byref(n)))
+        return n.value
+
+    def stage(self, index):
+        s = _ffi.mg_stage()
+        _check(_L().mg_schedule_stage(self._ptr(), index, C.byref(s)))
+        return _struct_dict(s)
+
+    def stages(self):
+        return [self.stage(i) for i in range(self.num_stages)]
+
+    @property
+    def max_epoch(self):
+        e = C.c_uint32()
+        _check(_L().mg_schedule_max_epoch(self._ptr(), C.byref(e)))
+        return e.value
+
+    def lr_at(self, epoch):
+        v = C.c_double()
+        _check(_L().mg_schedule_lr_at(self._ptr(), float(epoch), C.byref(v)))
+        return v.value
+
+    def is_eval_epoch(self, epoch):
+        b = C.c_bool()
+        _check(_L().mg_schedule_is_eval_epoch(self._ptr(), epoch, C.byref(b)))
+        return b.value
+
+
+class Plan(_Handle):
+    """Steps of one rank over a dataset: shape, LR, BN groups and indices of any step."""
+
+    _free = "mg_plan_free"
+
+    def __init__(self, schedule, dataset_size, world_size=1, rank=0, seed=0):
+        super().__init__()
+        h = C.POINTER(_ffi.mg_plan)()
+        _check(_L().mg_plan_new(schedule._ptr(), dataset_size, world_size, rank, seed, C.byref(h)))
+        self._h = h
+        self._schedule = schedule  # the plan reads the schedule: keep it alive
+
+    @property
+    def total_steps(self):
+        n = C.c_uint64()
+        _check(_L().mg_plan_total_steps(self._ptr(), C.byref(n)))
+        return n.value
+
+    def __len__(self):
+        return self.total_steps
+
+    def steps_in_epoch(self, epoch):
+        n = C.c_uint64()
+        _check(_L().mg_plan_steps_in_epoch(self._ptr(), epoch, C.byref(n)))
+        return n.value
+
+    def step(self, step):
+        """A dict with mg_step's fields: epoch, stage, batch_size, num_frames, crop_size, lr..."""
+        s = _ffi.mg_step()
+        _check(_L().mg_plan_step(self._ptr(), step, C.byref(s)))
+        return _struct_dict(s)
+
+    def indices(self, step):
+        """This rank's dataset indices of `step` (uint64)."""
+        n = self.step(step)["batch_size"]
+        buf = _alloc("Q", (n,))
+        length = C.c_size_t()
+        _check(_L().mg_plan_step_indices(self._ptr(), step, _addr(buf, C.c_uint64), n, C.byref(length)))
+        return buf[: length.value]
+
+
+# Buffers: numpy arrays when numpy is there, else memoryviews over bytearrays.
+_NP = {"f": "float32", "q": "int64", "Q": "uint64", "B": "uint8"}
+
+
+def _alloc(fmt, shape):
+    if _np is not None:
+        return _np.empty(shape, dtype=_NP[fmt])
+    n = 1
+    for d in shape:
+        n *= d
+    mv = memoryview(bytearray(n * C.sizeof({"f": C.c_float, "q": C.c_int64, "Q": C.c_uint64, "B": C.c_uint8}[fmt])))
+    return mv.cast(fmt, shape) if n else mv.cast(fmt)
+
+
+def _addr(buf, ctype, writable=True):
+    """A ctypes pointer into `buf` (numpy array or writable buffer) of element type ctype."""
+    if _np is not None and isinstance(buf, _np.ndarray):
+        if not buf.flags["C_CONTIGUOUS"]:
+            raise ValueError("buffer must be C-contiguous")
+        return buf.ctypes.data_as(C.POINTER(ctype))
+    mv = memoryview(buf)
+    if mv.readonly:
+        if writable:
+            raise ValueError("buffer is read-only")
+        mv = memoryview(bytearray(mv.tobytes()))
+    if not mv.c_contiguous:
+        raise ValueError("buffer must be C-contiguous")
+    arr = (C.c_char * mv.nbytes).from_buffer(mv.cast("B"))
+    return C.cast(arr, C.POINTER(ctype))
+
+
+def _as(buf, dtype):
+    """`buf` as a C-contiguous array of dtype (numpy) or the buffer itself."""
+    if _np is not None:
+        return _np.ascontiguousarray(buf, dtype=dtype)
+    return buf
+
+
+def _nelems(buf):
+    if _np is not None and isinstance(buf, _np.ndarray):
+        return buf.size
+    mv = memoryview(buf)
+    return mv.nbytes // mv.itemsize
+
+
+def collate_step_len(plan, step, alpha):
+    """(slow, fast) float counts of step's pathway buffers; slow is 0 for alpha 0."""
+    s, f = C.c_size_t(), C.c_size_t()
+    _check(_L().mg_collate_step_len(plan._ptr(), step, alpha, C.byref(s), C.byref(f)))
+    return s.value, f.value
+
+
+def _clips(clips):
+    """mg_clip array from uint8 arrays [T, H, W, 3] (or (buffer, T, H, W) tuples)."""
+    arr = (_ffi.mg_clip * len(clips))()
+    keep = []
+    for i, c in enumerate(clips):
+        if isinstance(c, tuple):
+            buf, t, h, w = c
+        else:
+            buf = _as(c, "uint8")
+            t, h, w = buf.shape[:3]
+            if buf.ndim != 4 or buf.shape[3] != 3:
+                raise ValueError(f"clip {i} has shape {buf.shape}; expected [T, H, W, 3] uint8")
+        keep.append(buf)
+        arr[i] = _ffi.mg_clip(_addr(buf, C.c_uint8, writable=False), t, h, w)
+    return arr, keep
+
+
+def collate_explicit(clips, params, num_frames, crop_size, mean=(0.45,) * 3, std=(0.225,) * 3):
+    """Collates clips with explicit parameters (dicts with start_frame, stride, short_side,
+    crop_x, crop_y, flip) into a float32 [N, 3, T, S, S] batch."""
+    if len(clips) != len(params):
+        raise ValueError(f"{len(clips)} clips but {len(params)} parameter sets")
+    carr, keep = _clips(clips)
+    parr = (_ffi.mg_clip_params * len(params))(*[_ffi.mg_clip_params(**p) for p in params])
+    out = _alloc("f", (len(clips), 3, num_frames, crop_size, crop_size))
+    m, s = (C.c_float * 3)(*mean), (C.c_float * 3)(*std)
+    _check(_L().mg_collate_explicit(carr, parr, len(clips), num_frames, crop_size, m, s,
+                                    _addr(out, C.c_float), _nelems(out)))
+    del keep
+    return out
+
+
+def _step_buffers(plan, step, alpha):
+    st = plan.step(step)
+    n, t, s = st["batch_size"], st["num_frames"], st["crop_size"]
+    slow_len, _ = collate_step_len(plan, step, alpha)
+    ts = slow_len // (3 * n * s * s) if slow_len else 0
+    slow = _alloc("f", (n, 3, ts, s, s)) if slow_len else _alloc("f", (0,))
+    fast = _alloc("f", (n, 3, t, s, s))
+    return st, slow, fast
+
+
+def collate_step(plan, step, clips, alpha):
+    """Collates the decoded clips of a plan step with the plan's seeded augmentation:
+    (slow or None, fast)."""
+    _, slow, fast = _step_buffers(plan, step, alpha)
+    carr, keep = _clips(clips)
+    _check(_L().mg_collate_step(plan._ptr(), step, carr, len(clips), alpha,
+                                _addr(slow, C.c_float), _nelems(slow), _addr(fast, C.c_float), _nelems(fast)))
+    del keep
+    return (slow if alpha else None), fast
+
+
+def set_num_threads(n):
+    """Collation threads; 0 means one per core."""
+    _check(_L().mg_collate_set_num_threads(n))
+
+
+class Dataset(_Handle):
+    """A clip store (Dataset.store) or a PySlowFast video list (Dataset.video_list)."""
+
+    _free = "mg_dataset_free"
+
+    def __init__(self, handle):
+        super().__init__()
+        self._h = handle
+
+    @classmethod
+    def store(cls, path):
+        h = C.POINTER(_ffi.mg_dataset)()
+        _check(_L().mg_dataset_open_store(os.fsencode(path), C.byref(h)))
+        return cls(h)
+
+    @classmethod
+    def video_list(cls, directory, split):
+        h = C.POINTER(_ffi.mg_dataset)()
+        _check(_L().mg_dataset_open_video_list(os.fsencode(directory), split.encode(), C.byref(h)))
+        return cls(h)
+
+    def __len__(self):
+        n = C.c_uint64()
+        _check(_L().mg_dataset_len(self._ptr(), C.byref(n)))
+        return n.value
+
+    def load_step(self, plan, step, alpha):
+        """Decodes and collates plan step `step`: (slow or None, fast, labels, step dict)."""
+        st, slow, fast = _step_buffers(plan, step, alpha)
+        labels = _alloc("q", (st["batch_size"],))
+        _check(_L().mg_dataset_load_step(
+            self._ptr(), plan._ptr(), step, alpha, _addr(slow, C.c_float), _nelems(slow),
+            _addr(fast, C.c_float), _nelems(fast), _addr(labels, C.c_int64), _nelems(labels)))
+        return (slow if alpha else None), fast, labels, st
+
+
+class Trainer(_Handle):
+    """SlowFast on libtorch over a whole multigrid schedule (CUDA when present)."""
+
+    _free = "mg_trainer_free"
+
+    def __init__(self, config, output_dir):
+        super().__init__()
+        h = C.POINTER(_ffi.mg_trainer)()
+        _check(_L().mg_trainer_new(_config_text(config).encode(), os.fsencode(output_dir), C.byref(h)))
+        self._h = h
+
+    def resume(self):
+        """Loads the newest checkpoint in the output directory; False when there is none."""
+        b = C.c_bool()
+        _check(_L().mg_trainer_resume(self._ptr(), C.byref(b)))
+        return b.value
+
+    @property
+    def next_step(self):
+        s = C.c_uint64()
+        _check(_L().mg_trainer_next_step(self._ptr(), C.byref(s)))
+        return s.value
+
+    def fit(self, progress=None):
+        """Trains to the end of the plan. `progress(dict)` returning True cancels after a
+        checkpoint; an exception it raises cancels too and is re-raised here. Returns the
+        summary dict (cancelled tells which)."""
+        error = []
+
+        def trampoline(_user, p):
+            try:
+                return 1 if progress(_struct_dict(p.contents)) else 0
+            except BaseException as e:  # noqa: B902 - re-raised after the C call returns
+                error.append(e)
+                return 1
+
+        cb = _ffi.mg_progress_fn(trampoline) if progress else _ffi.mg_progress_fn()
+        s = _ffi.mg_summary()
+        status = _L().mg_trainer_fit(self._ptr(), cb, None, C.byref(s))
+        if error:
+            raise error[0]
+        if status != MG_STATUS_CANCELLED:
+            _check(status)
+        return _struct_dict(s)
+
+    def train_step(self, slow, fast, labels, bn_groups=0, lr=-1.0, slow_shape=None, fast_shape=None):
+        """One SGD step on host arrays (float32 [N, 3, T, S, S], int64 [N]); bn_groups 0 and
+        lr < 0 take the plan's values. Shapes come from numpy arrays or are given."""
+        slow, fast, labels = _as(slow, "float32"), _as(fast, "float32"), _as(labels, "int64")
+        ss = tuple(slow_shape or slow.shape)
+        fs = tuple(fast_shape or fast.shape)
+        if len(ss) != 5 or len(fs) != 5:
+            raise ValueError(f"shapes must have 5 dimensions, got {ss} and {fs}")
+        loss = C.c_double()
+        _check(_L().mg_trainer_train_step(
+            self._ptr(), _addr(slow, C.c_float, False), (C.c_int64 * 5)(*ss),
+            _addr(fast, C.c_float, False), (C.c_int64 * 5)(*fs), _addr(labels, C.c_int64, False),
+            bn_groups, float(lr), C.byref(loss)))
+        return loss.value
+
+    def evaluate(self, split="val"):
+        a = _ffi.mg_accuracy()
+        _check(_L().mg_trainer_evaluate(self._ptr(), split.encode(), C.byref(a)))
+        return _struct_dict(a)
+
+    def save(self):
+        _check(_L().mg_trainer_save(self._ptr()))
+
+    def load(self, checkpoint_dir):
+        _check(_L().mg_trainer_load(self._ptr(), os.fsencode(checkpoint_dir)))
+
+    def last_metrics(self):
+        """The last metrics line as a dict; None when nothing was logged."""
+        n = _L().mg_trainer_last_metrics(self._ptr(), None, 0)
+        if n == 0:
+            return None
+        buf = C.create_string_buffer(n + 1)
+        _L().mg_trainer_last_metrics(self._ptr(), buf, n + 1)
+        return json.loads(buf.value.decode())

@@ -1,0 +1,159 @@
+"""The Python bindings against the library of this checkout (MULTIGRID_LIB, else target/)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import multigrid as mg
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+KINETICS = os.path.join(ROOT, "configs", "kinetics_slowfast_8x8_r50_multigrid.json")
+TINY = {
+    "data": {"num_frames": 8, "sampling_rate": 1, "train_jitter_scales": [34, 40],
+             "train_crop_size": 32, "test_crop_size": 32, "random_flip": False},
+    "train": {"batch_size": 4},
+    "solver": {"base_lr": 0.05, "lr_policy": "steps_with_relative_lrs", "lrs": [1, 0.1],
+               "steps": [0, 2], "max_epoch": 3},
+    "multigrid": {"long_cycle": True, "short_cycle": True,
+                  "long_cycle_factors": [[0.5, 0.7071], [1, 1]]},
+    "model": {"depth": 18, "width_per_group": 8, "alpha": 2, "num_classes": 12},
+    "run": {"device": "cpu", "precise_bn_batches": 1, "test_num_temporal_views": 1,
+            "test_num_spatial_crops": 1},
+}
+
+
+def has_torch():
+    return "libtorch none" not in mg.version()
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    lib_dir = os.path.dirname(mg.library_path())
+    subprocess.run([os.path.join(lib_dir, "multigrid"), "gen-data", "--clips", "60", "--frames", "16",
+                    "--size", "40", "--store", "--no-videos", "--out", str(d)], check=True,
+                   capture_output=True)
+    return str(d)
+
+
+def test_version_matches_the_bindings():
+    v = mg.version()
+    assert v.startswith(f"multigrid {mg.MG_VERSION_MAJOR}.{mg.MG_VERSION_MINOR}.{mg.MG_VERSION_PATCH} ")
+
+
+def test_ffi_declarations_match_the_header():
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen_python_ffi.py"), "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_schedule_and_plan_give_the_golden_kinetics_numbers():
+    with mg.Schedule(KINETICS) as s:
+        assert s.num_stages == 13 and s.max_epoch == 358
+        first = s.stage(0)
+        assert (first["num_frames"], first["crop_size"], first["short_cycle_crops"]) == (8, 158, [112, 158, 158])
+        with mg.Plan(s, 240000, world_size=8, rank=0) as p:
+            assert p.total_steps == 261582 == len(p)
+            st = p.step(0)
+            assert (st["batch_size"], st["num_frames"], st["crop_size"], st["bn_groups"]) == (128, 8, 112, 8)
+            assert st["lr"] == pytest.approx(0.01)
+            idx = p.indices(0)
+            assert len(idx) == 128 and len(set(int(i) for i in idx)) == 128
+            assert all(0 <= int(i) < 240000 for i in idx)
+            with pytest.raises(mg.Error) as e:
+                p.step(p.total_steps)
+            assert e.value.status == 4 and e.value.name == "MG_STATUS_OUT_OF_RANGE"
+            assert "past the end" in str(e.value)
+
+
+def test_bad_config_names_the_key():
+    with pytest.raises(mg.Error) as e:
+        mg.Schedule({"data": {"num_framez": 8}})
+    assert e.value.name == "MG_STATUS_INVALID_CONFIG"
+    assert "num_framez" in str(e.value)
+
+
+def test_closed_handles_refuse_use():
+    s = mg.Schedule(KINETICS)
+    s.close()
+    s.close()
+    with pytest.raises(ValueError):
+        s.num_stages
+
+
+@pytest.mark.parametrize("numpy", [True, False])
+def test_collate_explicit_normalises_a_flat_clip(monkeypatch, numpy):
+    np = pytest.importorskip("numpy")
+    if not numpy:
+        monkeypatch.setattr(mg, "_np", None)
+    clip = np.full((4, 20, 30, 3), 200, dtype=np.uint8)
+    src = clip if numpy else (bytes(clip.tobytes()), 4, 20, 30)
+    params = [dict(start_frame=0, stride=1, short_side=20, crop_x=5, crop_y=2, flip=False)]
+    out = mg.collate_explicit([src], params, num_frames=4, crop_size=16)
+    want = (200 / 255 - 0.45) / 0.225
+    if numpy:
+        assert out.shape == (1, 3, 4, 16, 16) and out.dtype == np.float32
+        assert np.allclose(out, want, atol=1e-5)
+    else:
+        assert isinstance(out, memoryview) and out.shape == (1, 3, 4, 16, 16)
+        assert all(abs(v - want) < 1e-5 for v in out.cast("B").cast("f"))
+
+
+def test_dataset_load_step_follows_the_plan(data):
+    with mg.Schedule(TINY) as s, mg.Dataset.store(os.path.join(data, "train.mgstore")) as d, \
+            mg.Plan(s, len(d)) as p:
+        assert len(d) == 50
+        slow, fast, labels, st = d.load_step(p, 0, alpha=2)
+        n, t, c = st["batch_size"], st["num_frames"], st["crop_size"]
+        assert fast.shape == (n, 3, t, c, c) and slow.shape == (n, 3, t // 2, c, c)
+        assert labels.shape == (n,) and all(0 <= int(x) < 12 for x in labels)
+        assert mg.collate_step_len(p, 0, 2) == (slow.size, fast.size)
+        with pytest.raises(mg.Error):
+            d.load_step(p, p.total_steps, alpha=2)
+
+
+@pytest.mark.skipif(not has_torch(), reason="libmultigrid built without libtorch")
+def test_trainer_steps_evaluates_and_cancels(data, tmp_path):
+    cfg = json.loads(json.dumps(TINY))
+    cfg["run"]["data_dir"] = data
+    with mg.Schedule(cfg) as s, mg.Dataset.store(os.path.join(data, "train.mgstore")) as d, \
+            mg.Plan(s, len(d)) as p, mg.Trainer(cfg, str(tmp_path / "run")) as t:
+        assert t.next_step == 0 and t.last_metrics() is None
+        for k in range(3):
+            slow, fast, labels, st = d.load_step(p, k, alpha=2)
+            loss = t.train_step(slow, fast, labels)  # BN groups and LR from the plan
+            assert loss == loss and loss > 0
+        assert t.next_step == 3
+        acc = t.evaluate("val")
+        assert acc["clips"] == 5 and 0 <= acc["top1"] <= 100
+        with pytest.raises(mg.Error) as e:
+            t.train_step(slow[:1], fast, labels)
+        assert "disagree" in str(e.value)
+
+        seen = []
+        summary = t.fit(lambda prog: seen.append(prog["step"]) or len(seen) == 2)
+        assert summary["cancelled"] and seen == [3, 4] and summary["steps"] == 5
+
+        class Stop(Exception):
+            pass
+
+        def boom(_):
+            raise Stop()
+
+        with pytest.raises(Stop):
+            t.fit(boom)
+        assert t.next_step == 6
+
+
+@pytest.mark.skipif(not has_torch(), reason="libmultigrid built without libtorch")
+def test_pytorch_example_trains(data):
+    pytest.importorskip("torch")
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "python", "train_torch.py"), data,
+                        "--steps", "3"], capture_output=True, text=True, env=dict(os.environ))
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    assert [x["step"] for x in lines] == [0, 1, 2]
+    assert lines[0]["shape"] == [32, 4, 16] and lines[0]["lr"] == pytest.approx(0.2)
+    assert all(x["loss"] > 0 for x in lines)
