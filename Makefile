@@ -15,11 +15,16 @@ all: build
 setup:
 	@scripts/setup.sh
 
+# The SONAME is libmultigrid.so.MAJOR: programs linked against target/*/ look for that name.
+MAJOR := $(shell sed -n 's/^version = "\([0-9]*\)\..*/\1/p' Cargo.toml | head -1)
+
 build: setup
 	$(ENV) cargo build
+	ln -sfn libmultigrid.so target/debug/libmultigrid.so.$(MAJOR)
 
 release: setup
 	$(ENV) cargo build --release
+	ln -sfn libmultigrid.so target/release/libmultigrid.so.$(MAJOR)
 
 # Libraries, headers, pkg-config and CMake files under PREFIX (see scripts/install.sh).
 install: release

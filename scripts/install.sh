@@ -6,6 +6,7 @@
 #   include/multigrid.h, include/multigrid.hpp
 #   lib/pkgconfig/multigrid.pc (shared), multigrid-static.pc (libmultigrid.a + what it needs)
 #   lib/cmake/multigrid/multigridConfig.cmake (+ ConfigVersion): multigrid::shared, ::static
+#   lib/multigrid/python/multigrid/ (the ctypes package; PYTHONPATH=PREFIX/lib/multigrid/python)
 # Everything is relocatable (paths relative to the files themselves) except libtorch's
 # directory, which the torch build links by absolute path, as its rpath does.
 set -euo pipefail
@@ -40,6 +41,12 @@ ln -sfn "libmultigrid.so.$major" "$lib/libmultigrid.so"
 put 644 "$src/libmultigrid.a" "$lib/libmultigrid.a"
 put 644 include/multigrid.h "$prefix/include/multigrid.h"
 put 644 bindings/cpp/multigrid.hpp "$prefix/include/multigrid.hpp"
+
+py=$lib/multigrid/python/multigrid
+mkdir -p "$py"
+for f in bindings/python/multigrid/*.py; do
+  put 644 "$f" "$py/$(basename "$f")"
+done
 
 write "$lib/pkgconfig/multigrid.pc" <<EOF
 prefix=\${pcfiledir}/../..

@@ -131,3 +131,42 @@ fn default_config_round_trips() {
     let parsed = multigrid::Config::from_json(&text).unwrap();
     assert_eq!(parsed, multigrid::Config::default());
 }
+
+/// `--set SECTION.KEY=VALUE` reaches the config and its checks: an unknown key is named, a bad
+/// value is refused with the rule it breaks, and bf16 on the CPU says it needs CUDA.
+#[cfg(feature = "torch")]
+#[test]
+fn train_set_overrides_are_checked() {
+    let config = config_path("synthetic_slowfast_tiny.json");
+    let out_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli_set");
+    let run = |set: &str| {
+        let out = multigrid(&[
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--output-dir",
+            out_dir.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--data",
+            "/nonexistent/multigrid-data",
+            "--set",
+            set,
+        ]);
+        assert!(!out.status.success(), "--set {set} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = run("solver.base_lrr=0.2");
+    assert!(e.contains("solver") && e.contains("base_lrr"), "{e}");
+    let e = run("SOLVER.MAX_EPOCH=0");
+    assert!(e.contains("solver.max_epoch"), "{e}");
+    let e = run("nosuch.key=1");
+    assert!(e.contains("no config section \"nosuch\""), "{e}");
+    let e = run("run.precision=bf16");
+    assert!(e.contains("needs a CUDA device"), "{e}");
+    let e = run("run.precision=fp8");
+    assert!(
+        e.contains("run.precision must be auto, fp32, bf16 or fp16"),
+        "{e}"
+    );
+}

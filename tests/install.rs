@@ -121,6 +121,52 @@ fn installed_library_builds_the_c_example_with_pkg_config_and_cmake() {
     ok(Command::new("cmake").arg("--build").arg(&build));
     check_schedule(&build.join("schedule_shared"));
     check_schedule(&build.join("schedule_static"));
+    // C++17 bindings from the installed include directory, warnings as errors.
+    let exe = root.join("train_loop_cpp");
+    ok(Command::new("g++")
+        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror"])
+        .arg(repo().join("examples/cpp/train_loop.cpp"))
+        .arg("-o")
+        .arg(&exe)
+        .args(pkg_config(&prefix, &["--cflags", "--libs", "multigrid"]))
+        .arg(format!("-Wl,-rpath,{}", lib.display())));
+    let out = Command::new(&exe)
+        .args(["/nonexistent/data", "/nonexistent/run"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!("multigrid {version} ")),
+        "{stdout}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/data/train.mgstore"),
+        "{out:?}"
+    );
+
+    // The Python package as installed, on the system python (no numpy needed).
+    let script = [
+        "import multigrid as mg, sys",
+        "s = mg.Schedule(sys.argv[1]); p = mg.Plan(s, 240000, world_size=8)",
+        "print(mg.library_path(), p.total_steps, type(p.indices(0)).__name__)",
+    ]
+    .join("\n");
+    let out = ok(Command::new("python3")
+        .args(["-S", "-c", &script])
+        .arg(repo().join("configs/kinetics_slowfast_8x8_r50_multigrid.json"))
+        .env("PYTHONPATH", lib.join("multigrid/python"))
+        .env_remove("MULTIGRID_LIB"));
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(
+        std::fs::canonicalize(words[0]).unwrap(),
+        std::fs::canonicalize(lib.join("libmultigrid.so")).unwrap()
+    );
+    assert_eq!(words[1], "261582");
+    assert_eq!(
+        words[2], "memoryview",
+        "system python without numpy gets memoryviews"
+    );
+
     // A newer major version than installed is refused.
     std::fs::write(
         project.join("CMakeLists.txt"),

@@ -134,6 +134,7 @@ impl Trainer {
     pub fn new(config: Config, out_dir: &Path) -> Result<Trainer> {
         let schedule = Schedule::new(config.clone())?;
         let device = parse_device(&config.run.device)?;
+        let precision = Precision::resolve(&config.run.precision, device)?;
         let data_dir = PathBuf::from(&config.run.data_dir);
         let train = Arc::new(open_split(&data_dir, "train")?);
         let plan = Arc::new(Plan::new(
@@ -143,7 +144,6 @@ impl Trainer {
             0,
             config.run.seed,
         )?);
-        let precision = Precision::resolve(&config.run.precision, device)?;
         if device.is_cuda() {
             tch::Cuda::cudnn_set_benchmark(config.run.cudnn_benchmark);
         }

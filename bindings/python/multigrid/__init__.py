@@ -6,7 +6,8 @@
         idx = plan.indices(0)          # this rank's dataset indices
 
 The library is found through $MULTIGRID_LIB (a path to libmultigrid.so), next to this package,
-or in the source tree's target/release and target/debug. Handles close with close() or a
+in PREFIX/lib after `make install PREFIX=...`, or in the source tree's target/release and
+target/debug. Handles close with close() or a
 `with` block. Failures raise multigrid.Error with the status and the library's message.
 Buffers come back as numpy arrays when numpy is importable, memoryviews otherwise.
 """
@@ -52,6 +53,8 @@ def _candidates():
     here = os.path.dirname(os.path.abspath(__file__))
     yield os.path.join(here, "libmultigrid.so")
     root = os.path.dirname(os.path.dirname(os.path.dirname(here)))
+    # `make install`: PREFIX/lib/multigrid/python/multigrid beside PREFIX/lib/libmultigrid.so.
+    yield os.path.join(root, "libmultigrid.so")
     for profile in ("release", "debug"):
         yield os.path.join(root, "target", profile, "libmultigrid.so")
 
