@@ -37,7 +37,7 @@ demo: setup
 	./target/release/multigrid demo
 
 # A larger synthetic set (4000 clips), 30 epochs: the time multigrid needs to reach the
-# baseline's final val top-1, and the ratio (runs/speedup/speedup.json). About 40 min on 2 cores.
+# baseline's final val top-1, and the ratio (runs/speedup/speedup.json). About 26 min on 2 cores.
 bench-speedup: setup
 	$(ENV) cargo build --release --bin multigrid
 	./target/release/multigrid bench speedup

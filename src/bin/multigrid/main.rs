@@ -205,6 +205,9 @@ enum BenchCommand {
         device: Option<String>,
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         set: Vec<String>,
+        /// Only analyse the runs already under --out.
+        #[arg(long)]
+        report_only: bool,
     },
     /// Loader throughput (clips/s) on a video list and on a clip store of the same clips,
     /// following a plan's steps.
@@ -356,6 +359,7 @@ fn main() -> ExitCode {
             out,
             device,
             set,
+            report_only,
         }) => train::speedup(
             &data,
             clips,
@@ -365,6 +369,7 @@ fn main() -> ExitCode {
                 data: None,
                 set,
             },
+            report_only,
         ),
         #[cfg(feature = "torch")]
         Command::Plot { runs, out } => train::plot(&runs, &out),

@@ -307,42 +307,80 @@ fn evals(run: &Path) -> Result<Vec<(f64, f64)>, String> {
 }
 
 /// `make bench-speedup`: a larger synthetic set, the baseline trained to convergence, and the
-/// wall-clock time multigrid needs to reach the baseline's final validation top-1.
-pub fn speedup(data: &Path, clips: u32, out: &Path, overrides: &Overrides) -> Result<(), String> {
-    ensure_data(data, clips)?;
-    let rows = compare(
-        [
-            "configs/synthetic_slowfast_small.json",
-            "configs/synthetic_slowfast_small_multigrid.json",
-        ],
-        data,
-        out,
-        overrides,
-    )?;
-    let base = &rows[0].1;
-    let target = base
-        .final_val
-        .ok_or("the baseline ran no validation: is val.mgstore missing?")?
-        .top1;
-    let mg = evals(&out.join("multigrid"))?;
-    let reached = mg.iter().find(|(_, top1)| *top1 >= target);
-    let best = mg.iter().map(|e| e.1).fold(0.0, f64::max);
-    let result = match reached {
-        Some(&(wall, top1)) => {
+/// wall-clock time multigrid needs to reach the baseline's final validation top-1. With
+/// `report_only`, the analysis of runs already under `out`.
+pub fn speedup(
+    data: &Path,
+    clips: u32,
+    out: &Path,
+    overrides: &Overrides,
+    report_only: bool,
+) -> Result<(), String> {
+    if !report_only {
+        ensure_data(data, clips)?;
+        compare(
+            [
+                "configs/synthetic_slowfast_small.json",
+                "configs/synthetic_slowfast_small_multigrid.json",
+            ],
+            data,
+            out,
+            overrides,
+        )?;
+    }
+    let summary = |run: &str| -> Result<serde_json::Value, String> {
+        let text = std::fs::read_to_string(out.join(run).join("metrics.jsonl"))
+            .map_err(|e| format!("{}: {e}", out.join(run).display()))?;
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["type"] == "summary")
+            .ok_or_else(|| format!("{run} has no summary: did it finish?"))
+    };
+    let (base, mg) = (summary("baseline")?, summary("multigrid")?);
+    let base_wall = base["wall_s"].as_f64().unwrap_or(f64::NAN);
+    let target = base["top1"]
+        .as_f64()
+        .ok_or("the baseline ran no validation: is val.mgstore missing?")?;
+    let first_reaching = |run: &str| -> Result<Option<(f64, f64)>, String> {
+        Ok(evals(&out.join(run))?
+            .into_iter()
+            .find(|(_, top1)| *top1 >= target))
+    };
+    let mg_evals = evals(&out.join("multigrid"))?;
+    let best = mg_evals.iter().map(|e| e.1).fold(0.0, f64::max);
+    println!(
+        "baseline: {base_wall:.1} s, final val top-1 {target:.1}%; multigrid: {:.1} s, final {:.1}% (whole runs: {:.2}x)",
+        mg["wall_s"].as_f64().unwrap_or(f64::NAN),
+        mg["top1"].as_f64().unwrap_or(f64::NAN),
+        base_wall / mg["wall_s"].as_f64().unwrap_or(f64::NAN)
+    );
+    let base_first = first_reaching("baseline")?;
+    if let Some((wall, _)) = base_first {
+        // A saturating task makes the baseline's whole run a generous yardstick: say so.
+        println!(
+            "the baseline itself first reached {target:.1}% at {wall:.1} s ({:.0}% of its run)",
+            100.0 * wall / base_wall
+        );
+    }
+    let result = match first_reaching("multigrid")? {
+        Some((wall, top1)) => {
             println!(
-                "multigrid reached the baseline's final val top-1 ({target:.1}%) with {top1:.1}% after {wall:.1} s; \
-                 the baseline took {:.1} s: {:.2}x",
-                base.wall_seconds,
-                base.wall_seconds / wall
+                "multigrid reached the baseline's final val top-1 ({target:.1}%) with {top1:.1}% after {wall:.1} s: \
+                 {:.2}x against the baseline's whole run, {:.2}x against its own first arrival",
+                base_wall / wall,
+                base_first.map_or(f64::NAN, |b| b.0 / wall)
             );
-            serde_json::json!({"target_top1": target, "baseline_wall_s": base.wall_seconds,
-                "multigrid_wall_s_to_target": wall, "speedup_to_target": base.wall_seconds / wall})
+            serde_json::json!({"target_top1": target, "baseline_wall_s": base_wall,
+                "baseline_first_reached_s": base_first.map(|b| b.0),
+                "multigrid_wall_s": mg["wall_s"], "multigrid_top1": mg["top1"],
+                "multigrid_wall_s_to_target": wall, "speedup_to_target": base_wall / wall,
+                "speedup_first_arrival": base_first.map(|b| b.0 / wall)})
         }
         None => {
             println!(
                 "multigrid did not reach the baseline's final val top-1 ({target:.1}%); its best was {best:.1}%"
             );
-            serde_json::json!({"target_top1": target, "baseline_wall_s": base.wall_seconds,
+            serde_json::json!({"target_top1": target, "baseline_wall_s": base_wall,
                 "multigrid_best_top1": best, "speedup_to_target": null})
         }
     };
