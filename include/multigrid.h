@@ -514,20 +514,20 @@ void mg_trainer_free(struct mg_trainer *trainer);
 /**
  * Loads the newest checkpoint in the output directory; `*resumed` says whether one existed.
  */
-mg_status mg_trainer_resume(struct mg_trainer *trainer_, bool *resumed);
+mg_status mg_trainer_resume(struct mg_trainer *trainer, bool *resumed);
 
 /**
  * The plan step the trainer runs next: 0 on a new run, the checkpoint's after a resume or load,
  * advanced by mg_trainer_train_step and mg_trainer_fit.
  */
-mg_status mg_trainer_next_step(struct mg_trainer *trainer_, uint64_t *step);
+mg_status mg_trainer_next_step(struct mg_trainer *trainer, uint64_t *step);
 
 /**
  * Trains from the next step to the end of the schedule: the loader prepares batches in the
  * background, evaluation and checkpoints follow the schedule's epochs, a final test runs at
  * the end. `progress` may be NULL.
  */
-mg_status mg_trainer_fit(struct mg_trainer *trainer_,
+mg_status mg_trainer_fit(struct mg_trainer *trainer,
                          mg_progress_fn progress,
                          void *user_data,
                          struct mg_summary *out);
@@ -539,7 +539,7 @@ mg_status mg_trainer_fit(struct mg_trainer *trainer_,
  * one, so checkpoints and resume line up with mg_trainer_fit. `*loss` receives the
  * cross-entropy.
  */
-mg_status mg_trainer_train_step(struct mg_trainer *trainer_,
+mg_status mg_trainer_train_step(struct mg_trainer *trainer,
                                 const float *slow,
                                 const int64_t *slow_shape,
                                 const float *fast,
@@ -553,26 +553,26 @@ mg_status mg_trainer_train_step(struct mg_trainer *trainer_,
  * Accuracy on `split` ("val": a centred view; "test": the configured K x 3 views) of the
  * config's data directory.
  */
-mg_status mg_trainer_evaluate(struct mg_trainer *trainer_,
+mg_status mg_trainer_evaluate(struct mg_trainer *trainer,
                               const char *split,
                               struct mg_accuracy *out);
 
 /**
  * Writes a checkpoint of the current state under the output directory.
  */
-mg_status mg_trainer_save(struct mg_trainer *trainer_);
+mg_status mg_trainer_save(struct mg_trainer *trainer);
 
 /**
  * Loads the checkpoint directory `checkpoint_dir` (parameters, BN buffers, optimizer state,
  * plan position).
  */
-mg_status mg_trainer_load(struct mg_trainer *trainer_, const char *checkpoint_dir);
+mg_status mg_trainer_load(struct mg_trainer *trainer, const char *checkpoint_dir);
 
 /**
  * Copies the last metrics line (JSON) into `buf` like mg_last_error_message: NUL-terminated,
  * truncated to `len`, returns the full length; 0 when nothing was logged or on a NULL trainer.
  */
-size_t mg_trainer_last_metrics(const struct mg_trainer *trainer_, char *buf, size_t len);
+size_t mg_trainer_last_metrics(const struct mg_trainer *trainer, char *buf, size_t len);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -99,23 +99,23 @@ pub extern "C" fn mg_trainer_free(trainer: *mut mg_trainer) {
 }
 
 #[cfg(feature = "torch")]
-fn trainer<'a>(t: *mut mg_trainer) -> Result<&'a mut crate::train::Trainer, FfiError> {
+fn trainer_mut<'a>(t: *mut mg_trainer) -> Result<&'a mut crate::train::Trainer, FfiError> {
     Ok(&mut out_ptr(t, "trainer")?.inner)
 }
 
 /// Loads the newest checkpoint in the output directory; `*resumed` says whether one existed.
 #[no_mangle]
-pub extern "C" fn mg_trainer_resume(trainer_: *mut mg_trainer, resumed: *mut bool) -> mg_status {
+pub extern "C" fn mg_trainer_resume(trainer: *mut mg_trainer, resumed: *mut bool) -> mg_status {
     guard("mg_trainer_resume", || {
         let resumed = out_ptr(resumed, "resumed")?;
         #[cfg(feature = "torch")]
         {
-            *resumed = trainer(trainer_)?.resume()?;
+            *resumed = trainer_mut(trainer)?.resume()?;
             Ok(())
         }
         #[cfg(not(feature = "torch"))]
         {
-            let _ = (trainer_, resumed);
+            let _ = (trainer, resumed);
             unsupported()
         }
     })
@@ -124,17 +124,17 @@ pub extern "C" fn mg_trainer_resume(trainer_: *mut mg_trainer, resumed: *mut boo
 /// The plan step the trainer runs next: 0 on a new run, the checkpoint's after a resume or load,
 /// advanced by mg_trainer_train_step and mg_trainer_fit.
 #[no_mangle]
-pub extern "C" fn mg_trainer_next_step(trainer_: *mut mg_trainer, step: *mut u64) -> mg_status {
+pub extern "C" fn mg_trainer_next_step(trainer: *mut mg_trainer, step: *mut u64) -> mg_status {
     guard("mg_trainer_next_step", || {
         let step = out_ptr(step, "step")?;
         #[cfg(feature = "torch")]
         {
-            *step = trainer(trainer_)?.next_step();
+            *step = trainer_mut(trainer)?.next_step();
             Ok(())
         }
         #[cfg(not(feature = "torch"))]
         {
-            let _ = (trainer_, step);
+            let _ = (trainer, step);
             unsupported()
         }
     })
@@ -145,7 +145,7 @@ pub extern "C" fn mg_trainer_next_step(trainer_: *mut mg_trainer, step: *mut u64
 /// the end. `progress` may be NULL.
 #[no_mangle]
 pub extern "C" fn mg_trainer_fit(
-    trainer_: *mut mg_trainer,
+    trainer: *mut mg_trainer,
     progress: mg_progress_fn,
     user_data: *mut std::ffi::c_void,
     out: *mut mg_summary,
@@ -154,7 +154,7 @@ pub extern "C" fn mg_trainer_fit(
         let out = out_ptr(out, "out")?;
         #[cfg(feature = "torch")]
         {
-            let t = trainer(trainer_)?;
+            let t = trainer_mut(trainer)?;
             let s = t.fit(&mut |p| {
                 let cp = mg_progress {
                     step: p.step,
@@ -190,7 +190,7 @@ pub extern "C" fn mg_trainer_fit(
         }
         #[cfg(not(feature = "torch"))]
         {
-            let _ = (trainer_, progress, user_data, out);
+            let _ = (trainer, progress, user_data, out);
             unsupported()
         }
     })
@@ -203,7 +203,7 @@ pub extern "C" fn mg_trainer_fit(
 /// cross-entropy.
 #[no_mangle]
 pub extern "C" fn mg_trainer_train_step(
-    trainer_: *mut mg_trainer,
+    trainer: *mut mg_trainer,
     slow: *const f32,
     slow_shape: *const i64,
     fast: *const f32,
@@ -217,7 +217,7 @@ pub extern "C" fn mg_trainer_train_step(
         let loss = out_ptr(loss, "loss")?;
         #[cfg(feature = "torch")]
         {
-            let t = trainer(trainer_)?;
+            let t = trainer_mut(trainer)?;
             let shape = |p: *const i64, name: &'static str| -> Result<[i64; 5], FfiError> {
                 non_null(p, name)?;
                 // SAFETY: the caller promises five int64 values.
@@ -271,7 +271,7 @@ pub extern "C" fn mg_trainer_train_step(
         #[cfg(not(feature = "torch"))]
         {
             let _ = (
-                trainer_, slow, slow_shape, fast, fast_shape, labels, bn_groups, lr, loss,
+                trainer, slow, slow_shape, fast, fast_shape, labels, bn_groups, lr, loss,
             );
             unsupported()
         }
@@ -282,7 +282,7 @@ pub extern "C" fn mg_trainer_train_step(
 /// config's data directory.
 #[no_mangle]
 pub extern "C" fn mg_trainer_evaluate(
-    trainer_: *mut mg_trainer,
+    trainer: *mut mg_trainer,
     split: *const c_char,
     out: *mut mg_accuracy,
 ) -> mg_status {
@@ -290,7 +290,7 @@ pub extern "C" fn mg_trainer_evaluate(
         let out = out_ptr(out, "out")?;
         #[cfg(feature = "torch")]
         {
-            let t = trainer(trainer_)?;
+            let t = trainer_mut(trainer)?;
             let split = c_str(split, "split")?;
             let a = t.evaluate_named(split)?;
             *out = mg_accuracy {
@@ -302,7 +302,7 @@ pub extern "C" fn mg_trainer_evaluate(
         }
         #[cfg(not(feature = "torch"))]
         {
-            let _ = (trainer_, split, out);
+            let _ = (trainer, split, out);
             unsupported()
         }
     })
@@ -310,16 +310,16 @@ pub extern "C" fn mg_trainer_evaluate(
 
 /// Writes a checkpoint of the current state under the output directory.
 #[no_mangle]
-pub extern "C" fn mg_trainer_save(trainer_: *mut mg_trainer) -> mg_status {
+pub extern "C" fn mg_trainer_save(trainer: *mut mg_trainer) -> mg_status {
     guard("mg_trainer_save", || {
         #[cfg(feature = "torch")]
         {
-            trainer(trainer_)?.save_checkpoint(0.0)?;
+            trainer_mut(trainer)?.save_checkpoint(0.0)?;
             Ok(())
         }
         #[cfg(not(feature = "torch"))]
         {
-            let _ = trainer_;
+            let _ = trainer;
             unsupported()
         }
     })
@@ -329,19 +329,19 @@ pub extern "C" fn mg_trainer_save(trainer_: *mut mg_trainer) -> mg_status {
 /// plan position).
 #[no_mangle]
 pub extern "C" fn mg_trainer_load(
-    trainer_: *mut mg_trainer,
+    trainer: *mut mg_trainer,
     checkpoint_dir: *const c_char,
 ) -> mg_status {
     guard("mg_trainer_load", || {
         #[cfg(feature = "torch")]
         {
             let dir = c_str(checkpoint_dir, "checkpoint_dir")?;
-            trainer(trainer_)?.load_checkpoint(std::path::Path::new(dir))?;
+            trainer_mut(trainer)?.load_checkpoint(std::path::Path::new(dir))?;
             Ok(())
         }
         #[cfg(not(feature = "torch"))]
         {
-            let _ = (trainer_, checkpoint_dir);
+            let _ = (trainer, checkpoint_dir);
             unsupported()
         }
     })
@@ -351,7 +351,7 @@ pub extern "C" fn mg_trainer_load(
 /// truncated to `len`, returns the full length; 0 when nothing was logged or on a NULL trainer.
 #[no_mangle]
 pub extern "C" fn mg_trainer_last_metrics(
-    trainer_: *const mg_trainer,
+    trainer: *const mg_trainer,
     buf: *mut c_char,
     len: usize,
 ) -> usize {
@@ -359,7 +359,7 @@ pub extern "C" fn mg_trainer_last_metrics(
         #[cfg(feature = "torch")]
         {
             // SAFETY: a non-NULL trainer is a live handle by contract.
-            let Some(t) = (unsafe { trainer_.as_ref() }) else {
+            let Some(t) = (unsafe { trainer.as_ref() }) else {
                 return 0;
             };
             let text = match t.inner.last_metrics() {
@@ -370,7 +370,7 @@ pub extern "C" fn mg_trainer_last_metrics(
         }
         #[cfg(not(feature = "torch"))]
         {
-            let _ = (trainer_, buf, len);
+            let _ = (trainer, buf, len);
             0
         }
     })

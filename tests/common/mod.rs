@@ -51,13 +51,17 @@ pub fn target_dir() -> PathBuf {
         "libmultigrid.so.{}",
         env!("CARGO_PKG_VERSION_MAJOR")
     ));
-    if dir.join("libmultigrid.so").exists() && !link.exists() {
-        // Tests run in parallel: make the link under a unique name, then rename it into place.
-        let tmp = dir.join(format!(".soname-link-{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink("libmultigrid.so", &tmp).unwrap();
-        std::fs::rename(&tmp, &link).unwrap();
-    }
+    static LINK: std::sync::Once = std::sync::Once::new();
+    LINK.call_once(|| {
+        if dir.join("libmultigrid.so").exists() && !link.exists() {
+            // Test binaries run in parallel too: make the link under a per-process name, then
+            // rename it into place (atomic; the loser's rename just replaces an equal link).
+            let tmp = dir.join(format!(".soname-link-{}", std::process::id()));
+            let _ = std::fs::remove_file(&tmp);
+            std::os::unix::fs::symlink("libmultigrid.so", &tmp).unwrap();
+            std::fs::rename(&tmp, &link).unwrap();
+        }
+    });
     dir
 }
 
