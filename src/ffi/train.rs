@@ -314,7 +314,7 @@ pub extern "C" fn mg_trainer_save(trainer: *mut mg_trainer) -> mg_status {
     guard("mg_trainer_save", || {
         #[cfg(feature = "torch")]
         {
-            trainer_mut(trainer)?.save_checkpoint(0.0)?;
+            trainer_mut(trainer)?.save_checkpoint()?;
             Ok(())
         }
         #[cfg(not(feature = "torch"))]

@@ -113,8 +113,10 @@ pub struct Trainer {
     plan: Arc<Plan>,
     next_step: u64,
     clips_seen: u64,
-    /// Wall time of the run before this process (resumed runs).
+    /// Wall time of the run before `clock` started (a resumed run's checkpoint).
     wall_before: f64,
+    /// Started with the trainer, restarted when a checkpoint is loaded.
+    clock: Instant,
     precision: Precision,
     /// Present with fp16.
     scaler: Option<LossScaler>,
@@ -170,6 +172,7 @@ impl Trainer {
             next_step: 0,
             clips_seen: 0,
             wall_before: 0.0,
+            clock: Instant::now(),
             precision,
             scaler: (precision == Precision::Fp16).then(LossScaler::default),
             warmed_up: false,
@@ -229,10 +232,18 @@ impl Trainer {
         self.next_step = m.step;
         self.clips_seen = m.clips_seen;
         self.wall_before = m.wall_seconds;
+        self.clock = Instant::now();
         Ok(())
     }
 
-    pub fn save_checkpoint(&self, wall_seconds: f64) -> Result<PathBuf> {
+    /// Wall-clock seconds of the run: this trainer's lifetime plus a resumed run's past.
+    pub fn wall_seconds(&self) -> f64 {
+        self.wall_before + self.clock.elapsed().as_secs_f64()
+    }
+
+    /// Writes a checkpoint of the current position under the output directory.
+    pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        let wall_seconds = self.wall_seconds();
         let epoch = self
             .plan
             .step(self.next_step.min(self.plan.total_steps() - 1))
@@ -459,7 +470,6 @@ impl Trainer {
     /// Trains from the next step to the end of the plan (or until `progress` returns true, which
     /// cancels after a checkpoint).
     pub fn fit(&mut self, progress: &mut dyn FnMut(&Progress) -> bool) -> Result<Summary> {
-        let start = Instant::now();
         let total = self.plan.total_steps();
         let alpha = self.config.model.alpha;
         let opts = LoaderOptions {
@@ -525,7 +535,7 @@ impl Trainer {
             self.clips_seen += n as u64;
             window.1 += n as u64;
             window.2 += loss;
-            let wall = self.wall_before + start.elapsed().as_secs_f64();
+            let wall = self.wall_seconds();
             if (step.step + 1) % self.config.run.log_period == 0 || step.eval_after {
                 let secs = window.0.elapsed().as_secs_f64();
                 let stats = loader.stats();
@@ -539,7 +549,7 @@ impl Trainer {
             }
             if step.eval_after {
                 let acc = self.evaluate_split("val", ViewMode::Val)?;
-                let wall = self.wall_before + start.elapsed().as_secs_f64();
+                let wall = self.wall_seconds();
                 if let Some(a) = acc {
                     self.metrics.write(json!({
                         "type": "eval", "split": "val", "step": step.step, "epoch": step.epoch,
@@ -557,7 +567,7 @@ impl Trainer {
                 lr: step.lr,
             });
             if step.checkpoint_after || cancel {
-                self.save_checkpoint(self.wall_before + start.elapsed().as_secs_f64())?;
+                self.save_checkpoint()?;
             }
             if cancel {
                 cancelled = true;
@@ -566,7 +576,7 @@ impl Trainer {
         }
         drop(loader);
         let test = if cancelled { None } else { self.test()? };
-        let wall = self.wall_before + start.elapsed().as_secs_f64();
+        let wall = self.wall_seconds();
         let summary = Summary {
             wall_seconds: wall,
             steps: self.next_step,
