@@ -169,4 +169,25 @@ fn train_set_overrides_are_checked() {
         e.contains("run.precision must be auto, fp32, bf16 or fp16"),
         "{e}"
     );
+    // The multigrid twin with T0 16 and long-cycle factor 0.375: stage 0 trains at six frames,
+    // which alpha 4 does not divide; refused before any data is read.
+    let multigrid_config = config_path("synthetic_slowfast_tiny_multigrid.json");
+    let out = multigrid(&[
+        "train",
+        "--config",
+        multigrid_config.to_str().unwrap(),
+        "--output-dir",
+        out_dir.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--data",
+        "/nonexistent/multigrid-data",
+        "--set",
+        "multigrid.long_cycle_factors=[[0.375, 1.0], [1, 1]]",
+    ]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("stage 0 of the schedule uses 6 frames, which model.alpha 4 does not divide"),
+        "{e}"
+    );
 }

@@ -206,3 +206,33 @@ fn bad_plan_arguments() {
     let e = Plan::new(&s9, 1000, 1, 0, 0).unwrap_err();
     assert!(e.to_string().contains("BN groups"), "{e}");
 }
+
+/// The plan's work (sum of batch x frames x crop^2) equals a walk over every step, and by the
+/// multigrid design (constant work per iteration) its ratio to the baseline is the step ratio.
+#[test]
+fn work_equals_a_walk_over_the_steps() {
+    let s = common::schedule("synthetic_slowfast_tiny_multigrid.json");
+    let plan = Plan::new(&s, 1000, 2, 1, 3).unwrap();
+    let mut walk = 0.0;
+    for k in 0..plan.total_steps() {
+        let st = plan.step(k).unwrap();
+        walk += f64::from(st.batch_size)
+            * f64::from(st.num_frames)
+            * f64::from(st.crop_size)
+            * f64::from(st.crop_size);
+    }
+    assert!(
+        (plan.work() - walk).abs() <= 1e-12 * walk,
+        "{} vs {walk}",
+        plan.work()
+    );
+    let k400 = common::kinetics();
+    let mg = Plan::new(&k400, 240000, 8, 0, 0).unwrap();
+    let base = Plan::new(&k400.baseline().unwrap(), 240000, 8, 0, 0).unwrap();
+    let work_ratio = base.work() / mg.work();
+    let step_ratio = base.total_steps() as f64 / mg.total_steps() as f64;
+    assert!(
+        (work_ratio - step_ratio).abs() < 0.01,
+        "{work_ratio} vs {step_ratio}"
+    );
+}

@@ -261,6 +261,36 @@ impl Plan {
         })
     }
 
+    /// This rank's work over the run in clip-frame-pixels, the sum over steps of batch x frames x
+    /// crop^2: what a video network's FLOPs scale with, so the ratio of two plans' work
+    /// estimates their compute ratio before any GPU time is spent.
+    pub fn work(&self) -> f64 {
+        (0..self.schedule.max_epoch())
+            .map(|e| self.work_in_epoch(e))
+            .sum()
+    }
+
+    /// `work()` of one epoch.
+    pub fn work_in_epoch(&self, epoch: u32) -> f64 {
+        let n = self.steps_in_epoch(epoch);
+        if n == 0 {
+            return 0.0;
+        }
+        let stage = self.schedule.stage_index_at(epoch);
+        let layout = &self.layouts[stage];
+        let frames = f64::from(self.schedule.stages()[stage].num_frames);
+        let crops = self.schedule.short_cycle_crops(stage);
+        let phases = layout.batch_sizes.len() as u64;
+        // Iteration i of an epoch is in phase i % phases.
+        (0..phases)
+            .map(|p| {
+                let count = n / phases + u64::from(p < n % phases);
+                let crop = f64::from(crops[p as usize]);
+                count as f64 * f64::from(layout.batch_sizes[p as usize]) * frames * crop * crop
+            })
+            .sum()
+    }
+
     /// Every distinct (batch size, frames, crop, BN groups) this rank meets from `step` to the
     /// end, in order of first appearance: what a warm-up pass has to visit.
     pub fn shapes_from(&self, step: u64) -> Vec<[u32; 4]> {

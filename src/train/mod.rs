@@ -39,6 +39,32 @@ fn loss_value(loss: &Tensor, step: u64) -> Result<f64> {
     }
 }
 
+/// Fails before any training when a planned frame count does not suit SlowFast: the slow
+/// pathway takes T / alpha frames and the lateral fusion conv (temporal stride alpha) yields
+/// ceil(T / alpha), so both agree only when alpha divides T; PySlowFast finds out mid-run.
+fn check_model_fits_schedule(schedule: &Schedule) -> Result<()> {
+    let alpha = schedule.config().model.alpha;
+    let t0 = schedule.config().data.num_frames;
+    let planned = schedule
+        .stages()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (Some(i), s.num_frames));
+    for (stage, t) in planned.chain([(None, t0)]) {
+        if t < alpha || t % alpha != 0 {
+            let at = stage.map_or("evaluation (data.num_frames)".into(), |i| {
+                format!("stage {i} of the schedule")
+            });
+            return Err(Error::Config(format!(
+                "{at} uses {t} frames, which model.alpha {alpha} does not divide: the slow pathway would get {} frames and the lateral fusion {}",
+                t / alpha,
+                t.div_ceil(alpha)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Resolves `auto`, `cpu`, `cuda`, `cuda:N`.
 pub fn parse_device(name: &str) -> Result<Device> {
     let cuda = |n: usize| {
@@ -137,6 +163,7 @@ impl Trainer {
         let schedule = Schedule::new(config.clone())?;
         let device = parse_device(&config.run.device)?;
         let precision = Precision::resolve(&config.run.precision, device)?;
+        check_model_fits_schedule(&schedule)?;
         let data_dir = PathBuf::from(&config.run.data_dir);
         let train = Arc::new(open_split(&data_dir, "train")?);
         let plan = Arc::new(Plan::new(

@@ -582,6 +582,11 @@ fn print_table(s: &Schedule, rows: &[StageRow], plans: Option<&(Plan, Plan)>, wo
             plan.dataset_size(),
             if world == 1 { "" } else { "s" }
         );
+        let (wa, wb) = (plan.work(), base.work());
+        println!(
+            "work per rank (clips x frames x pixels, what FLOPs scale with): {wa:.3e} multigrid vs {wb:.3e} baseline ({:.2}x less)",
+            wb / wa
+        );
     }
 }
 
@@ -626,9 +631,11 @@ fn print_json(
     if let (Some((plan, base)), Some(n)) = (plans, dataset_size) {
         out["dataset_size"] = json!(n);
         out["total_steps"] = json!(plan.total_steps());
+        out["work"] = json!(plan.work());
         out["baseline"] = json!({
             "max_epoch": base.schedule().max_epoch(),
             "total_steps": base.total_steps(),
+            "work": base.work(),
         });
     }
     println!("{out:#}");
