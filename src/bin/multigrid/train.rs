@@ -215,8 +215,18 @@ pub fn plot(runs: &[PathBuf], out: &Path) -> Result<(), String> {
     std::fs::rename(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))
 }
 
+/// Generates the synthetic set into `data` unless its three stores already hold `clips` clips
+/// (an older or differently sized set is replaced).
 fn ensure_data(data: &Path, clips: u32) -> Result<(), String> {
-    if data.join("train.mgstore").exists() {
+    let held: Option<usize> = ["train", "val", "test"]
+        .iter()
+        .map(|split| {
+            multigrid::data::Dataset::store(data.join(format!("{split}.mgstore")))
+                .ok()
+                .map(|d| d.len())
+        })
+        .sum();
+    if held == Some(clips as usize) {
         return Ok(());
     }
     super::data::gen_data(&super::data::GenOptions {
@@ -281,7 +291,7 @@ fn compare(
 /// The main job: synthetic data if missing, baseline and multigrid training of the tiny
 /// SlowFast, a side-by-side table and the accuracy-vs-time plot.
 pub fn demo(data: &Path, out: &Path, overrides: &Overrides) -> Result<(), String> {
-    ensure_data(data, 1800)?;
+    ensure_data(data, 3000)?;
     compare(
         [
             "configs/synthetic_slowfast_tiny.json",
