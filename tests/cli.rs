@@ -137,9 +137,9 @@ fn default_config_round_trips() {
 #[cfg(feature = "torch")]
 #[test]
 fn train_set_overrides_are_checked() {
-    let config = config_path("synthetic_slowfast_tiny.json");
     let out_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli_set");
-    let run = |set: &str| {
+    let run_with = |config: &str, set: &str| {
+        let config = config_path(config);
         let out = multigrid(&[
             "train",
             "--config",
@@ -156,6 +156,7 @@ fn train_set_overrides_are_checked() {
         assert!(!out.status.success(), "--set {set} was accepted");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
+    let run = |set: &str| run_with("synthetic_slowfast_tiny.json", set);
     let e = run("solver.base_lrr=0.2");
     assert!(e.contains("solver") && e.contains("base_lrr"), "{e}");
     let e = run("SOLVER.MAX_EPOCH=0");
@@ -171,21 +172,10 @@ fn train_set_overrides_are_checked() {
     );
     // The multigrid twin with T0 16 and long-cycle factor 0.375: stage 0 trains at six frames,
     // which alpha 4 does not divide; refused before any data is read.
-    let multigrid_config = config_path("synthetic_slowfast_tiny_multigrid.json");
-    let out = multigrid(&[
-        "train",
-        "--config",
-        multigrid_config.to_str().unwrap(),
-        "--output-dir",
-        out_dir.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--data",
-        "/nonexistent/multigrid-data",
-        "--set",
+    let e = run_with(
+        "synthetic_slowfast_tiny_multigrid.json",
         "multigrid.long_cycle_factors=[[0.375, 1.0], [1, 1]]",
-    ]);
-    let e = String::from_utf8_lossy(&out.stderr);
+    );
     assert!(
         e.contains("stage 0 of the schedule uses 6 frames, which model.alpha 4 does not divide"),
         "{e}"

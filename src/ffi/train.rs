@@ -243,13 +243,8 @@ pub extern "C" fn mg_trainer_train_step(
             }
             let groups = (bn_groups > 0).then_some(i64::from(bn_groups));
             let lr = (lr >= 0.0).then_some(lr);
-            let planned_groups = t.plan().step(t.next_step()).map(|s| i64::from(s.bn_groups));
-            let g = groups.or(planned_groups.ok()).unwrap_or(1);
-            if lr.is_some_and(|lr| !lr.is_finite()) || fs[0] % g != 0 {
-                return Err(FfiError::Invalid(format!(
-                    "lr {lr:?} must be finite, bn_groups {g} must divide N {}",
-                    fs[0]
-                )));
+            if lr.is_some_and(|lr| !lr.is_finite()) {
+                return Err(FfiError::Invalid(format!("lr {lr:?} must be finite")));
             }
             let tensor =
                 |p: *const f32, s: [i64; 5], name: &'static str| -> Result<tch::Tensor, FfiError> {

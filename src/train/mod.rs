@@ -320,15 +320,38 @@ impl Trainer {
     /// A host buffer on the device. On CUDA it goes through pinned memory with a non-blocking
     /// copy, so the transfer overlaps the kernels already queued.
     fn upload<T: tch::kind::Element>(&self, host: &[T], shape: &[i64]) -> Result<Tensor> {
-        let t = Tensor::f_from_slice(host)
-            .and_then(|x| x.f_view(shape))
-            .map_err(torch)?;
         if !self.device.is_cuda() {
-            return Ok(t);
+            return Tensor::f_from_slice(host)
+                .and_then(|x| x.f_view(shape))
+                .map_err(torch);
         }
-        t.f_pin_memory(self.device)
-            .and_then(|p| p.f_to_device_(self.device, T::KIND, true, false))
+        let numel: i64 = shape.iter().product();
+        if numel != host.len() as i64 {
+            return Err(Error::InvalidArgument(format!(
+                "{} values for shape {shape:?}",
+                host.len()
+            )));
+        }
+        // Straight into pinned memory: one host copy, not a pageable tensor and then a pin.
+        let pinned = Tensor::f_empty(shape, (T::KIND, Device::Cpu))
+            .and_then(|t| t.f_pin_memory(self.device))
+            .map_err(torch)?;
+        // SAFETY: `pinned` is a fresh contiguous CPU tensor of numel elements of kind T, and
+        // `host` holds exactly numel values (checked above).
+        unsafe {
+            std::ptr::copy_nonoverlapping(host.as_ptr(), pinned.data_ptr().cast::<T>(), host.len())
+        };
+        pinned
+            .f_to_device_(self.device, T::KIND, true, false)
             .map_err(torch)
+    }
+
+    /// The loader's next batch, on its way to the device; None at the end of the plan.
+    fn next_staged(&self, loader: &mut Loader) -> Result<Option<Staged>> {
+        loader
+            .next_batch()
+            .map(|b| b.and_then(|b| self.stage(b)))
+            .transpose()
     }
 
     fn stage(&self, batch: Batch) -> Result<Staged> {
@@ -392,10 +415,32 @@ impl Trainer {
             Some(lr) => lr,
             None => planned.as_ref().ok_or_else(|| from_plan("lr"))?.lr,
         };
+        let n = fast.size().first().copied().unwrap_or(0);
+        if groups < 1 || n % groups != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "bn_groups {groups} must divide the batch of {n} clips"
+            )));
+        }
         let loss = self.train_step(slow, fast, labels, groups, lr, step)?;
         self.next_step += 1;
-        self.clips_seen += fast.size().first().copied().unwrap_or(0) as u64;
+        self.clips_seen += n as u64;
         Ok(loss)
+    }
+
+    /// Cross-entropy of a training-mode forward pass, under the run's autocast.
+    fn training_loss(
+        &self,
+        slow: &Tensor,
+        fast: &Tensor,
+        labels: &Tensor,
+        bn_groups: i64,
+    ) -> Result<Tensor> {
+        amp::autocast(self.device, self.precision, || {
+            self.model
+                .forward(slow, fast, bn_groups, true)
+                .f_cross_entropy_loss::<Tensor>(labels, None, tch::Reduction::Mean, -100, 0.0)
+        })
+        .map_err(torch)
     }
 
     /// Queues forward, backward and the update without waiting for the device (except with
@@ -410,12 +455,7 @@ impl Trainer {
         step: u64,
     ) -> Result<Tensor> {
         tch::manual_seed((self.config.run.seed ^ step.wrapping_mul(0x9E37_79B9)) as i64 & i64::MAX);
-        let loss = amp::autocast(self.device, self.precision, || {
-            self.model
-                .forward(slow, fast, bn_groups, true)
-                .f_cross_entropy_loss::<Tensor>(labels, None, tch::Reduction::Mean, -100, 0.0)
-        })
-        .map_err(torch)?;
+        let loss = self.training_loss(slow, fast, labels, bn_groups)?;
         self.opt.zero_grad();
         match &mut self.scaler {
             None => {
@@ -465,12 +505,7 @@ impl Trainer {
             let (slow, fast) = (slow.map_err(torch)?, fast.map_err(torch)?);
             let labels =
                 Tensor::f_zeros([i64::from(n)], (Kind::Int64, self.device)).map_err(torch)?;
-            let loss = amp::autocast(self.device, self.precision, || {
-                self.model
-                    .forward(&slow, &fast, i64::from(groups), true)
-                    .f_cross_entropy_loss::<Tensor>(&labels, None, tch::Reduction::Mean, -100, 0.0)
-            })
-            .map_err(torch)?;
+            let loss = self.training_loss(&slow, &fast, &labels, i64::from(groups))?;
             loss.f_backward().map_err(torch)?;
         }
         let (t, s) = (self.config.data.num_frames, self.config.data.test_crop_size);
@@ -526,10 +561,7 @@ impl Trainer {
         let mut window = (Instant::now(), 0u64, 0.0f64);
         let mut final_val = None;
         let mut cancelled = false;
-        let mut next = loader
-            .next_batch()
-            .map(|b| b.and_then(|b| self.stage(b)))
-            .transpose()?;
+        let mut next = self.next_staged(&mut loader)?;
         while let Some(cur) = next.take() {
             let Staged {
                 batch,
@@ -553,10 +585,7 @@ impl Trainer {
             )?;
             // The next batch goes to the device while this step's kernels run; reading the loss
             // is what waits for them.
-            next = loader
-                .next_batch()
-                .map(|b: Result<Batch>| b.and_then(|b| self.stage(b)))
-                .transpose()?;
+            next = self.next_staged(&mut loader)?;
             let loss = loss_value(&loss, step.step)?;
             self.next_step = step.step + 1;
             self.clips_seen += n as u64;
