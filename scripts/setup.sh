@@ -9,9 +9,11 @@ TORCH_VERSION=2.11.0
 CBINDGEN_VERSION=0.29.4
 # FFmpeg's libraries and clang (bindgen) for the `video` feature (ffmpeg-next).
 # cmake: the install test builds a consumer project with find_package(multigrid).
+# Open MPI: the collective engine of CPU ranks (the `mpi` feature) and the mpirun launcher.
 APT_PACKAGES=(gcc g++ make cmake pkg-config python3 valgrind
   libavformat-dev libavcodec-dev libswscale-dev libavutil-dev libavfilter-dev libavdevice-dev
-  clang libclang-dev)
+  clang libclang-dev
+  libopenmpi-dev openmpi-bin)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -35,11 +37,21 @@ if [ -n "${LIBTORCH:-}" ]; then
 else
   # numpy and safetensors serve the PyTorch reference scripts the tests compare against;
   # pytest runs the Python bindings' tests.
-  stamp=.venv/.multigrid-venv-3-torch-$TORCH_VERSION
+  # nvidia-cuda-crt and nvidia-cuda-cccl (cuda-toolkit 13.0.2's pins, matching the wheel's
+  # CUDA) hold crt/host_config.h and nv/target, which ProcessGroupNCCL.hpp includes: build.rs
+  # compiles the NCCL backend of src/dist/c10d.cpp only when they are there.
+  stamp=.venv/.multigrid-venv-4-torch-$TORCH_VERSION
   if [ ! -e "$stamp" ]; then
-    log "installing torch==$TORCH_VERSION, numpy, safetensors, pytest into .venv (about 4.6 GB, once)"
-    python3 -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check "torch==$TORCH_VERSION" numpy safetensors pytest
+    pkgs=(nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85)
+    if [ ! -e .venv/.multigrid-venv-3-torch-$TORCH_VERSION ]; then
+      log "installing torch==$TORCH_VERSION, numpy, safetensors, pytest into .venv (about 4.6 GB, once)"
+      python3 -m venv .venv
+      pkgs=("torch==$TORCH_VERSION" numpy safetensors pytest "${pkgs[@]}")
+    else
+      log "adding the CUDA headers NCCL needs (nvidia-cuda-crt, nvidia-cuda-cccl) to .venv"
+    fi
+    .venv/bin/pip install -q --disable-pip-version-check "${pkgs[@]}"
+    rm -f .venv/.multigrid-venv-3-torch-$TORCH_VERSION
     touch "$stamp"
   fi
 fi

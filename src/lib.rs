@@ -8,6 +8,8 @@
 
 pub mod collate;
 pub mod data;
+#[cfg(feature = "torch")]
+pub mod dist;
 pub mod error;
 pub mod ffi;
 #[cfg(feature = "torch")]

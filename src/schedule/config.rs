@@ -61,6 +61,17 @@ pub struct RunConfig {
     /// Parameters, BN statistics and the optimizer are left untouched. Default null: on CUDA
     /// only.
     pub warmup_shapes: Option<bool>,
+    /// Collective engine when several processes train one model: `auto` (NCCL for CUDA ranks,
+    /// MPI for CPU ranks), `nccl` or `mpi`. PySlowFast's DIST_BACKEND. Default auto.
+    pub dist_backend: String,
+    /// Where NCCL ranks meet: `env://` (MASTER_ADDR / MASTER_PORT, as torchrun sets them),
+    /// `tcp://host:port` or `file:///path`. PySlowFast's INIT_METHOD. MPI ranks meet through
+    /// their launcher. Default env://.
+    pub dist_init_method: String,
+    /// Seconds a rank waits in a collective for the others before it exits non-zero, naming
+    /// itself and the operation: a peer that died or hangs never leaves the job waiting forever.
+    /// Default 1800 (PyTorch's NCCL default).
+    pub dist_timeout_s: f64,
 }
 
 impl Default for RunConfig {
@@ -81,6 +92,9 @@ impl Default for RunConfig {
             precision: "auto".into(),
             cudnn_benchmark: true,
             warmup_shapes: None,
+            dist_backend: "auto".into(),
+            dist_init_method: "env://".into(),
+            dist_timeout_s: 1800.0,
         }
     }
 }
@@ -396,6 +410,24 @@ impl Config {
             return Err(config_err(format!(
                 "run.test_num_temporal_views must be > 0 and run.test_num_spatial_crops 1..=3, got {} and {}",
                 r.test_num_temporal_views, r.test_num_spatial_crops
+            )));
+        }
+        if !["auto", "nccl", "mpi"].contains(&r.dist_backend.as_str()) {
+            return Err(config_err(format!(
+                "run.dist_backend must be auto, nccl or mpi, got {:?}",
+                r.dist_backend
+            )));
+        }
+        let init = r.dist_init_method.as_str();
+        if !(init == "env://" || init.starts_with("tcp://") || init.starts_with("file://")) {
+            return Err(config_err(format!(
+                "run.dist_init_method must be env://, tcp://HOST:PORT or file:///PATH, got {init:?}"
+            )));
+        }
+        if !(r.dist_timeout_s.is_finite() && (1.0..=86_400.0).contains(&r.dist_timeout_s)) {
+            return Err(config_err(format!(
+                "run.dist_timeout_s must be between 1 and 86400 seconds, got {}",
+                r.dist_timeout_s
             )));
         }
         Ok(())

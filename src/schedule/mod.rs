@@ -12,7 +12,8 @@ mod lr;
 use serde::Serialize;
 
 pub use config::{
-    Config, DataConfig, LrPolicy, ModelConfig, MultigridConfig, SolverConfig, TrainConfig,
+    Config, DataConfig, LrPolicy, ModelConfig, MultigridConfig, RunConfig, SolverConfig,
+    TrainConfig,
 };
 
 use crate::error::{Error, Result};

@@ -21,7 +21,14 @@ pub struct Manifest {
     /// Dropout and augmentation are reseeded from (seed, step) at every step, so the seed and
     /// the step are the whole random state.
     pub seed: u64,
+    /// Ranks that trained it; checkpoints from before distributed training had one.
+    #[serde(default = "one")]
+    pub world_size: u32,
     pub config: Config,
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {

@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 
 pub struct Metrics {
     path: PathBuf,
-    file: std::fs::File,
+    /// None on ranks other than 0, which log nothing.
+    file: Option<std::fs::File>,
     pub last: serde_json::Value,
 }
 
@@ -24,14 +25,27 @@ impl Metrics {
             })?;
         Ok(Metrics {
             path: path.to_path_buf(),
-            file,
+            file: Some(file),
             last: serde_json::Value::Null,
         })
     }
 
+    /// Keeps the last value but writes nothing: what ranks other than 0 log to.
+    pub fn discard() -> Metrics {
+        Metrics {
+            path: PathBuf::new(),
+            file: None,
+            last: serde_json::Value::Null,
+        }
+    }
+
     pub fn write(&mut self, v: serde_json::Value) -> Result<()> {
-        writeln!(self.file, "{v}")
-            .and_then(|_| self.file.flush())
+        let Some(file) = &mut self.file else {
+            self.last = v;
+            return Ok(());
+        };
+        writeln!(file, "{v}")
+            .and_then(|_| file.flush())
             .map_err(|source| Error::Io {
                 path: self.path.clone(),
                 source,

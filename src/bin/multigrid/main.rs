@@ -4,6 +4,8 @@
 mod bench;
 mod data;
 #[cfg(feature = "torch")]
+mod launch;
+#[cfg(feature = "torch")]
 mod train;
 
 use std::path::PathBuf;
@@ -100,6 +102,11 @@ enum Command {
         /// SECTION.KEY=VALUE, repeatable: `--set solver.base_lr=0.2 --set run.precision=fp16`.
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         set: Vec<String>,
+        /// Start this many ranks on this machine and train one model data-parallel: one per
+        /// GPU (torchrun's environment, NCCL) or, on the CPU, through mpirun (MPI), the cores
+        /// split between them. Under torchrun, srun or mpirun, leave it out.
+        #[arg(long, value_name = "N")]
+        nproc_per_node: Option<usize>,
     },
     /// Evaluate a checkpoint on the val (centre view) or test (K x 3 views) split.
     #[cfg(feature = "torch")]
@@ -316,13 +323,14 @@ fn main() -> ExitCode {
             device,
             data,
             set,
-        } => train::train(
-            &config,
-            &output_dir,
-            resume,
-            &train::Overrides { device, data, set },
-        )
-        .map(|_| ()),
+            nproc_per_node,
+        } => {
+            let o = train::Overrides { device, data, set };
+            match nproc_per_node {
+                Some(n) => train::launch(&config, n, &o),
+                None => train::train(&config, &output_dir, resume, &o).map(|_| ()),
+            }
+        }
         #[cfg(feature = "torch")]
         Command::Eval {
             config,
@@ -408,6 +416,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("multigrid: {msg}");
+            // A rank that fails must not leave its peers waiting in a collective.
+            #[cfg(feature = "torch")]
+            multigrid::dist::abort_job(1);
             ExitCode::FAILURE
         }
     }

@@ -1,6 +1,8 @@
 //! `multigrid train`, `eval`, `demo` and `plot`.
 
 use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
 use multigrid::collate::ViewMode;
@@ -51,6 +53,28 @@ pub fn load_config(path: &Path, o: &Overrides) -> Result<Config, String> {
     Ok(c)
 }
 
+/// `train --nproc-per-node N`: this process starts the ranks and waits for them.
+pub fn launch(config: &Path, nproc: usize, o: &Overrides) -> Result<(), String> {
+    if nproc == 0 {
+        return Err("--nproc-per-node must be at least 1".into());
+    }
+    if std::env::var_os("WORLD_SIZE").is_some()
+        || std::env::var_os("OMPI_COMM_WORLD_SIZE").is_some()
+    {
+        return Err(
+            "--nproc-per-node starts ranks itself: leave it out under torchrun, srun or mpirun"
+                .into(),
+        );
+    }
+    let c = load_config(config, o)?;
+    let device = multigrid::train::parse_device(&c.run.device).map_err(|e| e.to_string())?;
+    super::launch::spawn_ranks(
+        nproc,
+        device.is_cuda(),
+        &super::launch::args_without_nproc(),
+    )
+}
+
 pub fn train(
     config: &Path,
     out: &Path,
@@ -58,52 +82,70 @@ pub fn train(
     overrides: &Overrides,
 ) -> Result<Summary, String> {
     let c = load_config(config, overrides)?;
-    let mut t = Trainer::new(c, out).map_err(|e| e.to_string())?;
-    if resume && t.resume().map_err(|e| e.to_string())? {
+    let mut t = Trainer::new(c, out).map_err(|e| format!("{e}"))?;
+    let (rank, world) = (t.rank(), t.world_size());
+    let err = |e: multigrid::Error| {
+        if world > 1 {
+            format!("rank {rank} of {world}: {e}")
+        } else {
+            e.to_string()
+        }
+    };
+    let primary = rank == 0;
+    if resume && t.resume().map_err(err)? && primary {
         eprintln!("multigrid: resumed at step {}", t.next_step());
     }
-    let tty = std::io::stderr().is_terminal();
     let total = t.plan().total_steps();
-    eprintln!(
-        "multigrid: training {} steps on {:?} ({}), writing {}",
-        total - t.next_step(),
-        t.device(),
-        t.precision().name(),
-        out.display()
+    if primary {
+        let ranks = if world > 1 {
+            format!(", {world} ranks ({})", t.backend())
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "multigrid: training {} steps on {:?} ({}{ranks}), writing {}",
+            total - t.next_step(),
+            t.device(),
+            t.precision().name(),
+            out.display()
+        );
+    }
+    // Rank 0 alone draws; indicatif hides the bar when stderr is not a terminal.
+    let bar = if primary && std::io::stderr().is_terminal() {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("[{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}")
+            .map_err(|e| e.to_string())?
+            .progress_chars("#>."),
     );
+    bar.set_position(t.next_step());
     let summary = t
         .fit(&mut |p| {
-            if tty {
-                let width = 30;
-                let done = ((p.step + 1) * width / p.total_steps.max(1)) as usize;
-                eprint!(
-                    "\r[{}{}] {}/{} epoch {} loss {:.3} lr {:.2e}  ",
-                    "#".repeat(done),
-                    ".".repeat(width as usize - done),
-                    p.step + 1,
-                    p.total_steps,
-                    p.epoch,
-                    p.loss,
-                    p.lr
-                );
-            }
+            bar.set_position(p.step + 1);
+            bar.set_message(format!(
+                "epoch {} stage {} {}x{}x{}^2 loss {:.3} lr {:.2e}",
+                p.epoch, p.stage, p.batch_size, p.num_frames, p.crop_size, p.loss, p.lr
+            ));
             false
         })
-        .map_err(|e| e.to_string())?;
-    if tty {
-        eprintln!();
-    }
+        .map_err(err)?;
+    bar.finish_and_clear();
     let fmt = |a: Option<multigrid::train::Accuracy>| {
         a.map_or("-".into(), |a| format!("{:.1} / {:.1}", a.top1, a.top5))
     };
-    println!(
-        "wall {:.1} s, {} steps, {} clips; val top-1/top-5 {}; test {}",
-        summary.wall_seconds,
-        summary.steps,
-        summary.clips_seen,
-        fmt(summary.final_val),
-        fmt(summary.test)
-    );
+    if primary {
+        println!(
+            "wall {:.1} s, {} steps, {} clips; val top-1/top-5 {}; test {}",
+            summary.wall_seconds,
+            summary.steps,
+            summary.clips_seen,
+            fmt(summary.final_val),
+            fmt(summary.test)
+        );
+    }
     Ok(summary)
 }
 

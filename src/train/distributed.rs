@@ -1,0 +1,143 @@
+//! What the trainer does with the other ranks: one starting point (rank 0's parameters and
+//! buffers), gradients averaged after every backward, BN statistics averaged before they are
+//! used or saved, and agreement on cancelling. Every call walks the variables in name order, so
+//! every rank issues the same collectives in the same order.
+
+use tch::{Kind, Tensor};
+
+use super::{torch, Trainer};
+use crate::dist;
+use crate::error::Result;
+
+/// DDP's bucket sizes: the first bucket small so communication starts early.
+const FIRST_BUCKET_BYTES: usize = 1 << 20;
+const BUCKET_BYTES: usize = 25 << 20;
+
+impl Trainer {
+    pub(super) fn distributed(&self) -> bool {
+        self.launch.world_size > 1
+    }
+
+    /// Variables by name, trainable or not, as the engines need them: the same order on every
+    /// rank (`VarStore::variables` is a HashMap whose order differs between processes).
+    fn variables_by_name(&self, trainable: Option<bool>) -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| trainable.is_none_or(|want| t.requires_grad() == want))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Rank 0's parameters and buffers everywhere: at start and after loading a checkpoint.
+    /// Gradients are made defined (zeros), so every rank's buckets have the same layout even
+    /// for a parameter that a step leaves unused.
+    pub(super) fn sync_from_rank0(&mut self) -> Result<()> {
+        if !self.distributed() {
+            return Ok(());
+        }
+        let vars: Vec<Tensor> = self
+            .variables_by_name(None)
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect();
+        tch::no_grad(|| self.comm.broadcast(&vars, 0))?;
+        let params = self.variables_by_name(Some(true));
+        if params.iter().any(|(_, p)| !p.grad().defined()) {
+            let zero = params
+                .iter()
+                .map(|(_, p)| p.f_sum(Kind::Float).and_then(|s| s.f_mul_scalar(0.0)))
+                .try_fold(Tensor::from(0f32).to_device(self.device), |acc, t| {
+                    t.and_then(|t| acc.f_add(&t))
+                })
+                .map_err(torch)?;
+            zero.f_backward().map_err(torch)?;
+        }
+        Ok(())
+    }
+
+    /// Every rank's gradients replaced by their mean over ranks, in DDP's buckets.
+    pub(super) fn all_reduce_grads(&mut self) -> Result<()> {
+        if !self.distributed() {
+            return Ok(());
+        }
+        let grads: Vec<Tensor> = self
+            .variables_by_name(Some(true))
+            .into_iter()
+            .map(|(_, p)| p.grad())
+            .collect();
+        dist::all_reduce_mean_bucketed(self.comm.as_mut(), &grads, FIRST_BUCKET_BYTES, BUCKET_BYTES)
+    }
+
+    /// BN running statistics pooled over ranks, as PySlowFast aggregates sub-batch groups
+    /// (spec 1.10): mean = mean_r mean_r, var = mean_r var_r + mean_r (mean_r - mean)^2.
+    /// Called before evaluation and before a checkpoint, so every rank evaluates, and rank 0
+    /// saves, the same model.
+    pub(super) fn average_bn_statistics(&mut self) -> Result<()> {
+        if !self.distributed() {
+            return Ok(());
+        }
+        let vars = self.variables_by_name(Some(false));
+        let mut pairs = Vec::new();
+        for (name, mean) in &vars {
+            let Some(prefix) = name.strip_suffix("running_mean") else {
+                continue;
+            };
+            let var_name = format!("{prefix}running_var");
+            if let Some((_, var)) = vars.iter().find(|(n, _)| *n == var_name) {
+                pairs.push((mean.shallow_clone(), var.shallow_clone()));
+            }
+        }
+        tch::no_grad(|| -> Result<()> {
+            // [mean, var + mean^2] per BN: both average linearly over equal-size groups.
+            let moments: Vec<Tensor> = pairs
+                .iter()
+                .map(|(m, v)| {
+                    m.f_square()
+                        .and_then(|m2| v.f_add(&m2))
+                        .and_then(|second| Tensor::f_cat(&[m.shallow_clone(), second], 0))
+                })
+                .collect::<std::result::Result<_, _>>()
+                .map_err(torch)?;
+            dist::all_reduce_mean_bucketed(
+                self.comm.as_mut(),
+                &moments,
+                BUCKET_BYTES,
+                BUCKET_BYTES,
+            )?;
+            for ((m, v), both) in pairs.iter().zip(&moments) {
+                let c = m.size()[0];
+                let mean = both.f_narrow(0, 0, c).map_err(torch)?;
+                let second = both.f_narrow(0, c, c).map_err(torch)?;
+                let var = second
+                    .f_sub(&mean.f_square().map_err(torch)?)
+                    .map_err(torch)?;
+                m.shallow_clone().f_copy_(&mean).map_err(torch)?;
+                v.shallow_clone().f_copy_(&var).map_err(torch)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// True on every rank when any rank asked to stop, so all stop after the same step.
+    pub(super) fn any_rank(&mut self, flag: bool) -> Result<bool> {
+        if !self.distributed() {
+            return Ok(flag);
+        }
+        let all = self.comm.all_gather_f64(&[f64::from(u8::from(flag))])?;
+        Ok(all.iter().any(|v| v[0] != 0.0))
+    }
+
+    /// Sums of `values` over ranks (counts of an evaluation shard, say).
+    pub(super) fn sum_over_ranks(&mut self, values: &[f64]) -> Result<Vec<f64>> {
+        if !self.distributed() {
+            return Ok(values.to_vec());
+        }
+        let all = self.comm.all_gather_f64(values)?;
+        Ok((0..values.len())
+            .map(|i| all.iter().map(|v| v[i]).sum())
+            .collect())
+    }
+}

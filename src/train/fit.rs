@@ -1,0 +1,139 @@
+//! The fit loop: loader, staged batches, steps, evaluation and checkpoints on the plan's schedule.
+
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::stage::Staged;
+use super::{loss_value, Progress, Summary, Trainer};
+use crate::collate::ViewMode;
+use crate::data::{Loader, LoaderOptions};
+use crate::error::Result;
+
+impl Trainer {
+    /// Trains from the next step to the end of the plan (or until `progress` returns true, which
+    /// cancels after a checkpoint).
+    pub fn fit(&mut self, progress: &mut dyn FnMut(&Progress) -> bool) -> Result<Summary> {
+        let total = self.plan.total_steps();
+        let alpha = self.config.model.alpha;
+        let opts = LoaderOptions {
+            workers: self.config.run.num_workers,
+            queue_clips: self.config.run.queue_clips,
+            alpha,
+        };
+        let mut loader = Loader::new(
+            self.plan.clone(),
+            self.train.clone(),
+            self.next_step..total,
+            opts,
+        )?;
+        if !self.warmed_up
+            && self
+                .config
+                .run
+                .warmup_shapes
+                .unwrap_or(self.device.is_cuda())
+        {
+            let t0 = Instant::now();
+            let shapes = self.warm_up()?;
+            self.metrics.write(json!({
+                "type": "warmup", "shapes": shapes, "seconds": t0.elapsed().as_secs_f64(),
+            }))?;
+        }
+        let mut window = (Instant::now(), 0u64, 0.0f64);
+        let mut final_val = None;
+        let mut cancelled = false;
+        let mut next = self.next_staged(&mut loader)?;
+        while let Some(cur) = next.take() {
+            let Staged {
+                batch,
+                slow,
+                fast,
+                labels,
+            } = cur;
+            let step = self.plan.step(batch.step)?;
+            let (n, t, s) = (
+                batch.len() as i64,
+                i64::from(batch.num_frames),
+                i64::from(batch.crop_size),
+            );
+            let loss = self.launch_step(
+                &slow,
+                &fast,
+                &labels,
+                i64::from(step.bn_groups),
+                step.lr,
+                step.step,
+            )?;
+            // The next batch goes to the device while this step's kernels run; reading the loss
+            // is what waits for them.
+            next = self.next_staged(&mut loader)?;
+            let loss = loss_value(&loss, step.step)?;
+            self.next_step = step.step + 1;
+            let clips = n as u64 * self.launch.world_size as u64;
+            self.clips_seen += clips;
+            window.1 += clips;
+            window.2 += loss;
+            let wall = self.wall_seconds();
+            if (step.step + 1) % self.config.run.log_period == 0 || step.eval_after {
+                let secs = window.0.elapsed().as_secs_f64();
+                let stats = loader.stats();
+                self.metrics.write(json!({
+                    "type": "train", "step": step.step, "epoch": step.epoch, "stage": step.stage,
+                    "shape": [n, t, s], "bn_groups": step.bn_groups, "lr": step.lr, "loss": loss,
+                    "clips_per_s": window.1 as f64 / secs.max(1e-9), "data_wait_s": stats.wait_seconds,
+                    "data_failures": stats.failures, "wall_s": wall, "clips_seen": self.clips_seen,
+                }))?;
+                window = (Instant::now(), 0, 0.0);
+            }
+            if step.eval_after {
+                let acc = self.evaluate_split("val", ViewMode::Val)?;
+                let wall = self.wall_seconds();
+                if let Some(a) = acc {
+                    self.metrics.write(json!({
+                        "type": "eval", "split": "val", "step": step.step, "epoch": step.epoch,
+                        "top1": a.top1, "top5": a.top5, "clips": a.clips, "wall_s": wall,
+                        "clips_seen": self.clips_seen,
+                    }))?;
+                }
+                final_val = acc;
+            }
+            let asked = progress(&Progress {
+                step: step.step,
+                total_steps: total,
+                epoch: step.epoch,
+                stage: step.stage,
+                batch_size: step.batch_size,
+                num_frames: step.num_frames,
+                crop_size: step.crop_size,
+                loss,
+                lr: step.lr,
+            });
+            let cancel = self.any_rank(asked)?;
+            if step.checkpoint_after || cancel {
+                self.save_checkpoint()?;
+            }
+            if cancel {
+                cancelled = true;
+                break;
+            }
+        }
+        drop(loader);
+        let test = if cancelled { None } else { self.test()? };
+        let wall = self.wall_seconds();
+        let summary = Summary {
+            wall_seconds: wall,
+            steps: self.next_step,
+            clips_seen: self.clips_seen,
+            final_val,
+            test,
+            cancelled,
+        };
+        self.metrics.write(json!({
+            "type": "summary", "wall_s": wall, "steps": summary.steps, "clips_seen": summary.clips_seen,
+            "top1": final_val.map(|a| a.top1), "top5": final_val.map(|a| a.top5),
+            "test_top1": test.map(|a| a.top1), "test_top5": test.map(|a| a.top5), "cancelled": cancelled,
+        }))?;
+        Ok(summary)
+    }
+}

@@ -1,0 +1,160 @@
+//! The trainer's checkpoints: save, load, resume (the format is in checkpoint.rs).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use tch::Tensor;
+
+use super::amp::LossScaler;
+use super::checkpoint::{self, Manifest};
+use super::{torch, Trainer};
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use crate::schedule::Schedule;
+
+impl Trainer {
+    fn checkpoint_root(&self) -> PathBuf {
+        self.out_dir.join("checkpoints")
+    }
+
+    /// Loads the newest checkpoint under the output directory; false when there is none.
+    /// Every rank loads the one rank 0 found.
+    pub fn resume(&mut self) -> Result<bool> {
+        let found = checkpoint::list(&self.checkpoint_root())?;
+        let mine = found.last().map_or(-1.0, |(step, _)| *step as f64);
+        let chosen = if self.distributed() {
+            self.comm.all_gather_f64(&[mine])?[0][0]
+        } else {
+            mine
+        };
+        if chosen < 0.0 {
+            return Ok(false);
+        }
+        let step = chosen as u64;
+        let dir = self.checkpoint_root().join(checkpoint::dir_name(step));
+        if !found.iter().any(|(s, _)| *s == step) {
+            return Err(Error::InvalidArgument(format!(
+                "rank {} cannot see rank 0's checkpoint {}: ranks must share the output directory",
+                self.launch.rank,
+                dir.display()
+            )));
+        }
+        self.load_checkpoint(&dir)?;
+        Ok(true)
+    }
+
+    /// Where a checkpoint written by `saved_world` ranks resumes in this run's plan: the same
+    /// step on as many ranks; the first step of the next epoch on another number of ranks,
+    /// which only an epoch-end checkpoint has (the plan's step counts depend on the world size).
+    fn resume_step(&self, m: &Manifest) -> Result<u64> {
+        let saved_world = m.world_size;
+        let world = self.launch.world_size as u32;
+        if saved_world == world {
+            return Ok(m.step);
+        }
+        let saved_schedule = Schedule::new(m.config.clone())?;
+        let saved = Plan::new(
+            &saved_schedule,
+            self.train.len() as u64,
+            saved_world,
+            0,
+            m.seed,
+        )?;
+        if m.step >= saved.total_steps() {
+            return Ok(self.plan.total_steps());
+        }
+        let epochs = self.schedule.max_epoch();
+        match (0..epochs).find(|&e| saved.epoch_first_step(e) == Some(m.step)) {
+            Some(e) => Ok(self
+                .plan
+                .epoch_first_step(e)
+                .unwrap_or(self.plan.total_steps())),
+            None => Err(Error::InvalidArgument(format!(
+                "the checkpoint at step {} was written mid-epoch {} by {saved_world} ranks; this \
+                 run has {world}: resume it with {saved_world} ranks, or from a checkpoint written \
+                 at the end of an epoch",
+                m.step, m.epoch
+            ))),
+        }
+    }
+
+    pub fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
+        let m = checkpoint::read_manifest(dir)?;
+        let next_step = self.resume_step(&m)?;
+        self.vs.load(dir.join(&m.model)).map_err(torch)?;
+        let state = Tensor::read_safetensors(dir.join(&m.optimizer)).map_err(torch)?;
+        let state = state
+            .into_iter()
+            .map(|(k, t)| (k, t.to_device(self.device)))
+            .collect();
+        let mut state: Vec<(String, Tensor)> = state;
+        let mut scaler = LossScaler::default();
+        scaler.take_state(&mut state)?;
+        if let Some(s) = &mut self.scaler {
+            *s = scaler;
+        }
+        self.opt.load_state(state)?;
+        self.next_step = next_step;
+        self.clips_seen = m.clips_seen;
+        self.wall_before = m.wall_seconds;
+        self.clock = Instant::now();
+        // Every rank read the same files; the broadcast makes that a guarantee.
+        self.sync_from_rank0()
+    }
+
+    /// Wall-clock seconds of the run: this trainer's lifetime plus a resumed run's past.
+    pub fn wall_seconds(&self) -> f64 {
+        self.wall_before + self.clock.elapsed().as_secs_f64()
+    }
+
+    /// Writes a checkpoint of the current position under the output directory. Collective:
+    /// every rank calls it; BN statistics are pooled over ranks, rank 0 writes, and all return
+    /// once the checkpoint is complete.
+    pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
+        self.average_bn_statistics()?;
+        let path = if self.launch.rank == 0 {
+            self.write_checkpoint()?
+        } else {
+            self.checkpoint_root()
+                .join(checkpoint::dir_name(self.next_step))
+        };
+        if self.distributed() {
+            self.comm.barrier()?;
+        }
+        Ok(path)
+    }
+
+    fn write_checkpoint(&self) -> Result<PathBuf> {
+        let wall_seconds = self.wall_seconds();
+        let epoch = self
+            .plan
+            .step(self.next_step.min(self.plan.total_steps() - 1))
+            .map_or(0, |s| s.epoch);
+        let manifest = Manifest {
+            step: self.next_step,
+            epoch,
+            wall_seconds,
+            clips_seen: self.clips_seen,
+            model: "model.safetensors".into(),
+            optimizer: "optimizer.safetensors".into(),
+            seed: self.config.run.seed,
+            world_size: self.launch.world_size as u32,
+            config: self.config.clone(),
+        };
+        checkpoint::save(
+            &self.checkpoint_root(),
+            &manifest,
+            self.config.run.keep_checkpoints,
+            |dir| {
+                self.vs.save(dir.join("model.safetensors")).map_err(torch)?;
+                let mut state = self.opt.state();
+                if let Some(s) = &self.scaler {
+                    state.extend(s.state());
+                }
+                let named: Vec<(&str, &Tensor)> =
+                    state.iter().map(|(k, t)| (k.as_str(), t)).collect();
+                Tensor::write_safetensors(&named, dir.join("optimizer.safetensors")).map_err(torch)
+            },
+        )
+    }
+}

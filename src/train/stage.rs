@@ -1,0 +1,88 @@
+//! Staging: host batches onto the device (pinned memory and non-blocking copies on CUDA).
+
+use tch::{Device, Tensor};
+
+use super::{torch, Trainer};
+use crate::collate::slow_indices;
+use crate::data::{Batch, Loader};
+use crate::error::{Error, Result};
+
+impl Trainer {
+    pub(super) fn inputs(
+        &self,
+        slow: &[f32],
+        fast: &[f32],
+        n: i64,
+        t: i64,
+        s: i64,
+    ) -> Result<(Tensor, Tensor)> {
+        let ts = slow_indices(t as u32, self.config.model.alpha).len() as i64;
+        Ok((
+            self.upload(slow, &[n, 3, ts, s, s])?,
+            self.upload(fast, &[n, 3, t, s, s])?,
+        ))
+    }
+
+    /// A host buffer on the device. On CUDA it goes through pinned memory with a non-blocking
+    /// copy, so the transfer overlaps the kernels already queued.
+    pub(super) fn upload<T: tch::kind::Element>(
+        &self,
+        host: &[T],
+        shape: &[i64],
+    ) -> Result<Tensor> {
+        if !self.device.is_cuda() {
+            return Tensor::f_from_slice(host)
+                .and_then(|x| x.f_view(shape))
+                .map_err(torch);
+        }
+        let numel: i64 = shape.iter().product();
+        if numel != host.len() as i64 {
+            return Err(Error::InvalidArgument(format!(
+                "{} values for shape {shape:?}",
+                host.len()
+            )));
+        }
+        // Straight into pinned memory: one host copy, not a pageable tensor and then a pin.
+        let pinned = Tensor::f_empty(shape, (T::KIND, Device::Cpu))
+            .and_then(|t| t.f_pin_memory(self.device))
+            .map_err(torch)?;
+        // SAFETY: `pinned` is a fresh contiguous CPU tensor of numel elements of kind T, and
+        // `host` holds exactly numel values (checked above).
+        unsafe {
+            std::ptr::copy_nonoverlapping(host.as_ptr(), pinned.data_ptr().cast::<T>(), host.len())
+        };
+        pinned
+            .f_to_device_(self.device, T::KIND, true, false)
+            .map_err(torch)
+    }
+
+    /// The loader's next batch, on its way to the device; None at the end of the plan.
+    pub(super) fn next_staged(&self, loader: &mut Loader) -> Result<Option<Staged>> {
+        loader
+            .next_batch()
+            .map(|b| b.and_then(|b| self.stage(b)))
+            .transpose()
+    }
+
+    pub(super) fn stage(&self, batch: Batch) -> Result<Staged> {
+        let n = batch.len() as i64;
+        let (t, s) = (i64::from(batch.num_frames), i64::from(batch.crop_size));
+        let (slow, fast) =
+            self.inputs(batch.slow.as_deref().unwrap_or(&[]), &batch.fast, n, t, s)?;
+        let labels = self.upload(&batch.labels, &[n])?;
+        Ok(Staged {
+            batch,
+            slow,
+            fast,
+            labels,
+        })
+    }
+}
+
+/// A training batch on the device, its host-to-device copy possibly still in flight.
+pub(super) struct Staged {
+    pub batch: Batch,
+    pub slow: Tensor,
+    pub fast: Tensor,
+    pub labels: Tensor,
+}

@@ -1,0 +1,122 @@
+//! One training step: forward under autocast, backward, gradients summed over ranks, SGD.
+
+use tch::Tensor;
+
+use super::{amp, loss_value, torch, Trainer};
+use crate::error::{Error, Result};
+
+impl Trainer {
+    /// One SGD step on a batch already on the device; returns the loss. Dropout is seeded from
+    /// (seed, step), so a resumed run repeats the interrupted one exactly.
+    pub fn train_step(
+        &mut self,
+        slow: &Tensor,
+        fast: &Tensor,
+        labels: &Tensor,
+        bn_groups: i64,
+        lr: f64,
+        step: u64,
+    ) -> Result<f64> {
+        let loss = self.launch_step(slow, fast, labels, bn_groups, lr, step)?;
+        loss_value(&loss, step)
+    }
+
+    /// One step on a batch the caller built (the C API's path): BN groups and LR default to the
+    /// plan's at the run's position, which then advances as in `fit`, so checkpoints, resume and
+    /// the dropout seed line up with a `fit` run.
+    pub fn host_step(
+        &mut self,
+        slow: &Tensor,
+        fast: &Tensor,
+        labels: &Tensor,
+        bn_groups: Option<i64>,
+        lr: Option<f64>,
+    ) -> Result<f64> {
+        let step = self.next_step;
+        let planned = self.plan.step(step).ok();
+        let from_plan = |what: &str| {
+            Error::OutOfRange(format!(
+                "step {step} is past the plan's {} steps: give {what} explicitly",
+                self.plan.total_steps()
+            ))
+        };
+        let groups = match bn_groups {
+            Some(g) => g,
+            None => i64::from(
+                planned
+                    .as_ref()
+                    .ok_or_else(|| from_plan("bn_groups"))?
+                    .bn_groups,
+            ),
+        };
+        let lr = match lr {
+            Some(lr) => lr,
+            None => planned.as_ref().ok_or_else(|| from_plan("lr"))?.lr,
+        };
+        let n = fast.size().first().copied().unwrap_or(0);
+        if groups < 1 || n % groups != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "bn_groups {groups} must divide the batch of {n} clips"
+            )));
+        }
+        let loss = self.train_step(slow, fast, labels, groups, lr, step)?;
+        self.next_step += 1;
+        self.clips_seen += n as u64 * self.launch.world_size as u64;
+        Ok(loss)
+    }
+
+    /// Cross-entropy of a training-mode forward pass, under the run's autocast.
+    pub(super) fn training_loss(
+        &self,
+        slow: &Tensor,
+        fast: &Tensor,
+        labels: &Tensor,
+        bn_groups: i64,
+    ) -> Result<Tensor> {
+        amp::autocast(self.device, self.precision, || {
+            self.model
+                .forward(slow, fast, bn_groups, true)
+                .f_cross_entropy_loss::<Tensor>(labels, None, tch::Reduction::Mean, -100, 0.0)
+        })
+        .map_err(torch)
+    }
+
+    /// Queues forward, backward and the update without waiting for the device (except with
+    /// fp16, whose overflow check reads the gradients back); the loss stays on the device.
+    pub(super) fn launch_step(
+        &mut self,
+        slow: &Tensor,
+        fast: &Tensor,
+        labels: &Tensor,
+        bn_groups: i64,
+        lr: f64,
+        step: u64,
+    ) -> Result<Tensor> {
+        // Ranks draw different dropout masks; rank 0's stream is the single-process one.
+        let rank_salt = (self.launch.rank as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+        tch::manual_seed(
+            (self.config.run.seed ^ step.wrapping_mul(0x9E37_79B9) ^ rank_salt) as i64 & i64::MAX,
+        );
+        let loss = self.training_loss(slow, fast, labels, bn_groups)?;
+        self.opt.zero_grad();
+        let backward = match &self.scaler {
+            None => loss.f_backward(),
+            Some(scaler) => scaler.scale_loss(&loss).f_backward(),
+        };
+        backward.map_err(torch)?;
+        // Before the update and before the overflow check, so every rank steps (or skips)
+        // alike.
+        self.all_reduce_grads()?;
+        match &mut self.scaler {
+            None => self.opt.step(lr),
+            Some(scaler) => {
+                let finite = scaler.unscale(&self.opt.grads())?;
+                if finite {
+                    self.opt.step(lr);
+                }
+                scaler.update(finite);
+            }
+        }
+        Ok(loss.detach())
+    }
+}

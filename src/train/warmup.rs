@@ -1,0 +1,64 @@
+//! Warm-up over the shapes the plan still holds.
+
+use tch::{Device, Kind, Tensor};
+
+use super::{amp, torch, Trainer};
+use crate::collate::slow_indices;
+use crate::error::Result;
+
+impl Trainer {
+    /// One forward and backward at every shape still ahead in the plan, and one evaluation
+    /// forward, so that cuDNN autotuning and allocator growth happen before the first step.
+    /// Parameters, BN statistics and the optimizer state are restored, so training is the same
+    /// with or without it.
+    pub fn warm_up(&mut self) -> Result<usize> {
+        let shapes = self.plan.shapes_from(self.next_step);
+        let buffers: Vec<(Tensor, Tensor)> = self
+            .vs
+            .variables()
+            .into_values()
+            .filter(|t| !t.requires_grad())
+            .map(|t| {
+                let saved = t.copy();
+                (t, saved)
+            })
+            .collect();
+        let alpha = self.config.model.alpha;
+        let input = |n: u32, t: u32, s: u32| {
+            let ts = slow_indices(t, alpha).len() as i64;
+            let (n, t, s) = (i64::from(n), i64::from(t), i64::from(s));
+            let opts = (Kind::Float, self.device);
+            (
+                Tensor::f_randn([n, 3, ts, s, s], opts),
+                Tensor::f_randn([n, 3, t, s, s], opts),
+            )
+        };
+        for &[n, t, s, groups] in &shapes {
+            let (slow, fast) = input(n, t, s);
+            let (slow, fast) = (slow.map_err(torch)?, fast.map_err(torch)?);
+            let labels =
+                Tensor::f_zeros([i64::from(n)], (Kind::Int64, self.device)).map_err(torch)?;
+            let loss = self.training_loss(&slow, &fast, &labels, i64::from(groups))?;
+            loss.f_backward().map_err(torch)?;
+        }
+        let (t, s) = (self.config.data.num_frames, self.config.data.test_crop_size);
+        let (slow, fast) = input(self.config.run.eval_batch_size as u32, t, s);
+        let (slow, fast) = (slow.map_err(torch)?, fast.map_err(torch)?);
+        let _ = tch::no_grad(|| {
+            amp::autocast(self.device, self.precision, || {
+                self.model.forward(&slow, &fast, 1, false)
+            })
+        });
+        self.opt.zero_grad();
+        tch::no_grad(|| {
+            for (live, saved) in &buffers {
+                live.shallow_clone().copy_(saved);
+            }
+        });
+        if let Device::Cuda(i) = self.device {
+            tch::Cuda::synchronize(i as i64);
+        }
+        self.warmed_up = true;
+        Ok(shapes.len())
+    }
+}
