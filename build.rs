@@ -3,11 +3,21 @@
 //! Without an rpath, binaries and libmultigrid.so need LD_LIBRARY_PATH to start; without
 //! `--no-as-needed -ltorch_cuda`, the linker drops libtorch_cuda (nothing references it
 //! directly) and CUDA is silently never detected (tch-rs #177, #907, #980).
+//!
+//! It also compiles src/dist/c10d.cpp, the C++ shim over libtorch's c10d: the stores always
+//! (cfg `mg_c10d`), ProcessGroupNCCL too when libtorch has CUDA and the NCCL/CUDA headers are
+//! found (cfg `mg_nccl`).
 use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
+    println!("cargo:rerun-if-env-changed=MG_CUDA_INCLUDE");
+    println!("cargo:rerun-if-env-changed=CUDA_HOME");
+    println!("cargo:rerun-if-env-changed=NCCL_INCLUDE_DIR");
+    println!("cargo:rerun-if-changed=src/dist/c10d.cpp");
+    println!("cargo::rustc-check-cfg=cfg(mg_c10d)");
+    println!("cargo::rustc-check-cfg=cfg(mg_nccl)");
     // The SONAME carries the major version, so an incompatible release is a different library
     // to the dynamic loader; `make install` adds the libmultigrid.so.MAJOR link.
     let major = std::env::var("CARGO_PKG_VERSION_MAJOR").unwrap();
@@ -24,6 +34,7 @@ fn main() {
         println!("cargo:rustc-env=MG_STATIC_LIBS={}", static_libs.join(" "));
         println!("cargo:rustc-env=MG_LIBTORCH_VERSION=none");
         println!("cargo:rustc-env=MG_CUDA_TEXT=not linked");
+        println!("cargo:rustc-env=MG_NCCL_TEXT=not built");
         return;
     }
     let lib_dir = match std::env::var_os("DEP_TCH_LIBTORCH_LIB") {
@@ -37,9 +48,12 @@ fn main() {
         println!("cargo:rustc-link-arg=-ltorch_cuda");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
     }
+    let nccl = build_c10d_shim(&lib_dir, has_cuda);
     let dir = lib_dir.display();
     static_libs.push(format!("-L{dir} -Wl,-rpath,{dir}"));
-    if has_cuda {
+    if nccl {
+        static_libs.push("-Wl,--no-as-needed -ltorch_cuda -lc10_cuda -Wl,--as-needed".into());
+    } else if has_cuda {
         static_libs.push("-Wl,--no-as-needed -ltorch_cuda -Wl,--as-needed".into());
     }
     static_libs.push(format!("-ltorch_cpu -ltorch -lc10 -lstdc++ {rust_std}"));
@@ -50,6 +64,108 @@ fn main() {
         "cargo:rustc-env=MG_LIBTORCH_VERSION={}",
         libtorch_version(&lib_dir).unwrap_or_else(|| "unknown".into())
     );
+}
+
+/// Compiles src/dist/c10d.cpp (one translation unit, about 17 s) into a static library that
+/// the crate links. Returns whether the ProcessGroupNCCL part was built.
+fn build_c10d_shim(lib_dir: &Path, has_cuda: bool) -> bool {
+    let root = lib_dir.parent().expect("libtorch lib dir has a parent");
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .std("c++17")
+        .pic(true)
+        .file("src/dist/c10d.cpp")
+        .include(root.join("include"))
+        .include(root.join("include/torch/csrc/api/include"))
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        // libtorch's headers are not warning-clean under -Wall -Wextra.
+        .warnings(false);
+    let headers = if has_cuda {
+        nccl_include_dirs(root)
+    } else {
+        None
+    };
+    let nccl = headers.is_some();
+    if let Some(dirs) = headers {
+        for d in dirs {
+            build.include(d);
+        }
+        build.define("USE_C10D_NCCL", None).define("MG_NCCL", None);
+        // c10/cuda/CUDAEvent.h aligns to hardware_destructive_interference_size; gcc notes it.
+        build.flag_if_supported("-Wno-interference-size");
+    }
+    build.compile("multigrid_c10d");
+    println!("cargo:rustc-cfg=mg_c10d");
+    // After the shim's archive, so the linker resolves its references in these libraries.
+    println!("cargo:rustc-link-search=native={}", lib_dir.display());
+    if nccl {
+        println!("cargo:rustc-cfg=mg_nccl");
+        println!("cargo:rustc-link-lib=dylib=torch_cuda");
+        println!("cargo:rustc-link-lib=dylib=c10_cuda");
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+        println!("cargo:rustc-link-arg=-lc10_cuda");
+        println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    }
+    println!("cargo:rustc-link-lib=dylib=torch_cpu");
+    println!("cargo:rustc-link-lib=dylib=c10");
+    let text = if nccl { "linked" } else { "not built" };
+    println!("cargo:rustc-env=MG_NCCL_TEXT={text}");
+    if has_cuda && !nccl {
+        println!(
+            "cargo:warning=libtorch has CUDA but nccl.h, cuda_runtime_api.h, crt/host_config.h or \
+             nv/target was not found: building without the NCCL backend (run scripts/setup.sh, \
+             or set MG_CUDA_INCLUDE to the folders that hold them, separated by ':')"
+        );
+    }
+    nccl
+}
+
+/// The folders holding what ProcessGroupNCCL.hpp includes: nccl.h, the CUDA runtime headers,
+/// crt/host_config.h and nv/target. Looked for in MG_CUDA_INCLUDE (':'-separated), the PyPI
+/// wheels next to libtorch (site-packages/nvidia/{cu13,nccl}/include, from torch's
+/// nvidia-nccl-cu13 and the set-up's nvidia-cuda-crt and nvidia-cuda-cccl), NCCL_INCLUDE_DIR,
+/// CUDA_HOME/include and /usr/local/cuda/include. None unless all four are found.
+fn nccl_include_dirs(libtorch: &Path) -> Option<Vec<PathBuf>> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(v) = std::env::var_os("MG_CUDA_INCLUDE") {
+        candidates.extend(std::env::split_paths(&v));
+    }
+    if let Some(site) = libtorch.parent() {
+        let nv = site.join("nvidia");
+        for sub in [
+            "cu13/include",
+            "cu13/include/cccl",
+            "nccl/include",
+            "cu12/include",
+        ] {
+            candidates.push(nv.join(sub));
+        }
+    }
+    if let Some(v) = std::env::var_os("NCCL_INCLUDE_DIR") {
+        candidates.push(PathBuf::from(v));
+    }
+    if let Some(v) = std::env::var_os("CUDA_HOME") {
+        candidates.push(PathBuf::from(v).join("include"));
+    }
+    candidates.push(PathBuf::from("/usr/local/cuda/include"));
+    candidates.push(PathBuf::from("/usr/include"));
+    let wanted = [
+        "nccl.h",
+        "cuda_runtime_api.h",
+        "crt/host_config.h",
+        "nv/target",
+    ];
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for file in wanted {
+        let dir = candidates.iter().find(|d| d.join(file).exists())?;
+        if !dirs.contains(dir) {
+            dirs.push(dir.clone());
+        }
+    }
+    // /usr/include is on the default search path already; naming it would reorder it.
+    dirs.retain(|d| d != Path::new("/usr/include"));
+    Some(dirs)
 }
 
 /// libtorch writes its version in `build-version` (standalone zip) or `version.py` (wheel).

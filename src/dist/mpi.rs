@@ -121,8 +121,9 @@ fn check_cpu(t: &Tensor) -> Result<()> {
 /// A tensor's storage as a slice of T.
 ///
 /// # Safety
-/// `t` is a contiguous CPU tensor of T's kind that nothing else touches while the slice lives.
-unsafe fn slice_mut<'a, T>(t: &'a Tensor) -> &'a mut [T] {
+/// `t` is a contiguous CPU tensor of T's kind, and nothing else reads or writes its storage
+/// while the slice lives; the slice must not outlive the tensor.
+unsafe fn storage<'a, T>(t: &Tensor) -> &'a mut [T] {
     std::slice::from_raw_parts_mut(t.data_ptr().cast::<T>(), t.numel())
 }
 
@@ -145,10 +146,10 @@ fn reduce_on(comm: &SimpleCommunicator, tensors: &[Tensor]) -> Result<()> {
         // into once, and the caller does not touch them until this returns.
         unsafe {
             if t.kind() == Kind::Double {
-                let recv = slice_mut::<f64>(t);
+                let recv = storage::<f64>(t);
                 f64s.push((recv.to_vec(), recv));
             } else {
-                let recv = slice_mut::<f32>(t);
+                let recv = storage::<f32>(t);
                 f32s.push((recv.to_vec(), recv));
             }
         }

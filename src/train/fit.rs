@@ -76,6 +76,9 @@ impl Trainer {
             window.2 += loss;
             let wall = self.wall_seconds();
             if (step.step + 1) % self.config.run.log_period == 0 || step.eval_after {
+                // The logged loss is the mean over ranks (every rank logs at the same steps).
+                let world = self.launch.world_size as f64;
+                let loss = self.sum_over_ranks(&[loss])?[0] / world;
                 let secs = window.0.elapsed().as_secs_f64();
                 let stats = loader.stats();
                 self.metrics.write(json!({

@@ -1,0 +1,281 @@
+// The C ABI that src/dist/c10d.rs calls: libtorch's c10d stores (TCPStore, FileStore,
+// PrefixStore; exported by libtorch_cpu.so) and, when build.rs finds libtorch_cuda.so and the
+// NCCL/CUDA headers, ProcessGroupNCCL (libtorch_cuda.so).
+//
+// Every entry point returns 0 on success; on failure it writes a NUL-terminated message into
+// the caller's (err, err_len) buffer and returns non-zero. No C++ exception leaves this file.
+// Tensors arrive as `const at::Tensor*`: tch's `Tensor::as_ptr()` is a `torch::Tensor*`
+// (torch-sys libtch/torch_api.h: `typedef torch::Tensor *tensor;`).
+
+#include <torch/csrc/distributed/c10d/FileStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/Store.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#ifdef MG_NCCL
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct MgStore {
+  c10::intrusive_ptr<c10d::Store> store;
+  // The TCP port of the (underlying) TCPStore; 0 for a FileStore.
+  uint16_t port;
+};
+
+void write_err(char* err, size_t len, const char* msg) {
+  if (err == nullptr || len == 0) {
+    return;
+  }
+  size_t n = std::strlen(msg);
+  if (n >= len) {
+    n = len - 1;
+  }
+  std::memcpy(err, msg, n);
+  err[n] = '\0';
+}
+
+// Runs `f`, turning every exception into a message and a non-zero return.
+template <typename F>
+int guarded(char* err, size_t len, F&& f) noexcept {
+  try {
+    f();
+    return 0;
+  } catch (const c10::Error& e) {
+    write_err(err, len, e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    write_err(err, len, e.what());
+  } catch (...) {
+    write_err(err, len, "unknown C++ exception in c10d");
+  }
+  return 1;
+}
+
+std::chrono::milliseconds ms(int64_t v) {
+  return std::chrono::milliseconds(v);
+}
+
+}  // namespace
+
+extern "C" {
+
+// A TCPStore. `world_size` <= 0 leaves the number of workers unset. The server waits for
+// `world_size` participants (itself included) when `wait_workers` is non-zero.
+int mg_store_tcp(const char* host, uint16_t port, int is_server, int64_t world_size,
+                 int wait_workers, int64_t timeout_ms, void** out, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    c10d::TCPStoreOptions o;
+    o.port = port;
+    o.isServer = is_server != 0;
+    if (world_size > 0) {
+      o.numWorkers = static_cast<size_t>(world_size);
+    }
+    o.waitWorkers = wait_workers != 0;
+    o.timeout = ms(timeout_ms);
+    auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), o);
+    uint16_t bound = tcp->getPort();
+    *out = new MgStore{tcp, bound};
+  });
+}
+
+int mg_store_file(const char* path, int64_t world_size, int64_t timeout_ms, void** out,
+                  char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    auto file = c10::make_intrusive<c10d::FileStore>(std::string(path),
+                                                     static_cast<int>(world_size));
+    file->setTimeout(ms(timeout_ms));
+    *out = new MgStore{file, 0};
+  });
+}
+
+int mg_store_prefixed(void* store, const char* prefix, void** out, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    auto* s = static_cast<MgStore*>(store);
+    auto p = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), s->store);
+    *out = new MgStore{p, s->port};
+  });
+}
+
+uint16_t mg_store_port(void* store) {
+  return static_cast<MgStore*>(store)->port;
+}
+
+void mg_store_free(void* store) {
+  try {
+    delete static_cast<MgStore*>(store);
+  } catch (...) {
+  }
+}
+
+int mg_store_set_timeout(void* store, int64_t timeout_ms, char* err, size_t err_len) {
+  return guarded(err, err_len,
+                 [&] { static_cast<MgStore*>(store)->store->setTimeout(ms(timeout_ms)); });
+}
+
+int mg_store_set(void* store, const char* key, const uint8_t* data, size_t len, char* err,
+                 size_t err_len) {
+  return guarded(err, err_len, [&] {
+    std::vector<uint8_t> v(data, data + len);
+    static_cast<MgStore*>(store)->store->set(std::string(key), v);
+  });
+}
+
+// On success *data is a malloc'd buffer (NULL when empty) that the caller frees with mg_free.
+int mg_store_get(void* store, const char* key, uint8_t** data, size_t* len, char* err,
+                 size_t err_len) {
+  return guarded(err, err_len, [&] {
+    std::vector<uint8_t> v = static_cast<MgStore*>(store)->store->get(std::string(key));
+    *len = v.size();
+    *data = nullptr;
+    if (!v.empty()) {
+      auto* buf = static_cast<uint8_t*>(std::malloc(v.size()));
+      if (buf == nullptr) {
+        throw std::bad_alloc();
+      }
+      std::memcpy(buf, v.data(), v.size());
+      *data = buf;
+    }
+  });
+}
+
+void mg_free(void* p) {
+  std::free(p);
+}
+
+int mg_store_add(void* store, const char* key, int64_t delta, int64_t* out, char* err,
+                 size_t err_len) {
+  return guarded(err, err_len,
+                 [&] { *out = static_cast<MgStore*>(store)->store->add(std::string(key), delta); });
+}
+
+#ifdef MG_NCCL
+
+namespace {
+struct MgNccl {
+  c10::intrusive_ptr<c10d::ProcessGroupNCCL> pg;
+};
+
+std::vector<at::Tensor> tensors_of(const at::Tensor* const* ts, size_t n) {
+  std::vector<at::Tensor> v;
+  v.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    v.push_back(*ts[i]);
+  }
+  return v;
+}
+}  // namespace
+
+// A ProcessGroupNCCL over `store` on cuda:`device`, its communicator created now (eagerly).
+// `global_ranks` (n_global entries, may be 0) names the group's members in the whole job.
+int mg_nccl_new(void* store, int64_t rank, int64_t size, int64_t device, int64_t timeout_ms,
+                const char* group_name, const uint64_t* global_ranks, size_t n_global,
+                void** out, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    auto* s = static_cast<MgStore*>(store);
+    auto index = static_cast<c10::DeviceIndex>(device);
+    c10::cuda::set_device(index);
+    auto opts = c10d::ProcessGroupNCCL::Options::create();
+    opts->timeout = ms(timeout_ms);
+    opts->group_name = std::string(group_name);
+    opts->global_ranks_in_group.assign(global_ranks, global_ranks + n_global);
+    auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(
+        s->store, static_cast<int>(rank), static_cast<int>(size), opts);
+    at::Device dev(at::kCUDA, index);
+    pg->setBoundDeviceId(dev);
+    try {
+      pg->eagerConnectSingleDevice(dev);
+    } catch (...) {
+      try {
+        pg->shutdown();
+      } catch (...) {
+      }
+      throw;
+    }
+    *out = new MgNccl{pg};
+  });
+}
+
+// Shuts the group down (NCCL warns or aborts when a communicator is destroyed without it),
+// then frees it.
+void mg_nccl_free(void* pg) {
+  auto* p = static_cast<MgNccl*>(pg);
+  try {
+    p->pg->shutdown();
+  } catch (...) {
+  }
+  try {
+    delete p;
+  } catch (...) {
+  }
+}
+
+// Sums each tensor over the group, in place: all issued, then all waited.
+int mg_nccl_all_reduce_sum(void* pg, const at::Tensor* const* ts, size_t n, char* err,
+                           size_t err_len) {
+  return guarded(err, err_len, [&] {
+    auto& g = static_cast<MgNccl*>(pg)->pg;
+    std::vector<c10::intrusive_ptr<c10d::Work>> works;
+    works.reserve(n);
+    std::vector<std::vector<at::Tensor>> args;
+    args.reserve(n);
+    c10d::AllreduceOptions o;
+    o.reduceOp = c10d::ReduceOp::SUM;
+    for (size_t i = 0; i < n; ++i) {
+      args.push_back({*ts[i]});
+      works.push_back(g->allreduce(args.back(), o));
+    }
+    for (auto& w : works) {
+      w->wait();
+    }
+  });
+}
+
+int mg_nccl_broadcast(void* pg, const at::Tensor* const* ts, size_t n, int64_t root, char* err,
+                      size_t err_len) {
+  return guarded(err, err_len, [&] {
+    auto& g = static_cast<MgNccl*>(pg)->pg;
+    std::vector<c10::intrusive_ptr<c10d::Work>> works;
+    std::vector<std::vector<at::Tensor>> args;
+    args.reserve(n);
+    c10d::BroadcastOptions o;
+    o.rootRank = root;
+    o.rootTensor = 0;
+    for (size_t i = 0; i < n; ++i) {
+      args.push_back(tensors_of(ts + i, 1));
+      works.push_back(g->broadcast(args.back(), o));
+    }
+    for (auto& w : works) {
+      w->wait();
+    }
+  });
+}
+
+int mg_nccl_barrier(void* pg, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] { static_cast<MgNccl*>(pg)->pg->barrier()->wait(); });
+}
+
+// `output` (world_size * input.numel() elements, contiguous) receives every rank's `input` in
+// rank order.
+int mg_nccl_all_gather(void* pg, const at::Tensor* input, const at::Tensor* output, char* err,
+                       size_t err_len) {
+  return guarded(err, err_len, [&] {
+    at::Tensor in = *input;
+    at::Tensor outt = *output;
+    static_cast<MgNccl*>(pg)->pg->_allgather_base(outt, in)->wait();
+  });
+}
+
+#endif  // MG_NCCL
+
+}  // extern "C"

@@ -1,0 +1,714 @@
+//! libtorch's c10d from Rust, through the C shim in `c10d.cpp` (compiled by build.rs): the
+//! stores ranks meet at (TCPStore, FileStore, PrefixStore; built whenever libtorch is) and, when
+//! libtorch has CUDA and the NCCL headers were found at build time, a ProcessGroupNCCL behind
+//! [`Collective`].
+//!
+//! Rendezvous follows `torch.distributed.init_process_group`'s init methods, so a job started
+//! by torchrun (or by hand with MASTER_ADDR/MASTER_PORT) meets the way PyTorch users expect.
+
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use crate::dist::{DistOptions, Launch};
+use crate::error::{Error, Result};
+
+/// Every key this crate writes lives under this prefix of the rendezvous store, so a store
+/// shared with torchrun's agent (or another library) keeps its keys apart.
+pub const STORE_PREFIX: &str = "multigrid";
+
+const ERR_LEN: usize = 4096;
+
+extern "C" {
+    fn mg_store_tcp(
+        host: *const c_char,
+        port: u16,
+        is_server: c_int,
+        world_size: i64,
+        wait_workers: c_int,
+        timeout_ms: i64,
+        out: *mut *mut c_void,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+    fn mg_store_file(
+        path: *const c_char,
+        world_size: i64,
+        timeout_ms: i64,
+        out: *mut *mut c_void,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+    fn mg_store_prefixed(
+        store: *mut c_void,
+        prefix: *const c_char,
+        out: *mut *mut c_void,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+    fn mg_store_port(store: *mut c_void) -> u16;
+    fn mg_store_free(store: *mut c_void);
+    fn mg_store_set_timeout(
+        store: *mut c_void,
+        timeout_ms: i64,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+    fn mg_store_set(
+        store: *mut c_void,
+        key: *const c_char,
+        data: *const u8,
+        len: usize,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+    fn mg_store_get(
+        store: *mut c_void,
+        key: *const c_char,
+        data: *mut *mut u8,
+        len: *mut usize,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+    fn mg_free(p: *mut c_void);
+    fn mg_store_add(
+        store: *mut c_void,
+        key: *const c_char,
+        delta: i64,
+        out: *mut i64,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+}
+
+/// Runs one shim call with an error buffer; a non-zero return becomes `Error::Torch`.
+fn call(what: &str, f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<()> {
+    let mut buf = vec![0u8; ERR_LEN];
+    let rc = f(buf.as_mut_ptr().cast(), buf.len());
+    if rc == 0 {
+        return Ok(());
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let msg = String::from_utf8_lossy(&buf[..end]);
+    Err(Error::Torch(format!("c10d {what}: {}", msg.trim_end())))
+}
+
+fn cstr(what: &str, s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::InvalidArgument(format!("{what} {s:?} contains a NUL byte")))
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A c10d key-value store: the rendezvous every rank of a job meets at.
+pub struct Store {
+    ptr: NonNull<c_void>,
+}
+
+// c10d's stores lock internally; the handle is an owned intrusive pointer.
+unsafe impl Send for Store {}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        unsafe { mg_store_free(self.ptr.as_ptr()) }
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("port", &self.port()).finish()
+    }
+}
+
+impl Store {
+    fn from_raw(ptr: *mut c_void) -> Result<Store> {
+        NonNull::new(ptr)
+            .map(|ptr| Store { ptr })
+            .ok_or_else(|| Error::Torch("c10d returned no store".into()))
+    }
+
+    /// A TCPStore at `host:port`. The server (`is_server`) listens there; port 0 lets it pick
+    /// a free port ([`Store::port`] tells which). A server on a fixed port waits up to
+    /// `timeout` for `world_size` participants, itself included, as torch's does; on port 0
+    /// nobody can know the port yet, so it returns at once. A client connects, retrying up to
+    /// `timeout`. `timeout` also bounds every later [`Store::get`].
+    pub fn tcp(
+        host: &str,
+        port: u16,
+        is_server: bool,
+        world_size: usize,
+        timeout: Duration,
+    ) -> Result<Store> {
+        if !is_server && port == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "a TCPStore client needs the server's port (got {host}:0)"
+            )));
+        }
+        let host_c = cstr("store host", host)?;
+        let world = i64::try_from(world_size).unwrap_or(i64::MAX);
+        let wait = !(is_server && port == 0) && world_size > 0;
+        let mut out = std::ptr::null_mut();
+        call(&format!("TCPStore at {host}:{port}"), |e, l| unsafe {
+            mg_store_tcp(
+                host_c.as_ptr(),
+                port,
+                c_int::from(is_server),
+                world,
+                c_int::from(wait),
+                millis(timeout),
+                &mut out,
+                e,
+                l,
+            )
+        })?;
+        Store::from_raw(out)
+    }
+
+    /// A FileStore: `path` on a file system every rank sees. `timeout` bounds [`Store::get`].
+    pub fn file(path: &str, world_size: usize, timeout: Duration) -> Result<Store> {
+        let path_c = cstr("store path", path)?;
+        let world = i64::try_from(world_size).unwrap_or(i64::MAX);
+        let mut out = std::ptr::null_mut();
+        call(&format!("FileStore at {path}"), |e, l| unsafe {
+            mg_store_file(path_c.as_ptr(), world, millis(timeout), &mut out, e, l)
+        })?;
+        Store::from_raw(out)
+    }
+
+    /// A view of this store whose keys are all under `prefix/`.
+    pub fn prefixed(&self, prefix: &str) -> Result<Store> {
+        let prefix_c = cstr("store prefix", prefix)?;
+        let mut out = std::ptr::null_mut();
+        call("PrefixStore", |e, l| unsafe {
+            mg_store_prefixed(self.ptr.as_ptr(), prefix_c.as_ptr(), &mut out, e, l)
+        })?;
+        Store::from_raw(out)
+    }
+
+    /// The TCP port of the underlying TCPStore (the one picked when created with port 0); 0
+    /// for a FileStore.
+    pub fn port(&self) -> u16 {
+        unsafe { mg_store_port(self.ptr.as_ptr()) }
+    }
+
+    /// How long [`Store::get`] waits for a missing key from now on.
+    pub fn set_timeout(&self, timeout: Duration) -> Result<()> {
+        call("set_timeout", |e, l| unsafe {
+            mg_store_set_timeout(self.ptr.as_ptr(), millis(timeout), e, l)
+        })
+    }
+
+    pub fn set(&self, key: &str, value: &[u8]) -> Result<()> {
+        let key_c = cstr("store key", key)?;
+        call(&format!("set {key:?}"), |e, l| unsafe {
+            mg_store_set(
+                self.ptr.as_ptr(),
+                key_c.as_ptr(),
+                value.as_ptr(),
+                value.len(),
+                e,
+                l,
+            )
+        })
+    }
+
+    /// The value of `key`, waiting for another participant to set it for up to the store's
+    /// timeout; an error after that.
+    pub fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let key_c = cstr("store key", key)?;
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut len = 0usize;
+        call(&format!("get {key:?}"), |e, l| unsafe {
+            mg_store_get(self.ptr.as_ptr(), key_c.as_ptr(), &mut data, &mut len, e, l)
+        })?;
+        if data.is_null() {
+            return Ok(Vec::new());
+        }
+        let v = unsafe { std::slice::from_raw_parts(data, len) }.to_vec();
+        unsafe { mg_free(data.cast()) };
+        Ok(v)
+    }
+
+    /// Adds `delta` to the integer at `key` (0 when missing) and returns the new value.
+    pub fn add(&self, key: &str, delta: i64) -> Result<i64> {
+        let key_c = cstr("store key", key)?;
+        let mut out = 0i64;
+        call(&format!("add {key:?}"), |e, l| unsafe {
+            mg_store_add(self.ptr.as_ptr(), key_c.as_ptr(), delta, &mut out, e, l)
+        })?;
+        Ok(out)
+    }
+}
+
+/// Where `init_method` says the ranks meet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum InitMethod {
+    Tcp { host: String, port: u16 },
+    File(String),
+}
+
+fn parse_init_method(init: &str, launch: &Launch) -> Result<(InitMethod, bool)> {
+    let bad = |why: &str| {
+        Error::InvalidArgument(format!(
+            "init method {init:?}: {why} (expected env://, tcp://HOST:PORT or file:///PATH)"
+        ))
+    };
+    if init == "env://" || init.is_empty() {
+        let host = launch
+            .master_addr
+            .clone()
+            .ok_or_else(|| bad("MASTER_ADDR is not set"))?;
+        let port = launch
+            .master_port
+            .ok_or_else(|| bad("MASTER_PORT is not set"))?;
+        // torch honours TORCHELASTIC_USE_AGENT_STORE for env:// only.
+        return Ok((InitMethod::Tcp { host, port }, launch.agent_store));
+    }
+    if let Some(rest) = init.strip_prefix("tcp://") {
+        let rest = rest.split(['?', '/']).next().unwrap_or("");
+        let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let port: u16 = port.parse().map_err(|_| bad("the port is not a number"))?;
+        if port == 0 {
+            return Err(bad("port 0"));
+        }
+        return Ok((
+            InitMethod::Tcp {
+                host: host.to_string(),
+                port,
+            },
+            false,
+        ));
+    }
+    if let Some(path) = init.strip_prefix("file://") {
+        let path = path.split('?').next().unwrap_or("");
+        if path.is_empty() {
+            return Err(bad("no path"));
+        }
+        return Ok((InitMethod::File(path.to_string()), false));
+    }
+    Err(bad("unknown scheme"))
+}
+
+/// The store every rank of the job meets at, as `torch.distributed.init_process_group` builds
+/// it from `options.init_method`, seen through the prefix [`STORE_PREFIX`]:
+/// - `env://`: a TCPStore at MASTER_ADDR:MASTER_PORT (`launch.master_addr`/`master_port`);
+///   rank 0 serves it, unless torchrun's agent already does (`launch.agent_store`), in which
+///   case every rank is a client;
+/// - `tcp://HOST:PORT`: a TCPStore there, served by rank 0;
+/// - `file:///PATH`: a FileStore.
+///
+/// The server waits up to `options.timeout` for all `launch.world_size` ranks.
+pub fn rendezvous(options: &DistOptions, launch: &Launch) -> Result<Store> {
+    let (method, agent_store) = parse_init_method(&options.init_method, launch)?;
+    let base = match method {
+        InitMethod::Tcp { host, port } => {
+            let is_server = launch.rank == 0 && !agent_store;
+            Store::tcp(&host, port, is_server, launch.world_size, options.timeout)?
+        }
+        InitMethod::File(path) => Store::file(&path, launch.world_size, options.timeout)?,
+    };
+    base.prefixed(STORE_PREFIX)
+}
+
+/// Whether this build has the NCCL backend ([`Nccl`]).
+pub fn nccl_available() -> bool {
+    cfg!(mg_nccl)
+}
+
+#[cfg(mg_nccl)]
+pub use nccl::Nccl;
+
+#[cfg(mg_nccl)]
+mod nccl {
+    use std::collections::HashMap;
+    use std::ffi::{c_char, c_int, c_void};
+    use std::ptr::NonNull;
+
+    use tch::{Device, Kind, Tensor};
+
+    use super::{call, cstr, millis, rendezvous, Store};
+    use crate::dist::{Collective, DistOptions, Launch};
+    use crate::error::{Error, Result};
+
+    extern "C" {
+        fn mg_nccl_new(
+            store: *mut c_void,
+            rank: i64,
+            size: i64,
+            device: i64,
+            timeout_ms: i64,
+            group_name: *const c_char,
+            global_ranks: *const u64,
+            n_global: usize,
+            out: *mut *mut c_void,
+            err: *mut c_char,
+            err_len: usize,
+        ) -> c_int;
+        fn mg_nccl_free(pg: *mut c_void);
+        fn mg_nccl_all_reduce_sum(
+            pg: *mut c_void,
+            ts: *const *const c_void,
+            n: usize,
+            err: *mut c_char,
+            err_len: usize,
+        ) -> c_int;
+        fn mg_nccl_broadcast(
+            pg: *mut c_void,
+            ts: *const *const c_void,
+            n: usize,
+            root: i64,
+            err: *mut c_char,
+            err_len: usize,
+        ) -> c_int;
+        fn mg_nccl_barrier(pg: *mut c_void, err: *mut c_char, err_len: usize) -> c_int;
+        fn mg_nccl_all_gather(
+            pg: *mut c_void,
+            input: *const c_void,
+            output: *const c_void,
+            err: *mut c_char,
+            err_len: usize,
+        ) -> c_int;
+    }
+
+    /// One ProcessGroupNCCL; shut down and freed on drop.
+    struct Group {
+        ptr: NonNull<c_void>,
+    }
+
+    impl Group {
+        fn new(
+            store: &Store,
+            rank: usize,
+            size: usize,
+            device: usize,
+            timeout_ms: i64,
+            name: &str,
+            global_ranks: &[usize],
+        ) -> Result<Group> {
+            let name_c = cstr("group name", name)?;
+            let ranks: Vec<u64> = global_ranks.iter().map(|&r| r as u64).collect();
+            let mut out = std::ptr::null_mut();
+            call(&format!("ProcessGroupNCCL {name}"), |e, l| unsafe {
+                mg_nccl_new(
+                    store.ptr.as_ptr(),
+                    rank as i64,
+                    size as i64,
+                    device as i64,
+                    timeout_ms,
+                    name_c.as_ptr(),
+                    ranks.as_ptr(),
+                    ranks.len(),
+                    &mut out,
+                    e,
+                    l,
+                )
+            })?;
+            NonNull::new(out)
+                .map(|ptr| Group { ptr })
+                .ok_or_else(|| Error::Torch("c10d returned no process group".into()))
+        }
+
+        fn all_reduce_sum(&self, tensors: &[Tensor]) -> Result<()> {
+            let ptrs = pointers(tensors);
+            call("all_reduce", |e, l| unsafe {
+                mg_nccl_all_reduce_sum(self.ptr.as_ptr(), ptrs.as_ptr(), ptrs.len(), e, l)
+            })
+        }
+    }
+
+    impl Drop for Group {
+        fn drop(&mut self) {
+            unsafe { mg_nccl_free(self.ptr.as_ptr()) }
+        }
+    }
+
+    fn pointers(tensors: &[Tensor]) -> Vec<*const c_void> {
+        tensors
+            .iter()
+            .map(|t| t.as_ptr().cast::<c_void>())
+            .collect()
+    }
+
+    /// NCCL through c10d's ProcessGroupNCCL, one process per GPU.
+    pub struct Nccl {
+        // Dropped in this order: sub-groups, the world group, then the store.
+        groups: HashMap<Vec<usize>, Group>,
+        world: Group,
+        store: Store,
+        rank: usize,
+        world_size: usize,
+        device: usize,
+        timeout_ms: i64,
+    }
+
+    // The process groups are owned and used through &mut self only.
+    unsafe impl Send for Nccl {}
+
+    impl Nccl {
+        /// Meets the other ranks at `options.init_method` (see [`rendezvous`]) and creates the
+        /// world's NCCL communicator on `cuda:device_index` now, with `options.timeout` as
+        /// every collective's timeout.
+        pub fn connect(
+            options: &DistOptions,
+            launch: &Launch,
+            device_index: usize,
+        ) -> Result<Nccl> {
+            if launch.world_size == 0 || launch.rank >= launch.world_size {
+                return Err(Error::InvalidArgument(format!(
+                    "rank {} outside a world of {}",
+                    launch.rank, launch.world_size
+                )));
+            }
+            let store = rendezvous(options, launch)?;
+            let timeout_ms = millis(options.timeout);
+            let world = Group::new(
+                &store,
+                launch.rank,
+                launch.world_size,
+                device_index,
+                timeout_ms,
+                "0",
+                &[],
+            )?;
+            Ok(Nccl {
+                groups: HashMap::new(),
+                world,
+                store,
+                rank: launch.rank,
+                world_size: launch.world_size,
+                device: device_index,
+                timeout_ms,
+            })
+        }
+
+        /// The sub-group of `group`'s ranks, created on first use from a store prefix named
+        /// after them, so only its members take part.
+        fn group(&mut self, group: &[usize]) -> Result<&Group> {
+            if !self.groups.contains_key(group) {
+                let me = group.iter().position(|&r| r == self.rank).ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "rank {} is not in the group {group:?}",
+                        self.rank
+                    ))
+                })?;
+                let names: Vec<String> = group.iter().map(|r| r.to_string()).collect();
+                let store = self.store.prefixed(&format!("group/{}", names.join(",")))?;
+                let name = format!("multigrid_group_{}", names.join("_"));
+                let g = Group::new(
+                    &store,
+                    me,
+                    group.len(),
+                    self.device,
+                    self.timeout_ms,
+                    &name,
+                    group,
+                )?;
+                self.groups.insert(group.to_vec(), g);
+            }
+            Ok(&self.groups[group])
+        }
+    }
+
+    impl Collective for Nccl {
+        fn rank(&self) -> usize {
+            self.rank
+        }
+        fn world_size(&self) -> usize {
+            self.world_size
+        }
+        fn backend(&self) -> &'static str {
+            "nccl"
+        }
+        fn all_reduce_sum(&mut self, tensors: &[Tensor]) -> Result<()> {
+            if tensors.is_empty() {
+                return Ok(());
+            }
+            self.world.all_reduce_sum(tensors)
+        }
+        fn all_reduce_sum_group(&mut self, tensors: &[Tensor], group: &[usize]) -> Result<()> {
+            let ascending = group.windows(2).all(|w| w[0] < w[1]);
+            if !ascending || group.last().is_some_and(|&r| r >= self.world_size) {
+                return Err(Error::InvalidArgument(format!(
+                    "group {group:?}: expected ascending distinct ranks below {}",
+                    self.world_size
+                )));
+            }
+            if !group.contains(&self.rank) {
+                return Err(Error::InvalidArgument(format!(
+                    "rank {} is not in the group {group:?}",
+                    self.rank
+                )));
+            }
+            if tensors.is_empty() || group.len() == 1 {
+                return Ok(());
+            }
+            if group.len() == self.world_size {
+                return self.world.all_reduce_sum(tensors);
+            }
+            self.group(group)?.all_reduce_sum(tensors)
+        }
+        fn broadcast(&mut self, tensors: &[Tensor], root: usize) -> Result<()> {
+            if root >= self.world_size {
+                return Err(Error::InvalidArgument(format!(
+                    "broadcast root {root} outside a world of {}",
+                    self.world_size
+                )));
+            }
+            if tensors.is_empty() {
+                return Ok(());
+            }
+            let ptrs = pointers(tensors);
+            call("broadcast", |e, l| unsafe {
+                mg_nccl_broadcast(
+                    self.world.ptr.as_ptr(),
+                    ptrs.as_ptr(),
+                    ptrs.len(),
+                    root as i64,
+                    e,
+                    l,
+                )
+            })
+        }
+        fn barrier(&mut self) -> Result<()> {
+            call("barrier", |e, l| unsafe {
+                mg_nccl_barrier(self.world.ptr.as_ptr(), e, l)
+            })
+        }
+        fn all_gather_f64(&mut self, values: &[f64]) -> Result<Vec<Vec<f64>>> {
+            let n = values.len();
+            if n == 0 {
+                return Ok(vec![Vec::new(); self.world_size]);
+            }
+            let torch = |e: tch::TchError| Error::Torch(e.to_string());
+            let device = Device::Cuda(self.device);
+            let input = Tensor::from_slice(values)
+                .f_to_device(device)
+                .map_err(torch)?;
+            let output = Tensor::f_zeros([(self.world_size * n) as i64], (Kind::Double, device))
+                .map_err(torch)?;
+            call("all_gather", |e, l| unsafe {
+                mg_nccl_all_gather(
+                    self.world.ptr.as_ptr(),
+                    input.as_ptr().cast(),
+                    output.as_ptr().cast(),
+                    e,
+                    l,
+                )
+            })?;
+            let host = output.f_to_device(Device::Cpu).map_err(torch)?;
+            let flat = Vec::<f64>::try_from(&host).map_err(torch)?;
+            Ok(flat.chunks(n).map(<[f64]>::to_vec).collect())
+        }
+    }
+}
+
+/// Stands in for the NCCL backend in builds without it: [`Nccl::connect`] says why.
+#[cfg(not(mg_nccl))]
+pub struct Nccl {
+    never: std::convert::Infallible,
+}
+
+#[cfg(not(mg_nccl))]
+impl Nccl {
+    pub fn connect(_: &DistOptions, _: &Launch, _: usize) -> Result<Nccl> {
+        Err(Error::Unsupported(
+            "this libmultigrid was built without NCCL: libtorch has no CUDA, or nccl.h and the \
+             CUDA headers (PyPI nvidia-nccl-cu13, nvidia-cuda-crt, nvidia-cuda-cccl, which \
+             scripts/setup.sh installs) were missing when it was built"
+                .into(),
+        ))
+    }
+}
+
+#[cfg(not(mg_nccl))]
+impl crate::dist::Collective for Nccl {
+    fn rank(&self) -> usize {
+        match self.never {}
+    }
+    fn world_size(&self) -> usize {
+        match self.never {}
+    }
+    fn backend(&self) -> &'static str {
+        "nccl"
+    }
+    fn all_reduce_sum(&mut self, _: &[tch::Tensor]) -> Result<()> {
+        match self.never {}
+    }
+    fn all_reduce_sum_group(&mut self, _: &[tch::Tensor], _: &[usize]) -> Result<()> {
+        match self.never {}
+    }
+    fn broadcast(&mut self, _: &[tch::Tensor], _: usize) -> Result<()> {
+        match self.never {}
+    }
+    fn barrier(&mut self) -> Result<()> {
+        match self.never {}
+    }
+    fn all_gather_f64(&mut self, _: &[f64]) -> Result<Vec<Vec<f64>>> {
+        match self.never {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch() -> Launch {
+        Launch {
+            master_addr: Some("10.0.0.1".into()),
+            master_port: Some(29500),
+            world_size: 2,
+            ..Launch::single()
+        }
+    }
+
+    #[test]
+    fn init_methods() {
+        let l = launch();
+        let tcp = |h: &str, p| InitMethod::Tcp {
+            host: h.into(),
+            port: p,
+        };
+        assert_eq!(
+            parse_init_method("env://", &l).unwrap(),
+            (tcp("10.0.0.1", 29500), false)
+        );
+        let agent = Launch {
+            agent_store: true,
+            ..launch()
+        };
+        assert_eq!(
+            parse_init_method("env://", &agent).unwrap(),
+            (tcp("10.0.0.1", 29500), true)
+        );
+        assert_eq!(
+            parse_init_method("tcp://host:123", &agent).unwrap(),
+            (tcp("host", 123), false)
+        );
+        assert_eq!(
+            parse_init_method("tcp://[::1]:7?x=1", &l).unwrap(),
+            (tcp("::1", 7), false)
+        );
+        assert_eq!(
+            parse_init_method("file:///tmp/x", &l).unwrap(),
+            (InitMethod::File("/tmp/x".into()), false)
+        );
+        for bad in [
+            "tcp://host",
+            "tcp://:1",
+            "tcp://h:x",
+            "file://",
+            "udp://h:1",
+        ] {
+            assert!(matches!(
+                parse_init_method(bad, &l),
+                Err(Error::InvalidArgument(_))
+            ));
+        }
+        assert!(parse_init_method("env://", &Launch::single()).is_err());
+    }
+}

@@ -1,0 +1,392 @@
+//! Data-parallel training on the CPU: ranks are separate processes started by mpirun (through
+//! `train --nproc-per-node`), on loopback only. Two ranks must train what one process trains
+//! with twice the batch, write one set of outputs, die together, resume exactly and evaluate
+//! every clip once.
+#![cfg(all(feature = "torch", feature = "mpi"))]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_multigrid"))
+}
+
+/// 100 clips (80 train); global batch 8 with BN over 4 clips, so one process has 2 BN groups
+/// where each of 2 ranks has 1, and 4 where each rank has 2 (the long cycle's first stage).
+/// 26 steps over 3 stages: shapes and BN groups change.
+fn setup(name: &str) -> (PathBuf, PathBuf) {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&root);
+    let data = root.join("data");
+    common::gen_store(&data, 100);
+    let config = serde_json::json!({
+        "data": {"num_frames": 8, "sampling_rate": 1, "train_jitter_scales": [34, 40], "train_crop_size": 32, "test_crop_size": 32},
+        "train": {"batch_size": 8, "checkpoint_period": 1},
+        "solver": {"base_lr": 0.02, "lr_policy": "steps_with_relative_lrs", "lrs": [1, 0.1], "steps": [0, 4], "max_epoch": 8},
+        "multigrid": {"long_cycle": true, "short_cycle": true, "bn_base_size": 4,
+                      "long_cycle_factors": [[0.5, std::f64::consts::FRAC_1_SQRT_2], [1, 1]]},
+        "model": {"depth": 18, "width_per_group": 8, "alpha": 2, "num_classes": 12, "dropout_rate": 0.0},
+        "run": {"device": "cpu", "data_dir": data, "precise_bn_batches": 2, "test_num_temporal_views": 1,
+                "test_num_spatial_crops": 1, "keep_checkpoints": 100, "log_period": 1, "dist_timeout_s": 60}
+    });
+    let path = root.join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    (root, path)
+}
+
+fn train(config: &Path, out: &Path, nproc: Option<usize>, extra: &[&str]) -> Output {
+    let mut cmd = bin();
+    cmd.arg("train")
+        .arg("--config")
+        .arg(config)
+        .arg("--output-dir")
+        .arg(out)
+        .args(extra);
+    match nproc {
+        Some(n) => cmd.args(["--nproc-per-node", &n.to_string()]),
+        // One thread, as each of 2 ranks on 2 cores has: results then differ only by the
+        // order of float sums, not by how threads split the convolutions.
+        None => cmd.env("OMP_NUM_THREADS", "1"),
+    };
+    cmd.output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+fn checkpoint_params(dir: &Path) -> Vec<(String, tch::Tensor)> {
+    let mut v = tch::Tensor::read_safetensors(dir.join("model.safetensors")).unwrap();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn last_checkpoint(run: &Path) -> (u64, PathBuf) {
+    multigrid::train::checkpoint::list(&run.join("checkpoints"))
+        .unwrap()
+        .pop()
+        .expect("no checkpoint")
+}
+
+fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Largest |a - b| / max |a| over each trainable tensor, with max |a| taken as at least 1e-3
+/// (a BN bias that has barely left zero would otherwise divide by nothing). Running statistics
+/// are left out: ranks pool them differently from one process's groups, by design.
+fn worst_relative(a: &[(String, tch::Tensor)], b: &[(String, tch::Tensor)]) -> (f64, String) {
+    assert_eq!(a.len(), b.len());
+    let mut worst = (0.0, String::new());
+    for ((na, ta), (nb, tb)) in a.iter().zip(b) {
+        assert_eq!(na, nb);
+        if na.contains("running_") {
+            continue;
+        }
+        let scale = ta.abs().max().double_value(&[]).max(1e-3);
+        let d = (ta - tb).abs().max().double_value(&[]) / scale;
+        if d > worst.0 {
+            worst = (d, na.clone());
+        }
+    }
+    worst
+}
+
+#[test]
+fn two_ranks_equal_one_process_with_twice_the_batch() {
+    let (root, config) = setup("dist_equivalence");
+    let one = root.join("one");
+    let two = root.join("two");
+    // A small LR: the network is chaotic enough that, at the configs' LR, the last bits of
+    // a float sum (one process sums 2B clips, a rank B) flip a max-pool choice within a few
+    // steps; at this one, one thread against two already drifts by 1e-4 over 26 steps.
+    let lr = ["--set", "solver.base_lr=0.002"];
+    ok(&train(&config, &one, None, &lr));
+    let text = ok(&train(&config, &two, Some(2), &lr));
+    assert!(text.contains("2 ranks (mpi)"), "{text}");
+
+    let m1 = metrics(&one);
+    let m2 = metrics(&two);
+    let steps = |m: &[serde_json::Value]| {
+        m.iter()
+            .find(|v| v["type"] == "summary")
+            .and_then(|v| v["steps"].as_u64())
+            .unwrap()
+    };
+    assert_eq!(steps(&m1), steps(&m2));
+    assert!(steps(&m2) >= 20, "{} steps", steps(&m2));
+    // Rank 0 alone writes: one metrics line per logged step, one summary.
+    let train_lines: Vec<u64> = m2
+        .iter()
+        .filter(|v| v["type"] == "train")
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(train_lines, (0..steps(&m2)).collect::<Vec<_>>());
+    assert_eq!(m2.iter().filter(|v| v["type"] == "summary").count(), 1);
+    // Per-rank shapes are half the single process's, with half its BN groups, and the plan
+    // changes both along the way.
+    let shapes = |m: &[serde_json::Value]| -> Vec<(u64, u64)> {
+        m.iter()
+            .filter(|v| v["type"] == "train")
+            .map(|v| {
+                (
+                    v["shape"][0].as_u64().unwrap(),
+                    v["bn_groups"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (s1, s2) = (shapes(&m1), shapes(&m2));
+    for ((b1, g1), (b2, g2)) in s1.iter().zip(&s2) {
+        assert_eq!((*b1, *g1), (2 * b2, 2 * g2));
+    }
+    let mut groups: Vec<u64> = s2.iter().map(|s| s.1).collect();
+    groups.dedup();
+    assert!(groups.len() >= 2, "BN groups never change: {groups:?}");
+    let mut batches: Vec<u64> = s2.iter().map(|s| s.0).collect();
+    batches.dedup();
+    assert!(batches.len() >= 3, "shapes never change: {batches:?}");
+
+    let c1 = multigrid::train::checkpoint::list(&one.join("checkpoints")).unwrap();
+    let c2 = multigrid::train::checkpoint::list(&two.join("checkpoints")).unwrap();
+    assert_eq!(
+        c1.iter().map(|c| c.0).collect::<Vec<_>>(),
+        c2.iter().map(|c| c.0).collect::<Vec<_>>()
+    );
+    // No stray temporary directories from other ranks.
+    assert_eq!(
+        std::fs::read_dir(two.join("checkpoints")).unwrap().count(),
+        c2.len()
+    );
+    let (worst, name) = worst_relative(
+        &checkpoint_params(&c1.last().unwrap().1),
+        &checkpoint_params(&c2.last().unwrap().1),
+    );
+    assert!(worst < 1e-5, "{name}: relative difference {worst:e}");
+    let manifest = multigrid::train::checkpoint::read_manifest(&c2.last().unwrap().1).unwrap();
+    assert_eq!(manifest.world_size, 2);
+
+    // Sharded evaluation: two ranks score each clip once, as one process does.
+    let eval = |nproc: Option<usize>| {
+        let mut cmd = bin();
+        cmd.arg("eval")
+            .arg("--config")
+            .arg(&config)
+            .arg("--checkpoint")
+            .arg(&c2.last().unwrap().1)
+            .args(["--split", "val"]);
+        let out = match nproc {
+            Some(n) => Command::new("mpirun")
+                .args([
+                    "-np",
+                    &n.to_string(),
+                    "--oversubscribe",
+                    "--bind-to",
+                    "none",
+                ])
+                .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+                .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+                .arg(cmd.get_program())
+                .args(cmd.get_args())
+                .output()
+                .unwrap(),
+            None => cmd.env("OMP_NUM_THREADS", "1").output().unwrap(),
+        };
+        let text = ok(&out);
+        text.lines()
+            .filter(|l| l.starts_with("val:"))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let single = eval(None);
+    let sharded = eval(Some(2));
+    assert_eq!(single.len(), 1, "{single:?}");
+    assert_eq!(sharded, single, "printed once, with the same counts");
+    let val = multigrid::data::Dataset::store(root.join("data/val.mgstore")).unwrap();
+    assert!(
+        single[0].contains(&format!("over {} clips", val.len())),
+        "{single:?}"
+    );
+}
+
+/// The pids of the processes whose parent is `parent`, from /proc.
+fn children(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        let ppid: u32 = after.split(' ').nth(1).unwrap().parse().unwrap();
+        if ppid == parent {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// The rank processes under a `--nproc-per-node` launcher: its mpirun's children.
+fn rank_pids(launcher: u32) -> Vec<u32> {
+    children(launcher)
+        .into_iter()
+        .flat_map(children)
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.contains("multigrid") && c.contains("train"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_rank_ends_the_job_and_two_ranks_resume_exactly() {
+    let (root, config) = setup("dist_kill_resume");
+    let clean = root.join("clean");
+    ok(&train(&config, &clean, Some(2), &[]));
+    let (total, clean_last) = last_checkpoint(&clean);
+
+    let killed = root.join("killed");
+    let mut child = bin()
+        .arg("train")
+        .arg("--config")
+        .arg(&config)
+        .arg("--output-dir")
+        .arg(&killed)
+        .args(["--nproc-per-node", "2"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let ck = multigrid::train::checkpoint::list(&killed.join("checkpoints")).unwrap();
+        if ck.iter().any(|(s, _)| *s > 3 && *s < total) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "no checkpoint");
+        assert!(child.try_wait().unwrap().is_none(), "ended before the kill");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ranks = rank_pids(child.id());
+    assert_eq!(ranks.len(), 2, "rank processes: {ranks:?}");
+    // SIGKILL one rank: the job must end, non-zero, naming it, well within the timeout.
+    let victim = *ranks.iter().max().unwrap();
+    let killed_at = Instant::now();
+    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let waited = killed_at.elapsed();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(waited < Duration::from_secs(60), "took {waited:?}");
+    assert!(
+        text.contains("rank") && text.contains("signal 9"),
+        "the message names neither the rank nor the signal: {text}"
+    );
+    let before = last_checkpoint(&killed).0;
+    assert!(before < total);
+
+    let text = ok(&train(&config, &killed, Some(2), &["--resume"]));
+    assert!(text.contains("resumed at step"), "{text}");
+    let a = checkpoint_params(&clean_last);
+    let b = checkpoint_params(&last_checkpoint(&killed).1);
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(ta.equal(tb), "{na} differs after a 2-rank resume");
+    }
+}
+
+#[test]
+fn another_world_size_resumes_at_an_epoch_end_and_refuses_mid_epoch() {
+    let (root, config) = setup("dist_world_change");
+    let cfg_text = std::fs::read_to_string(&config).unwrap();
+
+    // Two ranks write epoch-end checkpoints; keep only an early one and go on with one process.
+    let run = root.join("run");
+    ok(&train(&config, &run, Some(2), &[]));
+    let all = multigrid::train::checkpoint::list(&run.join("checkpoints")).unwrap();
+    let (keep_step, _) = all[1];
+    for (s, dir) in &all {
+        if *s != keep_step {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
+    let text = ok(&train(&config, &run, None, &["--resume"]));
+    let kept = multigrid::train::checkpoint::read_manifest(
+        &run.join("checkpoints")
+            .join(multigrid::train::checkpoint::dir_name(keep_step)),
+    )
+    .unwrap();
+    // One process's plan has its own step numbers: it resumes at the next epoch's first step.
+    let schedule =
+        multigrid::Schedule::new(multigrid::Config::from_json(&cfg_text).unwrap()).unwrap();
+    let plan = multigrid::Plan::new(&schedule, 80, 1, 0, 0).unwrap();
+    let two = multigrid::Plan::new(&schedule, 80, 2, 0, 0).unwrap();
+    let epoch = (0..schedule.max_epoch())
+        .find(|&e| two.epoch_first_step(e) == Some(keep_step))
+        .unwrap();
+    assert_eq!(kept.world_size, 2);
+    let expect = plan.epoch_first_step(epoch).unwrap();
+    assert!(
+        text.contains(&format!("resumed at step {expect}")),
+        "expected step {expect}: {text}"
+    );
+
+    // A mid-epoch checkpoint of one process cannot be resumed by two ranks.
+    let mid = root.join("mid");
+    let inside = (1..plan.total_steps())
+        .find(|&s| (0..=schedule.max_epoch()).all(|e| plan.epoch_first_step(e) != Some(s)))
+        .unwrap();
+    {
+        let c = multigrid::Config::from_json(&cfg_text).unwrap();
+        let mut t = multigrid::train::Trainer::new(c, &mid).unwrap();
+        // Cancelling saves a checkpoint at the step reached.
+        t.fit(&mut |p| p.step + 1 == inside).unwrap();
+        assert_eq!(t.next_step(), inside);
+    }
+    let out = train(&config, &mid, Some(2), &["--resume"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("mid-epoch") && text.contains("1 ranks") && text.contains("has 2"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_cpu_run_under_torchrun_says_it_needs_mpi() {
+    let (root, config) = setup("dist_torchrun_cpu");
+    let out = bin()
+        .arg("train")
+        .arg("--config")
+        .arg(&config)
+        .arg("--output-dir")
+        .arg(root.join("out"))
+        .env("RANK", "0")
+        .env("WORLD_SIZE", "2")
+        .env("LOCAL_RANK", "0")
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("mpirun") && text.contains("torchrun cannot"),
+        "{text}"
+    );
+}
