@@ -197,6 +197,47 @@ typedef struct mg_stage {
 } mg_stage;
 
 /**
+ * Distributed settings of `mg_trainer_new_dist`. Start from `mg_dist_options_default`, which
+ * leaves every field to the config's `run` section and the launcher's environment (torchrun's
+ * RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE / MASTER_ADDR / MASTER_PORT, mpirun's
+ * OMPI_COMM_WORLD_*, srun's SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID), and set the ones to
+ * give explicitly.
+ */
+typedef struct mg_dist_options {
+  /**
+   * "auto", "nccl" or "mpi"; NULL: the config's run.dist_backend.
+   */
+  const char *backend;
+  /**
+   * "env://", "tcp://HOST:PORT" or "file:///PATH" (NCCL ranks' rendezvous); NULL: the
+   * config's run.dist_init_method.
+   */
+  const char *init_method;
+  /**
+   * This process's rank; -1: from the environment (0 without a launcher).
+   */
+  int32_t rank;
+  /**
+   * Ranks in the job; -1: from the environment (1 without a launcher).
+   */
+  int32_t world_size;
+  /**
+   * Rank on this machine (the CUDA device index); -1: from the environment, else `rank`.
+   */
+  int32_t local_rank;
+  /**
+   * Ranks on this machine (they split its CPU cores); -1: from the environment, else
+   * `world_size`.
+   */
+  int32_t local_world_size;
+  /**
+   * Seconds a collective may wait for the other ranks before this process exits non-zero;
+   * <= 0: the config's run.dist_timeout_s.
+   */
+  double timeout_s;
+} mg_dist_options;
+
+/**
  * Passed to the progress callback after every step.
  */
 typedef struct mg_progress {
@@ -507,6 +548,28 @@ mg_status mg_schedule_is_eval_epoch(const struct mg_schedule *schedule, uint32_t
 mg_status mg_trainer_new(const char *config_json, const char *output_dir, struct mg_trainer **out);
 
 /**
+ * Fills `*out` with "everything from the config and the environment".
+ */
+mg_status mg_dist_options_default(struct mg_dist_options *out);
+
+/**
+ * `mg_trainer_new` as one rank of a data-parallel job. Every rank calls it (and then the same
+ * trainer functions in the same order): rank 0's parameters are broadcast, gradients are
+ * averaged over ranks after every backward, evaluation is sharded, and rank 0 alone writes
+ * metrics and checkpoints. `dist` NULL is `mg_dist_options_default`. CUDA ranks use NCCL on
+ * device cuda:local_rank; CPU ranks use MPI and must be started by an MPI launcher.
+ */
+mg_status mg_trainer_new_dist(const char *config_json,
+                              const char *output_dir,
+                              const struct mg_dist_options *dist,
+                              struct mg_trainer **out);
+
+/**
+ * This trainer's rank and the job's number of ranks (0 and 1 for a single process).
+ */
+mg_status mg_trainer_rank(struct mg_trainer *trainer, uint32_t *rank, uint32_t *world_size);
+
+/**
  * Frees a trainer; NULL is a no-op.
  */
 void mg_trainer_free(struct mg_trainer *trainer);
@@ -558,7 +621,9 @@ mg_status mg_trainer_evaluate(struct mg_trainer *trainer,
                               struct mg_accuracy *out);
 
 /**
- * Writes a checkpoint of the current state under the output directory.
+ * Writes a checkpoint of the current state under the output directory. With several ranks every
+ * rank calls it: BN statistics are pooled over the ranks, rank 0 writes, and all return once
+ * the checkpoint is complete.
  */
 mg_status mg_trainer_save(struct mg_trainer *trainer);
 

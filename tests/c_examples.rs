@@ -195,6 +195,7 @@ fn train_example_as_c11_and_cpp() {
         );
         if cfg!(feature = "torch") {
             for expected in [
+                "rank 0 of 1",
                 "step 4: batch 4 x 8 x 32",
                 "next step: 5",
                 "val: top-1",
@@ -240,6 +241,7 @@ fn cpp_training_loop_with_the_cpp17_bindings() {
     );
     if cfg!(feature = "torch") {
         for expected in [
+            "rank 0 of 1",
             "step 0: 32 x 4 x 16px, bn_groups 2, lr 0.2000",
             "step 3: 16 x 4 x 23px",
             "next step: 4",

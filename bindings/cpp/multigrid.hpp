@@ -252,7 +252,21 @@ class Dataset {
   std::unique_ptr<mg_dataset, detail::Deleter<mg_dataset, mg_dataset_free>> handle_;
 };
 
-/// SlowFast trained on libtorch over a whole multigrid schedule (CUDA when present).
+/// Distributed settings of one rank (mg_dist_options). Empty strings and -1 leave a field to
+/// the config's run section and the launcher's environment (torchrun, mpirun, srun).
+struct DistOptions {
+  std::string backend;      ///< "auto", "nccl" or "mpi"
+  std::string init_method;  ///< "env://", "tcp://HOST:PORT" or "file:///PATH"
+  int32_t rank = -1;
+  int32_t world_size = -1;
+  int32_t local_rank = -1;
+  int32_t local_world_size = -1;
+  double timeout_s = 0;  ///< <= 0: run.dist_timeout_s
+};
+
+/// SlowFast trained on libtorch over a whole multigrid schedule (CUDA when present). Under a
+/// launcher (torchrun, mpirun, srun) each process is one rank of a data-parallel job; every
+/// rank makes the same calls in the same order.
 class Trainer {
  public:
   /// Return true to cancel: fit stops after a checkpoint and reports cancelled.
@@ -262,6 +276,27 @@ class Trainer {
     mg_trainer* t = nullptr;
     detail::check(mg_trainer_new(config_json.c_str(), output_dir.c_str(), &t));
     handle_.reset(t);
+  }
+  Trainer(const std::string& config_json, const std::string& output_dir,
+          const DistOptions& dist) {
+    mg_dist_options o{};
+    detail::check(mg_dist_options_default(&o));
+    if (!dist.backend.empty()) o.backend = dist.backend.c_str();
+    if (!dist.init_method.empty()) o.init_method = dist.init_method.c_str();
+    o.rank = dist.rank;
+    o.world_size = dist.world_size;
+    o.local_rank = dist.local_rank;
+    o.local_world_size = dist.local_world_size;
+    o.timeout_s = dist.timeout_s;
+    mg_trainer* t = nullptr;
+    detail::check(mg_trainer_new_dist(config_json.c_str(), output_dir.c_str(), &o, &t));
+    handle_.reset(t);
+  }
+  /// This process's rank and the number of ranks.
+  std::pair<uint32_t, uint32_t> rank() {
+    uint32_t r = 0, w = 0;
+    detail::check(mg_trainer_rank(get(), &r, &w));
+    return {r, w};
   }
   /// Loads the newest checkpoint in the output directory; false when there is none.
   bool resume() {

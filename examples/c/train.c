@@ -63,13 +63,23 @@ int main(int argc, char **argv) {
   if ((st = mg_dataset_len(dataset, &n)) != MG_STATUS_OK) { fail("mg_dataset_len", st); goto done; }
   if ((st = mg_schedule_new(config, &schedule)) != MG_STATUS_OK) { fail("mg_schedule_new", st); goto done; }
   if ((st = mg_plan_new(schedule, n, 1, 0, 0, &plan)) != MG_STATUS_OK) { fail("mg_plan_new", st); goto done; }
-  st = mg_trainer_new(config, argv[2], &trainer);
+  /* One process here; under torchrun, mpirun or srun the defaults take the rank and world
+   * size from the launcher, and every rank runs this same program. */
+  mg_dist_options dist;
+  mg_dist_options_default(&dist);
+  dist.timeout_s = 600;
+  st = mg_trainer_new_dist(config, argv[2], &dist, &trainer);
   if (st == MG_STATUS_UNSUPPORTED) {
     printf("this libmultigrid has no trainer (built without libtorch)\n");
     rc = 0;
     goto done;
   }
-  if (st != MG_STATUS_OK) { fail("mg_trainer_new", st); goto done; }
+  if (st != MG_STATUS_OK) { fail("mg_trainer_new_dist", st); goto done; }
+  {
+    uint32_t rank = 0, world = 0;
+    if ((st = mg_trainer_rank(trainer, &rank, &world)) != MG_STATUS_OK) { fail("mg_trainer_rank", st); goto done; }
+    printf("rank %u of %u\n", rank, world);
+  }
 
   for (uint64_t k = 0; k < 5; k++) {
     mg_step step;

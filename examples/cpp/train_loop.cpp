@@ -43,7 +43,13 @@ int main(int argc, char** argv) {
       std::printf("past the end -> %s: %s\n", mg_status_str(e.status()), e.what());
     }
 
-    mg::Trainer trainer(config, run);
+    // Rank and world size from the launcher (torchrun, mpirun, srun) or, as here, one process;
+    // any field of mg::DistOptions can be set explicitly instead.
+    mg::DistOptions dist;
+    dist.timeout_s = 600;
+    mg::Trainer trainer(config, run, dist);
+    const auto [rank, world] = trainer.rank();
+    std::printf("rank %u of %u\n", rank, world);
     mg::Batch batch;
     const uint32_t alpha = 2;
     for (uint64_t k = 0; k < steps && k < plan.total_steps(); ++k) {

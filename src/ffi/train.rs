@@ -89,6 +89,152 @@ pub extern "C" fn mg_trainer_new(
     })
 }
 
+/// Distributed settings of `mg_trainer_new_dist`. Start from `mg_dist_options_default`, which
+/// leaves every field to the config's `run` section and the launcher's environment (torchrun's
+/// RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE / MASTER_ADDR / MASTER_PORT, mpirun's
+/// OMPI_COMM_WORLD_*, srun's SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID), and set the ones to
+/// give explicitly.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct mg_dist_options {
+    /// "auto", "nccl" or "mpi"; NULL: the config's run.dist_backend.
+    pub backend: *const c_char,
+    /// "env://", "tcp://HOST:PORT" or "file:///PATH" (NCCL ranks' rendezvous); NULL: the
+    /// config's run.dist_init_method.
+    pub init_method: *const c_char,
+    /// This process's rank; -1: from the environment (0 without a launcher).
+    pub rank: i32,
+    /// Ranks in the job; -1: from the environment (1 without a launcher).
+    pub world_size: i32,
+    /// Rank on this machine (the CUDA device index); -1: from the environment, else `rank`.
+    pub local_rank: i32,
+    /// Ranks on this machine (they split its CPU cores); -1: from the environment, else
+    /// `world_size`.
+    pub local_world_size: i32,
+    /// Seconds a collective may wait for the other ranks before this process exits non-zero;
+    /// <= 0: the config's run.dist_timeout_s.
+    pub timeout_s: f64,
+}
+
+/// Fills `*out` with "everything from the config and the environment".
+#[no_mangle]
+pub extern "C" fn mg_dist_options_default(out: *mut mg_dist_options) -> mg_status {
+    guard("mg_dist_options_default", || {
+        *out_ptr(out, "out")? = mg_dist_options {
+            backend: std::ptr::null(),
+            init_method: std::ptr::null(),
+            rank: -1,
+            world_size: -1,
+            local_rank: -1,
+            local_world_size: -1,
+            timeout_s: 0.0,
+        };
+        Ok(())
+    })
+}
+
+#[cfg(feature = "torch")]
+fn dist_options(
+    config: &crate::Config,
+    o: &mg_dist_options,
+) -> Result<crate::dist::DistOptions, FfiError> {
+    let mut d = crate::train::dist_options(&config.run)?;
+    if !o.backend.is_null() {
+        d.backend = crate::dist::Backend::parse(c_str(o.backend, "backend")?)?;
+    }
+    if !o.init_method.is_null() {
+        d.init_method = c_str(o.init_method, "init_method")?.to_string();
+    }
+    let field = |v: i32, name: &str| -> Result<Option<usize>, FfiError> {
+        match v {
+            -1 => Ok(None),
+            v if v >= 0 => Ok(Some(v as usize)),
+            v => Err(FfiError::Lib(crate::Error::InvalidArgument(format!(
+                "mg_dist_options.{name} is {v}: give a value >= 0, or -1 for the environment's"
+            )))),
+        }
+    };
+    d.rank = field(o.rank, "rank")?;
+    d.world_size = field(o.world_size, "world_size")?;
+    d.local_rank = field(o.local_rank, "local_rank")?;
+    d.local_world_size = field(o.local_world_size, "local_world_size")?;
+    if o.timeout_s > 0.0 {
+        if !(o.timeout_s.is_finite() && o.timeout_s <= 86_400.0) {
+            return Err(FfiError::Lib(crate::Error::InvalidArgument(format!(
+                "mg_dist_options.timeout_s is {}: at most 86400 seconds",
+                o.timeout_s
+            ))));
+        }
+        d.timeout = std::time::Duration::from_secs_f64(o.timeout_s);
+    } else if o.timeout_s.is_nan() {
+        return Err(FfiError::Lib(crate::Error::InvalidArgument(
+            "mg_dist_options.timeout_s is NaN".into(),
+        )));
+    }
+    Ok(d)
+}
+
+/// `mg_trainer_new` as one rank of a data-parallel job. Every rank calls it (and then the same
+/// trainer functions in the same order): rank 0's parameters are broadcast, gradients are
+/// averaged over ranks after every backward, evaluation is sharded, and rank 0 alone writes
+/// metrics and checkpoints. `dist` NULL is `mg_dist_options_default`. CUDA ranks use NCCL on
+/// device cuda:local_rank; CPU ranks use MPI and must be started by an MPI launcher.
+#[no_mangle]
+pub extern "C" fn mg_trainer_new_dist(
+    config_json: *const c_char,
+    output_dir: *const c_char,
+    dist: *const mg_dist_options,
+    out: *mut *mut mg_trainer,
+) -> mg_status {
+    guard("mg_trainer_new_dist", || {
+        let out = out_ptr(out, "out")?;
+        #[cfg(feature = "torch")]
+        {
+            let config = crate::Config::from_json(c_str(config_json, "config_json")?)?;
+            let dir = c_str(output_dir, "output_dir")?;
+            let options = if dist.is_null() {
+                crate::train::dist_options(&config.run)?
+            } else {
+                dist_options(&config, non_null(dist, "dist")?)?
+            };
+            let inner =
+                crate::train::Trainer::with_dist(config, std::path::Path::new(dir), &options)?;
+            *out = Box::into_raw(Box::new(mg_trainer { inner }));
+            Ok(())
+        }
+        #[cfg(not(feature = "torch"))]
+        {
+            let _ = (config_json, output_dir, dist, out);
+            unsupported()
+        }
+    })
+}
+
+/// This trainer's rank and the job's number of ranks (0 and 1 for a single process).
+#[no_mangle]
+pub extern "C" fn mg_trainer_rank(
+    trainer: *mut mg_trainer,
+    rank: *mut u32,
+    world_size: *mut u32,
+) -> mg_status {
+    guard("mg_trainer_rank", || {
+        let rank = out_ptr(rank, "rank")?;
+        let world_size = out_ptr(world_size, "world_size")?;
+        #[cfg(feature = "torch")]
+        {
+            let t = trainer_mut(trainer)?;
+            *rank = t.rank() as u32;
+            *world_size = t.world_size() as u32;
+            Ok(())
+        }
+        #[cfg(not(feature = "torch"))]
+        {
+            let _ = (trainer, rank, world_size);
+            unsupported()
+        }
+    })
+}
+
 /// Frees a trainer; NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn mg_trainer_free(trainer: *mut mg_trainer) {
@@ -303,7 +449,9 @@ pub extern "C" fn mg_trainer_evaluate(
     })
 }
 
-/// Writes a checkpoint of the current state under the output directory.
+/// Writes a checkpoint of the current state under the output directory. With several ranks every
+/// rank calls it: BN statistics are pooled over the ranks, rank 0 writes, and all return once
+/// the checkpoint is complete.
 #[no_mangle]
 pub extern "C" fn mg_trainer_save(trainer: *mut mg_trainer) -> mg_status {
     guard("mg_trainer_save", || {

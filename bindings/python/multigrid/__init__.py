@@ -383,11 +383,39 @@ class Trainer(_Handle):
 
     _free = "mg_trainer_free"
 
-    def __init__(self, config, output_dir):
+    def __init__(self, config, output_dir, dist=None):
+        """`dist`: None (the config's run section and the launcher's environment: torchrun,
+        mpirun, srun), or a dict with any of backend, init_method, rank, world_size,
+        local_rank, local_world_size, timeout_s (mg_dist_options)."""
         super().__init__()
         h = C.POINTER(_ffi.mg_trainer)()
-        _check(_L().mg_trainer_new(_config_text(config).encode(), os.fsencode(output_dir), C.byref(h)))
+        if dist is None:
+            _check(_L().mg_trainer_new(_config_text(config).encode(), os.fsencode(output_dir), C.byref(h)))
+        else:
+            o = _ffi.mg_dist_options()
+            _check(_L().mg_dist_options_default(C.byref(o)))
+            known = {"backend", "init_method", "rank", "world_size", "local_rank",
+                     "local_world_size", "timeout_s"}
+            unknown = set(dist) - known
+            if unknown:
+                raise ValueError(f"unknown distributed settings {sorted(unknown)}; known: {sorted(known)}")
+            keep = []  # the encoded strings must outlive the call
+            for key, value in dist.items():
+                if key in ("backend", "init_method"):
+                    keep.append(str(value).encode())
+                    setattr(o, key, keep[-1])
+                else:
+                    setattr(o, key, value)
+            _check(_L().mg_trainer_new_dist(_config_text(config).encode(), os.fsencode(output_dir),
+                                            C.byref(o), C.byref(h)))
         self._h = h
+
+    @property
+    def rank(self):
+        """(rank, world_size) of this process."""
+        r, w = C.c_uint32(), C.c_uint32()
+        _check(_L().mg_trainer_rank(self._ptr(), C.byref(r), C.byref(w)))
+        return r.value, w.value
 
     def resume(self):
         """Loads the newest checkpoint in the output directory; False when there is none."""

@@ -87,6 +87,18 @@ class mg_stage(C.Structure):
     ]
 
 
+class mg_dist_options(C.Structure):
+    _fields_ = [
+        ("backend", C.c_char_p),
+        ("init_method", C.c_char_p),
+        ("rank", C.c_int32),
+        ("world_size", C.c_int32),
+        ("local_rank", C.c_int32),
+        ("local_world_size", C.c_int32),
+        ("timeout_s", C.c_double),
+    ]
+
+
 class mg_progress(C.Structure):
     _fields_ = [
         ("step", C.c_uint64),
@@ -162,6 +174,9 @@ FUNCTIONS = {
     "mg_schedule_lr_at": (C.c_int32, [C.POINTER(mg_schedule), C.c_double, C.POINTER(C.c_double)]),
     "mg_schedule_is_eval_epoch": (C.c_int32, [C.POINTER(mg_schedule), C.c_uint32, C.POINTER(C.c_bool)]),
     "mg_trainer_new": (C.c_int32, [C.c_char_p, C.c_char_p, C.POINTER(C.POINTER(mg_trainer))]),
+    "mg_dist_options_default": (C.c_int32, [C.POINTER(mg_dist_options)]),
+    "mg_trainer_new_dist": (C.c_int32, [C.c_char_p, C.c_char_p, C.POINTER(mg_dist_options), C.POINTER(C.POINTER(mg_trainer))]),
+    "mg_trainer_rank": (C.c_int32, [C.POINTER(mg_trainer), C.POINTER(C.c_uint32), C.POINTER(C.c_uint32)]),
     "mg_trainer_free": (None, [C.POINTER(mg_trainer)]),
     "mg_trainer_resume": (C.c_int32, [C.POINTER(mg_trainer), C.POINTER(C.c_bool)]),
     "mg_trainer_next_step": (C.c_int32, [C.POINTER(mg_trainer), C.POINTER(C.c_uint64)]),

@@ -115,6 +115,26 @@ def test_dataset_load_step_follows_the_plan(data):
 
 
 @pytest.mark.skipif(not has_torch(), reason="libmultigrid built without libtorch")
+def test_trainer_takes_explicit_distributed_settings(data, tmp_path):
+    cfg = json.loads(json.dumps(TINY))
+    cfg["run"]["data_dir"] = data
+    with mg.Trainer(cfg, str(tmp_path / "one"), dist={"rank": 0, "world_size": 1}) as t:
+        assert t.rank == (0, 1)
+    with pytest.raises(ValueError) as e:
+        mg.Trainer(cfg, str(tmp_path / "bad"), dist={"ranks": 2})
+    assert "ranks" in str(e.value)
+    with pytest.raises(mg.Error) as e:
+        mg.Trainer(cfg, str(tmp_path / "bad"), dist={"rank": -2})
+    assert "mg_dist_options.rank" in str(e.value)
+    with pytest.raises(mg.Error) as e:
+        mg.Trainer(cfg, str(tmp_path / "bad"), dist={"rank": 3, "world_size": 2})
+    assert "rank 3" in str(e.value)
+    with pytest.raises(mg.Error) as e:
+        mg.Trainer(cfg, str(tmp_path / "bad"), dist={"backend": "gloo"})
+    assert "gloo" in str(e.value)
+
+
+@pytest.mark.skipif(not has_torch(), reason="libmultigrid built without libtorch")
 def test_trainer_steps_evaluates_and_cancels(data, tmp_path):
     cfg = json.loads(json.dumps(TINY))
     cfg["run"]["data_dir"] = data
