@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
+    println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
     println!("cargo:rerun-if-env-changed=MG_CUDA_INCLUDE");
     println!("cargo:rerun-if-env-changed=CUDA_HOME");
     println!("cargo:rerun-if-env-changed=NCCL_INCLUDE_DIR");
@@ -55,6 +56,17 @@ fn main() {
         static_libs.push("-Wl,--no-as-needed -ltorch_cuda -lc10_cuda -Wl,--as-needed".into());
     } else if has_cuda {
         static_libs.push("-Wl,--no-as-needed -ltorch_cuda -Wl,--as-needed".into());
+    }
+    if std::env::var_os("CARGO_FEATURE_MPI").is_some() {
+        // The MPI backend (the `mpi` crate) needs the MPI library after libmultigrid.a.
+        let mpi = std::process::Command::new("pkg-config")
+            .args(["--libs", "ompi-c"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|| "-lmpi".into());
+        static_libs.push(mpi);
     }
     static_libs.push(format!("-ltorch_cpu -ltorch -lc10 -lstdc++ {rust_std}"));
     println!("cargo:rustc-env=MG_STATIC_LIBS={}", static_libs.join(" "));

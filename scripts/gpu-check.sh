@@ -5,7 +5,9 @@
 # It reports whether CUDA is detected, a forward and backward on the GPU, and the SlowFast R50
 # 8x8 training-step time at T=32, S=224, batch 8, with and without bf16 autocast, against the
 # same model trained by PyTorch on the same libtorch; then the trainer end to end on CUDA (tiny
-# multigrid run: warm-up over the planned shapes, bf16 autocast, and fp16 with the loss scaler).
+# multigrid run: warm-up over the planned shapes, bf16 autocast, and fp16 with the loss scaler),
+# and data-parallel through NCCL: torchrun's environment at world size 1 with the nccl backend
+# named (so the engine runs), and --nproc-per-node 2 where the machine has 2 GPUs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-gpu-check-out}
@@ -30,4 +32,17 @@ bin=target/release/multigrid
       --data "$out/data" --output-dir "$out/train-$precision" --set run.precision=$precision
     head -1 "$out/train-$precision/metrics.jsonl"
   done
+  "$bin" build-info | grep -E "^(cuda|nccl)"
+  RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 LOCAL_WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29511 \
+    "$bin" train --config configs/synthetic_slowfast_tiny_multigrid.json --device cuda \
+      --data "$out/data" --output-dir "$out/train-nccl1" --set run.dist_backend=nccl \
+      --set solver.max_epoch=4 --set run.dist_timeout_s=120
+  gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
+  if [ "$gpus" -ge 2 ]; then
+    "$bin" train --config configs/synthetic_slowfast_tiny_multigrid.json --device cuda \
+      --data "$out/data" --output-dir "$out/train-nccl2" --nproc-per-node 2 \
+      --set solver.max_epoch=4 --set run.dist_timeout_s=120
+  else
+    echo "one GPU: the 2-rank NCCL run is skipped"
+  fi
 } 2>&1 | tee "$out/gpu-check.log"

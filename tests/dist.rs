@@ -390,3 +390,51 @@ fn a_cpu_run_under_torchrun_says_it_needs_mpi() {
         "{text}"
     );
 }
+
+#[test]
+fn a_hung_rank_makes_the_other_exit_within_the_timeout() {
+    let (root, config) = setup("dist_hang");
+    let out_dir = root.join("out");
+    let mut child = bin()
+        .arg("train")
+        .arg("--config")
+        .arg(&config)
+        .arg("--output-dir")
+        .arg(&out_dir)
+        .args(["--nproc-per-node", "2", "--set", "run.dist_timeout_s=5"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while multigrid::train::checkpoint::list(&out_dir.join("checkpoints"))
+        .unwrap()
+        .is_empty()
+    {
+        assert!(start.elapsed() < Duration::from_secs(300), "no checkpoint");
+        assert!(child.try_wait().unwrap().is_none(), "ended early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ranks = rank_pids(child.id());
+    assert_eq!(ranks.len(), 2, "rank processes: {ranks:?}");
+    // SIGSTOP: the rank is alive but never answers, as a hung process would.
+    let hung = *ranks.iter().max().unwrap();
+    assert_eq!(unsafe { libc::kill(hung as i32, libc::SIGSTOP) }, 0);
+    let stopped_at = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let waited = stopped_at.elapsed();
+    // Whatever mpirun left behind must not outlive the test.
+    unsafe {
+        libc::kill(hung as i32, libc::SIGKILL);
+        libc::kill(hung as i32, libc::SIGCONT);
+    }
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("of 2:") && text.contains("did not complete within"),
+        "{text}"
+    );
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(60),
+        "took {waited:?}"
+    );
+}

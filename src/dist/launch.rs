@@ -74,7 +74,10 @@ impl Launch {
                 }),
             }
         };
-        let under_mpi = var("OMPI_COMM_WORLD_SIZE").is_some() || var("PMI_SIZE").is_some();
+        // Open MPI's mpirun, MPICH's Hydra (PMI), and srun with --mpi=pmix (PMIx).
+        let under_mpi = var("OMPI_COMM_WORLD_SIZE").is_some()
+            || var("PMI_SIZE").is_some()
+            || var("PMIX_RANK").is_some();
         let mut l = Launch::single();
         l.under_mpi = under_mpi;
         if let (Some(rank), Some(world)) = (num("RANK")?, num("WORLD_SIZE")?) {

@@ -167,7 +167,11 @@ pub fn connect(
     launch: &Launch,
     device: Device,
 ) -> Result<Box<dyn Collective>> {
-    if launch.world_size == 1 {
+    // One process needs no engine, unless a launcher started it and the backend was named:
+    // then the engine runs at world size 1 (how scripts/gpu-check.sh exercises NCCL on one GPU).
+    if launch.world_size == 1
+        && (options.backend == Backend::Auto || launch.launcher == Launcher::None)
+    {
         return Ok(Box::new(Single));
     }
     let backend = match options.backend {

@@ -251,6 +251,15 @@ fn main() -> ExitCode {
             println!("version {}", env!("CARGO_PKG_VERSION"));
             println!("libtorch {}", env!("MG_LIBTORCH_VERSION"));
             println!("cuda {}", env!("MG_CUDA_TEXT"));
+            println!("nccl {}", env!("MG_NCCL_TEXT"));
+            println!(
+                "mpi {}",
+                if cfg!(feature = "mpi") {
+                    "linked"
+                } else {
+                    "not built"
+                }
+            );
             println!("static_libs {}", env!("MG_STATIC_LIBS"));
             Ok(())
         }
