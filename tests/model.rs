@@ -1,7 +1,7 @@
 //! SlowFast: PySlowFast's names and size, shape-agnostic forward, sub-batch BN.
 #![cfg(feature = "torch")]
 
-use multigrid::model::bn::GroupBatchNorm;
+use multigrid::model::bn::{Bn, GroupBatchNorm};
 use multigrid::model::SlowFast;
 use multigrid::schedule::ModelConfig;
 use tch::{nn, Device, Kind, Tensor};
@@ -110,7 +110,7 @@ fn bn_over_k_groups_equals_k_separate_batchnorms() {
     });
     let x = Tensor::randn([6, 4, 2, 3, 3], (Kind::Float, Device::Cpu)) * 2.0 + 0.5;
     let k = 3;
-    let y = bn.forward(&x, k, true);
+    let y = bn.forward(&x, Bn::groups(k), true);
     let mut means = Vec::new();
     let mut vars = Vec::new();
     for g in 0..k {
@@ -153,7 +153,7 @@ fn bn_over_k_groups_equals_k_separate_batchnorms() {
     // One group is plain BatchNorm, running statistics included.
     let vs2 = nn::VarStore::new(Device::Cpu);
     let plain = GroupBatchNorm::new(&(vs2.root() / "bn"), 4, false);
-    let y1 = plain.forward(&x, 1, true);
+    let y1 = plain.forward(&x, Bn::groups(1), true);
     let (rm, rv) = (
         Tensor::zeros([4], (Kind::Float, Device::Cpu)),
         Tensor::ones([4], (Kind::Float, Device::Cpu)),
@@ -239,8 +239,8 @@ fn precise_bn_momentum_makes_running_stats_the_batch_stats() {
     let bn = GroupBatchNorm::new(&(vs.root() / "bn"), 4, false);
     let x = Tensor::randn([8, 4, 3, 5, 5], (Kind::Float, Device::Cpu)) * 3.0 + 2.0;
     bn.set_momentum(1.0);
-    let train = tch::no_grad(|| bn.forward(&x, 1, true));
-    let eval = tch::no_grad(|| bn.forward(&x, 1, false));
+    let train = tch::no_grad(|| bn.forward(&x, Bn::groups(1), true));
+    let eval = tch::no_grad(|| bn.forward(&x, Bn::groups(1), false));
     let mean = x.mean_dim([0i64, 2, 3, 4].as_slice(), false, Kind::Float);
     assert!(bn.running_mean.allclose(&mean, 1e-5, 1e-5, false));
     // Running variance is unbiased (n / (n - 1)), so eval differs from train by that factor only.
@@ -249,7 +249,7 @@ fn precise_bn_momentum_makes_running_stats_the_batch_stats() {
     // Averaging two batches: momentum 1 then 1/2 gives their mean.
     let y = Tensor::randn([8, 4, 3, 5, 5], (Kind::Float, Device::Cpu)) - 1.0;
     bn.set_momentum(0.5);
-    let _ = tch::no_grad(|| bn.forward(&y, 1, true));
+    let _ = tch::no_grad(|| bn.forward(&y, Bn::groups(1), true));
     let both = (mean + y.mean_dim([0i64, 2, 3, 4].as_slice(), false, Kind::Float)) / 2.0;
     assert!(bn.running_mean.allclose(&both, 1e-5, 1e-5, false));
 }

@@ -12,6 +12,9 @@
 #include <torch/csrc/distributed/c10d/Store.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+// The differentiable all-reduce of sync BN: an autograd Function, which tch cannot define.
+#include <torch/csrc/autograd/custom_function.h>
+
 #ifdef MG_NCCL
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -68,7 +71,53 @@ std::chrono::milliseconds ms(int64_t v) {
 
 }  // namespace
 
+// Sums over a group of ranks, in place; the Rust side (the trainer's collective) provides it.
+// Returns 0, or non-zero after writing a message into (err, len).
+typedef int (*mg_reduce_fn)(void* user, at::Tensor* t, char* err, size_t len);
+
+namespace {
+
+void call_reduce(int64_t fn, int64_t user, at::Tensor& t) {
+  char err[512] = {0};
+  auto f = reinterpret_cast<mg_reduce_fn>(static_cast<intptr_t>(fn));
+  if (f(reinterpret_cast<void*>(static_cast<intptr_t>(user)), &t, err, sizeof err) != 0) {
+    throw std::runtime_error(std::string("sync BN all-reduce: ") + err);
+  }
+}
+
+// y = sum over the group of x, whose gradient is the sum over the group of y's gradient: every
+// rank's loss depends on every rank's statistics (pytorchvideo's differentiable_all_reduce).
+struct AllReduceSum : public torch::autograd::Function<AllReduceSum> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            int64_t fn, int64_t user) {
+    ctx->saved_data["fn"] = fn;
+    ctx->saved_data["user"] = user;
+    at::Tensor y = x.clone(at::MemoryFormat::Contiguous);
+    call_reduce(fn, user, y);
+    return y;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    at::Tensor g = grads[0].clone(at::MemoryFormat::Contiguous);
+    call_reduce(ctx->saved_data["fn"].toInt(), ctx->saved_data["user"].toInt(), g);
+    return {g, at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
 extern "C" {
+
+// *out = a new tensor: the group's sum of *x, differentiable (see AllReduceSum). `fn` is called
+// with `user` in the forward pass and again in the backward pass, on the thread that runs it.
+int mg_differentiable_all_reduce(const at::Tensor* x, mg_reduce_fn fn, void* user,
+                                 at::Tensor** out, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    at::Tensor y = AllReduceSum::apply(*x, static_cast<int64_t>(reinterpret_cast<intptr_t>(fn)),
+                                       static_cast<int64_t>(reinterpret_cast<intptr_t>(user)));
+    *out = new at::Tensor(std::move(y));
+  });
+}
 
 // A TCPStore. `world_size` <= 0 leaves the number of workers unset. The server waits for
 // `world_size` participants (itself included) when `wait_workers` is non-zero.

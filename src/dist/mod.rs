@@ -7,9 +7,11 @@
 
 #[cfg(mg_c10d)]
 pub mod c10d;
+// The shim in c10d.cpp is built whenever libtorch is (build.rs), so sync BN always is.
 pub mod launch;
 #[cfg(feature = "mpi")]
 mod mpi;
+pub mod sync_bn;
 mod watchdog;
 
 use std::time::Duration;

@@ -9,6 +9,29 @@
 
 use tch::{nn, Kind, Tensor};
 
+/// How a training forward pass normalises: in `groups` groups of this process's batch, or
+/// (sync BN, `sync` set, one group) over the whole batch of a group of ranks.
+#[derive(Clone, Copy)]
+pub struct Bn<'a> {
+    pub groups: i64,
+    pub sync: Option<&'a dyn SyncStats>,
+}
+
+impl Bn<'_> {
+    pub fn groups(groups: i64) -> Bn<'static> {
+        Bn { groups, sync: None }
+    }
+}
+
+/// Sums over the ranks that share BN statistics, with a gradient summed over them too (the
+/// trainer's collective provides it; the model knows nothing of processes).
+pub trait SyncStats {
+    /// Ranks in the group.
+    fn ranks(&self) -> usize;
+    /// The mean over the group's ranks of `x`, differentiable.
+    fn all_reduce_mean(&self, x: &Tensor) -> Tensor;
+}
+
 pub const EPS: f64 = 1e-5;
 pub const MOMENTUM: f64 = 0.1;
 
@@ -52,7 +75,13 @@ impl GroupBatchNorm {
         });
     }
 
-    pub fn forward(&self, x: &Tensor, groups: i64, train: bool) -> Tensor {
+    pub fn forward(&self, x: &Tensor, bn: Bn, train: bool) -> Tensor {
+        if train {
+            if let Some(sync) = bn.sync {
+                return self.forward_sync(x, sync);
+            }
+        }
+        let groups = bn.groups;
         if !train {
             return x.batch_norm(
                 Some(&self.weight),
@@ -126,5 +155,40 @@ impl GroupBatchNorm {
                 .and_then(|mut t| t.f_add_(&(pooled * momentum)));
         });
         y.view(size.as_slice())
+    }
+
+    /// Sync BN (pytorchvideo's NaiveSyncBatchNorm3d, PySlowFast's choice when a rank's batch is
+    /// below `bn_base_size`): per-channel mean and mean square of this rank's batch, averaged
+    /// over the group (equal batches on every rank), normalise every rank's clips. The running
+    /// variance takes the unbiased estimate over all the group's values, as torch.nn.BatchNorm.
+    fn forward_sync(&self, x: &Tensor, sync: &dyn SyncStats) -> Tensor {
+        let size = x.size();
+        let c = size[1];
+        let dims: Vec<i64> = (0..size.len() as i64).filter(|&d| d != 1).collect();
+        let xf = x.to_kind(Kind::Float);
+        let mean = xf.mean_dim(dims.as_slice(), false, Kind::Float);
+        let meansqr = (&xf * &xf).mean_dim(dims.as_slice(), false, Kind::Float);
+        let both = sync.all_reduce_mean(&Tensor::cat(&[mean, meansqr], 0));
+        let mean = both.narrow(0, 0, c);
+        let var = both.narrow(0, c, c) - mean.square();
+        tch::no_grad(|| {
+            let m = (xf.numel() as i64 / c) as f64 * sync.ranks() as f64;
+            let momentum = self.momentum.get();
+            let unbiased = var.detach() * (m / (m - 1.0).max(1.0));
+            let mut rm = self.running_mean.shallow_clone();
+            let mut rv = self.running_var.shallow_clone();
+            let _ = rm
+                .f_mul_scalar_(1.0 - momentum)
+                .and_then(|mut t| t.f_add_(&(mean.detach() * momentum)));
+            let _ = rv
+                .f_mul_scalar_(1.0 - momentum)
+                .and_then(|mut t| t.f_add_(&(unbiased * momentum)));
+        });
+        let scale = &self.weight * (var + EPS).rsqrt();
+        let shift = &self.bias - &mean * &scale;
+        let mut shape = vec![1i64; size.len()];
+        shape[1] = c;
+        let y = xf * scale.view(shape.as_slice()) + shift.view(shape.as_slice());
+        y.to_kind(x.kind())
     }
 }

@@ -12,7 +12,7 @@ pub mod bn;
 use tch::{nn, Tensor};
 
 use crate::schedule::ModelConfig;
-use bn::GroupBatchNorm;
+use bn::{Bn, GroupBatchNorm};
 
 /// A 3D convolution without bias, initialised as PySlowFast's `c2_msra_fill` (Kaiming normal,
 /// fan-out, ReLU gain).
@@ -146,7 +146,7 @@ impl ResBlock {
         ResBlock { branch1, convs }
     }
 
-    fn forward(&self, x: &Tensor, groups: i64, train: bool) -> Tensor {
+    fn forward(&self, x: &Tensor, groups: Bn, train: bool) -> Tensor {
         let shortcut = match &self.branch1 {
             Some((conv, bn)) => bn.forward(&conv.forward(x), groups, train),
             None => x.shallow_clone(),
@@ -185,7 +185,7 @@ impl Fuse {
         }
     }
 
-    fn forward(&self, slow: &Tensor, fast: &Tensor, groups: i64, train: bool) -> Tensor {
+    fn forward(&self, slow: &Tensor, fast: &Tensor, groups: Bn, train: bool) -> Tensor {
         let lateral = self
             .bn
             .forward(&self.conv.forward(fast), groups, train)
@@ -316,6 +316,11 @@ impl SlowFast {
     /// Logits [N, classes] for the slow [N, 3, T/alpha, H, W] and fast [N, 3, T, H, W] inputs.
     /// `bn_groups` is the plan step's statistics group count (used in training only).
     pub fn forward(&self, slow: &Tensor, fast: &Tensor, bn_groups: i64, train: bool) -> Tensor {
+        self.forward_bn(slow, fast, Bn::groups(bn_groups), train)
+    }
+
+    /// `forward` with BN statistics that may be synchronised over ranks.
+    pub fn forward_bn(&self, slow: &Tensor, fast: &Tensor, bn_groups: Bn, train: bool) -> Tensor {
         let stem = |s: &Stem, x: &Tensor| {
             s.bn.forward(&s.conv.forward(x), bn_groups, train)
                 .relu()

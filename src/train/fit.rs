@@ -83,7 +83,7 @@ impl Trainer {
                 let stats = loader.stats();
                 self.metrics.write(json!({
                     "type": "train", "step": step.step, "epoch": step.epoch, "stage": step.stage,
-                    "shape": [n, t, s], "bn_groups": step.bn_groups, "lr": step.lr, "loss": loss,
+                    "shape": [n, t, s], "bn_groups": step.bn_groups, "bn_sync_ranks": step.bn_sync_ranks, "lr": step.lr, "loss": loss,
                     "clips_per_s": window.1 as f64 / secs.max(1e-9), "data_wait_s": stats.wait_seconds,
                     "data_failures": stats.failures, "wall_s": wall, "clips_seen": self.clips_seen,
                 }))?;

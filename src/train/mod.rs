@@ -71,23 +71,24 @@ fn check_model_fits_schedule(schedule: &Schedule) -> Result<()> {
     Ok(())
 }
 
-/// Fails before any training when a stage would need BN statistics synchronised across ranks
-/// (per-rank batch below `bn_base_size`, spec 1.10): that needs a differentiable all-reduce
-/// inside the forward pass, which this trainer does not have yet, and silently normalising a
-/// smaller batch would not be the recipe.
-fn check_world_fits_schedule(schedule: &Schedule, world: usize) -> Result<()> {
+/// Fails before any training when a stage needs BN synchronised over more ranks than the job
+/// groups evenly: sync BN pools statistics over groups of consecutive ranks on one machine
+/// (spec 1.10: NUM_SYNC_DEVICES = int(1 / f)), so the group size must divide the ranks per
+/// machine, as PySlowFast asserts.
+fn check_world_fits_schedule(schedule: &Schedule, launch: &Launch) -> Result<()> {
+    let world = launch.world_size;
     if world <= 1 {
         return Ok(());
     }
     for i in 0..schedule.stages().len() {
-        let bn = schedule.bn_grouping(i, world as u32);
-        if bn.sync_ranks > 1 {
-            return Err(Error::Unsupported(format!(
-                "stage {i} on {world} ranks needs BN synchronised over {} ranks (per-rank batch \
-                 below multigrid.bn_base_size {}), which is not implemented: use fewer ranks or \
-                 a smaller multigrid.bn_base_size",
-                bn.sync_ranks,
-                schedule.config().multigrid.bn_base_size
+        let sync = schedule.bn_grouping(i, world as u32).sync_ranks as usize;
+        if sync > 1 && (launch.local_world_size % sync != 0 || world % sync != 0) {
+            return Err(Error::Config(format!(
+                "stage {i} needs BN synchronised over {sync} ranks (its per-rank batch is below \
+                 multigrid.bn_base_size {}), which {} ranks per machine ({world} in all) do not \
+                 group evenly: change the number of ranks or multigrid.bn_base_size",
+                schedule.config().multigrid.bn_base_size,
+                launch.local_world_size
             )));
         }
     }
@@ -219,7 +220,7 @@ impl Trainer {
         let device = dist::rank_device(parse_device(&config.run.device)?, &launch);
         let precision = Precision::resolve(&config.run.precision, device)?;
         check_model_fits_schedule(&schedule)?;
-        check_world_fits_schedule(&schedule, launch.world_size)?;
+        check_world_fits_schedule(&schedule, &launch)?;
         if device == Device::Cpu {
             if let Some(n) = launch.cpu_threads(num_cpus()) {
                 tch::set_num_threads(n as i32);

@@ -2,8 +2,29 @@
 
 use tch::Tensor;
 
+use super::amp::Precision;
 use super::{amp, loss_value, torch, Trainer};
+use crate::dist::sync_bn::GroupStats;
 use crate::error::{Error, Result};
+use crate::model::bn::{Bn, SyncStats};
+use crate::model::SlowFast;
+
+/// Cross-entropy of a training-mode forward pass, under the run's autocast. A function of the
+/// fields it needs, so a step can lend the collective to sync BN at the same time.
+fn training_loss(
+    model: &SlowFast,
+    device: tch::Device,
+    precision: Precision,
+    (slow, fast, labels): (&Tensor, &Tensor, &Tensor),
+    bn: Bn,
+) -> Result<Tensor> {
+    amp::autocast(device, precision, || {
+        model
+            .forward_bn(slow, fast, bn, true)
+            .f_cross_entropy_loss::<Tensor>(labels, None, tch::Reduction::Mean, -100, 0.0)
+    })
+    .map_err(torch)
+}
 
 impl Trainer {
     /// One SGD step on a batch already on the device; returns the loss. Dropout is seeded from
@@ -73,12 +94,13 @@ impl Trainer {
         labels: &Tensor,
         bn_groups: i64,
     ) -> Result<Tensor> {
-        amp::autocast(self.device, self.precision, || {
-            self.model
-                .forward(slow, fast, bn_groups, true)
-                .f_cross_entropy_loss::<Tensor>(labels, None, tch::Reduction::Mean, -100, 0.0)
-        })
-        .map_err(torch)
+        training_loss(
+            &self.model,
+            self.device,
+            self.precision,
+            (slow, fast, labels),
+            Bn::groups(bn_groups),
+        )
     }
 
     /// Queues forward, backward and the update without waiting for the device (except with
@@ -97,13 +119,40 @@ impl Trainer {
         tch::manual_seed(
             (self.config.run.seed ^ step.wrapping_mul(0x9E37_79B9) ^ rank_salt) as i64 & i64::MAX,
         );
-        let loss = self.training_loss(slow, fast, labels, bn_groups)?;
-        self.opt.zero_grad();
-        let backward = match &self.scaler {
-            None => loss.f_backward(),
-            Some(scaler) => scaler.scale_loss(&loss).f_backward(),
+        // Sync BN where the plan asks for it: a rank's batch below bn_base_size (spec 1.10).
+        let sync_ranks = if self.distributed() {
+            self.plan.step(step).map_or(1, |s| s.bn_sync_ranks as usize)
+        } else {
+            1
         };
-        backward.map_err(torch)?;
+        let loss = {
+            let stats = if sync_ranks > 1 {
+                Some(GroupStats::new(self.comm.as_mut(), sync_ranks)?)
+            } else {
+                None
+            };
+            let bn = Bn {
+                groups: bn_groups,
+                sync: stats.as_ref().map(|s| s as &dyn SyncStats),
+            };
+            let loss = training_loss(
+                &self.model,
+                self.device,
+                self.precision,
+                (slow, fast, labels),
+                bn,
+            )?;
+            self.opt.zero_grad();
+            let backward = match &self.scaler {
+                None => loss.f_backward(),
+                Some(scaler) => scaler.scale_loss(&loss).f_backward(),
+            };
+            if let Some(e) = stats.as_ref().and_then(GroupStats::take_error) {
+                return Err(e);
+            }
+            backward.map_err(torch)?;
+            loss
+        };
         // Before the update and before the overflow check, so every rank steps (or skips)
         // alike.
         self.all_reduce_grads()?;
