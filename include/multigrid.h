@@ -576,6 +576,7 @@ void mg_trainer_free(struct mg_trainer *trainer);
 
 /**
  * Loads the newest checkpoint in the output directory; `*resumed` says whether one existed.
+ * With several ranks every rank calls it and loads the checkpoint rank 0 found.
  */
 mg_status mg_trainer_resume(struct mg_trainer *trainer, bool *resumed);
 
@@ -588,7 +589,8 @@ mg_status mg_trainer_next_step(struct mg_trainer *trainer, uint64_t *step);
 /**
  * Trains from the next step to the end of the schedule: the loader prepares batches in the
  * background, evaluation and checkpoints follow the schedule's epochs, a final test runs at
- * the end. `progress` may be NULL.
+ * the end. `progress` may be NULL. With several ranks every rank calls it; a non-zero return
+ * of `progress` on any rank cancels all of them after the same step.
  */
 mg_status mg_trainer_fit(struct mg_trainer *trainer,
                          mg_progress_fn progress,
@@ -600,7 +602,8 @@ mg_status mg_trainer_fit(struct mg_trainer *trainer,
  * shapes as int64 arrays of 5), `labels` N class indices. `bn_groups` 0 and a negative `lr`
  * take the plan's values at the trainer's position (mg_trainer_next_step), which advances by
  * one, so checkpoints and resume line up with mg_trainer_fit. `*loss` receives the
- * cross-entropy.
+ * cross-entropy. With several ranks every rank calls it with its own shard's batch of the
+ * same shape (gradients are averaged over ranks before the update).
  */
 mg_status mg_trainer_train_step(struct mg_trainer *trainer,
                                 const float *slow,
@@ -614,7 +617,8 @@ mg_status mg_trainer_train_step(struct mg_trainer *trainer,
 
 /**
  * Accuracy on `split` ("val": a centred view; "test": the configured K x 3 views) of the
- * config's data directory.
+ * config's data directory. With several ranks every rank calls it: each scores its share of
+ * the clips and every rank receives the totals.
  */
 mg_status mg_trainer_evaluate(struct mg_trainer *trainer,
                               const char *split,
@@ -629,7 +633,7 @@ mg_status mg_trainer_save(struct mg_trainer *trainer);
 
 /**
  * Loads the checkpoint directory `checkpoint_dir` (parameters, BN buffers, optimizer state,
- * plan position).
+ * plan position). With several ranks every rank calls it (rank 0's values are then broadcast).
  */
 mg_status mg_trainer_load(struct mg_trainer *trainer, const char *checkpoint_dir);
 

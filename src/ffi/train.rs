@@ -250,6 +250,7 @@ fn trainer_mut<'a>(t: *mut mg_trainer) -> Result<&'a mut crate::train::Trainer, 
 }
 
 /// Loads the newest checkpoint in the output directory; `*resumed` says whether one existed.
+/// With several ranks every rank calls it and loads the checkpoint rank 0 found.
 #[no_mangle]
 pub extern "C" fn mg_trainer_resume(trainer: *mut mg_trainer, resumed: *mut bool) -> mg_status {
     guard("mg_trainer_resume", || {
@@ -288,7 +289,8 @@ pub extern "C" fn mg_trainer_next_step(trainer: *mut mg_trainer, step: *mut u64)
 
 /// Trains from the next step to the end of the schedule: the loader prepares batches in the
 /// background, evaluation and checkpoints follow the schedule's epochs, a final test runs at
-/// the end. `progress` may be NULL.
+/// the end. `progress` may be NULL. With several ranks every rank calls it; a non-zero return
+/// of `progress` on any rank cancels all of them after the same step.
 #[no_mangle]
 pub extern "C" fn mg_trainer_fit(
     trainer: *mut mg_trainer,
@@ -346,7 +348,8 @@ pub extern "C" fn mg_trainer_fit(
 /// shapes as int64 arrays of 5), `labels` N class indices. `bn_groups` 0 and a negative `lr`
 /// take the plan's values at the trainer's position (mg_trainer_next_step), which advances by
 /// one, so checkpoints and resume line up with mg_trainer_fit. `*loss` receives the
-/// cross-entropy.
+/// cross-entropy. With several ranks every rank calls it with its own shard's batch of the
+/// same shape (gradients are averaged over ranks before the update).
 #[no_mangle]
 pub extern "C" fn mg_trainer_train_step(
     trainer: *mut mg_trainer,
@@ -420,7 +423,8 @@ pub extern "C" fn mg_trainer_train_step(
 }
 
 /// Accuracy on `split` ("val": a centred view; "test": the configured K x 3 views) of the
-/// config's data directory.
+/// config's data directory. With several ranks every rank calls it: each scores its share of
+/// the clips and every rank receives the totals.
 #[no_mangle]
 pub extern "C" fn mg_trainer_evaluate(
     trainer: *mut mg_trainer,
@@ -469,7 +473,7 @@ pub extern "C" fn mg_trainer_save(trainer: *mut mg_trainer) -> mg_status {
 }
 
 /// Loads the checkpoint directory `checkpoint_dir` (parameters, BN buffers, optimizer state,
-/// plan position).
+/// plan position). With several ranks every rank calls it (rank 0's values are then broadcast).
 #[no_mangle]
 pub extern "C" fn mg_trainer_load(
     trainer: *mut mg_trainer,

@@ -160,7 +160,7 @@ fn torch_rate(
 }
 
 /// Single-threaded memcpy bandwidth over a buffer well beyond the caches: bytes written per s.
-fn memcpy_gbps(seconds: f64) -> f64 {
+pub fn memcpy_gbps(seconds: f64) -> f64 {
     let n = 64 << 20;
     let src = vec![1u8; n];
     let mut dst = vec![0u8; n];

@@ -2,6 +2,8 @@
 //! data pipeline and the trainer).
 
 mod bench;
+#[cfg(feature = "torch")]
+mod bench_dist;
 mod data;
 #[cfg(feature = "torch")]
 mod launch;
@@ -216,6 +218,23 @@ enum BenchCommand {
         #[arg(long)]
         report_only: bool,
     },
+    /// Data-parallel costs on this machine: all-reduce bus bandwidth against memcpy, one R50
+    /// gradient against an R50 step, and training clips/s as 1 rank against N ranks.
+    #[cfg(feature = "torch")]
+    Dist {
+        #[arg(long, default_value_t = 2)]
+        ranks: usize,
+        #[arg(long, default_value = "runs/bench-dist")]
+        out: PathBuf,
+        /// The training comparison's config and data (generated when missing).
+        #[arg(long, default_value = "configs/synthetic_slowfast_tiny_multigrid.json")]
+        config: PathBuf,
+        #[arg(long, default_value = "data/synthetic_demo")]
+        data: PathBuf,
+        /// One rank of the bandwidth measurement (started by mpirun).
+        #[arg(long, hide = true)]
+        worker: bool,
+    },
     /// Loader throughput (clips/s) on a video list and on a clip store of the same clips,
     /// following a plan's steps.
     Loader {
@@ -316,6 +335,27 @@ fn main() -> ExitCode {
                     python: (python.as_os_str() != "none").then_some(python.as_path()),
                 })
             })
+        }
+        #[cfg(feature = "torch")]
+        Command::Bench(BenchCommand::Dist {
+            ranks,
+            out,
+            config,
+            data,
+            worker,
+        }) => {
+            if worker {
+                bench_dist::worker(&out)
+            } else {
+                train::ensure_data(&data, 3000).and_then(|_| {
+                    bench_dist::bench(&bench_dist::Options {
+                        ranks,
+                        out: &out,
+                        config: &config,
+                        data: &data,
+                    })
+                })
+            }
         }
         Command::Bench(BenchCommand::Loader {
             config,

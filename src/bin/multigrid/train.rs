@@ -262,7 +262,7 @@ pub fn plot(runs: &[PathBuf], out: &Path) -> Result<(), String> {
 
 /// Generates the synthetic set into `data` unless its three stores already hold `clips` clips
 /// (an older or differently sized set is replaced).
-fn ensure_data(data: &Path, clips: u32) -> Result<(), String> {
+pub fn ensure_data(data: &Path, clips: u32) -> Result<(), String> {
     let held: Option<usize> = ["train", "val", "test"]
         .iter()
         .map(|split| {
