@@ -114,7 +114,22 @@ pub fn bench(o: &Options) -> Result<(), String> {
             .arg(o.data)
             .arg("--output-dir")
             .arg(&dir)
-            .args(["--set", "run.precise_bn=false", "--set", "run.log_period=1"]);
+            // One epoch at the config's base shape: long enough for a steady rate, short
+            // enough for a benchmark.
+            .args([
+                "--set",
+                "run.precise_bn=false",
+                "--set",
+                "run.log_period=1",
+                "--set",
+                "solver.max_epoch=1",
+                "--set",
+                "solver.steps=[0]",
+                "--set",
+                "solver.lrs=[1]",
+                "--set",
+                "solver.warmup_epochs=0",
+            ]);
         if let Some(n) = ranks {
             cmd.args(["--nproc-per-node", &n.to_string()]);
         }

@@ -226,8 +226,9 @@ enum BenchCommand {
         ranks: usize,
         #[arg(long, default_value = "runs/bench-dist")]
         out: PathBuf,
-        /// The training comparison's config and data (generated when missing).
-        #[arg(long, default_value = "configs/synthetic_slowfast_tiny_multigrid.json")]
+        /// The training comparison's config (trained for one epoch) and data (generated when
+        /// missing).
+        #[arg(long, default_value = "configs/synthetic_slowfast_tiny.json")]
         config: PathBuf,
         #[arg(long, default_value = "data/synthetic_demo")]
         data: PathBuf,
