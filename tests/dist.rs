@@ -54,6 +54,29 @@ fn train(config: &Path, out: &Path, nproc: Option<usize>, extra: &[&str]) -> Out
     cmd.output().unwrap()
 }
 
+/// `mpirun -np N multigrid train ...`, as a user of MPI would start it (no --nproc-per-node).
+fn train_mpirun(config: &Path, out: &Path, ranks: usize, extra: &[&str]) -> Output {
+    Command::new("mpirun")
+        .args([
+            "-np",
+            &ranks.to_string(),
+            "--oversubscribe",
+            "--bind-to",
+            "none",
+        ])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .arg(env!("CARGO_BIN_EXE_multigrid"))
+        .arg("train")
+        .arg("--config")
+        .arg(config)
+        .arg("--output-dir")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 fn ok(out: &Output) -> String {
     let text = format!(
         "{}{}",
@@ -462,7 +485,16 @@ fn sync_bn_over_two_ranks_equals_one_process_with_plain_bn() {
         "train.batch_size=4",
     ];
     ok(&train(&config, &one, None, &set));
-    ok(&train(&config, &two, Some(2), &set));
+    let text = ok(&train_mpirun(&config, &two, 2, &set));
+    assert!(text.contains("2 ranks (mpi)"), "{text}");
+    assert_eq!(
+        metrics(&two)
+            .iter()
+            .filter(|v| v["type"] == "summary")
+            .count(),
+        1,
+        "one metrics file, written by rank 0 alone"
+    );
     let synced = metrics(&two)
         .iter()
         .filter(|v| v["type"] == "train" && v["bn_sync_ranks"] == 2)

@@ -312,7 +312,12 @@ pub fn rendezvous(options: &DistOptions, launch: &Launch) -> Result<Store> {
         }
         InitMethod::File(path) => Store::file(&path, launch.world_size, options.timeout)?,
     };
-    base.prefixed(STORE_PREFIX)
+    // torchrun's agent store outlives a restart of the workers: each attempt keeps its own
+    // keys, as torch does, or a restarted rank could read the previous attempt's NCCL id.
+    match std::env::var("TORCHELASTIC_RESTART_COUNT") {
+        Ok(n) if agent_store => base.prefixed(&format!("{STORE_PREFIX}/attempt_{}", n.trim())),
+        _ => base.prefixed(STORE_PREFIX),
+    }
 }
 
 /// Whether this build has the NCCL backend ([`Nccl`]).

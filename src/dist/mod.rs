@@ -158,7 +158,12 @@ impl Collective for Single {
 /// it), the CPU otherwise.
 pub fn rank_device(requested: Device, launch: &Launch) -> Device {
     match requested {
-        Device::Cuda(_) if launch.world_size > 1 => Device::Cuda(launch.local_rank),
+        // Modulo the visible devices: a launcher that gives each rank its own GPU
+        // (CUDA_VISIBLE_DEVICES, srun --gpus-per-task) leaves device 0 visible to every rank.
+        Device::Cuda(_) if launch.world_size > 1 => {
+            let visible = tch::Cuda::device_count().max(1) as usize;
+            Device::Cuda(launch.local_rank % visible)
+        }
         d => d,
     }
 }

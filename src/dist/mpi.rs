@@ -141,7 +141,7 @@ fn reduce_on(comm: &SimpleCommunicator, tensors: &[Tensor]) -> Result<()> {
     // into a send buffer and reduced back into the tensor.
     let mut f32s: Vec<(Vec<f32>, &mut [f32])> = Vec::new();
     let mut f64s: Vec<(Vec<f64>, &mut [f64])> = Vec::new();
-    for t in tensors {
+    for t in tensors.iter().filter(|t| t.numel() > 0) {
         // SAFETY: contiguous CPU tensors of the matching kind (checked above); each is reduced
         // into once, and the caller does not touch them until this returns.
         unsafe {
@@ -231,7 +231,7 @@ impl Collective for Mpi {
     fn broadcast(&mut self, tensors: &[Tensor], root: usize) -> Result<()> {
         let _watch = self.watchdog.watch("broadcast");
         let root = self.comm.0.process_at_rank(root as i32);
-        for t in tensors {
+        for t in tensors.iter().filter(|t| t.numel() > 0) {
             check_cpu(t)?;
             // SAFETY: contiguous CPU tensor (checked), broadcast as raw bytes.
             let bytes = unsafe {

@@ -91,7 +91,9 @@ pub fn list(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
             }
         }
     }
-    v.sort();
+    // By progress, not by step number: step numbers depend on the world size, so after a
+    // resume on another number of ranks a newer checkpoint can have a smaller step.
+    v.sort_by_cached_key(|(step, dir)| (read_manifest(dir).map_or(0, |m| m.clips_seen), *step));
     Ok(v)
 }
 

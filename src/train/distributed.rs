@@ -91,13 +91,15 @@ impl Trainer {
             }
         }
         tch::no_grad(|| -> Result<()> {
-            // [mean, var + mean^2] per BN: both average linearly over equal-size groups.
+            // [mean, var + mean^2] per BN: both average linearly over equal-size groups. In f64,
+            // since var = E[x^2] - mean^2 cancels badly in f32 when |mean| >> std.
             let moments: Vec<Tensor> = pairs
                 .iter()
                 .map(|(m, v)| {
+                    let (m, v) = (m.to_kind(Kind::Double), v.to_kind(Kind::Double));
                     m.f_square()
                         .and_then(|m2| v.f_add(&m2))
-                        .and_then(|second| Tensor::f_cat(&[m.shallow_clone(), second], 0))
+                        .and_then(|second| Tensor::f_cat(&[m, second], 0))
                 })
                 .collect::<std::result::Result<_, _>>()
                 .map_err(torch)?;
@@ -113,6 +115,7 @@ impl Trainer {
                 let second = both.f_narrow(0, c, c).map_err(torch)?;
                 let var = second
                     .f_sub(&mean.f_square().map_err(torch)?)
+                    .and_then(|v| v.f_clamp_min(0.0))
                     .map_err(torch)?;
                 m.shallow_clone().f_copy_(&mean).map_err(torch)?;
                 v.shallow_clone().f_copy_(&var).map_err(torch)?;

@@ -7,18 +7,35 @@ use tch::{Kind, Tensor};
 use super::{open_split, Accuracy, Trainer};
 use crate::collate::{self, batch_len, eval_params, slow_indices, ViewMode};
 use crate::data::Dataset;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 impl Trainer {
+    /// `split` when every rank can open it, None when no rank can (the split is absent), and an
+    /// error on every rank when only some can: the ranks must agree, or their collectives would
+    /// no longer pair up.
+    fn open_split_on_every_rank(&mut self, split: &str) -> Result<Option<Dataset>> {
+        let dir = PathBuf::from(&self.config.run.data_dir);
+        let opened = open_split(&dir, split).ok();
+        let missing = self.sum_over_ranks(&[f64::from(u8::from(opened.is_none()))])?[0];
+        if missing == 0.0 {
+            Ok(opened)
+        } else if missing as usize == self.launch.world_size {
+            Ok(None)
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "the {split} split of {} opens on some ranks and not on others",
+                dir.display()
+            )))
+        }
+    }
+
     pub(super) fn evaluate_split(
         &mut self,
         split: &str,
         mode: ViewMode,
     ) -> Result<Option<Accuracy>> {
-        let dir = PathBuf::from(&self.config.run.data_dir);
-        let dataset = match open_split(&dir, split) {
-            Ok(d) => d,
-            Err(_) => return Ok(None),
+        let Some(dataset) = self.open_split_on_every_rank(split)? else {
+            return Ok(None);
         };
         self.precise_bn()?;
         self.average_bn_statistics()?;
@@ -28,7 +45,21 @@ impl Trainer {
     /// Accuracy on the data directory's `split` ("test": the configured K x C views; any other
     /// split: a centred view), without precise BN.
     pub fn evaluate_named(&mut self, split: &str) -> Result<Accuracy> {
-        let dataset = open_split(Path::new(&self.config.run.data_dir), split)?;
+        let dataset = open_split(Path::new(&self.config.run.data_dir), split);
+        // Collective from here on: every rank learns whether every rank has the split.
+        let failed = self.any_rank(dataset.is_err())?;
+        let dataset = match dataset {
+            Ok(d) if !failed => d,
+            Ok(_) => {
+                return Err(Error::InvalidArgument(format!(
+                    "another rank cannot open the {split} split of {}",
+                    self.config.run.data_dir
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        // Ranks that trained step by step hold their own running statistics.
+        self.average_bn_statistics()?;
         let mode = if split == "test" {
             ViewMode::Test {
                 temporal: 0,
@@ -43,8 +74,7 @@ impl Trainer {
 
     /// Final test: K temporal x up to 3 spatial views per clip, softmax averaged.
     pub(super) fn test(&mut self) -> Result<Option<Accuracy>> {
-        let dir = PathBuf::from(&self.config.run.data_dir);
-        let Ok(dataset) = open_split(&dir, "test") else {
+        let Some(dataset) = self.open_split_on_every_rank("test")? else {
             return Ok(None);
         };
         self.precise_bn()?;

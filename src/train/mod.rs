@@ -243,14 +243,21 @@ impl Trainer {
         let vs = nn::VarStore::new(device);
         let model = SlowFast::new(&vs.root(), &config.model);
         let opt = Sgd::new(&vs, &config.solver);
-        let metrics = if launch.rank == 0 {
-            std::fs::create_dir_all(out_dir).map_err(|source| Error::Io {
-                path: out_dir.to_path_buf(),
-                source,
-            })?;
-            Metrics::open(&out_dir.join("metrics.jsonl"))?
+        let opened = if launch.rank == 0 {
+            std::fs::create_dir_all(out_dir)
+                .map_err(|source| Error::Io {
+                    path: out_dir.to_path_buf(),
+                    source,
+                })
+                .and_then(|_| Metrics::open(&out_dir.join("metrics.jsonl")))
         } else {
-            Metrics::discard()
+            Ok(Metrics::discard())
+        };
+        // Rank 0 may fail to open its outputs: the trainer starts anyway so that every rank
+        // learns of it (`agree`) before the first broadcast.
+        let (metrics, opened) = match opened {
+            Ok(m) => (m, Ok(())),
+            Err(e) => (Metrics::discard(), Err(e)),
         };
         let mut trainer = Trainer {
             config,
@@ -273,6 +280,7 @@ impl Trainer {
             comm,
             launch,
         };
+        trainer.agree(opened, "open its output directory")?;
         trainer.sync_from_rank0()?;
         Ok(trainer)
     }

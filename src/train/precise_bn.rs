@@ -15,7 +15,10 @@ impl Trainer {
         let step = self.plan.step(self.next_step.saturating_sub(1))?;
         let stage = self.schedule.stages()[step.stage as usize];
         let (t, s) = (stage.num_frames, stage.crop_size);
-        let n = (stage.batch_factor * self.config.train.batch_size) as usize;
+        // train.batch_size is global: each rank takes its share, and the statistics are pooled
+        // over ranks afterwards.
+        let world = self.launch.world_size as u32;
+        let n = (stage.batch_factor * self.config.train.batch_size / world) as usize;
         let bn = self.model.batch_norms();
         bn.iter().for_each(|b| b.reset_running_stats());
         let data = &self.config.data;
@@ -29,7 +32,7 @@ impl Trainer {
             self.launch.rank as u64,
         );
         let one = batch_len(1, t, s);
-        let groups = i64::from(self.schedule.bn_grouping(step.stage as usize, 1).groups);
+        let groups = i64::from(self.schedule.bn_grouping(step.stage as usize, world).groups);
         for i in 0..batches {
             let mut fast = vec![0f32; n * one];
             for k in 0..n {

@@ -78,7 +78,39 @@ impl Trainer {
         }
     }
 
+    /// Loads a checkpoint to go on training from it. With several ranks every rank calls it;
+    /// when any rank fails to read it, every rank returns an error (rather than leaving the
+    /// others waiting in the broadcast).
     pub fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
+        let loaded = self.read_checkpoint(dir);
+        self.agree(loaded, "read the checkpoint")?;
+        // Every rank read the same files; the broadcast makes that a guarantee.
+        self.sync_from_rank0()
+    }
+
+    /// Parameters and BN buffers of a checkpoint, for evaluation: no optimizer state and no
+    /// plan position, so a checkpoint from any number of ranks will do. Collective as
+    /// `load_checkpoint`.
+    pub fn load_weights(&mut self, dir: &Path) -> Result<()> {
+        let loaded = checkpoint::read_manifest(dir)
+            .and_then(|m| self.vs.load(dir.join(&m.model)).map_err(torch));
+        self.agree(loaded, "read the checkpoint's weights")?;
+        self.sync_from_rank0()
+    }
+
+    /// `local` on this rank, and an error on every rank when any rank failed: what a step
+    /// before a collective needs, so that no rank is left waiting for one that gave up.
+    pub(super) fn agree<T>(&mut self, local: Result<T>, what: &str) -> Result<T> {
+        let failed = self.any_rank(local.is_err())?;
+        match local {
+            Ok(_) if failed => Err(Error::InvalidArgument(format!(
+                "another rank could not {what} (see its message)"
+            ))),
+            other => other,
+        }
+    }
+
+    fn read_checkpoint(&mut self, dir: &Path) -> Result<()> {
         let m = checkpoint::read_manifest(dir)?;
         let next_step = self.resume_step(&m)?;
         self.vs.load(dir.join(&m.model)).map_err(torch)?;
@@ -98,8 +130,7 @@ impl Trainer {
         self.clips_seen = m.clips_seen;
         self.wall_before = m.wall_seconds;
         self.clock = Instant::now();
-        // Every rank read the same files; the broadcast makes that a guarantee.
-        self.sync_from_rank0()
+        Ok(())
     }
 
     /// Wall-clock seconds of the run: this trainer's lifetime plus a resumed run's past.
@@ -112,16 +143,15 @@ impl Trainer {
     /// once the checkpoint is complete.
     pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
         self.average_bn_statistics()?;
-        let path = if self.launch.rank == 0 {
-            self.write_checkpoint()?
+        let written = if self.launch.rank == 0 {
+            self.write_checkpoint()
         } else {
-            self.checkpoint_root()
-                .join(checkpoint::dir_name(self.next_step))
+            Ok(self
+                .checkpoint_root()
+                .join(checkpoint::dir_name(self.next_step)))
         };
-        if self.distributed() {
-            self.comm.barrier()?;
-        }
-        Ok(path)
+        // Also the barrier: every rank returns once rank 0 has written (or failed to).
+        self.agree(written, "write the checkpoint")
     }
 
     fn write_checkpoint(&self) -> Result<PathBuf> {

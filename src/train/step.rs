@@ -80,10 +80,12 @@ impl Trainer {
                 "bn_groups {groups} must divide the batch of {n} clips"
             )));
         }
-        let loss = self.train_step(slow, fast, labels, groups, lr, step)?;
+        let loss = self.launch_step(slow, fast, labels, groups, lr, step)?;
+        // The update is applied: the position advances even when the loss turns out not
+        // finite, so every rank stays at the same step (and the same collectives).
         self.next_step += 1;
         self.clips_seen += n as u64 * self.launch.world_size as u64;
-        Ok(loss)
+        loss_value(&loss, step)
     }
 
     /// Cross-entropy of a training-mode forward pass, under the run's autocast.
@@ -151,7 +153,8 @@ impl Trainer {
                 return Err(e);
             }
             backward.map_err(torch)?;
-            loss
+            // Detached here, so no graph that calls back into `stats` outlives it.
+            loss.detach()
         };
         // Before the update and before the overflow check, so every rank steps (or skips)
         // alike.

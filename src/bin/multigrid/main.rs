@@ -259,6 +259,15 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // A panic on one rank must end the job, not leave the others waiting in a collective.
+    #[cfg(feature = "torch")]
+    {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            report(info);
+            multigrid::dist::abort_job(101);
+        }));
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plan {

@@ -158,7 +158,7 @@ pub fn eval(
     let c = load_config(config, overrides)?;
     let tmp = std::env::temp_dir().join(format!("multigrid-eval-{}", std::process::id()));
     let mut t = Trainer::new(c.clone(), &tmp).map_err(|e| e.to_string())?;
-    t.load_checkpoint(checkpoint).map_err(|e| e.to_string())?;
+    t.load_weights(checkpoint).map_err(|e| e.to_string())?;
     let ds = open_split(Path::new(&c.run.data_dir), split).map_err(|e| e.to_string())?;
     let mode = if split == "test" {
         ViewMode::Test {
