@@ -23,23 +23,6 @@ pub struct Options<'a> {
     pub data: &'a Path,
 }
 
-fn mpirun(ranks: usize) -> Command {
-    let mut cmd = Command::new("mpirun");
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
-    }
-    cmd.args([
-        "-np",
-        &ranks.to_string(),
-        "--oversubscribe",
-        "--bind-to",
-        "none",
-    ]);
-    cmd
-}
-
 fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
     let status = cmd
         .status()
@@ -66,7 +49,7 @@ pub fn bench(o: &Options) -> Result<(), String> {
     );
     let report = o.out.join("collectives.json");
     run(
-        mpirun(o.ranks)
+        super::launch::mpirun(o.ranks)
             .arg(&exe)
             .args(["bench", "dist", "--worker", "--out"])
             .arg(o.out),

@@ -11,24 +11,7 @@ use std::time::Duration;
 pub fn spawn_ranks(nproc: usize, cuda: bool, args: &[String]) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
     if !cuda {
-        let mut cmd = Command::new("mpirun");
-        if is_root() {
-            // Open MPI refuses root without both of these (or --allow-run-as-root).
-            cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-                .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
-        }
-        // --oversubscribe: more ranks than cores is allowed (they split the cores);
-        // --bind-to none: each rank sets its own thread count.
-        cmd.args([
-            "-np",
-            &nproc.to_string(),
-            "--oversubscribe",
-            "--bind-to",
-            "none",
-        ])
-        .arg(&exe)
-        .args(args);
-        let status = cmd.status().map_err(|e| {
+        let status = mpirun(nproc).arg(&exe).args(args).status().map_err(|e| {
             format!(
                 "cannot start mpirun ({e}): CPU ranks need Open MPI (Debian: openmpi-bin) on PATH"
             )
@@ -79,6 +62,26 @@ pub fn spawn_ranks(nproc: usize, cuda: bool, args: &[String]) -> Result<(), Stri
         std::thread::sleep(Duration::from_millis(100));
     }
     failure.map_or(Ok(()), Err)
+}
+
+/// `mpirun -np N` for ranks on this machine, to which the program and its arguments are added.
+pub fn mpirun(nproc: usize) -> Command {
+    let mut cmd = Command::new("mpirun");
+    if is_root() {
+        // Open MPI refuses root without both of these (or --allow-run-as-root).
+        cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    }
+    // --oversubscribe: more ranks than cores is allowed (they split the cores);
+    // --bind-to none: each rank sets its own thread count.
+    cmd.args([
+        "-np",
+        &nproc.to_string(),
+        "--oversubscribe",
+        "--bind-to",
+        "none",
+    ]);
+    cmd
 }
 
 fn check(status: ExitStatus, who: &str) -> Result<(), String> {
