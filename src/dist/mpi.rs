@@ -127,6 +127,24 @@ unsafe fn storage<'a, T>(t: &Tensor) -> &'a mut [T] {
     std::slice::from_raw_parts_mut(t.data_ptr().cast::<T>(), t.numel())
 }
 
+/// Starts a non-blocking sum of every (send, receive) pair; the caller waits on the requests.
+fn issue<'a, T, S>(
+    comm: &SimpleCommunicator,
+    scope: S,
+    pairs: &'a mut [(Vec<T>, &mut [T])],
+) -> Vec<mpi::request::Request<'a, [T], S>>
+where
+    T: mpi::datatype::Equivalence + 'a,
+    S: mpi::request::Scope<'a> + Copy,
+{
+    pairs
+        .iter_mut()
+        .map(|(send, recv)| {
+            comm.immediate_all_reduce_into(scope, &send[..], &mut recv[..], SystemOperation::sum())
+        })
+        .collect()
+}
+
 fn reduce_on(comm: &SimpleCommunicator, tensors: &[Tensor]) -> Result<()> {
     for t in tensors {
         check_cpu(t)?;
@@ -155,28 +173,8 @@ fn reduce_on(comm: &SimpleCommunicator, tensors: &[Tensor]) -> Result<()> {
         }
     }
     mpi::request::scope(|scope| {
-        let a: Vec<_> = f32s
-            .iter_mut()
-            .map(|(send, recv)| {
-                comm.immediate_all_reduce_into(
-                    scope,
-                    &send[..],
-                    &mut recv[..],
-                    SystemOperation::sum(),
-                )
-            })
-            .collect();
-        let b: Vec<_> = f64s
-            .iter_mut()
-            .map(|(send, recv)| {
-                comm.immediate_all_reduce_into(
-                    scope,
-                    &send[..],
-                    &mut recv[..],
-                    SystemOperation::sum(),
-                )
-            })
-            .collect();
+        let a = issue(comm, scope, &mut f32s);
+        let b = issue(comm, scope, &mut f64s);
         a.into_iter().for_each(|r| r.wait_without_status());
         b.into_iter().for_each(|r| r.wait_without_status());
     });
