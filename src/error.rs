@@ -20,6 +20,14 @@ pub enum Error {
     /// A video could not be opened or decoded.
     #[error("{path}: {reason}")]
     Decode { path: PathBuf, reason: String },
+    /// Data that cannot be used: clips that fail to decode again and again, a split that
+    /// exists but cannot be read.
+    #[error("{0}")]
+    Data(String),
+    /// A bug inside the library, caught before it could take the process down (a panic in a
+    /// worker thread); the message says where.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// libtorch raised an error.
     #[error("libtorch: {0}")]
     Torch(String),
@@ -37,6 +45,13 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(feature = "torch")]
+impl From<tch::TchError> for Error {
+    fn from(e: tch::TchError) -> Self {
+        Error::Torch(e.to_string())
+    }
+}
 
 /// Shorthand for a config error, so validation code reads as a list of rules.
 pub(crate) fn config_err(msg: impl Into<String>) -> Error {

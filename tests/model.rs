@@ -19,7 +19,7 @@ fn tiny() -> ModelConfig {
 #[test]
 fn r50_has_pyslowfast_names_and_size() {
     let vs = nn::VarStore::new(Device::Cpu);
-    let model = SlowFast::new(&vs.root(), &ModelConfig::default());
+    let model = SlowFast::new(&vs.root(), &ModelConfig::default()).unwrap();
     let vars = vs.variables();
     for key in [
         "s1.pathway0_stem.conv.weight",
@@ -77,18 +77,18 @@ fn r50_has_pyslowfast_names_and_size() {
     // The released 8x8 input: slow 8 frames, fast 32, 224 px.
     let slow = Tensor::randn([1, 3, 8, 224, 224], (Kind::Float, Device::Cpu));
     let fast = Tensor::randn([1, 3, 32, 224, 224], (Kind::Float, Device::Cpu));
-    let logits = tch::no_grad(|| model.forward(&slow, &fast, 1, false));
+    let logits = tch::no_grad(|| model.forward(&slow, &fast, 1, false).unwrap());
     assert_eq!(logits.size(), [1, 400]);
 }
 
 #[test]
 fn one_model_takes_every_multigrid_shape() {
     let vs = nn::VarStore::new(Device::Cpu);
-    let model = SlowFast::new(&vs.root(), &tiny());
+    let model = SlowFast::new(&vs.root(), &tiny()).unwrap();
     for (n, t, s, groups) in [(8, 8, 32, 4), (4, 16, 45, 2), (2, 4, 24, 1), (6, 16, 64, 3)] {
         let slow = Tensor::randn([n, 3, t / 4, s, s], (Kind::Float, Device::Cpu));
         let fast = Tensor::randn([n, 3, t, s, s], (Kind::Float, Device::Cpu));
-        let logits = model.forward(&slow, &fast, groups, true);
+        let logits = model.forward(&slow, &fast, groups, true).unwrap();
         assert_eq!(logits.size(), [n, 12]);
         logits.sum(Kind::Float).backward();
     }
@@ -99,7 +99,7 @@ fn one_model_takes_every_multigrid_shape() {
 #[test]
 fn bn_over_k_groups_equals_k_separate_batchnorms() {
     let vs = nn::VarStore::new(Device::Cpu);
-    let bn = GroupBatchNorm::new(&(vs.root() / "bn"), 4, false);
+    let bn = GroupBatchNorm::new(&(vs.root() / "bn"), 4, false).unwrap();
     tch::no_grad(|| {
         bn.weight
             .shallow_clone()
@@ -110,7 +110,7 @@ fn bn_over_k_groups_equals_k_separate_batchnorms() {
     });
     let x = Tensor::randn([6, 4, 2, 3, 3], (Kind::Float, Device::Cpu)) * 2.0 + 0.5;
     let k = 3;
-    let y = bn.forward(&x, Bn::groups(k), true);
+    let y = bn.forward(&x, Bn::groups(k), true).unwrap();
     let mut means = Vec::new();
     let mut vars = Vec::new();
     for g in 0..k {
@@ -152,8 +152,8 @@ fn bn_over_k_groups_equals_k_separate_batchnorms() {
         .allclose(&(pooled * 0.1 + 0.9), 1e-5, 1e-5, false));
     // One group is plain BatchNorm, running statistics included.
     let vs2 = nn::VarStore::new(Device::Cpu);
-    let plain = GroupBatchNorm::new(&(vs2.root() / "bn"), 4, false);
-    let y1 = plain.forward(&x, Bn::groups(1), true);
+    let plain = GroupBatchNorm::new(&(vs2.root() / "bn"), 4, false).unwrap();
+    let y1 = plain.forward(&x, Bn::groups(1), true).unwrap();
     let (rm, rv) = (
         Tensor::zeros([4], (Kind::Float, Device::Cpu)),
         Tensor::ones([4], (Kind::Float, Device::Cpu)),
@@ -192,7 +192,7 @@ fn forward_equals_pytorch_by_name() {
             ..ModelConfig::default()
         };
         let vs = nn::VarStore::new(Device::Cpu);
-        let model = SlowFast::new(&vs.root(), &cfg);
+        let model = SlowFast::new(&vs.root(), &cfg).unwrap();
         // Non-trivial BN: random running statistics and scales (zero-init would hide branches).
         tch::no_grad(|| {
             for (name, mut t) in vs.variables() {
@@ -225,7 +225,7 @@ fn forward_equals_pytorch_by_name() {
             .unwrap();
         assert!(status.success(), "slowfast_reference.py failed");
         let want = Tensor::read_safetensors(&out).unwrap().remove(0).1;
-        let got = tch::no_grad(|| model.forward(&slow, &fast, 1, false));
+        let got = tch::no_grad(|| model.forward(&slow, &fast, 1, false).unwrap());
         let rel = ((&got - &want).abs().max() / want.abs().max()).double_value(&[]);
         assert!(rel < 1e-4, "depth {depth}: relative difference {rel}");
     }
@@ -236,11 +236,11 @@ fn precise_bn_momentum_makes_running_stats_the_batch_stats() {
     // Precise BN sets momentum 1 / (i + 1); with 1 the running statistics are the batch's, and
     // eval-mode BN then equals train-mode BN on that batch.
     let vs = nn::VarStore::new(Device::Cpu);
-    let bn = GroupBatchNorm::new(&(vs.root() / "bn"), 4, false);
+    let bn = GroupBatchNorm::new(&(vs.root() / "bn"), 4, false).unwrap();
     let x = Tensor::randn([8, 4, 3, 5, 5], (Kind::Float, Device::Cpu)) * 3.0 + 2.0;
     bn.set_momentum(1.0);
-    let train = tch::no_grad(|| bn.forward(&x, Bn::groups(1), true));
-    let eval = tch::no_grad(|| bn.forward(&x, Bn::groups(1), false));
+    let train = tch::no_grad(|| bn.forward(&x, Bn::groups(1), true).unwrap());
+    let eval = tch::no_grad(|| bn.forward(&x, Bn::groups(1), false).unwrap());
     let mean = x.mean_dim([0i64, 2, 3, 4].as_slice(), false, Kind::Float);
     assert!(bn.running_mean.allclose(&mean, 1e-5, 1e-5, false));
     // Running variance is unbiased (n / (n - 1)), so eval differs from train by that factor only.
@@ -249,7 +249,19 @@ fn precise_bn_momentum_makes_running_stats_the_batch_stats() {
     // Averaging two batches: momentum 1 then 1/2 gives their mean.
     let y = Tensor::randn([8, 4, 3, 5, 5], (Kind::Float, Device::Cpu)) - 1.0;
     bn.set_momentum(0.5);
-    let _ = tch::no_grad(|| bn.forward(&y, Bn::groups(1), true));
+    let _ = tch::no_grad(|| bn.forward(&y, Bn::groups(1), true).unwrap());
     let both = (mean + y.mean_dim([0i64, 2, 3, 4].as_slice(), false, Kind::Float)) / 2.0;
     assert!(bn.running_mean.allclose(&both, 1e-5, 1e-5, false));
+}
+
+#[test]
+fn bn_groups_that_do_not_divide_the_batch_are_an_error() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let bn = GroupBatchNorm::new(&(vs.root() / "bn"), 4, false).unwrap();
+    let x = Tensor::randn([6, 4, 2, 3, 3], (Kind::Float, Device::Cpu));
+    let e = bn.forward(&x, Bn::groups(4), true).unwrap_err();
+    assert!(e.to_string().contains("bn_groups 4"), "{e}");
+    assert!(bn.forward(&x, Bn::groups(0), true).is_err());
+    // Evaluation ignores groups.
+    assert!(bn.forward(&x, Bn::groups(4), false).is_ok());
 }

@@ -181,3 +181,24 @@ fn warm_up_changes_nothing() {
         .to_string();
     assert!(err.contains("needs a CUDA device"), "{err}");
 }
+
+/// A val split that exists but cannot be read stops the run with an error naming it, instead of
+/// being skipped as if absent.
+#[test]
+fn a_corrupt_val_split_is_reported() {
+    let (root, config) = setup_in("train_corrupt_val", 40, 3);
+    let data = root.join("data");
+    std::fs::write(data.join("val.mgstore"), b"not a clip store at all").unwrap();
+    let c = multigrid::Config::from_file(&config).unwrap();
+    let mut t = multigrid::train::Trainer::new(c, &root.join("out")).unwrap();
+    let e = t.fit(&mut |_| false).unwrap_err();
+    assert!(matches!(e, multigrid::Error::Decode { .. }), "{e:?}");
+    assert!(e.to_string().contains("val.mgstore"), "{e}");
+    // A missing split is still just skipped.
+    std::fs::remove_file(data.join("val.mgstore")).unwrap();
+    let _ = std::fs::remove_file(data.join("test.mgstore"));
+    let c = multigrid::Config::from_file(&config).unwrap();
+    let mut t = multigrid::train::Trainer::new(c, &root.join("out2")).unwrap();
+    let s = t.fit(&mut |_| false).unwrap();
+    assert!(s.final_val.is_none());
+}

@@ -89,6 +89,12 @@ static POOL: Mutex<Option<Arc<rayon::ThreadPool>>> = Mutex::new(None);
 
 /// Sets the collation threads; 0 means one per core. Takes effect for later calls.
 pub fn set_num_threads(n: usize) -> Result<()> {
+    let max = crate::schedule::config::limits::MAX_THREADS;
+    if n > max {
+        return Err(Error::InvalidArgument(format!(
+            "{n} collation threads is above the limit of {max}"
+        )));
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .thread_name(|i| format!("mg-collate-{i}"))
@@ -113,9 +119,47 @@ fn pool() -> Result<Arc<rayon::ThreadPool>> {
     Ok(p)
 }
 
-/// Floats in a batch of `n` clips of `t` frames at `s` x `s`.
+/// Floats in a batch of `n` clips of `t` frames at `s` x `s`, for shapes within the config's
+/// limits; caller-supplied shapes go through [`batch_len_checked`].
 pub fn batch_len(n: usize, t: u32, s: u32) -> usize {
-    n * 3 * t as usize * s as usize * s as usize
+    checked_batch_len(n, t, s).unwrap_or(usize::MAX)
+}
+
+fn checked_batch_len(n: usize, t: u32, s: u32) -> Option<usize> {
+    n.checked_mul(3)?
+        .checked_mul(t as usize)?
+        .checked_mul(s as usize)?
+        .checked_mul(s as usize)
+}
+
+/// Bytes of a clip of `t` frames of `h` x `w` RGB; None when the count overflows.
+pub fn clip_bytes(t: u32, h: u32, w: u32) -> Option<usize> {
+    (t as usize)
+        .checked_mul(h as usize)?
+        .checked_mul(w as usize)?
+        .checked_mul(3)
+}
+
+/// [`batch_len`] as an error naming the shape when it overflows.
+pub fn batch_len_checked(n: usize, t: u32, s: u32) -> Result<usize> {
+    checked_batch_len(n, t, s).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "a batch of {n} clips x 3 x {t} x {s} x {s} has more floats than memory holds"
+        ))
+    })
+}
+
+/// A batch shape within the config's limits (which also keeps every size derived from it in
+/// range).
+fn check_shape(n: usize, t: u32, s: u32) -> Result<()> {
+    use crate::schedule::config::limits::{MAX_BATCH, MAX_CROP, MAX_FRAMES};
+    if t == 0 || s == 0 || t > MAX_FRAMES || s > MAX_CROP || n as u64 > MAX_BATCH {
+        return Err(Error::InvalidArgument(format!(
+            "a batch of {n} clips of {t} frames at {s}x{s}: frames must be in 1..={MAX_FRAMES}, \
+             the crop in 1..={MAX_CROP} and the clips at most {MAX_BATCH}"
+        )));
+    }
+    Ok(())
 }
 
 fn check_clip(i: usize, clip: &Clip, p: &ClipParams, s: u32) -> Result<()> {
@@ -126,7 +170,7 @@ fn check_clip(i: usize, clip: &Clip, p: &ClipParams, s: u32) -> Result<()> {
             clip.num_frames, clip.height, clip.width
         ));
     }
-    let need = clip.num_frames as usize * clip.height as usize * clip.width as usize * 3;
+    let need = clip_bytes(clip.num_frames, clip.height, clip.width).unwrap_or(usize::MAX);
     if clip.frames.len() < need {
         return bad(format!(
             "{} bytes of frames, {} frames of {}x{}x3 need {need}",
@@ -180,13 +224,9 @@ pub fn collate_explicit(
             params.len()
         )));
     }
-    if num_frames == 0 || crop_size == 0 {
-        return Err(Error::InvalidArgument(format!(
-            "num_frames {num_frames} and crop_size {crop_size} must be > 0"
-        )));
-    }
+    check_shape(clips.len(), num_frames, crop_size)?;
     norm.validate()?;
-    let need = batch_len(clips.len(), num_frames, crop_size);
+    let need = batch_len_checked(clips.len(), num_frames, crop_size)?;
     if out.len() != need {
         return Err(Error::InvalidArgument(format!(
             "output holds {} floats; {} clips x 3 x {num_frames} x {crop_size} x {crop_size} need {need}",
@@ -266,20 +306,19 @@ pub fn pack_slow(
     alpha: u32,
     slow: &mut [f32],
 ) -> Result<()> {
-    if alpha == 0 || t < alpha {
-        return Err(Error::InvalidArgument(format!(
-            "alpha {alpha} must be in 1..={t} (the fast pathway's frames)"
-        )));
-    }
+    check_alpha(t, alpha)?;
+    check_shape(n, t, s)?;
     let idx = slow_indices(t, alpha);
     let frame = s as usize * s as usize;
-    if fast.len() != batch_len(n, t, s) || slow.len() != n * 3 * idx.len() * frame {
+    let (need_slow, need_fast) = (
+        batch_len_checked(n, idx.len() as u32, s)?,
+        batch_len_checked(n, t, s)?,
+    );
+    if fast.len() != need_fast || slow.len() != need_slow {
         return Err(Error::InvalidArgument(format!(
-            "slow buffer holds {} floats and fast {}; N={n}, T={t}, S={s}, alpha={alpha} need {} and {}",
+            "slow buffer holds {} floats and fast {}; N={n}, T={t}, S={s}, alpha={alpha} need {need_slow} and {need_fast}",
             slow.len(),
             fast.len(),
-            n * 3 * idx.len() * frame,
-            batch_len(n, t, s)
         )));
     }
     let ts = idx.len();
@@ -295,6 +334,89 @@ pub fn pack_slow(
                 }
             });
     });
+    Ok(())
+}
+
+/// SlowFast's alpha against the fast pathway's frames: the slow pathway takes T / alpha of
+/// them, at least one.
+pub fn check_alpha(t: u32, alpha: u32) -> Result<()> {
+    if alpha == 0 || t < alpha {
+        return Err(Error::InvalidArgument(format!(
+            "alpha {alpha} must be in 1..={t} (the fast pathway's frames)"
+        )));
+    }
+    Ok(())
+}
+
+/// Floats of the slow (0 when `alpha` is 0: one pathway) and the fast pathway buffers of plan
+/// step `step`.
+pub fn step_lens(plan: &Plan, step: u64, alpha: u32) -> Result<(usize, usize)> {
+    let s = plan.step(step)?;
+    let n = s.batch_size as usize;
+    let fast = batch_len_checked(n, s.num_frames, s.crop_size)?;
+    let slow = if alpha == 0 {
+        0
+    } else {
+        check_alpha(s.num_frames, alpha)?;
+        let ts = slow_indices(s.num_frames, alpha).len() as u32;
+        batch_len_checked(n, ts, s.crop_size)?
+    };
+    Ok((slow, fast))
+}
+
+/// Collates the batch of plan step `step` with the seeded training policy (see
+/// [`step_params`]): the fast pathway into `fast` and, when `alpha` > 0, the slow pathway into
+/// `slow`. Every argument, both buffers included, is checked before anything is written.
+pub fn collate_step(
+    plan: &Plan,
+    step: u64,
+    clips: &[Clip],
+    alpha: u32,
+    slow: Option<&mut [f32]>,
+    fast: &mut [f32],
+) -> Result<()> {
+    let s = plan.step(step)?;
+    let (need_slow, need_fast) = step_lens(plan, step, alpha)?;
+    match (&slow, alpha) {
+        (None, 0) => {}
+        (Some(_), 0) => {
+            return Err(Error::InvalidArgument(
+                "alpha is 0 (one pathway) but a slow buffer is given".into(),
+            ))
+        }
+        (None, _) => {
+            return Err(Error::InvalidArgument(format!(
+                "alpha is {alpha} but no slow buffer is given; step {step} needs {need_slow} floats"
+            )))
+        }
+        (Some(b), _) if b.len() != need_slow => {
+            return Err(Error::InvalidArgument(format!(
+                "slow holds {} floats; step {step} needs {need_slow}",
+                b.len()
+            )))
+        }
+        (Some(_), _) => {}
+    }
+    if fast.len() != need_fast {
+        return Err(Error::InvalidArgument(format!(
+            "fast holds {} floats; step {step} needs {need_fast}",
+            fast.len()
+        )));
+    }
+    let mut indices = Vec::new();
+    plan.step_indices(step, &mut indices)?;
+    let params = step_params(plan, &s, &indices, clips)?;
+    collate_explicit(
+        clips,
+        &params,
+        s.num_frames,
+        s.crop_size,
+        &normalize_of(plan),
+        fast,
+    )?;
+    if let Some(slow) = slow {
+        pack_slow(fast, clips.len(), s.num_frames, s.crop_size, alpha, slow)?;
+    }
     Ok(())
 }
 

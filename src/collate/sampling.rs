@@ -29,7 +29,8 @@ pub fn linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
 /// Frame indices of a clip: trunc(linspace(start, start + T*stride - 1, T)) clamped to
 /// [0, num_frames - 1] (PySlowFast's `temporal_sampling`).
 pub fn temporal_indices(start: u32, stride: u32, t: u32, num_frames: u32) -> Vec<u32> {
-    let end = start as f32 + (t * stride) as f32 - 1.0;
+    // In u64: a caller's explicit stride times T can pass u32.
+    let end = start as f32 + (u64::from(t) * u64::from(stride)) as f32 - 1.0;
     let last = num_frames.saturating_sub(1) as f32;
     linspace_f32(start as f32, end, t as usize)
         .into_iter()
@@ -130,8 +131,8 @@ pub fn train_params(
     random_flip: bool,
 ) -> super::ClipParams {
     let stride = rng.int_inclusive(stride_range[0], stride_range[1]);
-    let span = t * stride;
-    let start = rng.int_inclusive(0, num_frames.saturating_sub(span));
+    let span = u64::from(t) * u64::from(stride);
+    let start = rng.int_inclusive(0, u64::from(num_frames).saturating_sub(span) as u32);
     let [jmin, jmax] = [f64::from(jitter[0]), f64::from(jitter[1])];
     let short_side = if inv_uniform {
         let inv = 1.0 / jmax + rng.uniform() * (1.0 / jmin - 1.0 / jmax);
@@ -173,7 +174,7 @@ pub fn eval_params(
     crop: u32,
     stride: u32,
 ) -> super::ClipParams {
-    let delta = num_frames.saturating_sub(t * stride);
+    let delta = u64::from(num_frames).saturating_sub(u64::from(t) * u64::from(stride)) as u32;
     let (start, spatial) = match mode {
         ViewMode::Val => (delta / 2, 1),
         ViewMode::Test {

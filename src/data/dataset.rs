@@ -239,6 +239,16 @@ const MAX_REPLACEMENTS: u32 = 10;
 /// A clip that fails to decode is replaced by another sample (drawn from the same seed, so a
 /// rerun replaces it the same way) and reported in [`Batch::failures`].
 pub fn load_batch(dataset: &Dataset, plan: &Plan, step: &Step, alpha: u32) -> Result<Batch> {
+    if plan.dataset_size() != dataset.len() as u64 {
+        return Err(Error::InvalidArgument(format!(
+            "the plan was made for {} clips but the dataset has {}",
+            plan.dataset_size(),
+            dataset.len()
+        )));
+    }
+    if alpha > 0 {
+        collate::check_alpha(step.num_frames, alpha)?;
+    }
     let mut indices = Vec::new();
     plan.step_indices(step.step, &mut indices)?;
     let (t, s) = (step.num_frames, step.crop_size);
@@ -281,12 +291,16 @@ pub fn load_batch(dataset: &Dataset, plan: &Plan, step: &Step, alpha: u32) -> Re
                     failures.push(format!("clip {index}: {e}"));
                     attempt += 1;
                     if attempt > MAX_REPLACEMENTS {
-                        return Err(Error::InvalidArgument(format!(
+                        return Err(Error::Data(format!(
                             "step {}: {} clips in a row failed, last: {e}",
                             step.step, attempt
                         )));
                     }
-                    *index = u64::from(replace.int_inclusive(0, (dataset.len() - 1) as u32));
+                    let last = dataset.len() as u64 - 1;
+                    *index = match u32::try_from(last) {
+                        Ok(last) => u64::from(replace.int_inclusive(0, last)),
+                        Err(_) => replace.next_u64() % (last + 1),
+                    };
                 }
             }
         }

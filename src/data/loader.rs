@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -55,6 +56,8 @@ struct State {
     buffered_clips: usize,
     ready: BTreeMap<u64, Result<Batch>>,
     stop: bool,
+    /// A worker died of a panic outside a batch: the steps it claimed never arrive.
+    worker_panic: Option<String>,
     stats: LoaderStats,
 }
 
@@ -97,6 +100,7 @@ impl Loader {
                 buffered_clips: 0,
                 ready: BTreeMap::new(),
                 stop: false,
+                worker_panic: None,
                 stats: LoaderStats::default(),
             }),
             changed: Condvar::new(),
@@ -107,7 +111,15 @@ impl Loader {
                 let end = steps.end;
                 std::thread::Builder::new()
                     .name(format!("mg-loader-{w}"))
-                    .spawn(move || worker(&shared, &plan, &dataset, end, options))
+                    .spawn(move || {
+                        let run = || worker(&shared, &plan, &dataset, end, options);
+                        if let Err(payload) = catch_unwind(AssertUnwindSafe(run)) {
+                            let mut st = shared.state.lock();
+                            st.worker_panic = Some(panic_text(&*payload));
+                            drop(st);
+                            shared.changed.notify_all();
+                        }
+                    })
                     .map_err(|e| Error::InvalidArgument(format!("cannot start loader thread: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -127,6 +139,11 @@ impl Loader {
         }
         let k = st.next_deliver;
         while !st.ready.contains_key(&k) {
+            if let Some(what) = &st.worker_panic {
+                return Some(Err(Error::Internal(format!(
+                    "a loader thread panicked before step {k}: {what}"
+                ))));
+            }
             self.shared
                 .changed
                 .wait_for(&mut st, Duration::from_millis(100));
@@ -189,7 +206,19 @@ fn worker(shared: &Shared, plan: &Plan, dataset: &Dataset, end: u64, o: LoaderOp
             }
         };
         let start = Instant::now();
-        let result = load_batch(dataset, plan, &step, o.alpha);
+        // A panic while loading becomes this step's error, so the consumer never waits for a
+        // batch that cannot come.
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            #[cfg(test)]
+            tests::maybe_panic(k);
+            load_batch(dataset, plan, &step, o.alpha)
+        }))
+        .unwrap_or_else(|payload| {
+            Err(Error::Internal(format!(
+                "the loader panicked on step {k}: {}",
+                panic_text(&*payload)
+            )))
+        });
         let busy = start.elapsed().as_secs_f64();
         let mut st = shared.state.lock();
         st.stats.busy_seconds += busy;
@@ -210,5 +239,76 @@ fn worker(shared: &Shared, plan: &Plan, dataset: &Dataset, end: u64, o: LoaderOp
         st.ready.insert(k, result);
         drop(st);
         shared.changed.notify_all();
+    }
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::data::store::StoreWriter;
+    use crate::schedule::{Config, Schedule};
+
+    /// The step at which a test makes loading panic (u64::MAX: never).
+    static PANIC_AT: AtomicU64 = AtomicU64::new(u64::MAX);
+
+    pub(super) fn maybe_panic(step: u64) {
+        if PANIC_AT.load(Ordering::SeqCst) == step {
+            panic!("injected loader panic at step {step}");
+        }
+    }
+
+    #[test]
+    fn a_panicking_worker_is_an_error_not_a_hang() {
+        let dir = std::env::temp_dir().join(format!("mg-loader-panic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("train.mgstore");
+        let mut w = StoreWriter::create(&path).unwrap();
+        for label in 0..8u32 {
+            w.add(&vec![label as u8; 8 * 32 * 32 * 3], 8, 32, 32, label)
+                .unwrap();
+        }
+        w.finish().unwrap();
+        let mut config = Config::default();
+        config.train.batch_size = 2;
+        config.data.num_frames = 8;
+        config.data.train_crop_size = 32;
+        config.data.train_jitter_scales = [32, 40];
+        config.solver.max_epoch = 1;
+        config.solver.steps = vec![0];
+        config.solver.lrs = vec![1.0];
+        let schedule = Schedule::new(config).unwrap();
+        let plan = Arc::new(Plan::new(&schedule, 8, 1, 0, 0).unwrap());
+        let dataset = Arc::new(Dataset::store(&path).unwrap());
+        PANIC_AT.store(1, Ordering::SeqCst);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let options = LoaderOptions {
+                workers: 1,
+                queue_clips: 4,
+                alpha: 4,
+            };
+            let mut loader = Loader::new(plan, dataset, 0..4, options).unwrap();
+            let results: Vec<bool> = (0..4)
+                .map(|_| loader.next_batch().is_some_and(|b| b.is_ok()))
+                .collect();
+            let _ = tx.send(results);
+        });
+        let results = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the loader hung after a worker panic");
+        PANIC_AT.store(u64::MAX, Ordering::SeqCst);
+        assert_eq!(results, [true, false, true, true]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

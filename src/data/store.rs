@@ -85,8 +85,9 @@ impl StoreWriter {
         width: u32,
         label: u32,
     ) -> Result<usize> {
-        let len = num_frames as u64 * height as u64 * width as u64 * 3;
-        if len == 0 || frames.len() as u64 != len {
+        let want = crate::collate::clip_bytes(num_frames, height, width);
+        if want == Some(0) || want != Some(frames.len()) {
+            let len = want.map_or("more than memory holds".into(), |n| n.to_string());
             return Err(Error::InvalidArgument(format!(
                 "clip of {num_frames} frames {width}x{height} needs {len} bytes, got {}",
                 frames.len()
@@ -100,6 +101,7 @@ impl StoreWriter {
         file.write_all(&vec![0u8; pad as usize])
             .map_err(io(&self.tmp))?;
         self.pos += pad;
+        let len = frames.len() as u64;
         file.write_all(frames).map_err(io(&self.tmp))?;
         self.index.push(ClipInfo {
             offset: self.pos,
@@ -207,7 +209,9 @@ impl ClipStore {
         }
         let count = u64_at(h, 16);
         let (index_at, index_len) = (u64_at(h, 24), u64_at(h, 32));
-        if index_len != count * ENTRY_LEN as u64 || index_at.checked_add(index_len) != Some(len) {
+        if count.checked_mul(ENTRY_LEN as u64) != Some(index_len)
+            || index_at.checked_add(index_len) != Some(len)
+        {
             return Err(corrupt(
                 &path,
                 format!("index of {count} clips at {index_at}+{index_len} does not end the {len}-byte file (truncated?)"),
@@ -230,8 +234,8 @@ impl ClipStore {
             })
             .collect();
         for (i, c) in index.iter().enumerate() {
-            let want = c.num_frames as u64 * c.height as u64 * c.width as u64 * 3;
-            if c.len != want
+            let want = crate::collate::clip_bytes(c.num_frames, c.height, c.width);
+            if want.map(|n| n as u64) != Some(c.len)
                 || c.offset < HEADER_LEN
                 || c.offset.checked_add(c.len).is_none_or(|e| e > index_at)
             {

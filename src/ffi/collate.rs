@@ -2,7 +2,7 @@
 
 use super::error::{guard, mg_status, non_null, out_ptr, FfiError};
 use super::plan::mg_plan;
-use crate::collate::{self, batch_len, slow_indices, Clip, ClipParams, Normalize};
+use crate::collate::{self, Clip, ClipParams, Normalize};
 
 /// One decoded clip: `num_frames` frames of `height` x `width` RGB bytes, row-major, frames
 /// back to back (`num_frames * height * width * 3` bytes). The library only reads it.
@@ -37,12 +37,25 @@ fn clips_from<'a>(clips: *const mg_clip, n: usize) -> Result<Vec<Clip<'a>>, FfiE
     if clips.is_null() {
         return Err(FfiError::Null("clips"));
     }
+    let max = crate::schedule::config::limits::MAX_BATCH;
+    if n as u64 > max {
+        return Err(FfiError::Invalid(format!(
+            "num_clips {n} is above the limit of {max} clips a batch"
+        )));
+    }
     // SAFETY: the caller promises `clips` holds `n` entries.
     let raw = unsafe { std::slice::from_raw_parts(clips, n) };
     raw.iter()
         .enumerate()
         .map(|(i, c)| {
-            let len = c.num_frames as usize * c.height as usize * c.width as usize * 3;
+            let len = collate::clip_bytes(c.num_frames, c.height, c.width)
+                .filter(|&n| n <= isize::MAX as usize)
+                .ok_or_else(|| {
+                    FfiError::Invalid(format!(
+                        "clip {i}: {} frames of {}x{}x3 bytes is more than memory holds",
+                        c.num_frames, c.height, c.width
+                    ))
+                })?;
             if c.frames.is_null() {
                 if len == 0 {
                     return Ok(Clip {
@@ -68,6 +81,11 @@ fn clips_from<'a>(clips: *const mg_clip, n: usize) -> Result<Vec<Clip<'a>>, FfiE
 fn out_slice<'a>(p: *mut f32, len: usize, name: &'static str) -> Result<&'a mut [f32], FfiError> {
     if p.is_null() {
         return Err(FfiError::Null(name));
+    }
+    if len > isize::MAX as usize / std::mem::size_of::<f32>() {
+        return Err(FfiError::Invalid(format!(
+            "`{name}` length {len} floats is more than memory holds"
+        )));
     }
     // SAFETY: the caller promises `p` holds `len` floats.
     Ok(unsafe { std::slice::from_raw_parts_mut(p, len) })
@@ -124,7 +142,9 @@ pub extern "C" fn mg_collate_explicit(
 }
 
 /// Floats needed for the slow and fast pathway buffers of plan step `step` (slow is 0 when
-/// `alpha` is 0, i.e. a single pathway).
+/// `alpha` is 0, i.e. a single pathway). Errors: MG_STATUS_NULL_ARGUMENT,
+/// MG_STATUS_OUT_OF_RANGE (step past the plan), MG_STATUS_INVALID_ARGUMENT (alpha above the
+/// step's frames).
 #[no_mangle]
 pub extern "C" fn mg_collate_step_len(
     plan: *const mg_plan,
@@ -137,18 +157,7 @@ pub extern "C" fn mg_collate_step_len(
         let p = non_null(plan, "plan")?;
         let slow_len = out_ptr(slow_len, "slow_len")?;
         let fast_len = out_ptr(fast_len, "fast_len")?;
-        let s = p.inner.step(step)?;
-        let n = s.batch_size as usize;
-        *fast_len = batch_len(n, s.num_frames, s.crop_size);
-        *slow_len = if alpha == 0 {
-            0
-        } else {
-            batch_len(
-                n,
-                slow_indices(s.num_frames, alpha).len() as u32,
-                s.crop_size,
-            )
-        };
+        (*slow_len, *fast_len) = collate::step_lens(&p.inner, step, alpha)?;
         Ok(())
     })
 }
@@ -158,7 +167,10 @@ pub extern "C" fn mg_collate_step_len(
 /// epoch, dataset index). `clips` are the step's clips in the order of mg_plan_step_indices
 /// (`num_clips` must equal the step's batch size). Writes the fast pathway [N, 3, T, S, S] to
 /// `fast` and, when `alpha` > 0, the slow pathway [N, 3, T/alpha, S, S] to `slow` (NULL when
-/// `alpha` is 0). Lengths count floats; mg_collate_step_len gives them.
+/// `alpha` is 0). Lengths count floats; mg_collate_step_len gives them. Everything is checked
+/// before anything is written. Errors: MG_STATUS_NULL_ARGUMENT, MG_STATUS_OUT_OF_RANGE (step
+/// past the plan), MG_STATUS_INVALID_ARGUMENT (clip count, clip contents, buffer lengths, slow
+/// given with alpha 0 or missing with alpha > 0, alpha above the step's frames).
 #[no_mangle]
 pub extern "C" fn mg_collate_step(
     plan: *const mg_plan,
@@ -173,42 +185,14 @@ pub extern "C" fn mg_collate_step(
 ) -> mg_status {
     guard("mg_collate_step", || {
         let p = &non_null(plan, "plan")?.inner;
-        let s = p.step(step)?;
         let clips = clips_from(clips, num_clips)?;
-        let mut indices = Vec::new();
-        p.step_indices(step, &mut indices)?;
-        let params = collate::step_params(p, &s, &indices, &clips)?;
         let fast = out_slice(fast, fast_len, "fast")?;
-        let n = clips.len();
-        if alpha > 0 {
-            let need = batch_len(
-                n,
-                slow_indices(s.num_frames, alpha).len() as u32,
-                s.crop_size,
-            );
-            if slow_len != need {
-                return Err(FfiError::Invalid(format!(
-                    "slow holds {slow_len} floats; step {step} needs {need}"
-                )));
-            }
-            non_null(slow as *const f32, "slow")?;
-        } else if !slow.is_null() || slow_len != 0 {
-            return Err(FfiError::Invalid(
-                "alpha is 0 (one pathway) but slow is given".into(),
-            ));
-        }
-        collate::collate_explicit(
-            &clips,
-            &params,
-            s.num_frames,
-            s.crop_size,
-            &collate::normalize_of(p),
-            fast,
-        )?;
-        if alpha > 0 {
-            let slow = out_slice(slow, slow_len, "slow")?;
-            collate::pack_slow(fast, n, s.num_frames, s.crop_size, alpha, slow)?;
-        }
+        let slow = if slow.is_null() && slow_len == 0 {
+            None
+        } else {
+            Some(out_slice(slow, slow_len, "slow")?)
+        };
+        collate::collate_step(p, step, &clips, alpha, slow, fast)?;
         Ok(())
     })
 }

@@ -62,9 +62,10 @@ impl FfiError {
                 Error::OutOfRange(_) => MG_STATUS_OUT_OF_RANGE,
                 Error::BufferTooSmall(_) => MG_STATUS_BUFFER_TOO_SMALL,
                 Error::Io { .. } => MG_STATUS_IO,
-                Error::Decode { .. } => MG_STATUS_DATA,
+                Error::Decode { .. } | Error::Data(_) => MG_STATUS_DATA,
                 Error::Cancelled(_) => MG_STATUS_CANCELLED,
                 Error::Torch(_) => MG_STATUS_TORCH,
+                Error::Internal(_) => MG_STATUS_PANIC,
                 Error::Unsupported(_) => MG_STATUS_UNSUPPORTED,
             },
         }
@@ -117,6 +118,19 @@ pub(crate) fn guard_value<T>(name: &str, fallback: T, body: impl FnOnce() -> T) 
             fallback
         }
     }
+}
+
+/// The body of every `mg_*_free`: drops a handle that came from `Box::into_raw`, NULL a no-op,
+/// under the same panic boundary as every other export (a destructor that panics sets the last
+/// error instead of unwinding into C).
+pub(crate) fn free_box<T>(name: &str, p: *mut T) {
+    guard_value(name, (), || {
+        if !p.is_null() {
+            // SAFETY: by contract a non-NULL pointer came from the matching constructor and is
+            // freed once.
+            drop(unsafe { Box::from_raw(p) });
+        }
+    })
 }
 
 pub(crate) fn non_null<'a, T>(p: *const T, name: &'static str) -> Result<&'a T, FfiError> {

@@ -73,10 +73,7 @@ pub extern "C" fn mg_plan_new(
 /// Frees a plan; NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn mg_plan_free(plan: *mut mg_plan) {
-    if !plan.is_null() {
-        // SAFETY: a non-NULL pointer came from mg_plan_new and is freed once.
-        drop(unsafe { Box::from_raw(plan) });
-    }
+    super::error::free_box("mg_plan_free", plan);
 }
 
 /// Global steps in the whole run.
@@ -99,13 +96,7 @@ pub extern "C" fn mg_plan_steps_in_epoch(
     guard("mg_plan_steps_in_epoch", || {
         let p = non_null(plan, "plan")?;
         let out = out_ptr(out, "out")?;
-        let max = p.inner.schedule().max_epoch();
-        if epoch >= max {
-            return Err(FfiError::Lib(crate::Error::OutOfRange(format!(
-                "epoch {epoch} is past the last epoch ({max} epochs)"
-            ))));
-        }
-        *out = p.inner.steps_in_epoch(epoch);
+        *out = p.inner.steps_in_epoch(epoch)?;
         Ok(())
     })
 }

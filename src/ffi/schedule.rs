@@ -57,10 +57,7 @@ pub extern "C" fn mg_schedule_new(
 /// Frees a schedule; NULL is a no-op. Plans made from it stay valid.
 #[no_mangle]
 pub extern "C" fn mg_schedule_free(schedule: *mut mg_schedule) {
-    if !schedule.is_null() {
-        // SAFETY: a non-NULL pointer came from mg_schedule_new and is freed once.
-        drop(unsafe { Box::from_raw(schedule) });
-    }
+    super::error::free_box("mg_schedule_free", schedule);
 }
 
 /// Number of stages (13 for the Kinetics multigrid config).
@@ -135,12 +132,7 @@ pub extern "C" fn mg_schedule_lr_at(
     guard("mg_schedule_lr_at", || {
         let s = non_null(schedule, "schedule")?;
         let out = out_ptr(out, "out")?;
-        if !(epoch.is_finite() && epoch >= 0.0) {
-            return Err(FfiError::Invalid(format!(
-                "epoch must be a finite number >= 0, got {epoch}"
-            )));
-        }
-        *out = s.inner.lr_at(epoch);
+        *out = s.inner.lr_at(epoch)?;
         Ok(())
     })
 }

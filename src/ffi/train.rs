@@ -238,10 +238,7 @@ pub extern "C" fn mg_trainer_rank(
 /// Frees a trainer; NULL is a no-op.
 #[no_mangle]
 pub extern "C" fn mg_trainer_free(trainer: *mut mg_trainer) {
-    if !trainer.is_null() {
-        // SAFETY: a non-NULL pointer came from mg_trainer_new and is freed once.
-        drop(unsafe { Box::from_raw(trainer) });
-    }
+    super::error::free_box("mg_trainer_free", trainer);
 }
 
 #[cfg(feature = "torch")]
@@ -367,48 +364,65 @@ pub extern "C" fn mg_trainer_train_step(
         #[cfg(feature = "torch")]
         {
             let t = trainer_mut(trainer)?;
-            let shape = |p: *const i64, name: &'static str| -> Result<[i64; 5], FfiError> {
-                non_null(p, name)?;
-                // SAFETY: the caller promises five int64 values.
-                let s = unsafe { *p.cast::<[i64; 5]>() };
-                if s.iter().any(|&d| d <= 0) || s[1] != 3 {
-                    return Err(FfiError::Invalid(format!(
-                        "{name} {s:?} is not [N, 3, T, H, W] with positive sizes"
-                    )));
-                }
-                Ok(s)
-            };
-            let (ss, fs) = (
+            // Shape and element count, checked before any caller memory is read; the trainer
+            // checks what the network needs (see SlowFast::check_input).
+            let shape =
+                |p: *const i64, name: &'static str| -> Result<([i64; 5], usize), FfiError> {
+                    non_null(p, name)?;
+                    // SAFETY: the caller promises five int64 values.
+                    let s = unsafe { *p.cast::<[i64; 5]>() };
+                    if s.iter().any(|&d| d <= 0) || s[1] != 3 {
+                        return Err(FfiError::Invalid(format!(
+                            "{name} {s:?} is not [N, 3, T, H, W] with positive sizes"
+                        )));
+                    }
+                    let n = s
+                        .iter()
+                        .try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?))
+                        .filter(|&n| n <= isize::MAX as usize / std::mem::size_of::<f32>())
+                        .ok_or_else(|| {
+                            FfiError::Invalid(format!("{name} {s:?} holds more floats than memory"))
+                        })?;
+                    Ok((s, n))
+                };
+            let ((ss, slow_n), (fs, fast_n)) = (
                 shape(slow_shape, "slow_shape")?,
                 shape(fast_shape, "fast_shape")?,
             );
-            if ss[0] != fs[0] || ss[3..] != fs[3..] {
+            if ss[0] != fs[0] {
                 return Err(FfiError::Invalid(format!(
-                    "slow {ss:?} and fast {fs:?} disagree on N, H or W"
+                    "slow {ss:?} and fast {fs:?} disagree on N"
                 )));
             }
+            // A negative lr means "the plan's" in C; NaN means nothing at all.
             if lr.is_nan() {
                 return Err(FfiError::Invalid("lr is NaN".into()));
             }
             let groups = (bn_groups > 0).then_some(i64::from(bn_groups));
             let lr = (lr >= 0.0).then_some(lr);
-            if lr.is_some_and(|lr| !lr.is_finite()) {
-                return Err(FfiError::Invalid(format!("lr {lr:?} must be finite")));
-            }
-            let tensor =
-                |p: *const f32, s: [i64; 5], name: &'static str| -> Result<tch::Tensor, FfiError> {
-                    non_null(p, name)?;
-                    let n = s.iter().product::<i64>() as usize;
-                    // SAFETY: the caller promises the product of the shape in floats.
-                    let data = unsafe { std::slice::from_raw_parts(p, n) };
-                    Ok(tch::Tensor::from_slice(data).view(s).to_device(t.device()))
-                };
-            let slow = tensor(slow, ss, "slow")?;
-            let fast = tensor(fast, fs, "fast")?;
+            let device = t.device();
+            let tensor = |p: *const f32,
+                          s: [i64; 5],
+                          n: usize,
+                          name: &'static str|
+             -> Result<tch::Tensor, FfiError> {
+                non_null(p, name)?;
+                // SAFETY: the caller promises the product of the shape in floats (n, checked).
+                let data = unsafe { std::slice::from_raw_parts(p, n) };
+                let torch = |e: tch::TchError| FfiError::Lib(e.into());
+                tch::Tensor::f_from_slice(data)
+                    .and_then(|x| x.f_view(s))
+                    .and_then(|x| x.f_to_device(device))
+                    .map_err(torch)
+            };
+            let slow = tensor(slow, ss, slow_n, "slow")?;
+            let fast = tensor(fast, fs, fast_n, "fast")?;
             non_null(labels, "labels")?;
             // SAFETY: the caller promises N labels.
             let lab = unsafe { std::slice::from_raw_parts(labels, fs[0] as usize) };
-            let lab = tch::Tensor::from_slice(lab).to_device(t.device());
+            let lab = tch::Tensor::f_from_slice(lab)
+                .and_then(|x| x.f_to_device(device))
+                .map_err(|e| FfiError::Lib(e.into()))?;
             *loss = t.host_step(&slow, &fast, &lab, groups, lr)?;
             Ok(())
         }

@@ -9,6 +9,8 @@
 
 use tch::{nn, Kind, Tensor};
 
+use crate::error::{Error, Result};
+
 /// How a training forward pass normalises: in `groups` groups of this process's batch, or
 /// (sync BN, `sync` set, one group) over the whole batch of a group of ranks.
 #[derive(Clone, Copy)]
@@ -48,19 +50,19 @@ pub struct GroupBatchNorm {
 impl GroupBatchNorm {
     /// Parameters `weight`, `bias` and buffers `running_mean`, `running_var` under `p`, as
     /// PyTorch names them. `zero_gamma` starts the scale at 0 (a residual block's last BN).
-    pub fn new(p: &nn::Path, channels: i64, zero_gamma: bool) -> GroupBatchNorm {
+    pub fn new(p: &nn::Path, channels: i64, zero_gamma: bool) -> Result<GroupBatchNorm> {
         let gamma = if zero_gamma {
             nn::Init::Const(0.0)
         } else {
             nn::Init::Const(1.0)
         };
-        GroupBatchNorm {
-            weight: p.var("weight", &[channels], gamma),
-            bias: p.var("bias", &[channels], nn::Init::Const(0.0)),
-            running_mean: p.zeros_no_train("running_mean", &[channels]),
-            running_var: p.ones_no_train("running_var", &[channels]),
+        Ok(GroupBatchNorm {
+            weight: p.f_var("weight", &[channels], gamma)?,
+            bias: p.f_var("bias", &[channels], nn::Init::Const(0.0))?,
+            running_mean: p.f_zeros_no_train("running_mean", &[channels])?,
+            running_var: p.f_ones_no_train("running_var", &[channels])?,
             momentum: std::cell::Cell::new(MOMENTUM),
-        }
+        })
     }
 
     pub fn set_momentum(&self, m: f64) {
@@ -75,7 +77,8 @@ impl GroupBatchNorm {
         });
     }
 
-    pub fn forward(&self, x: &Tensor, bn: Bn, train: bool) -> Tensor {
+    /// Errors: a group count that does not divide the batch (in training), libtorch's.
+    pub fn forward(&self, x: &Tensor, bn: Bn, train: bool) -> Result<Tensor> {
         if train {
             if let Some(sync) = bn.sync {
                 return self.forward_sync(x, sync);
@@ -83,7 +86,7 @@ impl GroupBatchNorm {
         }
         let groups = bn.groups;
         if !train {
-            return x.batch_norm(
+            return Ok(x.f_batch_norm(
                 Some(&self.weight),
                 Some(&self.bias),
                 Some(&self.running_mean),
@@ -92,19 +95,27 @@ impl GroupBatchNorm {
                 MOMENTUM,
                 EPS,
                 true,
-            );
+            )?);
         }
         let size = x.size();
+        if size.len() < 2 {
+            return Err(Error::InvalidArgument(format!(
+                "BatchNorm input {size:?} has no channel dimension"
+            )));
+        }
         let (n, c) = (size[0], size[1]);
-        let k = if groups > 1 && n % groups == 0 {
-            groups
-        } else {
-            1
-        };
+        // PySlowFast's SubBatchNorm3d cannot split unevenly either; a silent fallback to one
+        // group would change the statistics without a word.
+        if groups < 1 || n % groups != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "bn_groups {groups} must divide the batch of {n} clips"
+            )));
+        }
+        let k = groups;
         if k == 1 {
             // One group is plain BatchNorm: libtorch's fused kernel, running statistics included
             // (the pooled formula reduces to its unbiased update).
-            return x.batch_norm(
+            return Ok(x.f_batch_norm(
                 Some(&self.weight),
                 Some(&self.bias),
                 Some(&self.running_mean),
@@ -113,24 +124,24 @@ impl GroupBatchNorm {
                 self.momentum.get(),
                 EPS,
                 true,
-            );
+            )?);
         }
         let mut grouped = size.clone();
         grouped[0] = n / k;
         grouped[1] = c * k;
-        let xg = x.view(grouped.as_slice());
+        let xg = x.f_view(grouped.as_slice())?;
         // The affine is shared by the groups: repeat it over the c * k grouped channels so the
         // kernel applies it in the same pass.
-        let (y, mean, invstd) = Tensor::native_batch_norm(
+        let (y, mean, invstd) = Tensor::f_native_batch_norm(
             &xg,
-            Some(self.weight.repeat([k])),
-            Some(self.bias.repeat([k])),
+            Some(self.weight.f_repeat([k])?),
+            Some(self.bias.f_repeat([k])?),
             None::<Tensor>,
             None::<Tensor>,
             true,
             MOMENTUM,
             EPS,
-        );
+        )?;
         tch::no_grad(|| {
             let m = (xg.numel() as i64 / (c * k)) as f64;
             let momentum = self.momentum.get();
@@ -154,14 +165,14 @@ impl GroupBatchNorm {
                 .f_mul_scalar_(1.0 - momentum)
                 .and_then(|mut t| t.f_add_(&(pooled * momentum)));
         });
-        y.view(size.as_slice())
+        Ok(y.f_view(size.as_slice())?)
     }
 
     /// Sync BN (pytorchvideo's NaiveSyncBatchNorm3d, PySlowFast's choice when a rank's batch is
     /// below `bn_base_size`): per-channel mean and mean square of this rank's batch, averaged
     /// over the group (equal batches on every rank), normalise every rank's clips. The running
     /// variance takes the unbiased estimate over all the group's values, as torch.nn.BatchNorm.
-    fn forward_sync(&self, x: &Tensor, sync: &dyn SyncStats) -> Tensor {
+    fn forward_sync(&self, x: &Tensor, sync: &dyn SyncStats) -> Result<Tensor> {
         let size = x.size();
         let c = size[1];
         let dims: Vec<i64> = (0..size.len() as i64).filter(|&d| d != 1).collect();
@@ -188,7 +199,7 @@ impl GroupBatchNorm {
         let shift = &self.bias - &mean * &scale;
         let mut shape = vec![1i64; size.len()];
         shape[1] = c;
-        let y = xf * scale.view(shape.as_slice()) + shift.view(shape.as_slice());
-        y.to_kind(x.kind())
+        let y = xf * scale.f_view(shape.as_slice())? + shift.f_view(shape.as_slice())?;
+        Ok(y.f_to_kind(x.kind())?)
     }
 }

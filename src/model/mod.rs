@@ -11,6 +11,7 @@ pub mod bn;
 
 use tch::{nn, Tensor};
 
+use crate::error::{Error, Result};
 use crate::schedule::ModelConfig;
 use bn::{Bn, GroupBatchNorm};
 
@@ -32,32 +33,32 @@ impl Conv3d {
         k: [i64; 3],
         stride: [i64; 3],
         padding: [i64; 3],
-    ) -> Conv3d {
+    ) -> Result<Conv3d> {
         let fan_out = (cout * k[0] * k[1] * k[2]) as f64;
-        let weight = p.var(
+        let weight = p.f_var(
             "weight",
             &[cout, cin, k[0], k[1], k[2]],
             nn::Init::Randn {
                 mean: 0.0,
                 stdev: (2.0 / fan_out).sqrt(),
             },
-        );
-        Conv3d {
+        )?;
+        Ok(Conv3d {
             weight,
             stride,
             padding,
-        }
+        })
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv3d(
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.f_conv3d(
             &self.weight,
             None::<Tensor>,
             self.stride,
             self.padding,
             [1, 1, 1],
             1,
-        )
+        )?)
     }
 }
 
@@ -80,9 +81,9 @@ impl ResBlock {
         stride: i64,
         bottleneck: bool,
         zero_init: bool,
-    ) -> ResBlock {
-        let branch1 = (cin != cout || stride != 1).then(|| {
-            (
+    ) -> Result<ResBlock> {
+        let branch1 = if cin != cout || stride != 1 {
+            Some((
                 Conv3d::new(
                     &(p / "branch1"),
                     cin,
@@ -90,10 +91,12 @@ impl ResBlock {
                     [1, 1, 1],
                     [1, stride, stride],
                     [0, 0, 0],
-                ),
-                GroupBatchNorm::new(&(p / "branch1_bn"), cout, false),
-            )
-        });
+                )?,
+                GroupBatchNorm::new(&(p / "branch1_bn"), cout, false)?,
+            ))
+        } else {
+            None
+        };
         let b = p / "branch2";
         let convs = if bottleneck {
             vec![
@@ -105,8 +108,8 @@ impl ResBlock {
                         [kt, 1, 1],
                         [1, 1, 1],
                         [kt / 2, 0, 0],
-                    ),
-                    GroupBatchNorm::new(&(&b / "a_bn"), inner, false),
+                    )?,
+                    GroupBatchNorm::new(&(&b / "a_bn"), inner, false)?,
                 ),
                 (
                     Conv3d::new(
@@ -116,12 +119,12 @@ impl ResBlock {
                         [1, 3, 3],
                         [1, stride, stride],
                         [0, 1, 1],
-                    ),
-                    GroupBatchNorm::new(&(&b / "b_bn"), inner, false),
+                    )?,
+                    GroupBatchNorm::new(&(&b / "b_bn"), inner, false)?,
                 ),
                 (
-                    Conv3d::new(&(&b / "c"), inner, cout, [1, 1, 1], [1, 1, 1], [0, 0, 0]),
-                    GroupBatchNorm::new(&(&b / "c_bn"), cout, zero_init),
+                    Conv3d::new(&(&b / "c"), inner, cout, [1, 1, 1], [1, 1, 1], [0, 0, 0])?,
+                    GroupBatchNorm::new(&(&b / "c_bn"), cout, zero_init)?,
                 ),
             ]
         } else {
@@ -134,32 +137,32 @@ impl ResBlock {
                         [kt, 3, 3],
                         [1, stride, stride],
                         [kt / 2, 1, 1],
-                    ),
-                    GroupBatchNorm::new(&(&b / "a_bn"), cout, false),
+                    )?,
+                    GroupBatchNorm::new(&(&b / "a_bn"), cout, false)?,
                 ),
                 (
-                    Conv3d::new(&(&b / "b"), cout, cout, [1, 3, 3], [1, 1, 1], [0, 1, 1]),
-                    GroupBatchNorm::new(&(&b / "b_bn"), cout, zero_init),
+                    Conv3d::new(&(&b / "b"), cout, cout, [1, 3, 3], [1, 1, 1], [0, 1, 1])?,
+                    GroupBatchNorm::new(&(&b / "b_bn"), cout, zero_init)?,
                 ),
             ]
         };
-        ResBlock { branch1, convs }
+        Ok(ResBlock { branch1, convs })
     }
 
-    fn forward(&self, x: &Tensor, groups: Bn, train: bool) -> Tensor {
+    fn forward(&self, x: &Tensor, groups: Bn, train: bool) -> Result<Tensor> {
         let shortcut = match &self.branch1 {
-            Some((conv, bn)) => bn.forward(&conv.forward(x), groups, train),
+            Some((conv, bn)) => bn.forward(&conv.forward(x)?, groups, train)?,
             None => x.shallow_clone(),
         };
         let last = self.convs.len() - 1;
         let mut y = x.shallow_clone();
         for (i, (conv, bn)) in self.convs.iter().enumerate() {
-            y = bn.forward(&conv.forward(&y), groups, train);
+            y = bn.forward(&conv.forward(&y)?, groups, train)?;
             if i < last {
-                y = y.relu();
+                y = y.f_relu()?;
             }
         }
-        (shortcut + y).relu()
+        Ok(shortcut.f_add(&y)?.f_relu()?)
     }
 }
 
@@ -171,8 +174,8 @@ struct Fuse {
 }
 
 impl Fuse {
-    fn new(p: &nn::Path, fast: i64, ratio: i64, k: i64, alpha: i64) -> Fuse {
-        Fuse {
+    fn new(p: &nn::Path, fast: i64, ratio: i64, k: i64, alpha: i64) -> Result<Fuse> {
+        Ok(Fuse {
             conv: Conv3d::new(
                 &(p / "conv_f2s"),
                 fast,
@@ -180,17 +183,17 @@ impl Fuse {
                 [k, 1, 1],
                 [alpha, 1, 1],
                 [k / 2, 0, 0],
-            ),
-            bn: GroupBatchNorm::new(&(p / "bn"), fast * ratio, false),
-        }
+            )?,
+            bn: GroupBatchNorm::new(&(p / "bn"), fast * ratio, false)?,
+        })
     }
 
-    fn forward(&self, slow: &Tensor, fast: &Tensor, groups: Bn, train: bool) -> Tensor {
+    fn forward(&self, slow: &Tensor, fast: &Tensor, groups: Bn, train: bool) -> Result<Tensor> {
         let lateral = self
             .bn
-            .forward(&self.conv.forward(fast), groups, train)
-            .relu();
-        Tensor::cat(&[slow, &lateral], 1)
+            .forward(&self.conv.forward(fast)?, groups, train)?
+            .f_relu()?;
+        Ok(Tensor::f_cat(&[slow, &lateral], 1)?)
     }
 }
 
@@ -207,12 +210,15 @@ pub struct SlowFast {
     stages: Vec<[Vec<ResBlock>; 2]>,
     /// Fusions after the stem, res2, res3, res4.
     fuses: Vec<Fuse>,
-    projection: nn::Linear,
+    projection: Linear,
     dropout: f64,
+    alpha: i64,
 }
 
 impl SlowFast {
-    pub fn new(root: &nn::Path, c: &ModelConfig) -> SlowFast {
+    /// The network for `c`, its parameters created under `root`. Errors: libtorch's (out of
+    /// memory for a huge width), never a panic.
+    pub fn new(root: &nn::Path, c: &ModelConfig) -> Result<SlowFast> {
         let w = i64::from(c.width_per_group);
         let beta = i64::from(c.beta_inv);
         let ratio = i64::from(c.fusion_conv_channel_ratio);
@@ -227,15 +233,16 @@ impl SlowFast {
         // Temporal kernels per stage (res2..res5) for the slow and fast pathways.
         let kt = [[1, 1, 3, 3], [3, 3, 3, 3]];
         let s1 = root / "s1";
-        let stems = [0usize, 1].map(|pw| {
+        let stem = |pw: usize| -> Result<Stem> {
             let p = &s1 / format!("pathway{pw}_stem");
             let (cout, k) = if pw == 0 { (w, 1) } else { (w / beta, 5) };
-            Stem {
-                conv: Conv3d::new(&(&p / "conv"), 3, cout, [k, 7, 7], [1, 2, 2], [k / 2, 3, 3]),
-                bn: GroupBatchNorm::new(&(&p / "bn"), cout, false),
-            }
-        });
-        let mut fuses = vec![Fuse::new(&(root / "s1_fuse"), w / beta, ratio, kf, alpha)];
+            Ok(Stem {
+                conv: Conv3d::new(&(&p / "conv"), 3, cout, [k, 7, 7], [1, 2, 2], [k / 2, 3, 3])?,
+                bn: GroupBatchNorm::new(&(&p / "bn"), cout, false)?,
+            })
+        };
+        let stems = [stem(0)?, stem(1)?];
+        let mut fuses = vec![Fuse::new(&(root / "s1_fuse"), w / beta, ratio, kf, alpha)?];
         let mut slow_in = w + w / beta * ratio;
         let mut fast_in = w / beta;
         let mut stages = Vec::with_capacity(4);
@@ -244,7 +251,7 @@ impl SlowFast {
             let inner = w * (1 << i);
             let stride = if i == 0 { 1 } else { 2 };
             let stage = root / format!("s{}", i + 2);
-            let pathway = |pw: usize, cin: i64, cout: i64, inner: i64| -> Vec<ResBlock> {
+            let pathway = |pw: usize, cin: i64, cout: i64, inner: i64| -> Result<Vec<ResBlock>> {
                 (0..n)
                     .map(|b| {
                         ResBlock::new(
@@ -258,11 +265,11 @@ impl SlowFast {
                             c.zero_init_final_bn,
                         )
                     })
-                    .collect()
+                    .collect::<Result<Vec<_>>>()
             };
             stages.push([
-                pathway(0, slow_in, out, inner),
-                pathway(1, fast_in, out / beta, inner / beta),
+                pathway(0, slow_in, out, inner)?,
+                pathway(1, fast_in, out / beta, inner / beta)?,
             ]);
             if i < 3 {
                 fuses.push(Fuse::new(
@@ -271,33 +278,26 @@ impl SlowFast {
                     ratio,
                     kf,
                     alpha,
-                ));
+                )?);
             }
             slow_in = out + out / beta * ratio;
             fast_in = out / beta;
         }
         let last = w * 4 * 8;
         let head_in = last + last / beta;
-        let projection = nn::linear(
-            root / "head" / "projection",
+        let projection = Linear::new(
+            &(root / "head" / "projection"),
             head_in,
             i64::from(c.num_classes),
-            nn::LinearConfig {
-                ws_init: nn::Init::Randn {
-                    mean: 0.0,
-                    stdev: 0.01,
-                },
-                bs_init: Some(nn::Init::Const(0.0)),
-                bias: true,
-            },
-        );
-        SlowFast {
+        )?;
+        Ok(SlowFast {
             stems,
             stages,
             fuses,
             projection,
             dropout: c.dropout_rate,
-        }
+            alpha,
+        })
     }
 
     /// Every BatchNorm of the network, for precise BN.
@@ -314,35 +314,129 @@ impl SlowFast {
     }
 
     /// Logits [N, classes] for the slow [N, 3, T/alpha, H, W] and fast [N, 3, T, H, W] inputs.
-    /// `bn_groups` is the plan step's statistics group count (used in training only).
-    pub fn forward(&self, slow: &Tensor, fast: &Tensor, bn_groups: i64, train: bool) -> Tensor {
+    /// `bn_groups` is the plan step's statistics group count (used in training only). Errors:
+    /// inputs the network cannot take (see [`SlowFast::check_input`]), libtorch's.
+    pub fn forward(
+        &self,
+        slow: &Tensor,
+        fast: &Tensor,
+        bn_groups: i64,
+        train: bool,
+    ) -> Result<Tensor> {
         self.forward_bn(slow, fast, Bn::groups(bn_groups), train)
     }
 
+    /// Checks that the network can take these inputs, with an error naming what does not fit:
+    /// 5-D float [N, 3, T, H, W] pathways that agree on N, H and W; a slow pathway of T / alpha
+    /// frames, which is also what the strided lateral connections make of the fast one; BN
+    /// groups that divide the batch; and in training more than one value per channel in every
+    /// BN group at the last stage (H and W shrink 32-fold).
+    pub fn check_input(&self, slow: &Tensor, fast: &Tensor, bn: Bn, train: bool) -> Result<()> {
+        let bad = |msg: String| Err(Error::InvalidArgument(msg));
+        let (ss, fs) = (slow.size(), fast.size());
+        for (name, t, s) in [("slow", slow, &ss), ("fast", fast, &fs)] {
+            if s.len() != 5 || s[1] != 3 || s.iter().any(|&d| d < 1) {
+                return bad(format!(
+                    "{name} pathway {s:?} is not [N, 3, T, H, W] with positive sizes"
+                ));
+            }
+            if !t.is_floating_point() {
+                return bad(format!(
+                    "{name} pathway is {:?}, not floating point",
+                    t.kind()
+                ));
+            }
+        }
+        if ss[0] != fs[0] || ss[3..] != fs[3..] {
+            return bad(format!("slow {ss:?} and fast {fs:?} disagree on N, H or W"));
+        }
+        let (ts, tf) = (ss[2], fs[2]);
+        // The lateral convs stride the fast pathway by alpha with "same" padding: (T - 1) / alpha
+        // + 1 frames, which must meet the slow pathway's T / alpha.
+        if ts != tf / self.alpha || ts != (tf - 1) / self.alpha + 1 {
+            return bad(format!(
+                "the slow pathway has {ts} frames; with {tf} fast frames and alpha {} it needs {} \
+                 (fast frames a multiple of alpha)",
+                self.alpha,
+                tf / self.alpha
+            ));
+        }
+        if !train {
+            return Ok(());
+        }
+        let n = ss[0];
+        if bn.sync.is_none() && (bn.groups < 1 || n % bn.groups != 0) {
+            return bad(format!(
+                "bn_groups {} must divide the batch of {n} clips",
+                bn.groups
+            ));
+        }
+        let shrink = |d: i64| (d + 31) / 32;
+        let per_channel = n / bn.groups.max(1) * ts * shrink(ss[3]) * shrink(ss[4]);
+        if bn.sync.is_none() && per_channel < 2 {
+            return bad(format!(
+                "a training batch of {n} clips in {} BN groups at {ts}x{}x{} (slow) leaves one \
+                 value per channel at the last stage; BatchNorm needs more (more clips, frames \
+                 or pixels, or fewer groups)",
+                bn.groups, ss[3], ss[4]
+            ));
+        }
+        Ok(())
+    }
+
     /// `forward` with BN statistics that may be synchronised over ranks.
-    pub fn forward_bn(&self, slow: &Tensor, fast: &Tensor, bn_groups: Bn, train: bool) -> Tensor {
-        let stem = |s: &Stem, x: &Tensor| {
-            s.bn.forward(&s.conv.forward(x), bn_groups, train)
-                .relu()
-                .max_pool3d([1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 1, 1], false)
+    pub fn forward_bn(&self, slow: &Tensor, fast: &Tensor, bn: Bn, train: bool) -> Result<Tensor> {
+        self.check_input(slow, fast, bn, train)?;
+        let stem = |s: &Stem, x: &Tensor| -> Result<Tensor> {
+            Ok(s.bn
+                .forward(&s.conv.forward(x)?, bn, train)?
+                .f_relu()?
+                .f_max_pool3d([1, 3, 3], [1, 2, 2], [0, 1, 1], [1, 1, 1], false)?)
         };
-        let mut x = [stem(&self.stems[0], slow), stem(&self.stems[1], fast)];
-        x[0] = self.fuses[0].forward(&x[0], &x[1], bn_groups, train);
+        let mut x = [stem(&self.stems[0], slow)?, stem(&self.stems[1], fast)?];
+        x[0] = self.fuses[0].forward(&x[0], &x[1], bn, train)?;
         for (i, stage) in self.stages.iter().enumerate() {
             for pw in 0..2 {
                 for block in &stage[pw] {
-                    x[pw] = block.forward(&x[pw], bn_groups, train);
+                    x[pw] = block.forward(&x[pw], bn, train)?;
                 }
             }
             if i < 3 {
-                x[0] = self.fuses[i + 1].forward(&x[0], &x[1], bn_groups, train);
+                x[0] = self.fuses[i + 1].forward(&x[0], &x[1], bn, train)?;
             }
         }
-        let pooled: Vec<Tensor> = x
+        let pooled = x
             .iter()
-            .map(|t| t.adaptive_avg_pool3d([1, 1, 1]).flatten(1, -1))
-            .collect();
-        let feat = Tensor::cat(&pooled, 1).dropout(self.dropout, train);
-        feat.apply(&self.projection)
+            .map(|t| Ok(t.f_adaptive_avg_pool3d([1, 1, 1])?.f_flatten(1, -1)?))
+            .collect::<Result<Vec<Tensor>>>()?;
+        let feat = Tensor::f_cat(&pooled, 1)?.f_dropout(self.dropout, train)?;
+        self.projection.forward(&feat)
+    }
+}
+
+/// The classifier: PySlowFast's `nn.Linear` with weight ~ N(0, 0.01) and a zero bias (created
+/// in that order, as tch's `nn::linear` does, so seeded weights stay the same).
+#[derive(Debug)]
+struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    fn new(p: &nn::Path, cin: i64, cout: i64) -> Result<Linear> {
+        let weight = p.f_var(
+            "weight",
+            &[cout, cin],
+            nn::Init::Randn {
+                mean: 0.0,
+                stdev: 0.01,
+            },
+        )?;
+        let bias = p.f_var("bias", &[cout], nn::Init::Const(0.0))?;
+        Ok(Linear { weight, bias })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.f_linear(&self.weight, Some(&self.bias))?)
     }
 }

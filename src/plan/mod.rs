@@ -12,6 +12,7 @@ mod sampler;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::schedule::config::limits::MAX_DATASET;
 use crate::schedule::Schedule;
 use sampler::Permutation;
 
@@ -83,6 +84,11 @@ impl Plan {
         if dataset_size == 0 {
             return Err(Error::InvalidArgument("dataset_size must be > 0".into()));
         }
+        if dataset_size > MAX_DATASET {
+            return Err(Error::InvalidArgument(format!(
+                "dataset_size {dataset_size} is above the limit of {MAX_DATASET} clips"
+            )));
+        }
         if world_size == 0 {
             return Err(Error::InvalidArgument("world_size must be > 0".into()));
         }
@@ -100,6 +106,7 @@ impl Plan {
         let shard_len = dataset_size.div_ceil(u64::from(world_size));
         let mut layouts = Vec::with_capacity(schedule.stages().len());
         for (i, stage) in schedule.stages().iter().enumerate() {
+            // The schedule bounds every stage's batch, so these products fit.
             let base = stage.batch_factor * (b0 / world_size);
             let bn = schedule.bn_grouping(i, world_size);
             if base % bn.groups != 0 {
@@ -129,12 +136,20 @@ impl Plan {
                 iterations_per_epoch,
             });
         }
+        // The schedule bounds max_epoch (limits::MAX_EPOCHS), so the table is small.
         let max_epoch = schedule.max_epoch();
         let mut epoch_start = Vec::with_capacity(max_epoch as usize + 1);
         let mut total = 0u64;
         for e in 0..max_epoch {
             epoch_start.push(total);
-            total += layouts[schedule.stage_index_at(e)].iterations_per_epoch;
+            total = total
+                .checked_add(layouts[schedule.stage_index_at(e)].iterations_per_epoch)
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "dataset_size {dataset_size} over {max_epoch} epochs makes more steps \
+                         than 64 bits count"
+                    ))
+                })?;
         }
         epoch_start.push(total);
         if total == 0 {
@@ -179,8 +194,19 @@ impl Plan {
         self.epoch_start[self.epoch_start.len() - 1]
     }
 
+    /// Steps in epoch `epoch`. Errors: OutOfRange past the last epoch.
+    pub fn steps_in_epoch(&self, epoch: u32) -> Result<u64> {
+        let max = self.schedule.max_epoch();
+        if epoch >= max {
+            return Err(Error::OutOfRange(format!(
+                "epoch {epoch} is past the last epoch ({max} epochs)"
+            )));
+        }
+        Ok(self.epoch_len(epoch))
+    }
+
     /// Steps in epoch `epoch` (0 past the end).
-    pub fn steps_in_epoch(&self, epoch: u32) -> u64 {
+    fn epoch_len(&self, epoch: u32) -> u64 {
         let e = epoch as usize;
         if e + 1 >= self.epoch_start.len() {
             return 0;
@@ -207,7 +233,7 @@ impl Plan {
         };
         (start..end)
             .filter(|&e| self.schedule.stage_index_at(e) == stage)
-            .map(|e| self.steps_in_epoch(e))
+            .map(|e| self.epoch_len(e))
             .sum()
     }
 
@@ -235,7 +261,7 @@ impl Plan {
         let iterations_in_epoch = layout.iterations_per_epoch;
         let lr = self
             .schedule
-            .lr_at(f64::from(epoch) + iteration as f64 / iterations_in_epoch as f64);
+            .lr_at_valid(f64::from(epoch) + iteration as f64 / iterations_in_epoch as f64);
         let last_of_epoch = iteration + 1 == iterations_in_epoch;
         let batch_size = layout.batch_sizes[phase];
         Ok(Step {
@@ -272,7 +298,7 @@ impl Plan {
 
     /// `work()` of one epoch.
     pub fn work_in_epoch(&self, epoch: u32) -> f64 {
-        let n = self.steps_in_epoch(epoch);
+        let n = self.epoch_len(epoch);
         if n == 0 {
             return 0.0;
         }
@@ -303,7 +329,7 @@ impl Plan {
             let Some(first) = self.epoch_first_step(epoch) else {
                 continue;
             };
-            let steps = self.steps_in_epoch(epoch);
+            let steps = self.epoch_len(epoch);
             let phases = self.layouts[self.schedule.stage_index_at(epoch)]
                 .batch_sizes
                 .len() as u64;

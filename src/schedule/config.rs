@@ -8,6 +8,50 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{config_err, Error, Result};
 
+/// Upper bounds of the config's numbers. Generous for any real run (Kinetics' recipe is 2 to 3
+/// orders of magnitude inside each), and small enough that every size derived from them (the
+/// plan's per-epoch table, a step's clip count, a batch's bytes) fits in memory and in the
+/// integers that carry it, so a typo becomes an error naming the key instead of an allocation
+/// that aborts the host process.
+pub mod limits {
+    /// `solver.max_epoch`, and the schedule's epochs after `multigrid.epoch_factor`.
+    pub const MAX_EPOCHS: u32 = 100_000;
+    /// `multigrid.epoch_factor`.
+    pub const MAX_EPOCH_FACTOR: f64 = 100.0;
+    /// `data.num_frames`, and the frames any collation call asks for.
+    pub const MAX_FRAMES: u32 = 1024;
+    /// `data.sampling_rate`, and the temporal stride any collation call asks for.
+    pub const MAX_SAMPLING_RATE: u32 = 1024;
+    /// `data.train_crop_size`, `data.test_crop_size`, and the crop any collation call asks for.
+    pub const MAX_CROP: u32 = 4096;
+    /// `data.train_jitter_scales` (short side in pixels).
+    pub const MAX_SHORT_SIDE: u32 = 16_384;
+    /// `data.target_fps`.
+    pub const MAX_FPS: u32 = 1000;
+    /// Clips in one step on one process: `train.batch_size`, and every stage's batch after the
+    /// long- and short-cycle factors; also `multigrid.bn_base_size`.
+    pub const MAX_BATCH: u64 = 1 << 20;
+    /// Entries of `solver.steps` (LR stages) and of `multigrid.long_cycle_factors`.
+    pub const MAX_LIST: usize = 1000;
+    /// `model.width_per_group`.
+    pub const MAX_WIDTH: u32 = 4096;
+    /// `model.alpha`, `model.beta_inv`, `model.fusion_conv_channel_ratio`.
+    pub const MAX_RATIO: u32 = 64;
+    /// `model.fusion_kernel_sz`.
+    pub const MAX_KERNEL: u32 = 31;
+    /// `model.num_classes`.
+    pub const MAX_CLASSES: u32 = 1_000_000;
+    /// `run.num_workers`, and collation threads.
+    pub const MAX_THREADS: usize = 1024;
+    /// `run.queue_clips`, `run.eval_batch_size`, `run.precise_bn_batches`.
+    pub const MAX_QUEUE: usize = 1 << 20;
+    /// `run.test_num_temporal_views`.
+    pub const MAX_VIEWS: u32 = 1024;
+    /// Clips in a dataset or a plan (2^48).
+    pub const MAX_DATASET: u64 = 1 << 48;
+}
+use limits::*;
+
 /// The whole configuration. Section `run` (devices, output) joins with the trainer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -359,12 +403,18 @@ impl Config {
         positive("data.train_crop_size", d.train_crop_size)?;
         positive("data.test_crop_size", d.test_crop_size)?;
         positive("data.target_fps", d.target_fps)?;
+        at_most("data.num_frames", d.num_frames, MAX_FRAMES)?;
+        at_most("data.sampling_rate", d.sampling_rate, MAX_SAMPLING_RATE)?;
+        at_most("data.train_crop_size", d.train_crop_size, MAX_CROP)?;
+        at_most("data.test_crop_size", d.test_crop_size, MAX_CROP)?;
+        at_most("data.target_fps", d.target_fps, MAX_FPS)?;
         let [jmin, jmax] = d.train_jitter_scales;
         if jmin == 0 || jmin > jmax {
             return Err(config_err(format!(
                 "data.train_jitter_scales must be [min, max] with 0 < min <= max, got [{jmin}, {jmax}]"
             )));
         }
+        at_most("data.train_jitter_scales[1]", jmax, MAX_SHORT_SIDE)?;
         for (c, s) in d.std.iter().enumerate() {
             if !(s.is_finite() && *s > 0.0) {
                 return Err(config_err(format!(
@@ -380,6 +430,11 @@ impl Config {
             }
         }
         positive("train.batch_size", self.train.batch_size)?;
+        at_most_u64(
+            "train.batch_size",
+            u64::from(self.train.batch_size),
+            MAX_BATCH,
+        )?;
         positive("train.eval_period", self.train.eval_period)?;
         positive("train.checkpoint_period", self.train.checkpoint_period)?;
         self.validate_solver()?;
@@ -406,6 +461,19 @@ impl Config {
                 "run.num_workers, run.eval_batch_size and run.log_period must be > 0",
             ));
         }
+        at_most_u64("run.num_workers", r.num_workers as u64, MAX_THREADS as u64)?;
+        for (key, v) in [
+            ("run.queue_clips", r.queue_clips),
+            ("run.eval_batch_size", r.eval_batch_size),
+            ("run.precise_bn_batches", r.precise_bn_batches),
+        ] {
+            at_most_u64(key, v as u64, MAX_QUEUE as u64)?;
+        }
+        at_most(
+            "run.test_num_temporal_views",
+            r.test_num_temporal_views,
+            MAX_VIEWS,
+        )?;
         if r.test_num_temporal_views == 0 || !(1..=3).contains(&r.test_num_spatial_crops) {
             return Err(config_err(format!(
                 "run.test_num_temporal_views must be > 0 and run.test_num_spatial_crops 1..=3, got {} and {}",
@@ -450,6 +518,16 @@ impl Config {
         )?;
         positive("model.fusion_kernel_sz", m.fusion_kernel_sz)?;
         positive("model.num_classes", m.num_classes)?;
+        at_most("model.width_per_group", m.width_per_group, MAX_WIDTH)?;
+        at_most("model.alpha", m.alpha, MAX_RATIO)?;
+        at_most("model.beta_inv", m.beta_inv, MAX_RATIO)?;
+        at_most(
+            "model.fusion_conv_channel_ratio",
+            m.fusion_conv_channel_ratio,
+            MAX_RATIO,
+        )?;
+        at_most("model.fusion_kernel_sz", m.fusion_kernel_sz, MAX_KERNEL)?;
+        at_most("model.num_classes", m.num_classes, MAX_CLASSES)?;
         if m.width_per_group % m.beta_inv != 0 {
             return Err(config_err(format!(
                 "model.width_per_group {} must divide by model.beta_inv {}",
@@ -481,6 +559,14 @@ impl Config {
             )));
         }
         positive("solver.max_epoch", s.max_epoch)?;
+        at_most("solver.max_epoch", s.max_epoch, MAX_EPOCHS)?;
+        for (key, len) in [("solver.steps", s.steps.len()), ("solver.lrs", s.lrs.len())] {
+            if len > MAX_LIST {
+                return Err(config_err(format!(
+                    "{key} has {len} entries; at most {MAX_LIST}"
+                )));
+            }
+        }
         if let Some(&first) = s.steps.first() {
             if first != 0 {
                 return Err(config_err(format!(
@@ -539,7 +625,24 @@ impl Config {
                 m.epoch_factor
             )));
         }
+        if m.epoch_factor > MAX_EPOCH_FACTOR {
+            return Err(config_err(format!(
+                "multigrid.epoch_factor must be at most {MAX_EPOCH_FACTOR}, got {}",
+                m.epoch_factor
+            )));
+        }
         positive("multigrid.bn_base_size", m.bn_base_size)?;
+        at_most_u64(
+            "multigrid.bn_base_size",
+            u64::from(m.bn_base_size),
+            MAX_BATCH,
+        )?;
+        if m.long_cycle_factors.len() > MAX_LIST {
+            return Err(config_err(format!(
+                "multigrid.long_cycle_factors has {} entries; at most {MAX_LIST}",
+                m.long_cycle_factors.len()
+            )));
+        }
         positive("multigrid.eval_freq", m.eval_freq)?;
         let t0 = f64::from(self.data.num_frames);
         let s0 = f64::from(self.data.train_crop_size);
@@ -599,6 +702,17 @@ pub(crate) fn round_half_even(x: f64) -> f64 {
 fn positive(key: &str, v: u32) -> Result<()> {
     if v == 0 {
         return Err(config_err(format!("{key} must be > 0, got 0")));
+    }
+    Ok(())
+}
+
+fn at_most(key: &str, v: u32, max: u32) -> Result<()> {
+    at_most_u64(key, u64::from(v), u64::from(max))
+}
+
+fn at_most_u64(key: &str, v: u64, max: u64) -> Result<()> {
+    if v > max {
+        return Err(config_err(format!("{key} must be at most {max}, got {v}")));
     }
     Ok(())
 }

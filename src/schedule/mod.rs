@@ -110,14 +110,53 @@ impl Schedule {
                 s.max_epoch, mg.epoch_factor
             )));
         }
-        Ok(Schedule {
+        if max_epoch > config::limits::MAX_EPOCHS {
+            return Err(Error::Config(format!(
+                "solver.max_epoch {} x multigrid.epoch_factor {} makes {max_epoch} epochs; at \
+                 most {}",
+                s.max_epoch,
+                mg.epoch_factor,
+                config::limits::MAX_EPOCHS
+            )));
+        }
+        let schedule = Schedule {
             config,
             mode,
             stages,
             steps,
             lrs,
             max_epoch,
-        })
+        };
+        schedule.check_batch_sizes()?;
+        Ok(schedule)
+    }
+
+    /// Every step's clip count (train.batch_size x the long cycle's x the short cycle's factor)
+    /// within `limits::MAX_BATCH`: very small long-cycle factors make batches of billions.
+    fn check_batch_sizes(&self) -> Result<()> {
+        let b0 = u64::from(self.config.train.batch_size);
+        for (i, stage) in self.stages.iter().enumerate() {
+            let short = self
+                .short_cycle_batch_factors(i)
+                .into_iter()
+                .max()
+                .unwrap_or(1);
+            let clips = b0
+                .saturating_mul(u64::from(stage.batch_factor))
+                .saturating_mul(u64::from(short));
+            if clips > config::limits::MAX_BATCH {
+                return Err(Error::Config(format!(
+                    "stage {i} ({} frames at {}px) would take {clips} clips a step \
+                     (train.batch_size {b0} x {} x {short} from multigrid.long_cycle_factors \
+                     and multigrid.short_cycle_factors); at most {}",
+                    stage.num_frames,
+                    stage.crop_size,
+                    stage.batch_factor,
+                    config::limits::MAX_BATCH
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub fn from_json(text: &str) -> Result<Schedule> {
@@ -162,14 +201,22 @@ impl Schedule {
         i.min(self.stages.len() - 1)
     }
 
-    /// LR at a fractional epoch, warm-up included (PySlowFast's `get_lr_at_epoch`).
-    pub fn lr_at(&self, epoch: f64) -> f64 {
-        lr::lr_at(self, epoch)
+    /// LR at a fractional epoch, warm-up included (PySlowFast's `get_lr_at_epoch`). Past the
+    /// last epoch the last LR holds. Errors: a negative or non-finite epoch.
+    pub fn lr_at(&self, epoch: f64) -> Result<f64> {
+        check_epoch(epoch)?;
+        Ok(lr::lr_at(self, epoch))
     }
 
-    /// LR of the policy at an epoch, without the warm-up.
-    pub fn policy_lr_at(&self, epoch: f64) -> f64 {
-        lr::policy_lr(self, epoch)
+    /// LR of the policy at an epoch, without the warm-up. Errors as [`Schedule::lr_at`].
+    pub fn policy_lr_at(&self, epoch: f64) -> Result<f64> {
+        check_epoch(epoch)?;
+        Ok(lr::policy_lr(self, epoch))
+    }
+
+    /// `lr_at` for an epoch the plan computed itself (finite and >= 0).
+    pub(crate) fn lr_at_valid(&self, epoch: f64) -> f64 {
+        lr::lr_at(self, epoch)
     }
 
     /// The same config with both cycles off: the baseline this schedule is compared against.
@@ -248,9 +295,10 @@ impl Schedule {
                 sync_ranks: 1,
             };
         }
-        let global = self.stages[stage].batch_factor * self.config.train.batch_size;
-        let f = (f64::from(global) / f64::from(world_size))
-            / f64::from(self.config.multigrid.bn_base_size);
+        let global =
+            u64::from(self.stages[stage].batch_factor) * u64::from(self.config.train.batch_size);
+        let f =
+            (global as f64 / f64::from(world_size)) / f64::from(self.config.multigrid.bn_base_size);
         if f > 1.0 {
             BnGrouping {
                 groups: f as u32,
@@ -314,4 +362,13 @@ fn default_stage(config: &Config, end_epoch: u32) -> Stage {
         crop_size: config.data.train_crop_size,
         end_epoch,
     }
+}
+
+fn check_epoch(epoch: f64) -> Result<()> {
+    if !(epoch.is_finite() && epoch >= 0.0) {
+        return Err(Error::InvalidArgument(format!(
+            "epoch must be a finite number >= 0, got {epoch}"
+        )));
+    }
+    Ok(())
 }

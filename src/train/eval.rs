@@ -4,22 +4,35 @@ use std::path::{Path, PathBuf};
 
 use tch::{Kind, Tensor};
 
-use super::{open_split, Accuracy, Trainer};
+use super::{find_split, open_split, torch, Accuracy, Trainer};
 use crate::collate::{self, batch_len, eval_params, slow_indices, ViewMode};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 
 impl Trainer {
-    /// `split` when every rank can open it, None when no rank can (the split is absent), and an
-    /// error on every rank when only some can: the ranks must agree, or their collectives would
-    /// no longer pair up.
+    /// `split` when every rank can open it, None when it is absent on every rank, and an error
+    /// on every rank when it exists but cannot be read (a corrupt store, a bad list) on any rank,
+    /// or is absent on some ranks only: the ranks must agree, or their collectives would no
+    /// longer pair up.
     fn open_split_on_every_rank(&mut self, split: &str) -> Result<Option<Dataset>> {
         let dir = PathBuf::from(&self.config.run.data_dir);
-        let opened = open_split(&dir, split).ok();
-        let missing = self.sum_over_ranks(&[f64::from(u8::from(opened.is_none()))])?[0];
-        if missing == 0.0 {
+        let found = find_split(&dir, split);
+        let (missing, failed) = match &found {
+            Ok(Some(_)) => (0.0, 0.0),
+            Ok(None) => (1.0, 0.0),
+            Err(_) => (0.0, 1.0),
+        };
+        let sums = self.sum_over_ranks(&[missing, failed])?;
+        let opened = found?;
+        if sums[1] > 0.0 {
+            return Err(Error::Data(format!(
+                "the {split} split of {} cannot be read on another rank",
+                dir.display()
+            )));
+        }
+        if sums[0] == 0.0 {
             Ok(opened)
-        } else if missing as usize == self.launch.world_size {
+        } else if sums[0] as usize == self.launch.world_size {
             Ok(None)
         } else {
             Err(Error::InvalidArgument(format!(
@@ -148,9 +161,10 @@ impl Trainer {
                     self.inputs(&slow, &fast, n as i64, i64::from(t), i64::from(s))?;
                 let p = tch::no_grad(|| {
                     self.model
-                        .forward(&slow, &fast, 1, false)
-                        .softmax(-1, Kind::Float)
-                });
+                        .forward(&slow, &fast, 1, false)?
+                        .f_softmax(-1, Kind::Float)
+                        .map_err(torch)
+                })?;
                 scores = Some(match scores {
                     Some(acc) => acc + p,
                     None => p,

@@ -142,6 +142,20 @@ pub fn open_split(dir: &Path, split: &str) -> Result<Dataset> {
     }
 }
 
+/// [`open_split`] for a split that may be absent: None when neither `split.mgstore` nor
+/// `split.csv` exists, an error when one exists but cannot be read (a corrupt store, a bad
+/// list), which a run must report rather than skip.
+pub fn find_split(dir: &Path, split: &str) -> Result<Option<Dataset>> {
+    let present = [format!("{split}.mgstore"), format!("{split}.csv")]
+        .iter()
+        .any(|f| dir.join(f).exists());
+    if present {
+        open_split(dir, split).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 /// Top-1 and top-5 accuracy in percent.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Accuracy {
@@ -241,7 +255,7 @@ impl Trainer {
         }
         tch::manual_seed(config.run.seed as i64);
         let vs = nn::VarStore::new(device);
-        let model = SlowFast::new(&vs.root(), &config.model);
+        let model = SlowFast::new(&vs.root(), &config.model)?;
         let opt = Sgd::new(&vs, &config.solver);
         let opened = if launch.rank == 0 {
             std::fs::create_dir_all(out_dir)

@@ -68,7 +68,7 @@ impl Trainer {
             let (slow, fast) = self.inputs(&slow, &fast, n as i64, i64::from(t), i64::from(s))?;
             bn.iter()
                 .for_each(|b| b.set_momentum(1.0 / (i as f64 + 1.0)));
-            let _ = tch::no_grad(|| self.model.forward(&slow, &fast, groups, true));
+            let _ = tch::no_grad(|| self.model.forward(&slow, &fast, groups, true))?;
         }
         bn.iter()
             .for_each(|b| b.set_momentum(crate::model::bn::MOMENTUM));

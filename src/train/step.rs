@@ -20,10 +20,10 @@ fn training_loss(
 ) -> Result<Tensor> {
     amp::autocast(device, precision, || {
         model
-            .forward_bn(slow, fast, bn, true)
+            .forward_bn(slow, fast, bn, true)?
             .f_cross_entropy_loss::<Tensor>(labels, None, tch::Reduction::Mean, -100, 0.0)
+            .map_err(torch)
     })
-    .map_err(torch)
 }
 
 impl Trainer {
@@ -80,12 +80,44 @@ impl Trainer {
                 "bn_groups {groups} must divide the batch of {n} clips"
             )));
         }
+        if !(lr.is_finite() && lr >= 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "lr {lr} must be a finite number >= 0"
+            )));
+        }
+        self.model
+            .check_input(slow, fast, Bn::groups(groups), true)?;
+        self.check_labels(labels, n)?;
         let loss = self.launch_step(slow, fast, labels, groups, lr, step)?;
         // The update is applied: the position advances even when the loss turns out not
         // finite, so every rank stays at the same step (and the same collectives).
         self.next_step += 1;
         self.clips_seen += n as u64 * self.launch.world_size as u64;
         loss_value(&loss, step)
+    }
+
+    /// `n` integer class indices below the model's class count: what cross-entropy would
+    /// otherwise refuse deep inside libtorch (or, on CUDA, as a device-side assert).
+    fn check_labels(&self, labels: &Tensor, n: i64) -> Result<()> {
+        let classes = i64::from(self.config.model.num_classes);
+        if labels.size() != [n] || labels.kind() != tch::Kind::Int64 {
+            return Err(Error::InvalidArgument(format!(
+                "labels must be {n} int64 class indices, got {:?} {:?}",
+                labels.kind(),
+                labels.size()
+            )));
+        }
+        let (lo, hi) = (
+            labels.f_min().and_then(|v| v.f_int64_value(&[])),
+            labels.f_max().and_then(|v| v.f_int64_value(&[])),
+        );
+        let (lo, hi) = (lo.map_err(torch)?, hi.map_err(torch)?);
+        if lo < 0 || hi >= classes {
+            return Err(Error::InvalidArgument(format!(
+                "labels must be class indices in 0..{classes} (model.num_classes), got {lo}..={hi}"
+            )));
+        }
+        Ok(())
     }
 
     /// Cross-entropy of a training-mode forward pass, under the run's autocast.

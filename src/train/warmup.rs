@@ -48,7 +48,7 @@ impl Trainer {
             amp::autocast(self.device, self.precision, || {
                 self.model.forward(&slow, &fast, 1, false)
             })
-        });
+        })?;
         self.opt.zero_grad();
         tch::no_grad(|| {
             for (live, saved) in &buffers {

@@ -285,7 +285,7 @@ pub fn step_bench(o: &StepOptions) -> Result<(), String> {
     };
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
-    let model = SlowFast::new(&vs.root(), &cfg);
+    let model = SlowFast::new(&vs.root(), &cfg).map_err(|e| e.to_string())?;
     let mut opt = Sgd::new(&vs, &SolverConfig::default());
     println!(
         "training step, SlowFast depth {} width {}, {:?}{}, {} timed steps",
@@ -304,23 +304,25 @@ pub fn step_bench(o: &StepOptions) -> Result<(), String> {
         let slow = Tensor::randn([n, 3, t / alpha, s, s], (Kind::Float, device));
         let fast = Tensor::randn([n, 3, t, s, s], (Kind::Float, device));
         let labels = Tensor::randint(400, [n], (Kind::Int64, device));
-        let mut step = || {
-            let logits = amp::autocast(device, precision, || model.forward(&slow, &fast, 1, true));
+        let mut step = || -> Result<(), String> {
+            let logits = amp::autocast(device, precision, || model.forward(&slow, &fast, 1, true))
+                .map_err(|e| e.to_string())?;
             let loss = logits
                 .to_kind(Kind::Float)
                 .cross_entropy_for_logits(&labels);
             opt.zero_grad();
             loss.backward();
             opt.step(0.01);
+            Ok(())
         };
-        step();
-        step();
+        step()?;
+        step()?;
         if let tch::Device::Cuda(_) = device {
             tch::Cuda::synchronize(0);
         }
         let start = Instant::now();
         for _ in 0..o.steps {
-            step();
+            step()?;
         }
         if let tch::Device::Cuda(_) = device {
             tch::Cuda::synchronize(0);

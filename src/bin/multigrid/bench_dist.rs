@@ -196,7 +196,7 @@ pub fn worker(out: &Path) -> Result<(), String> {
     }
     // One R50 gradient, bucketed as the trainer does it.
     let vs = nn::VarStore::new(Device::Cpu);
-    let model = SlowFast::new(&vs.root(), &ModelConfig::default());
+    let model = SlowFast::new(&vs.root(), &ModelConfig::default()).map_err(|e| e.to_string())?;
     let mut named: Vec<(String, Tensor)> = vs
         .variables()
         .into_iter()
@@ -217,15 +217,17 @@ pub fn worker(out: &Path) -> Result<(), String> {
     let slow = Tensor::randn([n, 3, t / 4, s, s], (Kind::Float, Device::Cpu));
     let fast = Tensor::randn([n, 3, t, s, s], (Kind::Float, Device::Cpu));
     let labels = Tensor::zeros([n], (Kind::Int64, Device::Cpu));
-    let step = || {
+    let step = || -> Result<(), String> {
         let loss = model
             .forward(&slow, &fast, 1, true)
+            .map_err(|e| e.to_string())?
             .cross_entropy_for_logits(&labels);
         loss.backward();
+        Ok(())
     };
-    step();
+    step()?;
     let start = Instant::now();
-    step();
+    step()?;
     let r50_step_seconds = start.elapsed().as_secs_f64();
     comm.barrier().map_err(err)?;
     if comm.rank() == 0 {

@@ -541,9 +541,11 @@ impl StageRow {
         StageRow {
             stage,
             start,
+            // Epochs of the stage table are finite and >= 0: the LR query cannot refuse them.
             lr: (
-                s.policy_lr_at(f64::from(start)),
-                s.policy_lr_at(f64::from(end.max(start + 1)) - 1e-9),
+                s.policy_lr_at(f64::from(start)).unwrap_or(f64::NAN),
+                s.policy_lr_at(f64::from(end.max(start + 1)) - 1e-9)
+                    .unwrap_or(f64::NAN),
             ),
             batch_sizes: s
                 .short_cycle_batch_factors(i)
@@ -640,7 +642,7 @@ fn print_table(s: &Schedule, rows: &[StageRow], plans: Option<&(Plan, Plan)>, wo
         println!(
             "warm-up: {} -> {:.4e} over epochs 0-{}",
             c.solver.warmup_start_lr,
-            s.policy_lr_at(c.solver.warmup_epochs),
+            s.policy_lr_at(c.solver.warmup_epochs).unwrap_or(f64::NAN),
             c.solver.warmup_epochs
         );
     }
