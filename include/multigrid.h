@@ -12,6 +12,64 @@
  * - Threads: handles may move between threads; functions taking a const handle may run
  *   concurrently on the same handle; mg_*_free needs exclusive access. The last-error text
  *   is per thread.
+ * - Limits: config numbers, batch shapes and sizes have documented upper bounds (README,
+ *   "Limits"); a value past one is an error naming it, never an allocation that aborts.
+ * - MG_STATUS_PANIC means a bug in this library, caught at the boundary; please report it.
+ *
+ * Failures per function (statuses without their MG_STATUS_ prefix). Every pointer argument
+ * not said to accept NULL gives NULL_ARGUMENT when NULL. Functions built without libtorch
+ * (mg_trainer_*) give UNSUPPORTED. tests/c/failures.c drives each failure below through this
+ * API under AddressSanitizer and checks the status, the message and the untouched outputs.
+ *   mg_schedule_new: INVALID_CONFIG (malformed JSON, unknown key, a value outside its range,
+ *     more than 100000 epochs or 2^20 clips a step after the multigrid factors);
+ *     INVALID_ARGUMENT (config_json not UTF-8).
+ *   mg_schedule_stage: OUT_OF_RANGE (index >= mg_schedule_num_stages).
+ *   mg_schedule_lr_at: INVALID_ARGUMENT (epoch negative, NaN or infinite).
+ *   mg_schedule_num_stages, mg_schedule_max_epoch, mg_schedule_is_eval_epoch,
+ *     mg_plan_total_steps, mg_dataset_len, mg_dist_options_default, mg_trainer_rank,
+ *     mg_trainer_next_step: NULL_ARGUMENT only.
+ *   mg_trainer_save: NULL_ARGUMENT; IO (the checkpoint cannot be written).
+ *   mg_plan_new: INVALID_ARGUMENT (dataset_size 0 or above 2^48, world_size 0, rank not below
+ *     it, train.batch_size not divisible by it, a per-rank batch not divisible into BN groups,
+ *     a dataset too small for one batch).
+ *   mg_plan_steps_in_epoch: OUT_OF_RANGE (epoch >= mg_schedule_max_epoch).
+ *   mg_plan_step: OUT_OF_RANGE (step >= mg_plan_total_steps).
+ *   mg_plan_step_indices: OUT_OF_RANGE (step); BUFFER_TOO_SMALL (capacity below the step's
+ *     batch: *len receives the count needed, buf may be NULL and is untouched).
+ *   mg_collate_explicit: INVALID_ARGUMENT (num_frames or crop_size 0 or above 1024 and 4096,
+ *     num_clips above 2^20, a clip empty, with NULL frames or more bytes than memory holds,
+ *     stride 0, start_frame past the clip, short_side below the crop, the crop outside the
+ *     resized frame, mean not finite, std zero or not finite, out_len not N*3*T*S*S).
+ *   mg_collate_step_len: OUT_OF_RANGE (step); INVALID_ARGUMENT (alpha above the step's frames).
+ *   mg_collate_step: OUT_OF_RANGE (step); INVALID_ARGUMENT (num_clips not the step's batch, a
+ *     clip as in mg_collate_explicit, slow given with alpha 0 or missing with alpha > 0, a
+ *     length not mg_collate_step_len's, alpha above the step's frames).
+ *   mg_collate_set_num_threads: INVALID_ARGUMENT (more than 1024 threads, or they cannot start).
+ *   mg_dataset_open_store: IO (cannot read the file); DATA (not a store, truncated, checksum or
+ *     version mismatch).
+ *   mg_dataset_open_video_list: IO (dir/split.csv cannot be read); DATA (a line that is not
+ *     `path label`, no videos).
+ *   mg_dataset_load_step: OUT_OF_RANGE (step); INVALID_ARGUMENT (a plan made for another
+ *     dataset size, a length not the step's, alpha above the step's frames); DATA (eleven
+ *     clips in a row fail to decode).
+ *   mg_trainer_new: INVALID_CONFIG (as mg_schedule_new, a model that does not fit the
+ *     schedule); IO (no train split, an output directory that cannot be made); DATA (a train
+ *     split that cannot be read); CUDA_UNAVAILABLE (a CUDA device that is not there).
+ *   mg_trainer_new_dist: as mg_trainer_new; INVALID_ARGUMENT (mg_dist_options fields out of
+ *     range).
+ *   mg_trainer_train_step: INVALID_ARGUMENT (a shape not [N, 3, T, H, W] with positive sizes or
+ *     with more floats than memory holds, slow frames not T / alpha, N or H or W disagreeing,
+ *     bn_groups not dividing N, lr NaN or infinite, labels outside 0..num_classes, a batch
+ *     that leaves one value per BN channel); OUT_OF_RANGE (bn_groups 0 or lr < 0, the plan's
+ *     values, past the plan's last step).
+ *   mg_trainer_fit: CANCELLED (the progress callback returned non-zero; *out is written and
+ *     says how far the run got); DATA (a val or test split that exists but cannot be read,
+ *     clips that keep failing to decode); TORCH.
+ *   mg_trainer_evaluate: IO (no such split); DATA (a split that cannot be read).
+ *   mg_trainer_load: IO (no checkpoint there); DATA (a manifest that cannot be parsed).
+ *   mg_trainer_resume: DATA (the newest checkpoint's manifest cannot be parsed).
+ *   mg_last_error_message, mg_status_str, mg_version, mg_trainer_last_metrics, mg_*_free:
+ *     never fail.
  */
 
 #ifndef MULTIGRID_H
@@ -35,6 +93,92 @@
  * Patch version of this header.
  */
 #define MG_VERSION_PATCH 0
+
+/**
+ * `solver.max_epoch`, and the schedule's epochs after `multigrid.epoch_factor`.
+ */
+#define MAX_EPOCHS 100000
+
+/**
+ * `multigrid.epoch_factor`.
+ */
+#define MAX_EPOCH_FACTOR 100.0
+
+/**
+ * `data.num_frames`, and the frames any collation call asks for.
+ */
+#define MAX_FRAMES 1024
+
+/**
+ * `data.sampling_rate`, and the temporal stride any collation call asks for.
+ */
+#define MAX_SAMPLING_RATE 1024
+
+/**
+ * `data.train_crop_size`, `data.test_crop_size`, and the crop any collation call asks for.
+ */
+#define MAX_CROP 4096
+
+/**
+ * `data.train_jitter_scales` (short side in pixels).
+ */
+#define MAX_SHORT_SIDE 16384
+
+/**
+ * `data.target_fps`.
+ */
+#define MAX_FPS 1000
+
+/**
+ * Clips in one step on one process: `train.batch_size`, and every stage's batch after the
+ * long- and short-cycle factors; also `multigrid.bn_base_size`.
+ */
+#define MAX_BATCH (1 << 20)
+
+/**
+ * Entries of `solver.steps` (LR stages) and of `multigrid.long_cycle_factors`.
+ */
+#define MAX_LIST 1000
+
+/**
+ * `model.width_per_group`.
+ */
+#define MAX_WIDTH 4096
+
+/**
+ * `model.alpha`, `model.beta_inv`, `model.fusion_conv_channel_ratio`.
+ */
+#define MAX_RATIO 64
+
+/**
+ * `model.fusion_kernel_sz`.
+ */
+#define MAX_KERNEL 31
+
+/**
+ * `model.num_classes`.
+ */
+#define MAX_CLASSES 1000000
+
+/**
+ * `run.num_workers`, and collation threads.
+ */
+#define MAX_THREADS 1024
+
+/**
+ * `run.queue_clips`, `run.eval_batch_size`, `run.precise_bn_batches`.
+ */
+#define MAX_QUEUE (1 << 20)
+
+/**
+ * `run.test_num_temporal_views`.
+ */
+#define MAX_VIEWS 1024
+
+/**
+ * Clips in a dataset or a plan (2^48).
+ */
+#define MAX_DATASET (1 << 48)
 
 /**
  * A dataset: a clip store or a video list. Create with `mg_dataset_open_store` or
@@ -371,7 +515,9 @@ mg_status mg_collate_explicit(const struct mg_clip *clips,
 
 /**
  * Floats needed for the slow and fast pathway buffers of plan step `step` (slow is 0 when
- * `alpha` is 0, i.e. a single pathway).
+ * `alpha` is 0, i.e. a single pathway). Errors: MG_STATUS_NULL_ARGUMENT,
+ * MG_STATUS_OUT_OF_RANGE (step past the plan), MG_STATUS_INVALID_ARGUMENT (alpha above the
+ * step's frames).
  */
 mg_status mg_collate_step_len(const struct mg_plan *plan,
                               uint64_t step,
@@ -385,7 +531,10 @@ mg_status mg_collate_step_len(const struct mg_plan *plan,
  * epoch, dataset index). `clips` are the step's clips in the order of mg_plan_step_indices
  * (`num_clips` must equal the step's batch size). Writes the fast pathway [N, 3, T, S, S] to
  * `fast` and, when `alpha` > 0, the slow pathway [N, 3, T/alpha, S, S] to `slow` (NULL when
- * `alpha` is 0). Lengths count floats; mg_collate_step_len gives them.
+ * `alpha` is 0). Lengths count floats; mg_collate_step_len gives them. Everything is checked
+ * before anything is written. Errors: MG_STATUS_NULL_ARGUMENT, MG_STATUS_OUT_OF_RANGE (step
+ * past the plan), MG_STATUS_INVALID_ARGUMENT (clip count, clip contents, buffer lengths, slow
+ * given with alpha 0 or missing with alpha > 0, alpha above the step's frames).
  */
 mg_status mg_collate_step(const struct mg_plan *plan,
                           uint64_t step,

@@ -24,6 +24,9 @@ pub enum Error {
     /// exists but cannot be read.
     #[error("{0}")]
     Data(String),
+    /// CUDA was asked for but is not available (no GPU, no such device, or not linked).
+    #[error("{0}")]
+    CudaUnavailable(String),
     /// A bug inside the library, caught before it could take the process down (a panic in a
     /// worker thread); the message says where.
     #[error("internal error: {0}")]

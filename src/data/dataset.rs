@@ -74,14 +74,14 @@ impl Dataset {
                 continue;
             }
             let (path, label) = line.rsplit_once([' ', ',']).ok_or_else(|| {
-                Error::InvalidArgument(format!(
+                Error::Data(format!(
                     "{}:{}: expected `path label`, got {line:?}",
                     list.display(),
                     n + 1
                 ))
             })?;
             let label: u32 = label.trim().parse().map_err(|_| {
-                Error::InvalidArgument(format!(
+                Error::Data(format!(
                     "{}:{}: label {label:?} is not a class number",
                     list.display(),
                     n + 1
@@ -98,10 +98,7 @@ impl Dataset {
             ));
         }
         if entries.is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "{} lists no videos",
-                list.display()
-            )));
+            return Err(Error::Data(format!("{} lists no videos", list.display())));
         }
         Ok(Dataset::VideoList { list, entries })
     }

@@ -66,6 +66,7 @@ impl FfiError {
                 Error::Cancelled(_) => MG_STATUS_CANCELLED,
                 Error::Torch(_) => MG_STATUS_TORCH,
                 Error::Internal(_) => MG_STATUS_PANIC,
+                Error::CudaUnavailable(_) => MG_STATUS_CUDA_UNAVAILABLE,
                 Error::Unsupported(_) => MG_STATUS_UNSUPPORTED,
             },
         }

@@ -115,7 +115,7 @@ pub fn parse_device(name: &str) -> Result<Device> {
         if tch::Cuda::is_available() && n < tch::Cuda::device_count() as usize {
             Ok(Device::Cuda(n))
         } else {
-            Err(Error::InvalidArgument(format!(
+            Err(Error::CudaUnavailable(format!(
                 "device {name} requested but CUDA is not available ({} devices)",
                 tch::Cuda::device_count()
             )))

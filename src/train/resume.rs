@@ -31,14 +31,17 @@ impl Trainer {
             return Ok(false);
         }
         let step = chosen as u64;
-        let dir = self.checkpoint_root().join(checkpoint::dir_name(step));
-        if !found.iter().any(|(s, _)| *s == step) {
+        // The directory as listed: a name written by hand (step_1) is read where it is.
+        let Some((_, dir)) = found.iter().find(|(s, _)| *s == step) else {
             return Err(Error::InvalidArgument(format!(
                 "rank {} cannot see rank 0's checkpoint {}: ranks must share the output directory",
                 self.launch.rank,
-                dir.display()
+                self.checkpoint_root()
+                    .join(checkpoint::dir_name(step))
+                    .display()
             )));
-        }
+        };
+        let dir = dir.clone();
         self.load_checkpoint(&dir)?;
         Ok(true)
     }
