@@ -42,6 +42,10 @@ fn main() {
         Some(dir) => PathBuf::from(dir),
         None => panic!("torch-sys did not report DEP_TCH_LIBTORCH_LIB; is LIBTORCH set?"),
     };
+    // LIBTORCH is usually .venv/libtorch, a link to the wheel's torch directory
+    // (.cargo/config.toml): resolve it, so the rpath names the wheel itself and the NVIDIA
+    // wheels are found beside it (site-packages/nvidia), not beside the link.
+    let lib_dir = std::fs::canonicalize(&lib_dir).unwrap_or(lib_dir);
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
     let has_cuda = lib_dir.join("libtorch_cuda.so").exists();
     if has_cuda {

@@ -54,6 +54,12 @@ else
     rm -f .venv/.multigrid-venv-3-torch-$TORCH_VERSION
     touch "$stamp"
   fi
+  # .cargo/config.toml sets LIBTORCH to .venv/libtorch for every cargo command (plain cargo
+  # too): one name for the wheel's torch directory, whatever the python3.X in its path.
+  torch_dirs=(.venv/lib/python3*/site-packages/torch)
+  [ -e "${torch_dirs[0]}/lib/libtorch.so" ] || { log "no torch wheel in .venv (${torch_dirs[0]})"; exit 1; }
+  link="${torch_dirs[0]#.venv/}"
+  [ "$(readlink .venv/libtorch 2>/dev/null)" = "$link" ] || ln -sfn "$link" .venv/libtorch
 fi
 
 if [ "$(cbindgen --version 2>/dev/null)" != "cbindgen $CBINDGEN_VERSION" ]; then

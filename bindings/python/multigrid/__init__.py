@@ -9,11 +9,15 @@ The library is found through $MULTIGRID_LIB (a path to libmultigrid.so), next to
 in PREFIX/lib after `make install PREFIX=...`, or in the source tree's target/release and
 target/debug. Handles close with close() or a
 `with` block. Failures raise multigrid.Error with the status and the library's message.
-Buffers come back as numpy arrays when numpy is importable, memoryviews otherwise.
+Buffers come back as numpy arrays when numpy is importable, memoryviews otherwise. Buffers
+passed in are checked before the library sees them (length against shape, element type,
+contiguity): a mismatch raises ValueError naming the argument.
 """
 import ctypes as C
 import json
+import operator
 import os
+import sys
 
 from . import _ffi
 from ._ffi import (  # noqa: F401  (re-exported)
@@ -263,11 +267,87 @@ def _addr(buf, ctype, writable=True):
     return C.cast(arr, C.POINTER(ctype))
 
 
-def _as(buf, dtype):
-    """`buf` as a C-contiguous array of dtype (numpy) or the buffer itself."""
-    if _np is not None:
-        return _np.ascontiguousarray(buf, dtype=dtype)
-    return buf
+# What the library reads through a pointer, it reads for the length the shape gives: every buffer
+# is checked here, naming the argument, before its address goes to C.
+_ITEMSIZE = {"f": 4, "q": 8, "Q": 8, "B": 1}
+# Buffer-protocol formats that are the element type itself ("l" is numpy's int64 on LP64).
+_SAME = {"f": {"f"}, "q": {"q"}, "Q": {"Q"}, "B": {"B"}}
+if C.sizeof(C.c_long) == 8:
+    _SAME["q"].add("l")
+    _SAME["Q"].add("L")
+# Untyped bytes: taken for any element type when a shape says how many elements they hold.
+_RAW = {"B", "b", "c"}
+
+
+def _shape(value, name, ndim=None):
+    """`value` as a tuple of non-negative ints, or ValueError naming `name`."""
+    try:
+        shape = tuple(operator.index(d) for d in value)
+    except TypeError:
+        raise ValueError(f"{name} must be a sequence of integers, got {value!r}") from None
+    if ndim is not None and len(shape) != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got {shape}")
+    if any(d < 0 for d in shape):
+        raise ValueError(f"{name} {shape} has a negative size")
+    return shape
+
+
+def _count(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _input(buf, name, fmt, shape=None, shape_name=None, casting="same_kind"):
+    """Checks a buffer the library will read as `fmt` elements in `shape` (default: the
+    buffer's own shape) and returns (buffer to pass to _addr, shape). numpy arrays (and, with
+    numpy, sequences) are converted to the element type when numpy casts it with `casting`, and
+    copied when not C-contiguous. Other buffers (bytes, bytearray, memoryview, array.array,
+    ctypes arrays) are used as they are: their format must be the element type, or untyped
+    bytes with a shape, and C-contiguous. Either way the element count must equal the shape's."""
+    want = _NP[fmt]
+    if _np is not None and not isinstance(buf, (bytes, bytearray, memoryview)):
+        try:
+            arr = buf if isinstance(buf, _np.ndarray) else _np.asarray(buf)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{name} is not an array or a buffer: {e}") from None
+        if arr.dtype != want and not _np.can_cast(arr.dtype, want, casting):
+            raise ValueError(f"{name} has dtype {arr.dtype}; expected {want}")
+        arr = _np.ascontiguousarray(arr, dtype=want)
+        if shape is None:
+            shape = arr.shape
+        if arr.size != _count(shape):
+            raise ValueError(f"{name} holds {arr.size} values; shape {tuple(shape)} needs {_count(shape)}")
+        return arr, tuple(shape)
+    try:
+        mv = memoryview(buf)
+    except TypeError:
+        raise ValueError(f"{name} must be a {want} array or buffer, got {type(buf).__name__}") from None
+    form = mv.format.lstrip("@=" + ("<" if sys.byteorder == "little" else ">!"))
+    typed = form in _SAME[fmt]
+    if not typed and form not in _RAW:
+        raise ValueError(f"{name} has element format {mv.format!r}; expected {want}")
+    if shape is None:
+        if not typed:
+            raise ValueError(f"{name} is untyped bytes: give its shape" + (f" ({shape_name})" if shape_name else ""))
+        shape = mv.shape
+    if not mv.c_contiguous:
+        raise ValueError(f"{name} is not C-contiguous")
+    need = _count(shape) * _ITEMSIZE[fmt]
+    if mv.nbytes != need:
+        raise ValueError(f"{name} holds {mv.nbytes} bytes; shape {tuple(shape)} of {want} needs {need}")
+    return mv, tuple(shape)
+
+
+def _triple(value, name):
+    try:
+        values = [float(v) for v in value]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be 3 numbers (R, G, B), got {value!r}") from None
+    if len(values) != 3:
+        raise ValueError(f"{name} must be 3 numbers (R, G, B), got {len(values)}")
+    return (C.c_float * 3)(*values)
 
 
 def _nelems(buf):
@@ -289,13 +369,19 @@ def _clips(clips):
     arr = (_ffi.mg_clip * len(clips))()
     keep = []
     for i, c in enumerate(clips):
+        name = f"clips[{i}]"
         if isinstance(c, tuple):
-            buf, t, h, w = c
+            if len(c) != 4:
+                raise ValueError(f"{name} is a tuple of {len(c)}; expected (buffer, T, H, W)")
+            sizes = _shape(c[1:], f"{name}'s (T, H, W)")
+            if any(d > 0xFFFFFFFF for d in sizes):
+                raise ValueError(f"{name}'s (T, H, W) {sizes} do not fit in uint32")
+            buf, shape = _input(c[0], name, "B", sizes + (3,), casting="safe")
         else:
-            buf = _as(c, "uint8")
-            t, h, w = buf.shape[:3]
-            if buf.ndim != 4 or buf.shape[3] != 3:
-                raise ValueError(f"clip {i} has shape {buf.shape}; expected [T, H, W, 3] uint8")
+            buf, shape = _input(c, name, "B", casting="safe")
+            if len(shape) != 4 or shape[3] != 3 or any(d > 0xFFFFFFFF for d in shape):
+                raise ValueError(f"{name} has shape {shape}; expected [T, H, W, 3] uint8")
+        t, h, w = shape[:3]
         keep.append(buf)
         arr[i] = _ffi.mg_clip(_addr(buf, C.c_uint8, writable=False), t, h, w)
     return arr, keep
@@ -309,7 +395,7 @@ def collate_explicit(clips, params, num_frames, crop_size, mean=(0.45,) * 3, std
     carr, keep = _clips(clips)
     parr = (_ffi.mg_clip_params * len(params))(*[_ffi.mg_clip_params(**p) for p in params])
     out = _alloc("f", (len(clips), 3, num_frames, crop_size, crop_size))
-    m, s = (C.c_float * 3)(*mean), (C.c_float * 3)(*std)
+    m, s = _triple(mean, "mean"), _triple(std, "std")
     _check(_L().mg_collate_explicit(carr, parr, len(clips), num_frames, crop_size, m, s,
                                     _addr(out, C.c_float), _nelems(out)))
     del keep
@@ -453,12 +539,17 @@ class Trainer(_Handle):
 
     def train_step(self, slow, fast, labels, bn_groups=0, lr=-1.0, slow_shape=None, fast_shape=None):
         """One SGD step on host arrays (float32 [N, 3, T, S, S], int64 [N]); bn_groups 0 and
-        lr < 0 take the plan's values. Shapes come from numpy arrays or are given."""
-        slow, fast, labels = _as(slow, "float32"), _as(fast, "float32"), _as(labels, "int64")
-        ss = tuple(slow_shape or slow.shape)
-        fs = tuple(fast_shape or fast.shape)
-        if len(ss) != 5 or len(fs) != 5:
-            raise ValueError(f"shapes must have 5 dimensions, got {ss} and {fs}")
+        lr < 0 take the plan's values. Shapes come from the arrays (numpy arrays, shaped
+        memoryviews) or are given, for flat arrays and raw bytes. Each buffer must hold exactly
+        its shape's elements (ValueError otherwise)."""
+        ss = None if slow_shape is None else _shape(slow_shape, "slow_shape", 5)
+        fs = None if fast_shape is None else _shape(fast_shape, "fast_shape", 5)
+        slow, ss = _input(slow, "slow", "f", ss, "slow_shape")
+        fast, fs = _input(fast, "fast", "f", fs, "fast_shape")
+        for name, shape in (("slow", ss), ("fast", fs)):
+            if len(shape) != 5:
+                raise ValueError(f"{name} has shape {shape}; expected [N, 3, T, H, W] (or give {name}_shape)")
+        labels, _ = _input(labels, "labels", "q", (fs[0],))
         loss = C.c_double()
         _check(_L().mg_trainer_train_step(
             self._ptr(), _addr(slow, C.c_float, False), (C.c_int64 * 5)(*ss),

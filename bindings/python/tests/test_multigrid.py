@@ -177,3 +177,165 @@ def test_pytorch_example_trains(data):
     assert [x["step"] for x in lines] == [0, 1, 2]
     assert lines[0]["shape"] == [32, 4, 16] and lines[0]["lr"] == pytest.approx(0.2)
     assert all(x["loss"] > 0 for x in lines)
+
+
+# Buffers are checked in Python before their addresses reach C, which trusts the lengths it is
+# given: a buffer shorter than its shape says would be read past its end.
+
+def test_collate_refuses_clips_that_do_not_match_their_shape():
+    np = pytest.importorskip("numpy")
+    params = [dict(start_frame=0, stride=1, short_side=20, crop_x=5, crop_y=2, flip=False)]
+    short = bytes(4 * 20 * 30 * 3 - 1)
+    cases = [
+        ((short, 4, 20, 30), "clips[0]"),                                  # one byte short
+        ((bytearray(4 * 20 * 30 * 3 + 3), 4, 20, 30), "clips[0]"),        # longer than its shape
+        ((short, 4, 20), "clips[0]"),                                      # not (buffer, T, H, W)
+        ((bytes(12), -1, 2, 2), "clips[0]"),                               # negative size
+        ((np.zeros(4 * 20 * 30 * 3, np.float32), 4, 20, 30), "clips[0]"),  # not bytes
+        (np.zeros((4, 20, 30, 3), np.float32), "clips[0]"),                # float frames
+        (np.zeros((20, 30, 3), np.uint8), "clips[0]"),                     # no frame axis
+        (np.zeros((4, 20, 30, 4), np.uint8), "clips[0]"),                  # RGBA
+        (object(), "clips[0]"),                                            # not a buffer
+    ]
+    for clip, name in cases:
+        with pytest.raises(ValueError) as e:
+            mg.collate_explicit([clip], params, num_frames=4, crop_size=16)
+        assert name in str(e.value), (clip, str(e.value))
+    good = np.full((4, 20, 30, 3), 7, np.uint8)
+    with pytest.raises(ValueError) as e:
+        mg.collate_explicit([good, (short, 4, 20, 30)], params * 2, num_frames=4, crop_size=16)
+    assert "clips[1]" in str(e.value)
+    for key, value in (("mean", (0.5, 0.5)), ("std", (0.2,) * 4)):
+        with pytest.raises(ValueError) as e:
+            mg.collate_explicit([good], params, num_frames=4, crop_size=16, **{key: value})
+        assert key in str(e.value)
+    # Strided views are copied, not refused: the library reads a contiguous copy.
+    wide = np.full((4, 20, 60, 3), 200, np.uint8)[:, :, ::2]
+    out = mg.collate_explicit([wide], params, num_frames=4, crop_size=16)
+    assert np.allclose(out, (200 / 255 - 0.45) / 0.225, atol=1e-5)
+
+
+def test_collate_step_refuses_a_short_clip():
+    with mg.Schedule(TINY) as s, mg.Plan(s, 50) as p:
+        n = p.step(0)["batch_size"]
+        clips = [(bytes(16 * 40 * 40 * 3), 16, 40, 40)] * (n - 1) + [(bytes(100), 16, 40, 40)]
+        with pytest.raises(ValueError) as e:
+            mg.collate_step(p, 0, clips, alpha=2)
+        assert f"clips[{n - 1}]" in str(e.value)
+
+
+@pytest.mark.skipif(not has_torch(), reason="libmultigrid built without libtorch")
+def test_train_step_refuses_buffers_shorter_than_their_shapes(data, tmp_path):
+    np = pytest.importorskip("numpy")
+    cfg = json.loads(json.dumps(TINY))
+    cfg["run"]["data_dir"] = data
+    with mg.Schedule(cfg) as s, mg.Dataset.store(os.path.join(data, "train.mgstore")) as d, \
+            mg.Plan(s, len(d)) as p, mg.Trainer(cfg, str(tmp_path / "run")) as t:
+        slow, fast, labels, _ = d.load_step(p, 0, alpha=2)
+        ss, fs = slow.shape, fast.shape
+        cases = [
+            (dict(slow=slow.ravel()[:-1], slow_shape=ss), "slow"),
+            (dict(fast=fast.ravel()[:-1], fast_shape=fs), "fast"),
+            (dict(fast_shape=(fs[0], 3, fs[2] + 1, fs[3], fs[4])), "fast"),
+            (dict(slow_shape=(ss[0], 3, ss[2], ss[3])), "slow_shape"),
+            (dict(labels=labels[:-1]), "labels"),
+            (dict(labels=labels.astype(np.float32)), "labels"),
+            (dict(slow=bytes(slow.nbytes - 4), slow_shape=ss), "slow"),
+            (dict(slow=bytes(slow.nbytes)), "slow_shape"),  # raw bytes need a shape
+            (dict(labels=memoryview(labels)[:-1]), "labels"),
+            (dict(labels=memoryview(labels.astype(np.int32))), "labels"),
+            (dict(fast=memoryview(fast.astype(np.float64))), "fast"),
+            (dict(fast=memoryview(np.repeat(fast, 2, axis=2)[:, :, ::2]), fast_shape=fs), "fast"),
+        ]
+        for change, name in cases:
+            args = dict(slow=slow, fast=fast, labels=labels)
+            args.update(change)
+            with pytest.raises(ValueError) as e:
+                t.train_step(**args)
+            assert name in str(e.value), (sorted(change), str(e.value))
+        assert t.next_step == 0, "a refused step must not reach the library"
+        # The same batch as flat arrays with their shapes, and as raw bytes, is accepted.
+        loss = t.train_step(slow.ravel(), fast.ravel(), labels, slow_shape=ss, fast_shape=fs)
+        assert loss == loss and loss > 0
+        loss = t.train_step(slow.tobytes(), fast.tobytes(), labels.tobytes(), slow_shape=ss, fast_shape=fs)
+        assert loss == loss and loss > 0
+        assert t.next_step == 2
+
+
+NO_NUMPY = r"""
+import os, sys
+sys.modules["numpy"] = None  # `import numpy` raises ImportError, as where it is not installed
+sys.path.insert(0, sys.argv[1])
+import multigrid as mg
+assert mg._np is None
+kinetics, data, torch = sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+
+with mg.Schedule(kinetics) as s, mg.Plan(s, 240000, world_size=8) as p:
+    idx = p.indices(0)
+    assert isinstance(idx, memoryview) and idx.format == "Q" and len(idx) == 128
+    assert len(set(idx)) == 128 and all(0 <= i < 240000 for i in idx)
+
+clip = bytes([200]) * (4 * 20 * 30 * 3)
+params = [dict(start_frame=0, stride=1, short_side=20, crop_x=5, crop_y=2, flip=True)]
+out = mg.collate_explicit([(clip, 4, 20, 30)], params, num_frames=4, crop_size=16)
+assert isinstance(out, memoryview) and out.shape == (1, 3, 4, 16, 16) and out.format == "f"
+want = (200 / 255 - 0.45) / 0.225
+assert all(abs(v - want) < 1e-5 for v in out.cast("B").cast("f"))
+for bad in [(clip[:-1], 4, 20, 30), (memoryview(clip)[::2], 4, 20, 15),
+            memoryview(clip), bytearray(clip)]:
+    try:
+        mg.collate_explicit([bad], params, num_frames=4, crop_size=16)
+    except ValueError as e:
+        assert "clips[0]" in str(e), e
+    else:
+        raise AssertionError(f"accepted {bad!r:.60}")
+# A clip as a shaped uint8 memoryview needs no separate sizes.
+shaped = memoryview(bytearray(clip)).cast("B", (4, 20, 30, 3))
+again = mg.collate_explicit([shaped], params, num_frames=4, crop_size=16)
+assert again.tobytes() == out.tobytes()
+
+cfg = {
+    "data": {"num_frames": 8, "sampling_rate": 1, "train_jitter_scales": [34, 40],
+             "train_crop_size": 32, "test_crop_size": 32, "random_flip": False},
+    "train": {"batch_size": 4},
+    "solver": {"base_lr": 0.05, "lr_policy": "steps_with_relative_lrs", "lrs": [1, 0.1],
+               "steps": [0, 2], "max_epoch": 3},
+    "multigrid": {"long_cycle": True, "short_cycle": True,
+                  "long_cycle_factors": [[0.5, 0.7071], [1, 1]]},
+    "model": {"depth": 18, "width_per_group": 8, "alpha": 2, "num_classes": 12},
+    "run": {"device": "cpu", "precise_bn_batches": 1, "data_dir": data},
+}
+with mg.Schedule(cfg) as s, mg.Dataset.store(os.path.join(data, "train.mgstore")) as d, \
+        mg.Plan(s, len(d)) as p:
+    slow, fast, labels, st = d.load_step(p, 0, alpha=2)
+    n, t, c = st["batch_size"], st["num_frames"], st["crop_size"]
+    assert isinstance(fast, memoryview) and fast.shape == (n, 3, t, c, c) and fast.format == "f"
+    assert slow.shape == (n, 3, t // 2, c, c) and labels.format == "q" and len(labels) == n
+    if torch:
+        with mg.Trainer(cfg, sys.argv[5]) as tr:
+            for bad, name in [(dict(labels=labels[:-1]), "labels"),
+                              (dict(slow=slow.tobytes()[:-4], slow_shape=slow.shape), "slow"),
+                              (dict(fast=fast.cast("B")), "fast")]:
+                args = dict(slow=slow, fast=fast, labels=labels)
+                args.update(bad)
+                try:
+                    tr.train_step(**args)
+                except ValueError as e:
+                    assert name in str(e), e
+                else:
+                    raise AssertionError(f"train_step accepted {sorted(bad)}")
+            loss = tr.train_step(slow, fast, labels)
+            assert loss == loss and loss > 0 and tr.next_step == 1
+print("no numpy: ok")
+"""
+
+
+def test_the_package_works_without_numpy(data, tmp_path):
+    """The memoryview path, in a process where `import numpy` fails as it does where numpy is
+    not installed (the in-process tests always have numpy)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(mg.__file__)))
+    r = subprocess.run([sys.executable, "-c", NO_NUMPY, package, KINETICS, data,
+                        "1" if has_torch() else "0", str(tmp_path / "run")],
+                       capture_output=True, text=True, env=dict(os.environ, MULTIGRID_LIB=mg.library_path()))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip().endswith("no numpy: ok")
