@@ -451,3 +451,81 @@ mod trainer {
         mg_trainer_free(t);
     }
 }
+
+/// Fuzzing finding 1: any u32 epoch may come through the C API.
+#[test]
+fn eval_epoch_queries_past_the_run_answer_false() {
+    let s = new_c_schedule();
+    let mut b = true;
+    assert_eq!(
+        mg_schedule_is_eval_epoch(s, u32::MAX, &mut b),
+        MG_STATUS_OK,
+        "{}",
+        last_error()
+    );
+    assert!(!b);
+    mg_schedule_free(s);
+}
+
+/// Fuzzing findings 2 and 3: a label at u32::MAX (store or list) and a NUL inside a listed
+/// path are data errors, not an overflow or a panic inside ffmpeg-next.
+#[test]
+fn labels_past_the_limit_and_nul_paths_are_data_errors() {
+    use multigrid::data::dataset::Dataset;
+    use multigrid::data::store::StoreWriter;
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bad_labels");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("train.mgstore");
+    let mut w = StoreWriter::create(&path).unwrap();
+    w.add(&[1u8; 2 * 2 * 2 * 3], 2, 2, 2, u32::MAX).unwrap();
+    w.finish().unwrap();
+    let e = Dataset::store(&path).unwrap().num_classes().unwrap_err();
+    assert!(matches!(e, multigrid::Error::Data(_)), "{e:?}");
+    let repo = common::repo().join("fuzz/regressions/video_list");
+    for name in ["num_classes_label_u32_max.csv", "nul_in_path_minimal.csv"] {
+        std::fs::copy(repo.join(name), dir.join("list.csv")).unwrap();
+        let r = Dataset::video_list(&dir, "list").and_then(|d| d.num_classes());
+        assert!(matches!(r, Err(multigrid::Error::Data(_))), "{name}: {r:?}");
+    }
+}
+
+/// Fuzzing findings 4 to 7: corrupt MP4s give errors (or frames) in bounded time and memory;
+/// none aborts the process, loops forever or overflows.
+#[cfg(feature = "video")]
+#[test]
+fn corrupt_mp4s_found_by_the_fuzzer_are_errors() {
+    use multigrid::data::video;
+    let dir = common::repo().join("fuzz/regressions/mp4");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 5, "{names:?}");
+    for path in names {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let probed = video::probe(&p).map(|i| i.num_frames);
+            let first = video::decode_range(&p, 0, 15).map(|d| d.num_frames);
+            let seek = video::decode_range(&p, 100, 101).map(|d| d.num_frames);
+            let _ = tx.send((probed, first, seek));
+        });
+        let (probed, first, seek) = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("{} hangs", path.display()));
+        if let Ok(n) = probed {
+            assert!(n > 0, "{}: probe says 0 frames", path.display());
+        }
+        for r in [first, seek] {
+            if let Err(e) = r {
+                assert!(
+                    matches!(e, multigrid::Error::Decode { .. }),
+                    "{}: {e:?}",
+                    path.display()
+                );
+            }
+        }
+    }
+}

@@ -87,7 +87,16 @@ impl Dataset {
                     n + 1
                 ))
             })?;
-            let path = Path::new(path.trim());
+            let path = path.trim();
+            // FFmpeg takes C strings: a NUL inside a path cannot name a file.
+            if path.contains('\0') {
+                return Err(Error::Data(format!(
+                    "{}:{}: the path contains a NUL byte",
+                    list.display(),
+                    n + 1
+                )));
+            }
+            let path = Path::new(path);
             entries.push((
                 if path.is_absolute() {
                     path.to_path_buf()
@@ -127,11 +136,19 @@ impl Dataset {
         }
     }
 
-    /// Number of classes: one more than the largest label.
+    /// Number of classes: one more than the largest label. Errors: a label at or above
+    /// `model.num_classes`' limit.
     pub fn num_classes(&self) -> Result<u32> {
+        let limit = crate::schedule::config::limits::MAX_CLASSES;
         let mut max = 0;
         for i in 0..self.len() {
-            max = max.max(self.label(i)?);
+            let label = self.label(i)?;
+            if label >= limit {
+                return Err(Error::Data(format!(
+                    "clip {i} has label {label}; labels are below {limit}"
+                )));
+            }
+            max = max.max(label);
         }
         Ok(max + 1)
     }

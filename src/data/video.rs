@@ -21,6 +21,23 @@ fn init() {
     });
 }
 
+/// Largest frame side decoded: 8K video is 7680 x 4320. A container may claim any size, and
+/// the decoder would allocate it.
+pub const MAX_SIDE: u32 = 8192;
+
+/// Consecutive read errors after which the rest of a file is treated as unreadable:
+/// ffmpeg-next's packet iterator retries every non-EOF error forever.
+const MAX_READ_ERRORS: u32 = 64;
+
+/// Opens `path` with FFmpeg, refusing what would make ffmpeg-next panic (a NUL in the path).
+fn open(path: &Path) -> Result<ffmpeg::format::context::Input> {
+    init();
+    if path.as_os_str().as_encoded_bytes().contains(&0) {
+        return Err(fail(path, "the path contains a NUL byte"));
+    }
+    ffmpeg::format::input(&path).map_err(|e| fail(path, e))
+}
+
 fn fail(path: &Path, what: impl std::fmt::Display) -> Error {
     Error::Decode {
         path: path.to_path_buf(),
@@ -49,8 +66,7 @@ pub struct Decoded {
 
 /// Opens `path` and reads its video stream's frame count, size and rate.
 pub fn probe(path: &Path) -> Result<VideoInfo> {
-    init();
-    let ictx = ffmpeg::format::input(&path).map_err(|e| fail(path, e))?;
+    let ictx = open(path)?;
     let stream = ictx
         .streams()
         .best(ffmpeg::media::Type::Video)
@@ -77,8 +93,24 @@ fn info_of(path: &Path, stream: &ffmpeg::format::stream::Stream) -> Result<Video
     if frames <= 0 || decoder.width() == 0 || decoder.height() == 0 {
         return Err(fail(path, "the video stream reports no frames or no size"));
     }
+    let num_frames = u32::try_from(frames)
+        .map_err(|_| fail(path, format!("the video stream claims {frames} frames")))?;
+    if decoder.width() > MAX_SIDE || decoder.height() > MAX_SIDE {
+        return Err(fail(
+            path,
+            format!(
+                "frames of {}x{} are larger than {MAX_SIDE} on a side",
+                decoder.width(),
+                decoder.height()
+            ),
+        ));
+    }
+    if decoder.format() == Pixel::None {
+        // libswscale asserts (and aborts the process) on a scaler from no pixel format.
+        return Err(fail(path, "the video stream has no pixel format"));
+    }
     Ok(VideoInfo {
-        num_frames: frames as u32,
+        num_frames,
         height: decoder.height(),
         width: decoder.width(),
         fps,
@@ -88,8 +120,7 @@ fn info_of(path: &Path, stream: &ffmpeg::format::stream::Stream) -> Result<Video
 /// Decodes frames `first..=last` (clamped to the video) to RGB: seeks to the nearest earlier
 /// keyframe and decodes forward, dropping frames before `first` and stopping after `last`.
 pub fn decode_range(path: &Path, first: u32, last: u32) -> Result<Decoded> {
-    init();
-    let mut ictx = ffmpeg::format::input(&path).map_err(|e| fail(path, e))?;
+    let mut ictx = open(path)?;
     let (index, info, time_base, start_pts, params) = {
         let stream = ictx
             .streams()
@@ -114,6 +145,9 @@ pub fn decode_range(path: &Path, first: u32, last: u32) -> Result<Decoded> {
     let mut decoder = ffmpeg::codec::context::Context::from_parameters(params)
         .and_then(|c| c.decoder().video())
         .map_err(|e| fail(path, e))?;
+    if decoder.format() == Pixel::None {
+        return Err(fail(path, "the video stream has no pixel format"));
+    }
     if first > 0 {
         // Seek in AV_TIME_BASE units to the keyframe at or before the first wanted frame.
         let ts = (f64::from(first) / info.fps * f64::from(ffmpeg::ffi::AV_TIME_BASE)) as i64;
@@ -132,7 +166,8 @@ pub fn decode_range(path: &Path, first: u32, last: u32) -> Result<Decoded> {
     .map_err(|e| fail(path, e))?;
     let (w, h) = (decoder.width() as usize, decoder.height() as usize);
     let want = (last - first + 1) as usize;
-    let mut frames = Vec::with_capacity(want * w * h * 3);
+    // Reserved up to 256 MiB: the rest grows with what really decodes.
+    let mut frames = Vec::with_capacity((want * w * h * 3).min(1 << 28));
     let mut got = 0usize;
     let frame_of = |pts: i64| ((pts - start_pts) as f64 * time_base * info.fps).round() as i64;
     let mut take = |decoded: &Video, frames: &mut Vec<u8>, got: &mut usize| -> Result<bool> {
@@ -153,8 +188,19 @@ pub fn decode_range(path: &Path, first: u32, last: u32) -> Result<Decoded> {
         Ok(*got == want)
     };
     let mut decoded = Video::empty();
-    'packets: for (stream, packet) in ictx.packets() {
-        if stream.index() != index {
+    let mut packet = ffmpeg::Packet::empty();
+    let mut errors = 0;
+    'packets: loop {
+        match packet.read(&mut ictx) {
+            Ok(()) => errors = 0,
+            Err(ffmpeg::Error::Eof) => break,
+            Err(_) if errors < MAX_READ_ERRORS => {
+                errors += 1;
+                continue;
+            }
+            Err(_) => break,
+        }
+        if packet.stream() != index {
             continue;
         }
         decoder.send_packet(&packet).map_err(|e| fail(path, e))?;

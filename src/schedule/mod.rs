@@ -336,6 +336,10 @@ impl Schedule {
     }
 
     fn periodic_epoch(&self, epoch: u32, period: u32) -> bool {
+        // Any u32 may come through the C API: past the run there is nothing to evaluate.
+        if epoch >= self.max_epoch {
+            return false;
+        }
         if epoch + 1 == self.max_epoch {
             return true;
         }
