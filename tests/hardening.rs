@@ -529,3 +529,15 @@ fn corrupt_mp4s_found_by_the_fuzzer_are_errors() {
         }
     }
 }
+
+/// Fuzzing finding 8: a stage smaller than the short cycle's crops made a short-cycle batch
+/// factor of 0 (steps of 0 clips).
+#[test]
+fn a_short_cycle_batch_factor_of_zero_is_a_config_error() {
+    let (status, msg) = schedule_status(serde_json::json!({
+        "data": {"num_frames": 8, "train_crop_size": 64},
+        "multigrid": {"long_cycle_factors": [[0.125, 0.02], [1, 1]]}
+    }));
+    assert_eq!(status, MG_STATUS_INVALID_CONFIG, "{msg}");
+    assert!(msg.contains("short_cycle_factors"), "{msg}");
+}

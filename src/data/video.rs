@@ -25,6 +25,10 @@ fn init() {
 /// the decoder would allocate it.
 pub const MAX_SIDE: u32 = 8192;
 
+/// Bytes one decode_range call may produce (1 GiB: 170 frames of 1080p): a container may
+/// claim frames that no memory holds.
+pub const MAX_DECODE_BYTES: usize = 1 << 30;
+
 /// Consecutive read errors after which the rest of a file is treated as unreadable:
 /// ffmpeg-next's packet iterator retries every non-EOF error forever.
 const MAX_READ_ERRORS: u32 = 64;
@@ -166,8 +170,19 @@ pub fn decode_range(path: &Path, first: u32, last: u32) -> Result<Decoded> {
     .map_err(|e| fail(path, e))?;
     let (w, h) = (decoder.width() as usize, decoder.height() as usize);
     let want = (last - first + 1) as usize;
+    let bytes = want * w * h * 3;
+    if bytes > MAX_DECODE_BYTES {
+        return Err(fail(
+            path,
+            format!(
+                "frames {first}..={last} at {w}x{h} would decode {bytes} bytes, more than \
+                 {MAX_DECODE_BYTES}: store the videos smaller (multigrid build-store \
+                 --short-side)"
+            ),
+        ));
+    }
     // Reserved up to 256 MiB: the rest grows with what really decodes.
-    let mut frames = Vec::with_capacity((want * w * h * 3).min(1 << 28));
+    let mut frames = Vec::with_capacity(bytes.min(1 << 28));
     let mut got = 0usize;
     let frame_of = |pts: i64| ((pts - start_pts) as f64 * time_base * info.fps).round() as i64;
     let mut take = |decoded: &Video, frames: &mut Vec<u8>, got: &mut usize| -> Result<bool> {

@@ -136,11 +136,17 @@ impl Schedule {
     fn check_batch_sizes(&self) -> Result<()> {
         let b0 = u64::from(self.config.train.batch_size);
         for (i, stage) in self.stages.iter().enumerate() {
-            let short = self
-                .short_cycle_batch_factors(i)
-                .into_iter()
-                .max()
-                .unwrap_or(1);
+            let factors = self.short_cycle_batch_factors(i);
+            if factors.contains(&0) {
+                return Err(Error::Config(format!(
+                    "stage {i} ({}px) is smaller than the short cycle's crops {:?}, so a \
+                     short-cycle batch factor rounds to 0: multigrid.short_cycle_factors must \
+                     give crops below every stage's",
+                    stage.crop_size,
+                    self.short_cycle_crops(i)
+                )));
+            }
+            let short = factors.into_iter().max().unwrap_or(1);
             let clips = b0
                 .saturating_mul(u64::from(stage.batch_factor))
                 .saturating_mul(u64::from(short));
