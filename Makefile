@@ -5,7 +5,7 @@ ENV := . scripts/env.sh &&
 NOTORCH_TARGET := target/notorch
 
 .PHONY: all setup build release install demo bench-speedup test test-rust test-notorch test-python \
-	lint header bench clean
+	lint header bench clean fuzz fuzz-smoke
 PREFIX ?= /usr/local
 # The Python that runs the bindings' tests (numpy, pytest and torch: the set-up's .venv).
 PYTHON ?= $(or $(MG_PYTHON),.venv/bin/python)
@@ -42,7 +42,7 @@ bench-speedup: setup
 	$(ENV) cargo build --release --bin multigrid
 	./target/release/multigrid bench speedup
 
-test: setup lint test-rust test-python test-notorch
+test: setup lint test-rust test-python test-notorch fuzz-smoke
 
 # `cargo test` alone does not link the cdylib that the C example tests load: build it first.
 test-rust:
@@ -74,6 +74,17 @@ bench: setup
 	./target/release/multigrid bench loader --config configs/synthetic_slowfast_tiny_multigrid.json \
 	  --data $(SYNTHETIC) --steps 30
 	./target/release/multigrid bench step
+
+# Coverage-guided fuzzing on the stable toolchain, no libtorch (fuzz/README.md). `make fuzz` runs
+# every target for FUZZ_SECONDS each (default 60), or FUZZ_RUNS inputs each when set;
+# `make fuzz-smoke` runs each for 8 s after the build (about 3 min cold, seconds warm).
+FUZZ_SECONDS ?= 60
+FUZZ_RUNS ?=
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_RUNS=$(FUZZ_RUNS) scripts/fuzz.sh all
+
+fuzz-smoke:
+	scripts/fuzz.sh smoke
 
 # The C header and the Python declarations generated from it.
 header:

@@ -60,7 +60,8 @@ fn huge_config_numbers_are_errors_naming_the_key() {
         // Tiny long-cycle factors: a base shape of 1 frame at 1 px makes a relative batch of
         // T0 x S0^2 clips a step.
         (
-            serde_json::json!({"multigrid": {"long_cycle_factors": [[0.07, 0.005], [1, 1]]}}),
+            serde_json::json!({"multigrid": {"short_cycle": false,
+                                             "long_cycle_factors": [[0.07, 0.005], [1, 1]]}}),
             "multigrid.long_cycle_factors",
         ),
     ] {

@@ -203,9 +203,11 @@ pub fn decode_range(path: &Path, first: u32, last: u32) -> Result<Decoded> {
         Ok(*got == want)
     };
     let mut decoded = Video::empty();
-    let mut packet = ffmpeg::Packet::empty();
     let mut errors = 0;
     'packets: loop {
+        // A fresh packet per read: Packet::read does not unreference what a reused packet
+        // holds, so reusing one leaks every buffer read (found under valgrind).
+        let mut packet = ffmpeg::Packet::empty();
         match packet.read(&mut ictx) {
             Ok(()) => errors = 0,
             Err(ffmpeg::Error::Eof) => break,
