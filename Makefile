@@ -77,7 +77,7 @@ bench: setup
 
 # Coverage-guided fuzzing on the stable toolchain, no libtorch (fuzz/README.md). `make fuzz` runs
 # every target for FUZZ_SECONDS each (default 60), or FUZZ_RUNS inputs each when set;
-# `make fuzz-smoke` runs each for 8 s after the build (about 3 min cold, seconds warm).
+# `make fuzz-smoke` runs each for 8 s after the build: 46 s of fuzzing, plus 2 min to build cold.
 FUZZ_SECONDS ?= 60
 FUZZ_RUNS ?=
 fuzz:

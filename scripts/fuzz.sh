@@ -146,5 +146,5 @@ seeds)
 	# A plain build (no fuzzing flags, no --target): its own directory under target/fuzz.
 	cargo run --release --manifest-path fuzz/Cargo.toml --bin gen-seeds ;;
 list) printf '%s\n' "${TARGETS_ALL[@]}" ;;
-*) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+*) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

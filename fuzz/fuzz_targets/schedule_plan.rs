@@ -9,7 +9,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use multigrid::ffi;
-use multigrid_fuzz::{check, ok, skip_known, Handles, Reader};
+use multigrid_fuzz::{check, ok, Handles, Reader};
 
 /// Queries a schedule stage by stage; bounded so a 1000-stage schedule stays cheap.
 const MAX_STAGES_QUERIED: usize = 64;
@@ -32,7 +32,7 @@ fn world_size(r: &mut Reader) -> u32 {
 }
 
 /// Runs every schedule query; returns max_epoch and whether known bug 9 was met.
-fn schedule_queries(s: *const ffi::mg_schedule, r: &mut Reader) -> (u32, bool) {
+fn schedule_queries(s: *const ffi::mg_schedule, r: &mut Reader) -> u32 {
     let mut n = 0usize;
     assert!(ok(
         "mg_schedule_num_stages",
@@ -49,7 +49,6 @@ fn schedule_queries(s: *const ffi::mg_schedule, r: &mut Reader) -> (u32, bool) {
     let queried =
         (0..n.min(MAX_STAGES_QUERIED)).chain(n.saturating_sub(2).max(MAX_STAGES_QUERIED)..n + 2);
     let mut prev_end = 0u32;
-    let mut zero_factor = false;
     for i in queried {
         let mut st = ffi::mg_stage::default();
         let status = check("mg_schedule_stage", ffi::mg_schedule_stage(s, i, &mut st));
@@ -73,14 +72,9 @@ fn schedule_queries(s: *const ffi::mg_schedule, r: &mut Reader) -> (u32, bool) {
         prev_end = st.end_epoch;
         let phases = st.num_short_cycle_phases as usize;
         assert!(phases == 1 || phases == 3, "stage {i}: {phases} phases");
-        // KNOWN BUG (fuzz/README.md, bug 9): with a tiny crop a short-cycle batch factor
-        // rounds to 0 (round((s / (f * S0))^2) = round(0.5) = 0): a phase of empty batches.
+        // A factor of 0 (fuzz/README.md, bug 9) is refused by the schedule now.
         let factors = &st.short_cycle_batch_factors[..phases];
-        if factors.contains(&0) && skip_known("short-cycle batch factor 0") {
-            zero_factor = true;
-        } else {
-            assert!(factors.iter().all(|&f| f > 0), "stage {i}: {st:?}");
-        }
+        assert!(factors.iter().all(|&f| f > 0), "stage {i}: {st:?}");
         assert!(
             st.short_cycle_crops[..phases].iter().all(|&c| c > 0),
             "stage {i}: {st:?}"
@@ -116,11 +110,6 @@ fn schedule_queries(s: *const ffi::mg_schedule, r: &mut Reader) -> (u32, bool) {
     }
     let e_in = r.u32();
     for epoch in (0..max_epoch.min(64)).chain([max_epoch - 1, max_epoch, u32::MAX, e_in]) {
-        // KNOWN BUG (fuzz/README.md, bug 1): epoch u32::MAX overflows `epoch + 1` in
-        // Schedule::periodic_epoch (src/schedule/mod.rs), MG_STATUS_PANIC.
-        if epoch == u32::MAX && skip_known("is_eval_epoch u32::MAX") {
-            continue;
-        }
         let mut v = false;
         assert!(ok(
             "mg_schedule_is_eval_epoch",
@@ -143,7 +132,7 @@ fn schedule_queries(s: *const ffi::mg_schedule, r: &mut Reader) -> (u32, bool) {
         ),
         ffi::MG_STATUS_NULL_ARGUMENT
     );
-    (max_epoch, zero_factor)
+    max_epoch
 }
 
 fn step_queries(h: &Handles, step: u64, dataset_size: u64, total: u64, r: &mut Reader) {
@@ -308,11 +297,7 @@ fuzz_target!(|data: &[u8]| {
         };
         (d, w, rank, r.u64())
     };
-    let (max_epoch, zero_factor) = schedule_queries(h.schedule, &mut r);
-    if zero_factor {
-        // Known bug 9: the plan would have steps of 0 clips.
-        return;
-    }
+    let max_epoch = schedule_queries(h.schedule, &mut r);
     if !ok(
         "mg_plan_new",
         ffi::mg_plan_new(h.schedule, dataset_size, world, rank, seed, &mut h.plan),
