@@ -3,62 +3,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
-use common::{repo, target_dir};
-
-fn compile(compiler: &str, args: &[&str], source: &Path, out: &Path) {
-    let lib_dir = target_dir();
-    assert!(
-        lib_dir.join("libmultigrid.so").exists(),
-        "{} has no libmultigrid.so: `cargo test` does not link it, run `cargo build` first (make test does)",
-        lib_dir.display()
-    );
-    let status = Command::new(compiler)
-        .args(args)
-        .arg("-Wall")
-        .arg("-Wextra")
-        .arg("-Werror")
-        .arg("-I")
-        .arg(repo().join("include"))
-        .arg(source)
-        .arg("-o")
-        .arg(out)
-        .arg("-L")
-        .arg(&lib_dir)
-        .arg("-lmultigrid")
-        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
-        .arg("-lm")
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {compiler}: {e}"));
-    assert!(
-        status.success(),
-        "{compiler} {args:?} failed on {}",
-        source.display()
-    );
-}
-
-fn run(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = Command::new(exe)
-        .args(args)
-        .current_dir(repo())
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{} exited with {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        exe.display(),
-        out.status
-    );
-    assert!(!stderr.contains("ERROR: AddressSanitizer"), "{stderr}");
-    assert!(!stderr.contains("ERROR: LeakSanitizer"), "{stderr}");
-    assert!(!stderr.contains("runtime error"), "{stderr}");
-    stdout
-}
+use common::{compile_c as compile, repo, run_c as run};
 
 fn out_dir() -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("c_examples");

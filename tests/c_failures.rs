@@ -8,9 +8,8 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::Command;
 
-use common::{repo, target_dir};
+use common::repo;
 
 /// (function, status) pairs of the header preamble's "Failures per function" list: entries
 /// start at " *   mg_" and continue on more deeply indented lines; the names come before the
@@ -112,51 +111,27 @@ fn every_documented_failure_is_driven_under_address_sanitizer() {
     std::fs::create_dir_all(&out_dir).unwrap();
     let data = out_dir.join("data");
     common::gen_store(&data, 8);
-    let lib_dir = target_dir();
     let exe = out_dir.join("failures");
-    let status = Command::new("gcc")
-        .args([
+    common::compile_c(
+        "gcc",
+        &[
             "-std=c11",
             "-g",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
             "-fsanitize=address,undefined",
             "-fno-omit-frame-pointer",
             "-fno-sanitize-recover=all",
-        ])
-        .arg("-I")
-        .arg(repo().join("include"))
-        .arg(&source_path)
-        .arg("-o")
-        .arg(&exe)
-        .arg("-L")
-        .arg(&lib_dir)
-        .arg("-lmultigrid")
-        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
-        .arg("-lm")
-        .status()
-        .unwrap();
-    assert!(status.success(), "gcc failed on {}", source_path.display());
+        ],
+        &source_path,
+        &exe,
+    );
     let scratch = out_dir.join("scratch");
     std::fs::create_dir_all(&scratch).unwrap();
-    let out = Command::new(&exe)
-        .arg(&data)
-        .arg(&scratch)
-        // libtorch keeps allocations for the life of the process: leaks are checked by the
-        // examples' ASan runs, which load no model.
-        .env("ASAN_OPTIONS", "detect_leaks=0")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{}: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        exe.display(),
-        out.status
+    // libtorch keeps allocations for the life of the process: leaks are checked by the
+    // examples' ASan runs, which load no model.
+    let stdout = common::run_c(
+        &exe,
+        &[data.to_str().unwrap(), scratch.to_str().unwrap()],
+        &[("ASAN_OPTIONS", "detect_leaks=0")],
     );
-    assert!(!stderr.contains("ERROR: AddressSanitizer"), "{stderr}");
-    assert!(!stderr.contains("runtime error"), "{stderr}");
     assert!(stdout.contains(", 0 failed"), "{stdout}");
 }

@@ -75,18 +75,12 @@ impl Trainer {
             None => planned.as_ref().ok_or_else(|| from_plan("lr"))?.lr,
         };
         let n = fast.size().first().copied().unwrap_or(0);
-        if groups < 1 || n % groups != 0 {
-            return Err(Error::InvalidArgument(format!(
-                "bn_groups {groups} must divide the batch of {n} clips"
-            )));
-        }
         if !(lr.is_finite() && lr >= 0.0) {
             return Err(Error::InvalidArgument(format!(
                 "lr {lr} must be a finite number >= 0"
             )));
         }
-        self.model
-            .check_input(slow, fast, Bn::groups(groups), true)?;
+        // Shapes and BN groups are checked by the model's forward pass, before any update.
         self.check_labels(labels, n)?;
         let loss = self.launch_step(slow, fast, labels, groups, lr, step)?;
         // The update is applied: the position advances even when the loss turns out not

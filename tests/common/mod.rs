@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use multigrid::{Config, Schedule};
 
@@ -90,4 +91,60 @@ pub fn gen_store(dir: &Path, clips: u32) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Compiles a C or C++ program against include/ and this build's libmultigrid, warnings as
+/// errors, with an rpath to the library.
+pub fn compile_c(compiler: &str, args: &[&str], source: &Path, out: &Path) {
+    let lib_dir = target_dir();
+    assert!(
+        lib_dir.join("libmultigrid.so").exists(),
+        "{} has no libmultigrid.so: `cargo test` does not link it, run `cargo build` first (make test does)",
+        lib_dir.display()
+    );
+    let status = Command::new(compiler)
+        .args(args)
+        .arg("-Wall")
+        .arg("-Wextra")
+        .arg("-Werror")
+        .arg("-I")
+        .arg(repo().join("include"))
+        .arg(source)
+        .arg("-o")
+        .arg(out)
+        .arg("-L")
+        .arg(&lib_dir)
+        .arg("-lmultigrid")
+        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        .arg("-lm")
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {compiler}: {e}"));
+    assert!(
+        status.success(),
+        "{compiler} {args:?} failed on {}",
+        source.display()
+    );
+}
+
+/// Runs a compiled program from the repository root; asserts it succeeds and that no
+/// sanitizer reported anything. Returns its stdout.
+pub fn run_c(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(exe)
+        .args(args)
+        .current_dir(repo())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{} exited with {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        exe.display(),
+        out.status
+    );
+    assert!(!stderr.contains("ERROR: AddressSanitizer"), "{stderr}");
+    assert!(!stderr.contains("ERROR: LeakSanitizer"), "{stderr}");
+    assert!(!stderr.contains("runtime error"), "{stderr}");
+    stdout
 }
