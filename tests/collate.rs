@@ -217,7 +217,7 @@ fn slow_pathway_takes_the_slowfast_frames() {
 #[test]
 fn eval_modes_take_centre_and_three_crops() {
     // Val: centred start, short side = crop, centre crop.
-    let v = eval_params(ViewMode::Val, 64, 48, 80, 8, 32, 2);
+    let v = eval_params(ViewMode::Val, 64, 48, 80, 8, 32, 2, 32);
     let (rh, rw) = resized_size(48, 80, 32);
     assert_eq!((rh, rw), (32, 53));
     assert_eq!((v.start_frame, v.crop_y, v.crop_x), (24, 0, 11));
@@ -236,6 +236,7 @@ fn eval_modes_take_centre_and_three_crops() {
                 8,
                 32,
                 2,
+                32,
             )
             .crop_x
         })
@@ -255,6 +256,7 @@ fn eval_modes_take_centre_and_three_crops() {
                 8,
                 32,
                 2,
+                32,
             )
             .start_frame
         })
@@ -275,11 +277,44 @@ fn eval_modes_take_centre_and_three_crops() {
                 8,
                 32,
                 2,
+                32,
             )
             .crop_y
         })
         .collect();
     assert_eq!(ys, [0, 11, 21]);
+}
+
+/// PySlowFast's test views (kinetics.py): with 1 crop the short side goes to the smallest
+/// training jitter scale and the centre is taken; with 2 crops positions 0 and 1 at the test
+/// crop; with 3 all three.
+#[test]
+fn test_views_follow_pyslowfast() {
+    let spatial = |c| {
+        multigrid::collate::test_views(2, c, 32, 40)
+            .into_iter()
+            .map(|(v, short)| match v {
+                ViewMode::Test {
+                    temporal, spatial, ..
+                } => (temporal, spatial, short),
+                ViewMode::Val => panic!("a val view among the test views"),
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(spatial(1), [(0, 1, 40), (1, 1, 40)]);
+    assert_eq!(spatial(2), [(0, 0, 32), (0, 1, 32), (1, 0, 32), (1, 1, 32)]);
+    assert_eq!(spatial(3).len(), 6);
+    // A jitter scale below the crop cannot be resized to: the crop wins.
+    assert_eq!(multigrid::collate::test_views(1, 1, 48, 40)[0].1, 48);
+    // The single crop of a 48 x 80 frame: resized to 40 x 66, the centre 32 x 32.
+    let one = ViewMode::Test {
+        temporal: 0,
+        num_temporal: 1,
+        spatial: 1,
+    };
+    let p = eval_params(one, 64, 48, 80, 8, 32, 2, 40);
+    assert_eq!(resized_size(48, 80, 40), (40, 66));
+    assert_eq!((p.short_side, p.crop_y, p.crop_x), (40, 4, 17));
 }
 
 #[test]

@@ -233,6 +233,28 @@ fn baseline_is_the_config_as_given() {
     assert!((0..239).all(|e| s.is_checkpoint_epoch(e)));
 }
 
+/// The recipe normalises 8 clips per GPU; one device taking the whole batch of 64 must too, in
+/// every mode, or baseline and multigrid runs would not be comparable.
+#[test]
+fn bn_groups_of_bn_base_size_in_every_mode() {
+    let base = schedule("kinetics_slowfast_8x8_r50_stepwise.json");
+    let short = Schedule::from_json(&kinetics_json_with(
+        json!({"multigrid": {"long_cycle": false}}),
+    ))
+    .unwrap();
+    for s in [&base, &short] {
+        let g = |world| {
+            let b = s.bn_grouping(0, world);
+            (b.groups, b.sync_ranks)
+        };
+        assert_eq!(g(1), (8, 1), "{:?}", s.mode());
+        assert_eq!(g(2), (4, 1));
+        assert_eq!(g(8), (1, 1));
+        // Sync BN across ranks belongs to the long cycle only, as in PySlowFast.
+        assert_eq!(g(16), (1, 1));
+    }
+}
+
 #[test]
 fn cosine_policy() {
     let text = json!({

@@ -2,7 +2,7 @@
 #![cfg(feature = "torch")]
 
 use multigrid::model::bn::{Bn, GroupBatchNorm};
-use multigrid::model::SlowFast;
+use multigrid::model::{HeadPool, SlowFast};
 use multigrid::schedule::ModelConfig;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -231,27 +231,69 @@ fn forward_equals_pytorch_by_name() {
     }
 }
 
+/// PySlowFast's precise BN with SubBatchNorm3d: each group's statistics averaged over the
+/// batches, then aggregated once (misc.aggregate_sub_bn_stats). Two batches whose groups are
+/// far apart within each batch but alike over both: the aggregate keeps little between-group
+/// variance, where pooling the groups batch by batch would keep it all.
 #[test]
-fn precise_bn_momentum_makes_running_stats_the_batch_stats() {
-    // Precise BN sets momentum 1 / (i + 1); with 1 the running statistics are the batch's, and
-    // eval-mode BN then equals train-mode BN on that batch.
+fn precise_bn_averages_each_group_then_aggregates() {
     let vs = nn::VarStore::new(Device::Cpu);
     let bn = GroupBatchNorm::new(&(vs.root() / "bn"), 4, false).unwrap();
-    let x = Tensor::randn([8, 4, 3, 5, 5], (Kind::Float, Device::Cpu)) * 3.0 + 2.0;
-    bn.set_momentum(1.0);
-    let train = tch::no_grad(|| bn.forward(&x, Bn::groups(1), true).unwrap());
-    let eval = tch::no_grad(|| bn.forward(&x, Bn::groups(1), false).unwrap());
-    let mean = x.mean_dim([0i64, 2, 3, 4].as_slice(), false, Kind::Float);
+    let opts = (Kind::Float, Device::Cpu);
+    // Group g holds the clips whose index is g mod 2.
+    let shift = |g0: f64, g1: f64| {
+        Tensor::from_slice(&[g0, g1, g0, g1, g0, g1])
+            .to_kind(Kind::Float)
+            .view([6, 1, 1, 1, 1])
+    };
+    let a = Tensor::randn([6, 4, 2, 3, 3], opts) + shift(5.0, 0.0);
+    let b = Tensor::randn([6, 4, 2, 3, 3], opts) + shift(0.0, 5.0);
+    bn.start_precise();
+    for x in [&a, &b] {
+        let _ = tch::no_grad(|| bn.forward(x, Bn::groups(2), true).unwrap());
+    }
+    bn.finish_precise().unwrap();
+    let stats = |x: &Tensor, g: i64| {
+        let xs = x.slice(0, g, 6, 2).transpose(0, 1).reshape([4, -1]);
+        (
+            xs.mean_dim(1, false, Kind::Float),
+            xs.var_dim(1, true, false),
+        )
+    };
+    let (mut means, mut vars) = (Vec::new(), Vec::new());
+    for g in 0..2 {
+        let (ma, va) = stats(&a, g);
+        let (mb, vb) = stats(&b, g);
+        means.push((ma + mb) / 2.0);
+        vars.push((va + vb) / 2.0);
+    }
+    let mu = (&means[0] + &means[1]) / 2.0;
+    let spread = ((&means[0] - &mu).square() + (&means[1] - &mu).square()) / 2.0;
+    let var = (&vars[0] + &vars[1]) / 2.0 + spread;
+    assert!(bn.running_mean.allclose(&mu, 1e-5, 1e-5, false));
+    assert!(bn.running_var.allclose(&var, 1e-4, 1e-4, false));
+    // Pooled batch by batch, the variance would hold the within-batch shift: about 1 + 6.25.
+    let v = bn.running_var.mean(Kind::Float).double_value(&[]);
+    assert!(
+        v < 2.0,
+        "running variance {v} kept the between-group spread"
+    );
+    // Plain BN: the average of the batches' statistics.
+    bn.start_precise();
+    for x in [&a, &b] {
+        let _ = tch::no_grad(|| bn.forward(x, Bn::groups(1), true).unwrap());
+    }
+    bn.finish_precise().unwrap();
+    let dims = [0i64, 2, 3, 4];
+    let mean = (a.mean_dim(dims.as_slice(), false, Kind::Float)
+        + b.mean_dim(dims.as_slice(), false, Kind::Float))
+        / 2.0;
     assert!(bn.running_mean.allclose(&mean, 1e-5, 1e-5, false));
-    // Running variance is unbiased (n / (n - 1)), so eval differs from train by that factor only.
-    let diff = (train - eval).abs().max().double_value(&[]);
-    assert!(diff < 0.02, "{diff}");
-    // Averaging two batches: momentum 1 then 1/2 gives their mean.
-    let y = Tensor::randn([8, 4, 3, 5, 5], (Kind::Float, Device::Cpu)) - 1.0;
-    bn.set_momentum(0.5);
-    let _ = tch::no_grad(|| bn.forward(&y, Bn::groups(1), true).unwrap());
-    let both = (mean + y.mean_dim([0i64, 2, 3, 4].as_slice(), false, Kind::Float)) / 2.0;
-    assert!(bn.running_mean.allclose(&both, 1e-5, 1e-5, false));
+    // And outside precise BN the running statistics move by the momentum again.
+    let before = bn.running_mean.copy();
+    let _ = tch::no_grad(|| bn.forward(&a, Bn::groups(1), true).unwrap());
+    let moved = (&bn.running_mean - &before).abs().max().double_value(&[]);
+    assert!(moved > 0.0);
 }
 
 #[test]
@@ -264,4 +306,61 @@ fn bn_groups_that_do_not_divide_the_batch_are_an_error() {
     assert!(bn.forward(&x, Bn::groups(0), true).is_err());
     // Evaluation ignores groups.
     assert!(bn.forward(&x, Bn::groups(4), false).is_ok());
+}
+
+/// PySlowFast's head without the short cycle: a fixed AvgPool3d of the training maps (stride
+/// 1); at a larger test crop the classifier and softmax run at every position and the
+/// probabilities are averaged (ResNetBasicHead in eval mode). At the training size it is the
+/// global pool.
+#[test]
+fn fixed_head_pool_scores_fully_convolutionally() {
+    tch::manual_seed(3);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = SlowFast::new(&vs.root(), &tiny()).unwrap();
+    // Weights away from zero-init so positions differ.
+    tch::no_grad(|| {
+        for (name, mut v) in vs.variables() {
+            if name.ends_with("weight") && name.contains("bn") {
+                let _ = v.normal_(1.0, 0.2);
+            }
+        }
+    });
+    let opts = (Kind::Float, Device::Cpu);
+    let input = |s: i64| {
+        (
+            Tensor::randn([2, 3, 2, s, s], opts),
+            Tensor::randn([2, 3, 8, s, s], opts),
+        )
+    };
+    // Trained at 8 frames x 32 px with alpha 4: maps [2, 1, 1] slow, [8, 1, 1] fast.
+    let kernel = HeadPool::Fixed([[2, 1, 1], [8, 1, 1]]);
+    let (slow, fast) = input(32);
+    let global = tch::no_grad(|| model.eval_probs(&slow, &fast, HeadPool::Global).unwrap());
+    let fixed = tch::no_grad(|| model.eval_probs(&slow, &fast, kernel).unwrap());
+    let logits = tch::no_grad(|| model.forward(&slow, &fast, 1, false).unwrap());
+    assert!(global.allclose(&logits.softmax(-1, Kind::Float), 1e-6, 1e-6, false));
+    assert!(fixed.allclose(&global, 1e-6, 1e-6, false));
+    // At 64 px the maps are 2 x 2: four positions.
+    let (slow, fast) = input(64);
+    let fixed = tch::no_grad(|| model.eval_probs(&slow, &fast, kernel).unwrap());
+    let global = tch::no_grad(|| model.eval_probs(&slow, &fast, HeadPool::Global).unwrap());
+    let vars = vs.variables();
+    let want = tch::no_grad(|| {
+        let x = model.features(&slow, &fast, Bn::groups(1), false).unwrap();
+        let pooled = [
+            x[0].avg_pool3d([2, 1, 1], [1, 1, 1], [0, 0, 0], false, true, None),
+            x[1].avg_pool3d([8, 1, 1], [1, 1, 1], [0, 0, 0], false, true, None),
+        ];
+        assert_eq!(pooled[0].size()[2..], [1, 2, 2]);
+        let feat = Tensor::cat(&pooled, 1).permute([0, 2, 3, 4, 1]);
+        feat.linear(
+            &vars["head.projection.weight"],
+            Some(&vars["head.projection.bias"]),
+        )
+        .softmax(-1, Kind::Float)
+        .mean_dim([1i64, 2, 3].as_slice(), false, Kind::Float)
+    });
+    assert!(fixed.allclose(&want, 1e-6, 1e-6, false));
+    let apart = (&fixed - &global).abs().max().double_value(&[]);
+    assert!(apart > 1e-4, "fully convolutional equals global pooling ({apart})");
 }

@@ -163,8 +163,42 @@ pub fn train_params(
     }
 }
 
+/// PySlowFast's test views with the short side each view's frames are resized to: K clips
+/// uniformly spaced in time; for C > 1 crops the short side resized to the test crop and crops
+/// 0..C along the long side (C = 2: the first and the centre); for C = 1 the short side
+/// resized to the smallest training jitter scale and the centre crop.
+pub fn test_views(
+    num_temporal: u32,
+    crops: u32,
+    crop: u32,
+    jitter_min: u32,
+) -> Vec<(ViewMode, u32)> {
+    let spatial: Vec<(u32, u32)> = if crops <= 1 {
+        vec![(1, jitter_min.max(crop))]
+    } else {
+        (0..crops.min(3)).map(|c| (c, crop)).collect()
+    };
+    (0..num_temporal)
+        .flat_map(|k| {
+            spatial.iter().map(move |&(c, short)| {
+                (
+                    ViewMode::Test {
+                        temporal: k,
+                        num_temporal,
+                        spatial: c,
+                    },
+                    short,
+                )
+            })
+        })
+        .collect()
+}
+
 /// Deterministic evaluation views (PySlowFast's `uniform_crop`: offsets ceil((side - S) / 2),
-/// or 0 and side - S along the long side for crops 0 and 2).
+/// or 0 and side - S along the long side for crops 0 and 2) of the frame resized to
+/// `short_side` (at least the crop): the crop itself for validation and multi-crop tests,
+/// the smallest training jitter scale for PySlowFast's single-crop test.
+#[allow(clippy::too_many_arguments)]
 pub fn eval_params(
     mode: ViewMode,
     num_frames: u32,
@@ -173,7 +207,9 @@ pub fn eval_params(
     t: u32,
     crop: u32,
     stride: u32,
+    short_side: u32,
 ) -> super::ClipParams {
+    let short_side = short_side.max(crop);
     let delta = u64::from(num_frames).saturating_sub(u64::from(t) * u64::from(stride)) as u32;
     let (start, spatial) = match mode {
         ViewMode::Val => (delta / 2, 1),
@@ -186,7 +222,7 @@ pub fn eval_params(
             spatial,
         ),
     };
-    let (rh, rw) = resized_size(height, width, crop);
+    let (rh, rw) = resized_size(height, width, short_side);
     let mut y = (rh - crop.min(rh)).div_ceil(2);
     let mut x = (rw - crop.min(rw)).div_ceil(2);
     if rh > rw {
@@ -205,7 +241,7 @@ pub fn eval_params(
     super::ClipParams {
         start_frame: start,
         stride,
-        short_side: crop,
+        short_side,
         crop_x: x,
         crop_y: y,
         flip: false,
@@ -282,7 +318,7 @@ mod tests {
 
     #[test]
     fn eval_views() {
-        let v = eval_params(ViewMode::Val, 100, 256, 340, 8, 224, 2);
+        let v = eval_params(ViewMode::Val, 100, 256, 340, 8, 224, 2, 224);
         assert_eq!(
             (v.start_frame, v.short_side, v.crop_y, v.crop_x, v.flip),
             (42, 224, 0, 37, false)
@@ -299,6 +335,7 @@ mod tests {
             8,
             224,
             2,
+            224,
         );
         assert_eq!((left.start_frame, left.crop_x), (0, 0));
         let right = eval_params(
@@ -313,6 +350,7 @@ mod tests {
             8,
             224,
             2,
+            224,
         );
         assert_eq!((right.start_frame, right.crop_x), (75, 297 - 224));
     }

@@ -5,7 +5,9 @@
 //! group g holds the clips whose index is g mod k. Running statistics are plain per-channel
 //! buffers, updated with the pooled mean and variance of the groups (mu = mean_g mu_g,
 //! var = mean_g var_g + mean_g (mu_g - mu)^2), so any group count can follow any other and a
-//! checkpoint does not depend on it. Evaluation is plain BatchNorm with those buffers.
+//! checkpoint does not depend on it. Evaluation is plain BatchNorm with those buffers. Precise
+//! BN instead averages each group's statistics over its batches and aggregates the groups once,
+//! as PySlowFast's precise BN followed by `aggregate_sub_bn_stats`.
 
 use tch::{nn, Kind, Tensor};
 
@@ -43,8 +45,16 @@ pub struct GroupBatchNorm {
     pub bias: Tensor,
     pub running_mean: Tensor,
     pub running_var: Tensor,
-    /// 0.1 in training; precise BN sets 1 / (i + 1) to average over its batches.
-    momentum: std::cell::Cell<f64>,
+    /// While precise BN runs: per-group sums of batch statistics, aggregated once at the end.
+    precise: std::cell::RefCell<Option<PreciseSums>>,
+}
+
+/// Sums over precise-BN batches of each group's mean and unbiased variance, [groups, c].
+#[derive(Debug)]
+struct PreciseSums {
+    mean: Tensor,
+    var: Tensor,
+    batches: i64,
 }
 
 impl GroupBatchNorm {
@@ -61,12 +71,46 @@ impl GroupBatchNorm {
             bias: p.f_var("bias", &[channels], nn::Init::Const(0.0))?,
             running_mean: p.f_zeros_no_train("running_mean", &[channels])?,
             running_var: p.f_ones_no_train("running_var", &[channels])?,
-            momentum: std::cell::Cell::new(MOMENTUM),
+            precise: std::cell::RefCell::new(None),
         })
     }
 
-    pub fn set_momentum(&self, m: f64) {
-        self.momentum.set(m);
+    /// Starts precise BN: training passes from here on leave the running statistics alone and
+    /// sum each group's batch mean and unbiased variance instead.
+    pub fn start_precise(&self) {
+        *self.precise.borrow_mut() = Some(PreciseSums {
+            mean: Tensor::new(),
+            var: Tensor::new(),
+            batches: 0,
+        });
+    }
+
+    /// Ends precise BN (PySlowFast's precise BN over SubBatchNorm3d's splits, then
+    /// `aggregate_sub_bn_stats`): each group's statistics are averaged over the batches, and
+    /// the running statistics become mean = mean_g mu_g and var = mean_g var_g +
+    /// mean_g (mu_g - mean)^2. The spread between groups thus enters only through the
+    /// batch-averaged group means. Without a batch the statistics stay as they were.
+    pub fn finish_precise(&self) -> Result<()> {
+        let Some(sums) = self.precise.borrow_mut().take() else {
+            return Ok(());
+        };
+        if sums.batches == 0 {
+            return Ok(());
+        }
+        tch::no_grad(|| -> Result<()> {
+            let n = sums.batches as f64;
+            let mean_g = sums.mean.f_div_scalar(n)?;
+            let var_g = sums.var.f_div_scalar(n)?;
+            let mu = mean_g.f_mean_dim(0, false, Kind::Float)?;
+            let spread =
+                (&mean_g - mu.f_unsqueeze(0)?)
+                    .f_square()?
+                    .f_mean_dim(0, false, Kind::Float)?;
+            let var = var_g.f_mean_dim(0, false, Kind::Float)? + spread;
+            self.running_mean.shallow_clone().f_copy_(&mu)?;
+            self.running_var.shallow_clone().f_copy_(&var)?;
+            Ok(())
+        })
     }
 
     /// Running statistics back to their initial values (mean 0, variance 1).
@@ -112,7 +156,8 @@ impl GroupBatchNorm {
             )));
         }
         let k = groups;
-        if k == 1 {
+        let precise = self.precise.borrow().is_some();
+        if k == 1 && !precise {
             // One group is plain BatchNorm: libtorch's fused kernel, running statistics included
             // (the pooled formula reduces to its unbiased update).
             return Ok(x.f_batch_norm(
@@ -121,7 +166,7 @@ impl GroupBatchNorm {
                 Some(&self.running_mean),
                 Some(&self.running_var),
                 true,
-                self.momentum.get(),
+                MOMENTUM,
                 EPS,
                 true,
             )?);
@@ -142,15 +187,31 @@ impl GroupBatchNorm {
             MOMENTUM,
             EPS,
         )?;
-        tch::no_grad(|| {
+        tch::no_grad(|| -> Result<()> {
             let m = (xg.numel() as i64 / (c * k)) as f64;
-            let momentum = self.momentum.get();
-            let mean = mean.to_kind(Kind::Float).view([k, c]);
+            let momentum = MOMENTUM;
+            let mean = mean.f_to_kind(Kind::Float)?.f_view([k, c])?;
             // native_batch_norm returns 1/sqrt(biased var + eps); running stats take the
             // unbiased variance, as torch.nn.BatchNorm does.
-            let var = (invstd.to_kind(Kind::Float).pow_tensor_scalar(-2.0) - EPS)
+            let var = (invstd.f_to_kind(Kind::Float)?.f_pow_tensor_scalar(-2.0)? - EPS)
                 * (m / (m - 1.0).max(1.0));
-            let var = var.view([k, c]);
+            let var = var.f_view([k, c])?;
+            if let Some(sums) = self.precise.borrow_mut().as_mut() {
+                if sums.batches == 0 {
+                    sums.mean = mean.detach();
+                    sums.var = var.detach();
+                } else if sums.mean.size() != [k, c] {
+                    return Err(Error::InvalidArgument(format!(
+                        "precise BN batches changed from {} to {k} BN groups",
+                        sums.mean.size()[0]
+                    )));
+                } else {
+                    sums.mean = &sums.mean + &mean;
+                    sums.var = &sums.var + &var;
+                }
+                sums.batches += 1;
+                return Ok(());
+            }
             let mu = mean.mean_dim(0, false, Kind::Float);
             let pooled = var.mean_dim(0, false, Kind::Float)
                 + (&mean - mu.unsqueeze(0))
@@ -164,7 +225,8 @@ impl GroupBatchNorm {
             let _ = rv
                 .f_mul_scalar_(1.0 - momentum)
                 .and_then(|mut t| t.f_add_(&(pooled * momentum)));
-        });
+            Ok(())
+        })?;
         Ok(y.f_view(size.as_slice())?)
     }
 
@@ -184,7 +246,7 @@ impl GroupBatchNorm {
         let var = both.narrow(0, c, c) - mean.square();
         tch::no_grad(|| {
             let m = (xf.numel() as i64 / c) as f64 * sync.ranks() as f64;
-            let momentum = self.momentum.get();
+            let momentum = MOMENTUM;
             let unbiased = var.detach() * (m / (m - 1.0).max(1.0));
             let mut rm = self.running_mean.shallow_clone();
             let mut rv = self.running_var.shallow_clone();

@@ -386,6 +386,55 @@ impl SlowFast {
 
     /// `forward` with BN statistics that may be synchronised over ranks.
     pub fn forward_bn(&self, slow: &Tensor, fast: &Tensor, bn: Bn, train: bool) -> Result<Tensor> {
+        let x = self.features(slow, fast, bn, train)?;
+        let feat = pool_global(&x)?.f_dropout(self.dropout, train)?;
+        self.projection.forward(&feat)
+    }
+
+    /// Evaluation-mode class probabilities [N, classes] (softmax), as PySlowFast's head returns
+    /// them in eval mode. With [`HeadPool::Fixed`] smaller than the last feature maps the
+    /// classifier runs at every pooled position (fully convolutional) and the probabilities
+    /// are averaged; a kernel as large as the maps is the global pool of [`SlowFast::forward`].
+    pub fn eval_probs(&self, slow: &Tensor, fast: &Tensor, pool: HeadPool) -> Result<Tensor> {
+        let x = self.features(slow, fast, Bn::groups(1), false)?;
+        let kernels = match pool {
+            HeadPool::Global => None,
+            HeadPool::Fixed(k) => {
+                let clamp = |t: &Tensor, k: [i64; 3]| -> [i64; 3] {
+                    let d = t.size();
+                    [k[0].min(d[2]), k[1].min(d[3]), k[2].min(d[4])]
+                };
+                let k = [clamp(&x[0], k[0]), clamp(&x[1], k[1])];
+                let whole = |t: &Tensor, k: [i64; 3]| t.size()[2..] == k[..];
+                (!(whole(&x[0], k[0]) && whole(&x[1], k[1]))).then_some(k)
+            }
+        };
+        let Some(k) = kernels else {
+            let logits = self.projection.forward(&pool_global(&x)?)?;
+            return Ok(logits.f_softmax(-1, tch::Kind::Float)?);
+        };
+        let pooled = [
+            x[0].f_avg_pool3d(k[0], [1, 1, 1], [0, 0, 0], false, true, None)?,
+            x[1].f_avg_pool3d(k[1], [1, 1, 1], [0, 0, 0], false, true, None)?,
+        ];
+        if pooled[0].size()[2..] != pooled[1].size()[2..] {
+            return Err(Error::InvalidArgument(format!(
+                "the fully convolutional head's pathways pool to {:?} and {:?} positions",
+                &pooled[0].size()[2..],
+                &pooled[1].size()[2..]
+            )));
+        }
+        // [N, C, t, h, w] -> [N, t, h, w, C]: the classifier at every position.
+        let feat = Tensor::f_cat(&pooled, 1)?.f_permute([0, 2, 3, 4, 1])?;
+        let probs = self
+            .projection
+            .forward(&feat)?
+            .f_softmax(-1, tch::Kind::Float)?;
+        Ok(probs.f_mean_dim([1i64, 2, 3].as_slice(), false, tch::Kind::Float)?)
+    }
+
+    /// The last feature maps of both pathways, [N, C, T, H, W] each, before the head.
+    pub fn features(&self, slow: &Tensor, fast: &Tensor, bn: Bn, train: bool) -> Result<[Tensor; 2]> {
         self.check_input(slow, fast, bn, train)?;
         let stem = |s: &Stem, x: &Tensor| -> Result<Tensor> {
             Ok(s.bn
@@ -405,13 +454,29 @@ impl SlowFast {
                 x[0] = self.fuses[i + 1].forward(&x[0], &x[1], bn, train)?;
             }
         }
-        let pooled = x
-            .iter()
-            .map(|t| Ok(t.f_adaptive_avg_pool3d([1, 1, 1])?.f_flatten(1, -1)?))
-            .collect::<Result<Vec<Tensor>>>()?;
-        let feat = Tensor::f_cat(&pooled, 1)?.f_dropout(self.dropout, train)?;
-        self.projection.forward(&feat)
+        Ok(x)
     }
+}
+
+/// Both pathways averaged over T, H and W and concatenated: [N, C_slow + C_fast].
+fn pool_global(x: &[Tensor; 2]) -> Result<Tensor> {
+    let pooled = x
+        .iter()
+        .map(|t| Ok(t.f_adaptive_avg_pool3d([1, 1, 1])?.f_flatten(1, -1)?))
+        .collect::<Result<Vec<Tensor>>>()?;
+    Ok(Tensor::f_cat(&pooled, 1)?)
+}
+
+/// How the head pools the last feature maps at evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadPool {
+    /// Global average: one score per clip (PySlowFast with the short cycle, whose head pools
+    /// adaptively).
+    Global,
+    /// PySlowFast's fixed AvgPool3d with stride 1, kernels [T, H, W] for the slow and the fast
+    /// pathway: the training feature maps when the short cycle is off. A larger test input
+    /// yields several positions; a kernel past the maps is cut to them.
+    Fixed([[i64; 3]; 2]),
 }
 
 /// The classifier: PySlowFast's `nn.Linear` with weight ~ N(0, 0.01) and a zero bias (created

@@ -87,6 +87,12 @@ pub struct RunConfig {
     pub precise_bn: bool,
     /// Batches for precise BN. Default 200 (PySlowFast's NUM_BATCHES_PRECISE).
     pub precise_bn_batches: usize,
+    /// Mid-run validation. `train` (PySlowFast's): one clip per video drawn as in training
+    /// (random start, stride, scale, crop and flip, seeded per epoch) at the shape of the stage
+    /// just trained. `centre`: the centred clip at `data.num_frames` and the test crop, the same
+    /// view at every epoch, so accuracies of runs whose stages differ (baseline against
+    /// multigrid) or of successive epochs compare without sampling noise. Default train.
+    pub val_protocol: String,
     /// Clips per evaluation batch. Default 16.
     pub eval_batch_size: usize,
     /// Final test: temporal views per video. Default 10.
@@ -130,6 +136,7 @@ impl Default for RunConfig {
             keep_checkpoints: 3,
             precise_bn: true,
             precise_bn_batches: 200,
+            val_protocol: "train".into(),
             eval_batch_size: 16,
             test_num_temporal_views: 10,
             test_num_spatial_crops: 3,
@@ -478,6 +485,12 @@ impl Config {
             return Err(config_err(format!(
                 "run.test_num_temporal_views must be > 0 and run.test_num_spatial_crops 1..=3, got {} and {}",
                 r.test_num_temporal_views, r.test_num_spatial_crops
+            )));
+        }
+        if !["train", "centre"].contains(&r.val_protocol.as_str()) {
+            return Err(config_err(format!(
+                "run.val_protocol must be train or centre, got {:?}",
+                r.val_protocol
             )));
         }
         if !["auto", "nccl", "mpi"].contains(&r.dist_backend.as_str()) {

@@ -292,17 +292,26 @@ impl Schedule {
         [r, r * (t0 / self.stages[stage].num_frames).max(1)]
     }
 
-    /// BN grouping of a stage for a world of `world_size` ranks (spec 1.10). Without the long
-    /// cycle, BN is plain: short-cycle batches enlarge the statistics group.
+    /// BN grouping of a stage for a world of `world_size` ranks (spec 1.10), in every mode: a
+    /// rank whose base batch holds f = batch / ranks / `bn_base_size` > 1 groups normalises in
+    /// int(f) groups, so one device reproduces the recipe's per-GPU BN (PySlowFast normalises
+    /// a baseline's whole per-GPU batch, which only equals the recipe on 8 GPUs). Short-cycle
+    /// phases keep the stage's group count, as PySlowFast's SubBatchNorm3d does. BN is
+    /// synchronised over ranks (f < 1) only with the long cycle, as in PySlowFast.
     pub fn bn_grouping(&self, stage: usize, world_size: u32) -> BnGrouping {
-        if !self.mode.long_cycle() || world_size == 0 {
+        let global =
+            u64::from(self.stages[stage].batch_factor) * u64::from(self.config.train.batch_size);
+        self.bn_grouping_of(global, world_size)
+    }
+
+    /// BN grouping of a base-shape batch of `global` clips over `world_size` ranks.
+    pub fn bn_grouping_of(&self, global: u64, world_size: u32) -> BnGrouping {
+        if world_size == 0 {
             return BnGrouping {
                 groups: 1,
                 sync_ranks: 1,
             };
         }
-        let global =
-            u64::from(self.stages[stage].batch_factor) * u64::from(self.config.train.batch_size);
         let f =
             (global as f64 / f64::from(world_size)) / f64::from(self.config.multigrid.bn_base_size);
         if f > 1.0 {
@@ -310,7 +319,7 @@ impl Schedule {
                 groups: f as u32,
                 sync_ranks: 1,
             }
-        } else if f < 1.0 {
+        } else if f < 1.0 && self.mode.long_cycle() {
             BnGrouping {
                 groups: 1,
                 sync_ranks: (1.0 / f) as u32,

@@ -1,13 +1,16 @@
-//! Validation and test: centred views or K x C views, softmax scores summed.
+//! Validation and test as PySlowFast scores them: training-style clips at the stage's shape or
+//! centred views for validation, K x C views for the test, softmax scores summed.
 
 use std::path::{Path, PathBuf};
 
 use tch::{Kind, Tensor};
 
-use super::{find_split, open_split, torch, Accuracy, Trainer};
-use crate::collate::{self, batch_len, eval_params, slow_indices, ViewMode};
+use super::precise_bn::Serving;
+use super::{find_split, open_split, Accuracy, Trainer};
+use crate::collate::{self, batch_len, eval_params, slow_indices, Rng, ViewMode};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::model::HeadPool;
 
 impl Trainer {
     /// `split` when every rank can open it, None when it is absent on every rank, and an error
@@ -42,21 +45,26 @@ impl Trainer {
         }
     }
 
-    pub(super) fn evaluate_split(
+    /// Mid-run validation after a step of `stage` in `epoch` (`run.val_protocol`), with
+    /// precise BN at the shape it scores.
+    /// Returns the accuracy and the [frames, crop] it was scored at.
+    pub(super) fn validate(
         &mut self,
-        split: &str,
-        mode: ViewMode,
-    ) -> Result<Option<Accuracy>> {
-        let Some(dataset) = self.open_split_on_every_rank(split)? else {
+        stage: usize,
+        epoch: u32,
+    ) -> Result<Option<(Accuracy, [u32; 2])>> {
+        let Some(dataset) = self.open_split_on_every_rank("val")? else {
             return Ok(None);
         };
-        self.precise_bn()?;
+        let (at, views) = self.val_views(Some(stage), epoch)?;
+        self.precise_bn(at)?;
         self.average_bn_statistics()?;
-        self.evaluate(&dataset, mode).map(Some)
+        let acc = self.score(&dataset, at, &views)?;
+        Ok(Some((acc, [at.t, at.s])))
     }
 
-    /// Accuracy on the data directory's `split` ("test": the configured K x C views; any other
-    /// split: a centred view), without precise BN.
+    /// Accuracy on the data directory's `split` without precise BN: "test" scores the
+    /// configured K x C views, any other split follows `run.val_protocol` at the base shape.
     pub fn evaluate_named(&mut self, split: &str) -> Result<Accuracy> {
         let dataset = open_split(Path::new(&self.config.run.data_dir), split);
         // Collective from here on: every rank learns whether every rank has the split.
@@ -85,56 +93,100 @@ impl Trainer {
         self.evaluate(&dataset, mode)
     }
 
-    /// Final test: K temporal x up to 3 spatial views per clip, softmax averaged.
+    /// Final test: K temporal x C spatial views per clip, softmax averaged, after precise BN
+    /// at the test shape (skipped when the last validation already computed it there).
     pub(super) fn test(&mut self) -> Result<Option<Accuracy>> {
         let Some(dataset) = self.open_split_on_every_rank("test")? else {
             return Ok(None);
         };
-        self.precise_bn()?;
+        let (at, views) = self.test_views(
+            self.config.run.test_num_temporal_views,
+            self.config.run.test_num_spatial_crops,
+        );
+        self.precise_bn(at)?;
         self.average_bn_statistics()?;
-        let k = self.config.run.test_num_temporal_views;
-        let crops = self.config.run.test_num_spatial_crops;
-        self.evaluate(
-            &dataset,
-            ViewMode::Test {
-                temporal: k,
-                num_temporal: k,
-                spatial: crops,
-            },
-        )
-        .map(Some)
+        self.score(&dataset, at, &views).map(Some)
     }
 
-    /// Accuracy on `dataset` at the default shape (T0 frames, the test crop): a centred view for
-    /// `ViewMode::Val`; for `ViewMode::Test { num_temporal: K, spatial: C, .. }` all K x C
-    /// views, with softmax scores summed.
+    /// Accuracy on `dataset` without precise BN. `ViewMode::Val` follows `run.val_protocol`
+    /// (`train`: one training-style clip per video at the base shape, seeded as epoch 0;
+    /// `centre`: the centred view at the test crop); `ViewMode::Test { num_temporal: K,
+    /// spatial: C, .. }` scores all K x C views at the test crop, softmax scores summed.
     pub fn evaluate(&mut self, dataset: &Dataset, mode: ViewMode) -> Result<Accuracy> {
-        let (t, s) = (self.config.data.num_frames, self.config.data.test_crop_size);
-        let rate = self.config.data.sampling_rate;
-        let views: Vec<ViewMode> = match mode {
-            ViewMode::Val => vec![ViewMode::Val],
+        let (at, views) = match mode {
+            ViewMode::Val => self.val_views(None, 0)?,
             ViewMode::Test {
                 num_temporal,
                 spatial,
                 ..
-            } => {
-                let crops: Vec<u32> = if spatial >= 3 { vec![0, 1, 2] } else { vec![1] };
-                (0..num_temporal)
-                    .flat_map(|k| {
-                        crops.iter().map(move |&c| ViewMode::Test {
-                            temporal: k,
-                            num_temporal,
-                            spatial: c,
-                        })
-                    })
-                    .collect()
-            }
+            } => self.test_views(num_temporal, spatial),
+        };
+        self.score(dataset, at, &views)
+    }
+
+    /// Validation's shape and views: `train` at `stage`'s shape (the base shape without one),
+    /// `centre` at the test shape.
+    pub(super) fn val_views(&self, stage: Option<usize>, epoch: u32) -> Result<(Serving, Views)> {
+        if self.config.run.val_protocol == "centre" {
+            let at = self.serving_test();
+            return Ok((at, Views::Fixed(vec![(ViewMode::Val, at.s)])));
+        }
+        let at = match stage {
+            Some(stage) => self.serving_stage(stage)?,
+            None => self.serving_base(),
+        };
+        Ok((at, Views::Train { epoch }))
+    }
+
+    /// The test shape and PySlowFast's test views ([`collate::test_views`]).
+    fn test_views(&self, num_temporal: u32, crops: u32) -> (Serving, Views) {
+        let at = self.serving_test();
+        let jmin = self.config.data.train_jitter_scales[0];
+        let views = collate::test_views(num_temporal, crops, at.s, jmin);
+        (at, Views::Fixed(views))
+    }
+
+    /// The base shape (`data.num_frames` x `data.train_crop_size`) with its augmentation.
+    fn serving_base(&self) -> Serving {
+        let d = &self.config.data;
+        Serving {
+            s: d.train_crop_size,
+            jitter: d.train_jitter_scales,
+            ..self.serving_test()
+        }
+    }
+
+    /// The head as PySlowFast builds it: with the short cycle it pools adaptively; without, a
+    /// fixed pool of the base training feature maps, so a larger test input is scored fully
+    /// convolutionally.
+    fn head_pool(&self) -> HeadPool {
+        if self.config.multigrid.short_cycle {
+            return HeadPool::Global;
+        }
+        let d = &self.config.data;
+        let (t0, m) = (
+            i64::from(d.num_frames),
+            i64::from(d.train_crop_size.div_ceil(32)),
+        );
+        HeadPool::Fixed([[t0 / i64::from(self.config.model.alpha), m, m], [t0, m, m]])
+    }
+
+    /// Scores every clip of `dataset` (rank r takes clips r, r + W, ...) at `at`'s shape over
+    /// `views`, summing the views' probabilities.
+    fn score(&mut self, dataset: &Dataset, at: Serving, views: &Views) -> Result<Accuracy> {
+        let (t, s) = (at.t, at.s);
+        let data = &self.config.data;
+        let rate = data.sampling_rate;
+        let fixed: &[(ViewMode, u32)] = match views {
+            Views::Fixed(v) => v,
+            Views::Train { .. } => &[(ViewMode::Val, 0)],
         };
         let norm = collate::normalize_of(&self.plan);
         let one = batch_len(1, t, s);
         let bs = self.config.run.eval_batch_size;
         let alpha = self.config.model.alpha;
         let ts = slow_indices(t, alpha).len() as u32;
+        let pool = self.head_pool();
         let (mut top1, mut top5, mut count) = (0usize, 0usize, 0usize);
         // Rank r scores clips r, r + W, ...: every clip exactly once, no padding duplicates.
         let (rank, world) = (self.launch.rank, self.launch.world_size);
@@ -142,29 +194,28 @@ impl Trainer {
         for chunk in indices.chunks(bs) {
             let n = chunk.len();
             let mut scores: Option<Tensor> = None;
-            for view in &views {
+            for &(view, short) in fixed {
                 let mut fast = vec![0f32; n * one];
                 for (k, &i) in chunk.iter().enumerate() {
-                    let choose = |f, h, w| eval_params(*view, f, h, w, t, s, rate);
-                    dataset.collate_clip(
-                        i,
-                        t,
-                        s,
-                        &norm,
-                        choose,
-                        &mut fast[k * one..(k + 1) * one],
-                    )?;
+                    let out = &mut fast[k * one..(k + 1) * one];
+                    match views {
+                        Views::Train { epoch } => {
+                            let mut rng =
+                                Rng::new(self.config.run.seed ^ 0x7A1, u64::from(*epoch), i as u64);
+                            let choose = |f, h, w| at.draw(&mut rng, data, f, h, w);
+                            dataset.collate_clip(i, t, s, &norm, choose, out)?;
+                        }
+                        Views::Fixed(_) => {
+                            let choose = |f, h, w| eval_params(view, f, h, w, t, s, rate, short);
+                            dataset.collate_clip(i, t, s, &norm, choose, out)?;
+                        }
+                    }
                 }
                 let mut slow = vec![0f32; batch_len(n, ts, s)];
                 collate::pack_slow(&fast, n, t, s, alpha, &mut slow)?;
                 let (slow, fast) =
                     self.inputs(&slow, &fast, n as i64, i64::from(t), i64::from(s))?;
-                let p = tch::no_grad(|| {
-                    self.model
-                        .forward(&slow, &fast, 1, false)?
-                        .f_softmax(-1, Kind::Float)
-                        .map_err(torch)
-                })?;
+                let p = tch::no_grad(|| self.model.eval_probs(&slow, &fast, pool))?;
                 scores = Some(match scores {
                     Some(acc) => acc + p,
                     None => p,
@@ -192,4 +243,12 @@ impl Trainer {
             clips: count,
         })
     }
+}
+
+/// The views an evaluation scores each clip with.
+pub(super) enum Views {
+    /// PySlowFast's validation: one clip drawn as in training, seeded by (seed, epoch, clip).
+    Train { epoch: u32 },
+    /// Deterministic views, each with the short side its frames are resized to.
+    Fixed(Vec<(ViewMode, u32)>),
 }

@@ -6,7 +6,6 @@ use serde_json::json;
 
 use super::stage::Staged;
 use super::{loss_value, Progress, Summary, Trainer};
-use crate::collate::ViewMode;
 use crate::data::{Loader, LoaderOptions};
 use crate::error::Result;
 
@@ -90,16 +89,19 @@ impl Trainer {
                 window = (Instant::now(), 0, 0.0);
             }
             if step.eval_after {
-                let acc = self.evaluate_split("val", ViewMode::Val)?;
+                let t0 = Instant::now();
+                let acc = self.validate(step.stage as usize, step.epoch)?;
                 let wall = self.wall_seconds();
-                if let Some(a) = acc {
+                if let Some((a, shape)) = acc {
                     self.metrics.write(json!({
                         "type": "eval", "split": "val", "step": step.step, "epoch": step.epoch,
                         "top1": a.top1, "top5": a.top5, "clips": a.clips, "wall_s": wall,
-                        "clips_seen": self.clips_seen,
+                        "clips_seen": self.clips_seen, "shape": shape,
+                        "protocol": self.config.run.val_protocol,
+                        "seconds": t0.elapsed().as_secs_f64(),
                     }))?;
                 }
-                final_val = acc;
+                final_val = acc.map(|(a, _)| a);
             }
             let asked = progress(&Progress {
                 step: step.step,
@@ -113,6 +115,12 @@ impl Trainer {
                 lr: step.lr,
             });
             let cancel = self.any_rank(asked)?;
+            if step.checkpoint_after {
+                // PySlowFast's checkpoints hold precise statistics: at the shape validation
+                // uses for this stage, unless this step's validation computed them already.
+                let (at, _) = self.val_views(Some(step.stage as usize), step.epoch)?;
+                self.precise_bn(at)?;
+            }
             if step.checkpoint_after || cancel {
                 self.save_checkpoint()?;
             }

@@ -211,6 +211,9 @@ pub struct Trainer {
     /// Present with fp16.
     scaler: Option<LossScaler>,
     warmed_up: bool,
+    /// What the BN statistics were last recomputed for by precise BN; cleared by a training
+    /// step.
+    precise_at: Option<precise_bn::Serving>,
     /// The other ranks (a no-op with one process).
     comm: Box<dyn Collective>,
     launch: Launch,
@@ -291,6 +294,7 @@ impl Trainer {
             precision,
             scaler: (precision == Precision::Fp16).then(LossScaler::default),
             warmed_up: false,
+            precise_at: None,
             comm,
             launch,
         };

@@ -1,77 +1,209 @@
-//! PySlowFast's precise BN.
+//! PySlowFast's precise BN, at the shape the statistics will serve.
 
 use super::Trainer;
-use crate::collate::{self, batch_len, slow_indices, Rng};
-use crate::error::Result;
+use crate::collate::{self, batch_len, slow_indices, ClipParams, Rng};
+use crate::error::{Error, Result};
+use crate::schedule::DataConfig;
+
+/// Clips that fail to load in a row before precise BN gives up, as the training collator.
+const MAX_FAILED_IN_A_ROW: usize = 10;
+
+/// The shape an evaluation scores at, and the training-style draws that precise BN takes its
+/// batches from for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Serving {
+    pub t: u32,
+    pub s: u32,
+    /// Temporal stride range and short-side jitter of the training-style draws.
+    pub rate: [u32; 2],
+    pub jitter: [u32; 2],
+    /// This rank's clips per precise-BN batch and their BN groups.
+    pub batch: usize,
+    pub groups: i64,
+}
+
+impl Serving {
+    /// A training-style draw at this shape (random stride, start, scale, crop and flip) for a
+    /// clip of `frames` frames of `height` x `width`.
+    pub fn draw(
+        &self,
+        rng: &mut Rng,
+        data: &DataConfig,
+        frames: u32,
+        height: u32,
+        width: u32,
+    ) -> ClipParams {
+        collate::train_params(
+            rng,
+            frames,
+            height,
+            width,
+            self.t,
+            self.s,
+            self.rate,
+            self.jitter,
+            data.inv_uniform_sample,
+            data.random_flip,
+        )
+    }
+}
 
 impl Trainer {
+    /// A long-cycle stage's base shape, augmentation and per-rank batch: where PySlowFast's
+    /// precise BN and its mid-run validation run.
+    pub(super) fn serving_stage(&self, stage: usize) -> Result<Serving> {
+        let st = *self.schedule.stages().get(stage).ok_or_else(|| {
+            Error::OutOfRange(format!("stage {stage} is past the schedule's stages"))
+        })?;
+        let world = self.launch.world_size as u32;
+        Ok(Serving {
+            t: st.num_frames,
+            s: st.crop_size,
+            rate: self.schedule.sampling_rate_range(stage),
+            jitter: self.schedule.jitter_scales(st.crop_size),
+            batch: (st.batch_factor * self.config.train.batch_size / world).max(1) as usize,
+            groups: i64::from(self.schedule.bn_grouping(stage, world).groups),
+        })
+    }
+
+    /// The base shape with the test crop (`data.num_frames` x `data.test_crop_size`): where the
+    /// final test and the `centre` validation score. Its precise-BN draws keep the training
+    /// jitter, raised to the crop where the crop is larger.
+    pub(super) fn serving_test(&self) -> Serving {
+        let d = &self.config.data;
+        let world = self.launch.world_size as u32;
+        let [jmin, jmax] = d.train_jitter_scales;
+        let s = d.test_crop_size;
+        Serving {
+            t: d.num_frames,
+            s,
+            rate: [d.sampling_rate; 2],
+            jitter: [jmin.max(s), jmax.max(s)],
+            batch: (self.config.train.batch_size / world).max(1) as usize,
+            groups: i64::from(
+                self.schedule
+                    .bn_grouping_of(u64::from(self.config.train.batch_size), world)
+                    .groups,
+            ),
+        }
+    }
+
     /// PySlowFast's precise BN: running statistics recomputed as the average over training
-    /// batches at the current stage's base shape.
-    pub(super) fn precise_bn(&mut self) -> Result<()> {
+    /// batches (train-split clips, training augmentation) of `at`'s shape, in its BN groups,
+    /// each group averaged over the batches and the groups aggregated once at the end
+    /// (`aggregate_sub_bn_stats`). Clips are drawn without replacement from a permutation of
+    /// the train split (seeded by the step), each rank its own share; the batch count is
+    /// capped at what the split holds; a clip that fails to load is replaced by the next.
+    /// Nothing is recomputed when the statistics already serve `at` and no step trained since.
+    pub(super) fn precise_bn(&mut self, at: Serving) -> Result<()> {
         let batches = self.config.run.precise_bn_batches;
-        if !self.config.run.precise_bn || batches == 0 {
+        if !self.config.run.precise_bn || batches == 0 || self.precise_at == Some(at) {
             return Ok(());
         }
-        let step = self.plan.step(self.next_step.saturating_sub(1))?;
-        let stage = self.schedule.stages()[step.stage as usize];
-        let (t, s) = (stage.num_frames, stage.crop_size);
-        // train.batch_size is global: each rank takes its share, and the statistics are pooled
-        // over ranks afterwards.
-        let world = self.launch.world_size as u32;
-        let n = (stage.batch_factor * self.config.train.batch_size / world) as usize;
-        let bn = self.model.batch_norms();
-        bn.iter().for_each(|b| b.reset_running_stats());
+        let (t, s) = (at.t, at.s);
+        let world = self.launch.world_size;
+        let per_rank = self.train.len() / world;
+        if per_rank == 0 {
+            return Err(Error::Data(format!(
+                "precise BN: the train split's {} clips leave none for each of {world} ranks",
+                self.train.len()
+            )));
+        }
+        // A split smaller than one batch gives one batch of what it holds, in as many of the
+        // groups as still divide it.
+        let (n, groups) = if per_rank >= at.batch {
+            (at.batch, at.groups)
+        } else if per_rank as i64 >= at.groups {
+            (per_rank - per_rank % at.groups as usize, at.groups)
+        } else {
+            (per_rank, 1)
+        };
+        let batches = batches.min(per_rank / n);
+        let seed = self.config.run.seed ^ 0xB17;
+        let order = permutation(self.train.len(), seed, self.next_step);
+        // Rank r takes every world-th clip of the permutation from r: disjoint shares.
+        let mut pool = order.into_iter().skip(self.launch.rank).step_by(world);
         let data = &self.config.data;
         let norm = collate::normalize_of(&self.plan);
-        let [jmin, jmax] = self.schedule.jitter_scales(s);
-        let rate = self.schedule.sampling_rate_range(step.stage as usize);
-        // Each rank draws its own clips; rank 0 draws what a single process would.
-        let mut pick = Rng::new(
-            self.config.run.seed ^ 0xB17,
-            u64::from(step.epoch),
-            self.launch.rank as u64,
-        );
+        let alpha = self.config.model.alpha;
         let one = batch_len(1, t, s);
-        let groups = i64::from(self.schedule.bn_grouping(step.stage as usize, world).groups);
-        for i in 0..batches {
-            let mut fast = vec![0f32; n * one];
-            for k in 0..n {
-                let index = pick.int_inclusive(0, (self.train.len() - 1) as u32) as usize;
-                let mut rng = Rng::new(self.config.run.seed ^ 0xB17, i as u64, index as u64);
-                let choose = |f, h, w| {
-                    collate::train_params(
-                        &mut rng,
-                        f,
-                        h,
-                        w,
-                        t,
-                        s,
-                        rate,
-                        [jmin, jmax],
-                        data.inv_uniform_sample,
-                        data.random_flip,
-                    )
-                };
-                // A clip that fails to decode is left out of the average (zeros).
-                let _ = self.train.collate_clip(
-                    index,
-                    t,
-                    s,
-                    &norm,
-                    choose,
-                    &mut fast[k * one..(k + 1) * one],
-                );
+        let started = std::time::Instant::now();
+        let mut failures = 0usize;
+        let bn = self.model.batch_norms();
+        bn.iter().for_each(|b| b.start_precise());
+        let run = (|| -> Result<()> {
+            for _ in 0..batches {
+                let mut fast = vec![0f32; n * one];
+                for k in 0..n {
+                    let mut failed = 0;
+                    loop {
+                        let Some(index) = pool.next() else {
+                            return Err(Error::Data(format!(
+                                "precise BN ran out of train clips that load ({failed} failed in a row)"
+                            )));
+                        };
+                        let mut rng = Rng::new(seed, self.next_step, index as u64);
+                        let choose = |f, h, w| at.draw(&mut rng, data, f, h, w);
+                        let out = &mut fast[k * one..(k + 1) * one];
+                        match self.train.collate_clip(index, t, s, &norm, choose, out) {
+                            Ok(()) => break,
+                            Err(e) if failed >= MAX_FAILED_IN_A_ROW => {
+                                return Err(Error::Data(format!(
+                                    "precise BN: {} clips in a row failed to load, the last: {e}",
+                                    failed + 1
+                                )))
+                            }
+                            Err(_) => {
+                                failed += 1;
+                                failures += 1;
+                            }
+                        }
+                    }
+                }
+                let ts = slow_indices(t, alpha).len();
+                let mut slow = vec![0f32; batch_len(n, ts as u32, s)];
+                collate::pack_slow(&fast, n, t, s, alpha, &mut slow)?;
+                let (slow, fast) =
+                    self.inputs(&slow, &fast, n as i64, i64::from(t), i64::from(s))?;
+                let _ = tch::no_grad(|| self.model.forward(&slow, &fast, groups, true))?;
             }
-            let ts = slow_indices(t, self.config.model.alpha).len();
-            let mut slow = vec![0f32; batch_len(n, ts as u32, s)];
-            collate::pack_slow(&fast, n, t, s, self.config.model.alpha, &mut slow)?;
-            let (slow, fast) = self.inputs(&slow, &fast, n as i64, i64::from(t), i64::from(s))?;
-            bn.iter()
-                .for_each(|b| b.set_momentum(1.0 / (i as f64 + 1.0)));
-            let _ = tch::no_grad(|| self.model.forward(&slow, &fast, groups, true))?;
-        }
-        bn.iter()
-            .for_each(|b| b.set_momentum(crate::model::bn::MOMENTUM));
+            Ok(())
+        })();
+        // Finished on failure too, so no BN is left accumulating.
+        let finished = bn.iter().try_for_each(|b| b.finish_precise());
+        run?;
+        finished?;
+        self.precise_at = Some(at);
+        self.metrics.write(serde_json::json!({
+            "type": "precise_bn", "step": self.next_step, "shape": [n, t, s], "bn_groups": groups,
+            "batches": batches, "failed_clips": failures,
+            "seconds": started.elapsed().as_secs_f64(), "wall_s": self.wall_seconds(),
+        }))?;
         Ok(())
+    }
+}
+
+/// A seeded Fisher-Yates permutation of 0..len.
+fn permutation(len: usize, seed: u64, salt: u64) -> Vec<usize> {
+    let mut rng = Rng::new(seed, salt, u64::MAX);
+    let mut v: Vec<usize> = (0..len).collect();
+    for i in (1..len).rev() {
+        let j = (((rng.next_u64() as u128) * (i as u128 + 1)) >> 64) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn permutation_is_a_permutation_and_seeded() {
+        let p = super::permutation(1000, 7, 3);
+        let mut sorted = p.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
+        assert_ne!(p, (0..1000).collect::<Vec<_>>());
+        assert_eq!(p, super::permutation(1000, 7, 3));
+        assert_ne!(p, super::permutation(1000, 7, 4));
     }
 }

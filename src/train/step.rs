@@ -142,6 +142,7 @@ impl Trainer {
         lr: f64,
         step: u64,
     ) -> Result<Tensor> {
+        self.precise_at = None;
         // Ranks draw different dropout masks; rank 0's stream is the single-process one.
         let rank_salt = (self.launch.rank as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
         tch::manual_seed(
