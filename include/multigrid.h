@@ -679,8 +679,9 @@ mg_status mg_trainer_train_step(struct mg_trainer *trainer,
                                 double *loss);
 
 /**
- * Accuracy on `split` ("val": a centred view; "test": the configured K x 3 views) of the
- * config's data directory. With several ranks every rank calls it: each scores its share of
+ * Accuracy on `split` of the config's data directory, without precise BN: "test" scores the
+ * configured K x C views, any other split follows `run.val_protocol` at the base shape
+ * (`train`: one training-style clip per video; `centre`: the centred clip at the test crop). With several ranks every rank calls it: each scores its share of
  * the clips and every rank receives the totals.
  */
 mg_status mg_trainer_evaluate(struct mg_trainer *trainer,

@@ -340,3 +340,60 @@ fn dataset_c_api() {
     mg_dataset_free(d);
     mg_dataset_free(ptr::null_mut());
 }
+
+/// `data.target_fps` (PySlowFast's DATA.TARGET_FPS): start and stride count frames at the
+/// target rate, so a 60 fps clip spans twice as many of its own frames as a 30 fps one, and a
+/// clip of unknown rate is taken at the target rate.
+#[test]
+fn target_fps_counts_frames_at_the_target_rate() {
+    use multigrid::collate::{ClipParams, Normalize};
+    use multigrid::data::StoreWriter;
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("target_fps");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("clips.mgstore");
+    // Frame k is a flat grey of value k, so the collated value names the frame taken.
+    let (n, side) = (64u32, 8u32);
+    let frames: Vec<u8> = (0..n)
+        .flat_map(|k| std::iter::repeat_n(k as u8, (side * side * 3) as usize))
+        .collect();
+    let mut w = StoreWriter::create(&path).unwrap();
+    w.add_at_fps(&frames, n, side, side, 0, Some(60.0)).unwrap();
+    w.add_at_fps(&frames, n, side, side, 0, Some(30.0)).unwrap();
+    w.add(&frames, n, side, side, 0).unwrap();
+    w.finish().unwrap();
+    let store = Dataset::store(&path).unwrap();
+    let norm = Normalize {
+        mean: [0.0; 3],
+        std: [1.0 / 255.0; 3],
+        reverse_channels: false,
+    };
+    let taken = |clip: usize| {
+        let (t, s) = (4u32, side);
+        let mut out = vec![0f32; (3 * t * s * s) as usize];
+        let mut seen = 0;
+        let choose = |f, _h, _w| {
+            seen = f;
+            ClipParams {
+                start_frame: 2,
+                stride: 4,
+                short_side: side,
+                ..ClipParams::default()
+            }
+        };
+        store
+            .collate_clip(clip, t, s, &norm, 30, choose, &mut out)
+            .unwrap();
+        let per_frame = (s * s) as usize;
+        let idx: Vec<u32> = (0..t as usize)
+            .map(|k| out[k * per_frame].round() as u32)
+            .collect();
+        (seen, idx)
+    };
+    // 60 fps: 32 target frames; from source frame 4, 4 x 4 x 2 = 32 source frames
+    // (torch.linspace(4, 35, 4).long() = [4, 14, 24, 35]).
+    assert_eq!(taken(0), (32, vec![4, 14, 24, 35]));
+    // 30 fps and unknown: the frames as they are, 2..2 + 16.
+    assert_eq!(taken(1), (64, vec![2, 7, 12, 17]));
+    assert_eq!(taken(2), taken(1));
+}

@@ -19,8 +19,8 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::plan::{Plan, Step};
 pub use sampling::{
-    eval_params, resized_size, slow_indices, temporal_indices, test_views, train_params, Rng,
-    ViewMode,
+    eval_params, fps_scale, frames_at_scale, resized_size, slow_indices, temporal_indices,
+    temporal_indices_scaled, test_views, train_params, Rng, ViewMode,
 };
 
 /// One decoded clip: `frames` holds `num_frames * height * width * 3` bytes, RGB, row-major.

@@ -38,6 +38,46 @@ pub fn temporal_indices(start: u32, stride: u32, t: u32, num_frames: u32) -> Vec
         .collect()
 }
 
+/// [`temporal_indices`] for a video at `scale` = its frame rate / `data.target_fps`: the start
+/// and stride count frames at the target rate, so the clip spans T*stride*scale source frames
+/// from start*scale (PySlowFast's clip_size = sampling_rate * T / target_fps * fps). A scale of
+/// 1 is [`temporal_indices`] exactly.
+pub fn temporal_indices_scaled(
+    start: u32,
+    stride: u32,
+    t: u32,
+    num_frames: u32,
+    scale: f64,
+) -> Vec<u32> {
+    if scale == 1.0 {
+        return temporal_indices(start, stride, t, num_frames);
+    }
+    let first = f64::from(start) * scale;
+    let end = first + (u64::from(t) * u64::from(stride)) as f64 * scale - 1.0;
+    let last = num_frames.saturating_sub(1) as f32;
+    linspace_f32(first as f32, end as f32, t as usize)
+        .into_iter()
+        .map(|v| v.clamp(0.0, last) as u32)
+        .collect()
+}
+
+/// A video's frame rate over `data.target_fps`; 1 when the rate is unknown.
+pub fn fps_scale(fps: Option<f64>, target_fps: u32) -> f64 {
+    match fps {
+        Some(f) if f.is_finite() && f > 0.0 && target_fps > 0 => f / f64::from(target_fps),
+        _ => 1.0,
+    }
+}
+
+/// Frames of a clip counted at the target rate: what the sampling policies draw starts from.
+pub fn frames_at_scale(num_frames: u32, scale: f64) -> u32 {
+    if scale == 1.0 {
+        num_frames
+    } else {
+        ((f64::from(num_frames) / scale).floor() as u32).max(1)
+    }
+}
+
 /// Slow-pathway frames within the fast ones: trunc(linspace(0, T - 1, T / alpha)) (spec 3.1).
 pub fn slow_indices(t: u32, alpha: u32) -> Vec<u32> {
     let n = (t / alpha.max(1)) as usize;
@@ -266,6 +306,27 @@ mod tests {
         assert_eq!(temporal_indices(10, 1, 3, 100), [10, 11, 12]);
         assert_eq!(temporal_indices(0, 8, 4, 10), [0, 9, 9, 9]);
         assert_eq!(temporal_indices(5, 3, 1, 100), [5]);
+    }
+
+    #[test]
+    fn target_fps_scales_the_span() {
+        // 8 frames at stride 2 from a 60 fps video at target 30: 32 source frames.
+        let idx = temporal_indices_scaled(5, 2, 8, 1000, 2.0);
+        assert_eq!(idx.first(), Some(&10));
+        assert_eq!(idx.last(), Some(&41));
+        // A 15 fps video: 8 source frames, every other target frame repeats.
+        assert_eq!(
+            temporal_indices_scaled(0, 2, 8, 1000, 0.5),
+            [0, 1, 2, 3, 4, 5, 6, 7]
+        );
+        assert_eq!(
+            temporal_indices_scaled(3, 2, 8, 100, 1.0),
+            temporal_indices(3, 2, 8, 100)
+        );
+        assert_eq!(fps_scale(Some(60.0), 30), 2.0);
+        assert_eq!(fps_scale(None, 30), 1.0);
+        assert_eq!(frames_at_scale(300, 2.0), 150);
+        assert_eq!(frames_at_scale(300, 1.0), 300);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::collate::{self, batch_len, temporal_indices, Clip, ClipParams, Rng};
+use crate::collate::{self, batch_len, temporal_indices_scaled, Clip, ClipParams, Rng};
 use crate::error::{Error, Result};
 use crate::plan::{Plan, Step};
 
@@ -156,12 +156,18 @@ impl Dataset {
     /// Reads clip `i` and collates it into `out` ([3, T, S, S]) with the parameters that
     /// `choose` picks from the clip's (frames, height, width). Only the frames the clip needs
     /// are decoded.
+    /// Collates clip `i` at T frames and an S x S crop into `out` with the parameters `choose`
+    /// returns for (frames, height, width); frames are counted at `target_fps`
+    /// (`data.target_fps`) when the clip's own rate is known, so a 60 fps video spans as many
+    /// seconds as a 30 fps one.
+    #[allow(clippy::too_many_arguments)]
     pub fn collate_clip(
         &self,
         i: usize,
         t: u32,
         s: u32,
         norm: &collate::Normalize,
+        target_fps: u32,
         choose: impl FnOnce(u32, u32, u32) -> ClipParams,
         out: &mut [f32],
     ) -> Result<()> {
@@ -169,14 +175,20 @@ impl Dataset {
             Dataset::Store(store) => {
                 let info = store.info(i)?;
                 let frames = store.frames(i)?;
-                let p = choose(info.num_frames, info.height, info.width);
+                let scale = collate::fps_scale(info.fps(), target_fps);
+                let at_target = collate::frames_at_scale(info.num_frames, scale);
+                let p = choose(at_target, info.height, info.width);
                 let clip = Clip {
                     frames,
                     num_frames: info.num_frames,
                     height: info.height,
                     width: info.width,
                 };
-                collate::collate_explicit(&[clip], &[p], t, s, norm, out)
+                if scale == 1.0 {
+                    return collate::collate_explicit(&[clip], &[p], t, s, norm, out);
+                }
+                let idx = temporal_indices_scaled(p.start_frame, p.stride, t, info.num_frames, scale);
+                collate_frames(&clip, 0, &idx, p, s, norm, out)
             }
             Dataset::VideoList { entries, list } => {
                 let path = &entries
@@ -185,10 +197,42 @@ impl Dataset {
                         Error::OutOfRange(format!("clip {i} is past the end of {}", list.display()))
                     })?
                     .0;
-                decode_and_collate(path, t, s, norm, choose, out)
+                decode_and_collate(path, t, s, norm, target_fps, choose, out)
             }
         }
     }
+}
+
+/// Collates the frames `idx` (numbered from `first`, clamped to the clip) of `clip` with
+/// `p`'s spatial parameters: the T frames are gathered first, so the collator's own temporal
+/// sampling over them is the identity and the indices are kept exactly.
+fn collate_frames(
+    clip: &Clip,
+    first: u32,
+    idx: &[u32],
+    p: ClipParams,
+    s: u32,
+    norm: &collate::Normalize,
+    out: &mut [f32],
+) -> Result<()> {
+    let frame = clip.height as usize * clip.width as usize * 3;
+    let mut gathered = Vec::with_capacity(idx.len() * frame);
+    for &f in idx {
+        let k = (f.saturating_sub(first) as usize).min(clip.num_frames as usize - 1);
+        gathered.extend_from_slice(&clip.frames[k * frame..(k + 1) * frame]);
+    }
+    let t = idx.len() as u32;
+    let gathered = Clip {
+        frames: &gathered,
+        num_frames: t,
+        ..*clip
+    };
+    let p = ClipParams {
+        start_frame: 0,
+        stride: 1,
+        ..p
+    };
+    collate::collate_explicit(&[gathered], &[p], t, s, norm, out)
 }
 
 #[cfg(feature = "video")]
@@ -197,38 +241,31 @@ fn decode_and_collate(
     t: u32,
     s: u32,
     norm: &collate::Normalize,
+    target_fps: u32,
     choose: impl FnOnce(u32, u32, u32) -> ClipParams,
     out: &mut [f32],
 ) -> Result<()> {
     use super::video;
     let info = video::probe(path)?;
-    let p = choose(info.num_frames, info.height, info.width);
-    let idx = temporal_indices(p.start_frame, p.stride, t, info.num_frames);
+    let scale = collate::fps_scale(Some(info.fps), target_fps);
+    let p = choose(
+        collate::frames_at_scale(info.num_frames, scale),
+        info.height,
+        info.width,
+    );
+    let idx = temporal_indices_scaled(p.start_frame, p.stride, t, info.num_frames, scale);
     let (lo, hi) = (
         idx.iter().copied().min().unwrap_or(0),
         idx.iter().copied().max().unwrap_or(0),
     );
     let d = video::decode_range(path, lo, hi)?;
-    // Gather exactly the T sampled frames, so the collator's own linspace over them is the
-    // identity (0, 1, ..., T-1) and the choice above is kept bit for bit.
-    let frame = d.height as usize * d.width as usize * 3;
-    let mut gathered = Vec::with_capacity(t as usize * frame);
-    for &f in &idx {
-        let k = ((f - d.first_frame) as usize).min(d.num_frames as usize - 1);
-        gathered.extend_from_slice(&d.frames[k * frame..(k + 1) * frame]);
-    }
     let clip = Clip {
-        frames: &gathered,
-        num_frames: t,
+        frames: &d.frames,
+        num_frames: d.num_frames,
         height: d.height,
         width: d.width,
     };
-    let p = ClipParams {
-        start_frame: 0,
-        stride: 1,
-        ..p
-    };
-    collate::collate_explicit(&[clip], &[p], t, s, norm, out)
+    collate_frames(&clip, d.first_frame, &idx, p, s, norm, out)
 }
 
 #[cfg(not(feature = "video"))]
@@ -237,6 +274,7 @@ fn decode_and_collate(
     _t: u32,
     _s: u32,
     _norm: &collate::Normalize,
+    _target_fps: u32,
     _choose: impl FnOnce(u32, u32, u32) -> ClipParams,
     _out: &mut [f32],
 ) -> Result<()> {
@@ -297,6 +335,7 @@ pub fn load_batch(dataset: &Dataset, plan: &Plan, step: &Step, alpha: u32) -> Re
                 t,
                 s,
                 &norm,
+                data.target_fps,
                 choose,
                 &mut fast[k * one..(k + 1) * one],
             ) {

@@ -7,7 +7,8 @@
 //!   0..48, zero padding;
 //! - clip data, each clip 64-byte aligned: [frames][height][width][3] u8;
 //! - index: per clip offset u64, length u64, frames u32, height u32, width u32, label u32,
-//!   data CRC32 u32, reserved u32 (40 bytes).
+//!   data CRC32 u32, frame rate in thousandths of a frame per second u32 (0: unknown; stores
+//!   written before it was recorded hold 0 there) (40 bytes).
 //!
 //! Written to a temporary file and renamed into place, so a store is whole or absent. Opening
 //! checks the header, its CRC, the index bounds and CRC; every read checks the clip's CRC, so a
@@ -35,6 +36,16 @@ pub struct ClipInfo {
     pub width: u32,
     pub label: u32,
     pub crc: u32,
+    /// The source video's frame rate in frames per 1000 s; 0 when unknown (then taken to be
+    /// `data.target_fps`).
+    pub fps_milli: u32,
+}
+
+impl ClipInfo {
+    /// Frames per second, when known.
+    pub fn fps(&self) -> Option<f64> {
+        (self.fps_milli > 0).then(|| f64::from(self.fps_milli) / 1000.0)
+    }
 }
 
 fn corrupt(path: &Path, what: impl std::fmt::Display) -> Error {
@@ -76,7 +87,7 @@ impl StoreWriter {
         })
     }
 
-    /// Appends one clip; returns its index in the store.
+    /// Appends one clip of unknown frame rate; returns its index in the store.
     pub fn add(
         &mut self,
         frames: &[u8],
@@ -85,6 +96,31 @@ impl StoreWriter {
         width: u32,
         label: u32,
     ) -> Result<usize> {
+        self.add_at_fps(frames, num_frames, height, width, label, None)
+    }
+
+    /// Appends one clip decoded at `fps` frames per second, which `data.target_fps` sampling
+    /// needs; returns its index in the store.
+    pub fn add_at_fps(
+        &mut self,
+        frames: &[u8],
+        num_frames: u32,
+        height: u32,
+        width: u32,
+        label: u32,
+        fps: Option<f64>,
+    ) -> Result<usize> {
+        let fps_milli = match fps {
+            None => 0,
+            Some(f) if f.is_finite() && f > 0.0 && f * 1000.0 < f64::from(u32::MAX) => {
+                (f * 1000.0).round() as u32
+            }
+            Some(f) => {
+                return Err(Error::InvalidArgument(format!(
+                    "frame rate {f} is not a positive number of frames per second"
+                )))
+            }
+        };
         let want = crate::collate::clip_bytes(num_frames, height, width);
         if want == Some(0) || want != Some(frames.len()) {
             let len = want.map_or("more than memory holds".into(), |n| n.to_string());
@@ -111,6 +147,7 @@ impl StoreWriter {
             width,
             label,
             crc: crc32fast::hash(frames),
+            fps_milli,
         });
         self.pos += len;
         Ok(self.index.len() - 1)
@@ -126,7 +163,7 @@ impl StoreWriter {
         for c in &self.index {
             index.extend_from_slice(&c.offset.to_le_bytes());
             index.extend_from_slice(&c.len.to_le_bytes());
-            for v in [c.num_frames, c.height, c.width, c.label, c.crc, 0] {
+            for v in [c.num_frames, c.height, c.width, c.label, c.crc, c.fps_milli] {
                 index.extend_from_slice(&v.to_le_bytes());
             }
         }
@@ -231,6 +268,7 @@ impl ClipStore {
                 width: u32_at(e, 24),
                 label: u32_at(e, 28),
                 crc: u32_at(e, 32),
+                fps_milli: u32_at(e, 36),
             })
             .collect();
         for (i, c) in index.iter().enumerate() {

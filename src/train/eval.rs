@@ -203,11 +203,11 @@ impl Trainer {
                             let mut rng =
                                 Rng::new(self.config.run.seed ^ 0x7A1, u64::from(*epoch), i as u64);
                             let choose = |f, h, w| at.draw(&mut rng, data, f, h, w);
-                            dataset.collate_clip(i, t, s, &norm, choose, out)?;
+                            dataset.collate_clip(i, t, s, &norm, data.target_fps, choose, out)?;
                         }
                         Views::Fixed(_) => {
                             let choose = |f, h, w| eval_params(view, f, h, w, t, s, rate, short);
-                            dataset.collate_clip(i, t, s, &norm, choose, out)?;
+                            dataset.collate_clip(i, t, s, &norm, data.target_fps, choose, out)?;
                         }
                     }
                 }

@@ -93,7 +93,8 @@ impl Trainer {
     /// each group averaged over the batches and the groups aggregated once at the end
     /// (`aggregate_sub_bn_stats`). Clips are drawn without replacement from a permutation of
     /// the train split (seeded by the step), each rank its own share; the batch count is
-    /// capped at what the split holds; a clip that fails to load is replaced by the next.
+    /// capped at what the split holds; a clip that fails to load is replaced by the next (an
+    /// error after ten in a row).
     /// Nothing is recomputed when the statistics already serve `at` and no step trained since.
     pub(super) fn precise_bn(&mut self, at: Serving) -> Result<()> {
         let batches = self.config.run.precise_bn_batches;
@@ -122,7 +123,13 @@ impl Trainer {
         let seed = self.config.run.seed ^ 0xB17;
         let order = permutation(self.train.len(), seed, self.next_step);
         // Rank r takes every world-th clip of the permutation from r: disjoint shares.
-        let mut pool = order.into_iter().skip(self.launch.rank).step_by(world);
+        // A clip that fails is replaced by the next one, going round the share again if needed.
+        let share: Vec<usize> = order
+            .into_iter()
+            .skip(self.launch.rank)
+            .step_by(world)
+            .collect();
+        let mut pool = share.iter().copied().cycle();
         let data = &self.config.data;
         let norm = collate::normalize_of(&self.plan);
         let alpha = self.config.model.alpha;
@@ -138,14 +145,12 @@ impl Trainer {
                     let mut failed = 0;
                     loop {
                         let Some(index) = pool.next() else {
-                            return Err(Error::Data(format!(
-                                "precise BN ran out of train clips that load ({failed} failed in a row)"
-                            )));
+                            return Err(Error::Data("precise BN: no train clips".into()));
                         };
                         let mut rng = Rng::new(seed, self.next_step, index as u64);
                         let choose = |f, h, w| at.draw(&mut rng, data, f, h, w);
                         let out = &mut fast[k * one..(k + 1) * one];
-                        match self.train.collate_clip(index, t, s, &norm, choose, out) {
+                        match self.train.collate_clip(index, t, s, &norm, data.target_fps, choose, out) {
                             Ok(()) => break,
                             Err(e) if failed >= MAX_FAILED_IN_A_ROW => {
                                 return Err(Error::Data(format!(

@@ -79,8 +79,15 @@ pub fn gen_data(o: &GenOptions) -> Result<(), String> {
                 lists[split].push_str(&format!("videos/{i:06}.mp4 {label}\n"));
             }
             if let Some(w) = writers[split].as_mut() {
-                w.add(&frames, o.frames, o.size, o.size, label)
-                    .map_err(|e| e.to_string())?;
+                w.add_at_fps(
+                    &frames,
+                    o.frames,
+                    o.size,
+                    o.size,
+                    label,
+                    Some(f64::from(o.fps)),
+                )
+                .map_err(|e| e.to_string())?;
             }
         }
     }
@@ -155,9 +162,9 @@ pub fn build_store(
             .collect();
         for (result, label, path) in decoded {
             match result {
-                Ok((frames, n, h, w)) => {
+                Ok((frames, n, h, w, fps)) => {
                     writer
-                        .add(&frames, n, h, w, label)
+                        .add_at_fps(&frames, n, h, w, label, Some(fps))
                         .map_err(|e| e.to_string())?;
                 }
                 Err(e) => {
@@ -179,21 +186,24 @@ pub fn build_store(
 }
 
 #[cfg(feature = "video")]
-fn decode_all(path: &Path, short_side: Option<u32>) -> Result<(Vec<u8>, u32, u32, u32), String> {
+/// Frames, count, height, width and frame rate of a whole video.
+type Decoded = (Vec<u8>, u32, u32, u32, f64);
+
+fn decode_all(path: &Path, short_side: Option<u32>) -> Result<Decoded, String> {
     use multigrid::data::video;
     let info = video::probe(path).map_err(|e| e.to_string())?;
     let d = video::decode_range(path, 0, info.num_frames - 1).map_err(|e| e.to_string())?;
     Ok(match short_side {
         Some(s) if s < d.height.min(d.width) => {
             let (f, h, w) = resize_short_side(&d.frames, d.num_frames, d.height, d.width, s);
-            (f, d.num_frames, h, w)
+            (f, d.num_frames, h, w, info.fps)
         }
-        _ => (d.frames, d.num_frames, d.height, d.width),
+        _ => (d.frames, d.num_frames, d.height, d.width, info.fps),
     })
 }
 
 #[cfg(not(feature = "video"))]
-fn decode_all(_: &Path, _: Option<u32>) -> Result<(Vec<u8>, u32, u32, u32), String> {
+fn decode_all(_: &Path, _: Option<u32>) -> Result<Decoded, String> {
     let _ = resize_short_side;
     Err("this build has no video decoding (the `video` feature is off)".into())
 }
