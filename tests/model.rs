@@ -173,70 +173,13 @@ fn bn_over_k_groups_equals_k_separate_batchnorms() {
     assert!(plain.running_var.allclose(&rv, 1e-5, 1e-6, false));
 }
 
-/// The same network written with torch.nn (scripts/slowfast_reference.py), the same weights
-/// loaded by name, the same input: logits equal within 1e-4 relative.
+/// PySlowFast's precise BN with SubBatchNorm3d: fvcore's update_bn_stats takes each group's
+/// population statistics over all its batches (_PopulationVarianceEstimator), then
+/// misc.aggregate_sub_bn_stats combines the groups once. Two batches whose groups sit 5 apart
+/// and swap places: within a batch a group is tight (variance 1), over both batches it spans
+/// the shift, which the mean of batch variances (fvcore before 2021) would miss.
 #[test]
-fn forward_equals_pytorch_by_name() {
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let python = std::env::var_os("MG_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| repo.join(".venv/bin/python"));
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("slowfast_ref");
-    std::fs::create_dir_all(&dir).unwrap();
-    for (depth, width) in [(18u32, 8u32), (50, 8)] {
-        tch::manual_seed(i64::from(depth));
-        let cfg = ModelConfig {
-            depth,
-            width_per_group: width,
-            num_classes: 7,
-            ..ModelConfig::default()
-        };
-        let vs = nn::VarStore::new(Device::Cpu);
-        let model = SlowFast::new(&vs.root(), &cfg).unwrap();
-        // Non-trivial BN: random running statistics and scales (zero-init would hide branches).
-        tch::no_grad(|| {
-            for (name, mut t) in vs.variables() {
-                if name.ends_with("running_mean")
-                    || name.ends_with("_bn.bias")
-                    || name.ends_with(".bn.bias")
-                {
-                    t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.1));
-                } else if name.ends_with("running_var")
-                    || name.ends_with("_bn.weight")
-                    || name.ends_with(".bn.weight")
-                {
-                    t.copy_(&(Tensor::rand(t.size(), (Kind::Float, Device::Cpu)) + 0.5));
-                }
-            }
-        });
-        let weights = dir.join(format!("w{depth}.safetensors"));
-        vs.save(&weights).unwrap();
-        let slow = Tensor::randn([2, 3, 2, 40, 40], (Kind::Float, Device::Cpu));
-        let fast = Tensor::randn([2, 3, 8, 40, 40], (Kind::Float, Device::Cpu));
-        let inputs = dir.join(format!("x{depth}.safetensors"));
-        Tensor::write_safetensors(&[("slow", &slow), ("fast", &fast)], &inputs).unwrap();
-        let config = dir.join(format!("c{depth}.json"));
-        std::fs::write(&config, serde_json::json!({ "model": cfg }).to_string()).unwrap();
-        let out = dir.join(format!("y{depth}.safetensors"));
-        let status = std::process::Command::new(&python)
-            .arg(repo.join("scripts/slowfast_reference.py"))
-            .args([&config, &weights, &inputs, &out])
-            .status()
-            .unwrap();
-        assert!(status.success(), "slowfast_reference.py failed");
-        let want = Tensor::read_safetensors(&out).unwrap().remove(0).1;
-        let got = tch::no_grad(|| model.forward(&slow, &fast, 1, false).unwrap());
-        let rel = ((&got - &want).abs().max() / want.abs().max()).double_value(&[]);
-        assert!(rel < 1e-4, "depth {depth}: relative difference {rel}");
-    }
-}
-
-/// PySlowFast's precise BN with SubBatchNorm3d: each group's statistics averaged over the
-/// batches, then aggregated once (misc.aggregate_sub_bn_stats). Two batches whose groups are
-/// far apart within each batch but alike over both: the aggregate keeps little between-group
-/// variance, where pooling the groups batch by batch would keep it all.
-#[test]
-fn precise_bn_averages_each_group_then_aggregates() {
+fn precise_bn_takes_population_statistics_per_group_then_aggregates() {
     let vs = nn::VarStore::new(Device::Cpu);
     let bn = GroupBatchNorm::new(&(vs.root() / "bn"), 4, false).unwrap();
     let opts = (Kind::Float, Device::Cpu);
@@ -253,42 +196,44 @@ fn precise_bn_averages_each_group_then_aggregates() {
         let _ = tch::no_grad(|| bn.forward(x, Bn::groups(2), true).unwrap());
     }
     bn.finish_precise().unwrap();
-    let stats = |x: &Tensor, g: i64| {
-        let xs = x.slice(0, g, 6, 2).transpose(0, 1).reshape([4, -1]);
-        (
-            xs.mean_dim(1, false, Kind::Float),
-            xs.var_dim(1, true, false),
-        )
+    // Group g's values over both batches, [c, values].
+    let group = |g: i64| {
+        Tensor::cat(&[a.slice(0, g, 6, 2), b.slice(0, g, 6, 2)], 0)
+            .transpose(0, 1)
+            .reshape([4, -1])
+            .to_kind(Kind::Double)
     };
     let (mut means, mut vars) = (Vec::new(), Vec::new());
     for g in 0..2 {
-        let (ma, va) = stats(&a, g);
-        let (mb, vb) = stats(&b, g);
-        means.push((ma + mb) / 2.0);
-        vars.push((va + vb) / 2.0);
+        let x = group(g);
+        means.push(x.mean_dim(1, false, Kind::Double));
+        vars.push(x.var_dim(1, false, false));
     }
     let mu = (&means[0] + &means[1]) / 2.0;
     let spread = ((&means[0] - &mu).square() + (&means[1] - &mu).square()) / 2.0;
     let var = (&vars[0] + &vars[1]) / 2.0 + spread;
-    assert!(bn.running_mean.allclose(&mu, 1e-5, 1e-5, false));
-    assert!(bn.running_var.allclose(&var, 1e-4, 1e-4, false));
-    // Pooled batch by batch, the variance would hold the within-batch shift: about 1 + 6.25.
+    let f = |t: &Tensor| t.to_kind(Kind::Float);
+    assert!(bn.running_mean.allclose(&f(&mu), 1e-5, 1e-5, false));
+    assert!(bn.running_var.allclose(&f(&var), 1e-4, 1e-4, false));
     let v = bn.running_var.mean(Kind::Float).double_value(&[]);
     assert!(
-        v < 2.0,
-        "running variance {v} kept the between-group spread"
+        v > 6.0,
+        "running variance {v} misses the spread between batches"
     );
-    // Plain BN: the average of the batches' statistics.
+    // Plain BN: the population statistics of both batches together.
     bn.start_precise();
     for x in [&a, &b] {
         let _ = tch::no_grad(|| bn.forward(x, Bn::groups(1), true).unwrap());
     }
     bn.finish_precise().unwrap();
-    let dims = [0i64, 2, 3, 4];
-    let mean = (a.mean_dim(dims.as_slice(), false, Kind::Float)
-        + b.mean_dim(dims.as_slice(), false, Kind::Float))
-        / 2.0;
-    assert!(bn.running_mean.allclose(&mean, 1e-5, 1e-5, false));
+    let all = Tensor::cat(&[&a, &b], 0)
+        .transpose(0, 1)
+        .reshape([4, -1])
+        .to_kind(Kind::Double);
+    let mean = all.mean_dim(1, false, Kind::Double);
+    assert!(bn.running_mean.allclose(&f(&mean), 1e-5, 1e-5, false));
+    let var = all.var_dim(1, false, false);
+    assert!(bn.running_var.allclose(&f(&var), 1e-4, 1e-4, false));
     // And outside precise BN the running statistics move by the momentum again.
     let before = bn.running_mean.copy();
     let _ = tch::no_grad(|| bn.forward(&a, Bn::groups(1), true).unwrap());
@@ -362,5 +307,8 @@ fn fixed_head_pool_scores_fully_convolutionally() {
     });
     assert!(fixed.allclose(&want, 1e-6, 1e-6, false));
     let apart = (&fixed - &global).abs().max().double_value(&[]);
-    assert!(apart > 1e-4, "fully convolutional equals global pooling ({apart})");
+    assert!(
+        apart > 1e-4,
+        "fully convolutional equals global pooling ({apart})"
+    );
 }

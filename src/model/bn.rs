@@ -49,11 +49,12 @@ pub struct GroupBatchNorm {
     precise: std::cell::RefCell<Option<PreciseSums>>,
 }
 
-/// Sums over precise-BN batches of each group's mean and unbiased variance, [groups, c].
+/// Sums over precise-BN batches of each group's mean and mean square (biased variance plus
+/// the squared mean), [groups, c], in f64: their difference cancels badly in f32.
 #[derive(Debug)]
 struct PreciseSums {
     mean: Tensor,
-    var: Tensor,
+    square: Tensor,
     batches: i64,
 }
 
@@ -80,16 +81,17 @@ impl GroupBatchNorm {
     pub fn start_precise(&self) {
         *self.precise.borrow_mut() = Some(PreciseSums {
             mean: Tensor::new(),
-            var: Tensor::new(),
+            square: Tensor::new(),
             batches: 0,
         });
     }
 
-    /// Ends precise BN (PySlowFast's precise BN over SubBatchNorm3d's splits, then
-    /// `aggregate_sub_bn_stats`): each group's statistics are averaged over the batches, and
-    /// the running statistics become mean = mean_g mu_g and var = mean_g var_g +
-    /// mean_g (mu_g - mean)^2. The spread between groups thus enters only through the
-    /// batch-averaged group means. Without a batch the statistics stay as they were.
+    /// Ends precise BN as PySlowFast's `calculate_and_update_precise_bn` (fvcore's
+    /// `update_bn_stats` with its population-variance estimator) over SubBatchNorm3d's splits,
+    /// then `aggregate_sub_bn_stats`: each group g gets the mean mu_g and the biased variance
+    /// var_g of all its values over the batches (every batch the same size), and the running
+    /// statistics become mean = mean_g mu_g and var = mean_g var_g + mean_g (mu_g - mean)^2.
+    /// Without a batch the statistics stay as they were.
     pub fn finish_precise(&self) -> Result<()> {
         let Some(sums) = self.precise.borrow_mut().take() else {
             return Ok(());
@@ -100,13 +102,13 @@ impl GroupBatchNorm {
         tch::no_grad(|| -> Result<()> {
             let n = sums.batches as f64;
             let mean_g = sums.mean.f_div_scalar(n)?;
-            let var_g = sums.var.f_div_scalar(n)?;
-            let mu = mean_g.f_mean_dim(0, false, Kind::Float)?;
+            let var_g = sums.square.f_div_scalar(n)? - mean_g.f_square()?;
+            let mu = mean_g.f_mean_dim(0, false, Kind::Double)?;
             let spread =
                 (&mean_g - mu.f_unsqueeze(0)?)
                     .f_square()?
-                    .f_mean_dim(0, false, Kind::Float)?;
-            let var = var_g.f_mean_dim(0, false, Kind::Float)? + spread;
+                    .f_mean_dim(0, false, Kind::Double)?;
+            let var = var_g.f_mean_dim(0, false, Kind::Double)? + spread;
             self.running_mean.shallow_clone().f_copy_(&mu)?;
             self.running_var.shallow_clone().f_copy_(&var)?;
             Ok(())
@@ -190,28 +192,31 @@ impl GroupBatchNorm {
         tch::no_grad(|| -> Result<()> {
             let m = (xg.numel() as i64 / (c * k)) as f64;
             let momentum = MOMENTUM;
-            let mean = mean.f_to_kind(Kind::Float)?.f_view([k, c])?;
-            // native_batch_norm returns 1/sqrt(biased var + eps); running stats take the
-            // unbiased variance, as torch.nn.BatchNorm does.
-            let var = (invstd.f_to_kind(Kind::Float)?.f_pow_tensor_scalar(-2.0)? - EPS)
-                * (m / (m - 1.0).max(1.0));
-            let var = var.f_view([k, c])?;
             if let Some(sums) = self.precise.borrow_mut().as_mut() {
+                // native_batch_norm returns 1/sqrt(biased var + eps).
+                let mean = mean.f_to_kind(Kind::Double)?.f_view([k, c])?;
+                let biased = invstd.f_to_kind(Kind::Double)?.f_pow_tensor_scalar(-2.0)? - EPS;
+                let square = biased.f_view([k, c])? + mean.f_square()?;
                 if sums.batches == 0 {
-                    sums.mean = mean.detach();
-                    sums.var = var.detach();
+                    sums.mean = mean;
+                    sums.square = square;
                 } else if sums.mean.size() != [k, c] {
                     return Err(Error::InvalidArgument(format!(
                         "precise BN batches changed from {} to {k} BN groups",
                         sums.mean.size()[0]
                     )));
                 } else {
-                    sums.mean = &sums.mean + &mean;
-                    sums.var = &sums.var + &var;
+                    sums.mean = &sums.mean + mean;
+                    sums.square = &sums.square + square;
                 }
                 sums.batches += 1;
                 return Ok(());
             }
+            let mean = mean.f_to_kind(Kind::Float)?.f_view([k, c])?;
+            // Running stats take the unbiased variance, as torch.nn.BatchNorm does.
+            let var = (invstd.f_to_kind(Kind::Float)?.f_pow_tensor_scalar(-2.0)? - EPS)
+                * (m / (m - 1.0).max(1.0));
+            let var = var.f_view([k, c])?;
             let mu = mean.mean_dim(0, false, Kind::Float);
             let pooled = var.mean_dim(0, false, Kind::Float)
                 + (&mean - mu.unsqueeze(0))

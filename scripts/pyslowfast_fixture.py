@@ -1,0 +1,571 @@
+#!/usr/bin/env python3
+"""Writes tests/fixtures/pyslowfast/: PySlowFast's own SlowFast (facebookresearch/SlowFast) run on
+seeded weights and inputs, so tests/pyslowfast.rs can check the Rust model against it without
+Python. Only numbers are written; no PySlowFast code is copied.
+
+    pyslowfast_fixture.py SLOWFAST_DIR OUT_DIR [SLOWFAST_COMMIT]
+
+SLOWFAST_DIR is a work tree of github.com/facebookresearch/SlowFast (only `slowfast/` is needed);
+its commit is read with `git -C SLOWFAST_DIR rev-parse HEAD` or taken from the third argument.
+
+Python set-up (a throwaway venv; torch comes from the project's .venv, same libtorch as tch):
+
+    .venv/bin/python -m venv /tmp/psf-venv
+    echo "$PWD/.venv/lib/python3.11/site-packages" \
+        > /tmp/psf-venv/lib/python3.11/site-packages/main-venv.pth
+    /tmp/psf-venv/bin/pip install fvcore iopath simplejson psutil safetensors
+    /tmp/psf-venv/bin/python scripts/pyslowfast_fixture.py /tmp/SlowFast tests/fixtures/pyslowfast
+
+PySlowFast's optional dependencies that are not installed (pytorchvideo, detectron2, torchvision,
+matplotlib) are replaced by stub modules whose members raise when used; `slowfast.datasets`
+(video decoding: av, cv2, PIL, pandas) is stubbed too. None of them is on the path this script
+runs: SlowFast with BatchNorm3d or SubBatchNorm3d, ResNetBasicHead, fvcore's precise BN.
+
+Two networks, both MODEL.ARCH slowfast, MODEL.MODEL_NAME SlowFast, SLOWFAST.ALPHA 4,
+FUSION_CONV_CHANNEL_RATIO 2, FUSION_KERNEL_SZ 7, NUM_CLASSES 10, DROPOUT_RATE 0, DATA.NUM_FRAMES 8,
+TRAIN_CROP_SIZE 32 (so the head's fixed AvgPool3d covers the whole 2x1x1 / 8x1x1 last feature
+maps: global pooling at that crop), MULTIGRID.SHORT_CYCLE off:
+  d50  RESNET.DEPTH 50 (bottleneck), WIDTH_PER_GROUP 4, BETA_INV 4: weights and inputs stored
+       (BETA_INV 8 needs width 8: 2.2 MB of weights);
+  d18  RESNET.DEPTH 18 (basic_transform, NUM_BLOCK_TEMP_KERNEL 2 per stage), WIDTH_PER_GROUP 8,
+       BETA_INV 8: 5.4 M parameters (PySlowFast's basic blocks are as wide as its bottlenecks'
+       outputs), too large to store, so weights and input come from generated() (a counter
+       hash, no RNG), which tests/pyslowfast.rs repeats bit for bit; only outputs are stored.
+
+Files (float32 safetensors; BN names are PySlowFast checkpoint names, i.e. after
+checkpoint.sub_to_normal_bn, which are the Rust model's names):
+
+  weights.safetensors   d50's BatchNorm3d state_dict without the 110 `num_batches_tracked`
+                        buffers (int64; the Rust model has none). Convs: PySlowFast's init
+                        (c2_msra_fill) under torch.manual_seed(SEED); every BN's weight, bias and
+                        running statistics randomised (statistics near a 32-clip batch's, then
+                        perturbed); head.projection ~ N(0, 1/fan_in).
+  inputs.safetensors    d50: `slow` [4,3,2,32,32], `fast` [4,3,8,32,32], the forward input;
+                        `precise{j}_slow` [4,3,2,8,8], `precise{j}_fast` [4,3,8,8,8], j = 0,1,2,
+                        the precise-BN batches.
+  outputs.safetensors   d50, each also as `<key>_f64`: the same forward in float64 (rounded to
+                        float32), a reference well inside float32's own error:
+    eval_probs          [4,10] what PySlowFast's eval-mode forward returns (head softmax)
+    eval_logits         head.projection's output before that softmax (a forward hook)
+    eval_probs_wide     [2,10] eval on 2 clips of 32x64, `torch.cat([t[:2], t[2:]], dim=4)` of
+                        slow and fast (derived, not stored): the fixed AvgPool3d (config.json
+                        `head_pool_fixed`) leaves 1x2 positions, each scored with the softmax,
+                        then averaged (PySlowFast's fully convolutional testing)
+    train_logits        train mode, BatchNorm3d (batch statistics)
+    train_logits_bn2    train mode, BN.NORM_TYPE sub_batchnorm, NUM_SPLITS 2 (SubBatchNorm3d;
+                        clip i in split i mod 2; loaded with checkpoint.normal_to_sub_bn)
+                        d18: `d18_eval_probs`, `d18_eval_logits`, `d18_train_logits`,
+                        `d18_train_logits_bn2`, each also `_f64`; `d18_probe/<name>`: the first
+                        8 generated values of one tensor per generated() rule;
+                        `d18_eval_probs_40` [2,10]: eval on generated `input/slow40`
+                        [2,3,2,40,40] and `input/fast40` [2,3,8,40,40] (odd feature maps; the
+                        fixed head scores 2x2 positions); `d18_eval_logits_40`: the same input
+                        through the MULTIGRID.SHORT_CYCLE model (adaptive, global pool), before
+                        its softmax.
+  bn_stats.safetensors  d50 running statistics from float64 runs (rounded to float32), keyed
+                        `<set>/<bn>.running_mean|running_var`, <bn> a Rust BN name (e.g.
+                        `s2.pathway1_res0.branch2.a_bn`), [C]; for SubBatchNorm3d the aggregated
+                        `bn` statistics (`split_bn` ones are not stored). Sets:
+    train_step          after the train_logits forward (momentum 0.1, from weights.safetensors)
+    train_step_bn2      after the train_logits_bn2 forward, then misc.aggregate_sub_bn_stats
+    precise             precise BN as tools/train_net.py does it: fvcore.nn.precise_bn
+                        .update_bn_stats over the three precise batches in train mode, then
+                        misc.aggregate_sub_bn_stats; BatchNorm3d
+    precise_bn2         the same with SubBatchNorm3d, NUM_SPLITS 2
+    precise_meanvar, precise_meanvar_bn2
+                        the same two with fvcore's _MeanOfBatchVarianceEstimator (the mean of the
+                        per-batch unbiased variances: what update_bn_stats did up to 2020, e.g.
+                        fvcore 0.1.2.post20201122); fvcore 0.1.5.post20221221, PyPI's newest,
+                        uses _PopulationVarianceEstimator (the biased variance of all batches'
+                        values together)
+  config.json           Rust ModelConfig (`model`, `d18.model`), the PySlowFast cfg keys set,
+                        d18's state_dict names, shapes, seed, SlowFast commit, torch, fvcore.
+"""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import types
+
+SEED = 20240610
+N = 4
+FRAMES = 8
+CROP = 32
+PRECISE_CROP = 8
+PRECISE_BATCHES = 3
+
+# The Rust side: multigrid::schedule::ModelConfig.
+OURS = {
+    "depth": 50,
+    "width_per_group": 4,
+    "alpha": 4,
+    "beta_inv": 4,
+    "fusion_conv_channel_ratio": 2,
+    "fusion_kernel_sz": 7,
+    "num_classes": 10,
+    "dropout_rate": 0.0,
+    "zero_init_final_bn": True,
+}
+
+# The second network, depth 18 (basic blocks) at our default alpha / beta_inv / fusion, whose
+# weights and input are too large to store: both come from `generated` below, which
+# tests/pyslowfast.rs repeats bit for bit; only its outputs are stored.
+OURS_D18 = dict(OURS, depth=18, width_per_group=8, beta_inv=8)
+
+
+def stub_missing_modules():
+    """sys.modules entries for PySlowFast imports that are not installed; every member is a class
+    that raises when called, so a stub that is reached fails loudly."""
+    import importlib.util
+
+    def unavailable(name):
+        def fail(*_a, **_k):
+            raise RuntimeError(f"{name} is a stub in pyslowfast_fixture.py")
+
+        return type(name.rsplit(".", 1)[-1], (), {"__init__": fail})
+
+    installed = {}
+
+    def module(name, members=(), package=False):
+        top = name.split(".")[0]
+        if top != "slowfast":
+            if top not in installed:
+                installed[top] = importlib.util.find_spec(top) is not None
+            if installed[top]:
+                return
+        m = types.ModuleType(name)
+        if package:
+            m.__path__ = []
+        for member in members:
+            setattr(m, member, unavailable(f"{name}.{member}"))
+        sys.modules[name] = m
+        parent, _, child = name.rpartition(".")
+        if parent in sys.modules:
+            setattr(sys.modules[parent], child, m)
+
+    module("pytorchvideo", package=True)
+    module("pytorchvideo.layers", package=True)
+    module("pytorchvideo.layers.batch_norm", ["NaiveSyncBatchNorm1d", "NaiveSyncBatchNorm3d"])
+    module("pytorchvideo.layers.swish", ["Swish"])
+    module(
+        "pytorchvideo.layers.distributed",
+        [
+            "cat_all_gather",
+            "get_local_process_group",
+            "get_local_rank",
+            "get_local_size",
+            "get_world_size",
+            "init_distributed_training",
+        ],
+    )
+    module("pytorchvideo.losses", package=True)
+    module("pytorchvideo.losses.soft_target_cross_entropy", ["SoftTargetCrossEntropyLoss"])
+    module("detectron2", package=True)
+    module("detectron2.layers", ["ROIAlign"])
+    module("torchvision", package=True)
+    module("torchvision.io")
+    module("torchvision.utils", ["make_grid"])
+    module("matplotlib", package=True)
+    module("matplotlib.pyplot")
+    # slowfast.utils.misc imports pack_pathway_output from the datasets package, whose
+    # __init__ imports every dataset (av, cv2, PIL, pandas, torchvision transforms).
+    import slowfast  # noqa: F401  (the real package, so the stub becomes its attribute)
+
+    module("slowfast.datasets", package=True)
+    module("slowfast.datasets.utils", ["pack_pathway_output"])
+
+
+def pyslowfast_cfg(get_cfg, norm_type, num_splits, ours=OURS):
+    cfg = get_cfg()
+    basic = ours["depth"] == 18
+    keys = {
+        "NUM_GPUS": 0,
+        "MODEL.ARCH": "slowfast",
+        "MODEL.MODEL_NAME": "SlowFast",
+        "MODEL.NUM_CLASSES": ours["num_classes"],
+        "MODEL.DROPOUT_RATE": ours["dropout_rate"],
+        "MODEL.HEAD_ACT": "softmax",
+        "MODEL.FC_INIT_STD": 0.01,
+        "RESNET.DEPTH": ours["depth"],
+        "RESNET.WIDTH_PER_GROUP": ours["width_per_group"],
+        "RESNET.NUM_GROUPS": 1,
+        "RESNET.TRANS_FUNC": "basic_transform" if basic else "bottleneck_transform",
+        "RESNET.STRIDE_1X1": False,
+        "RESNET.ZERO_INIT_FINAL_BN": ours["zero_init_final_bn"],
+        # Every block of a stage takes the stage's temporal kernel, as ours.
+        "RESNET.NUM_BLOCK_TEMP_KERNEL": (
+            [[2, 2]] * 4 if basic else [[3, 3], [4, 4], [6, 6], [3, 3]]
+        ),
+        "RESNET.SPATIAL_STRIDES": [[1, 1], [2, 2], [2, 2], [2, 2]],
+        "RESNET.SPATIAL_DILATIONS": [[1, 1], [1, 1], [1, 1], [1, 1]],
+        "NONLOCAL.LOCATION": [[[], []], [[], []], [[], []], [[], []]],
+        "NONLOCAL.GROUP": [[1, 1], [1, 1], [1, 1], [1, 1]],
+        "NONLOCAL.POOL": [[[1, 2, 2], [1, 2, 2]]] * 4,
+        "SLOWFAST.ALPHA": ours["alpha"],
+        "SLOWFAST.BETA_INV": ours["beta_inv"],
+        "SLOWFAST.FUSION_CONV_CHANNEL_RATIO": ours["fusion_conv_channel_ratio"],
+        "SLOWFAST.FUSION_KERNEL_SZ": ours["fusion_kernel_sz"],
+        "DATA.NUM_FRAMES": FRAMES,
+        "DATA.TRAIN_CROP_SIZE": CROP,
+        "DATA.INPUT_CHANNEL_NUM": [3, 3],
+        "DETECTION.ENABLE": False,
+        "MULTIGRID.SHORT_CYCLE": False,
+        "BN.NORM_TYPE": norm_type,
+        "BN.NUM_SPLITS": num_splits,
+    }
+    for key, value in keys.items():
+        node = cfg
+        *path, leaf = key.split(".")
+        for p in path:
+            node = getattr(node, p)
+        assert hasattr(node, leaf), key
+        setattr(node, leaf, value)
+    return cfg, keys
+
+
+def generated(name, shape):
+    """float32 values for the tensor `name` of `shape`, from a counter hash (no RNG, so Rust can
+    repeat it exactly): u_i = fmix32(fnv1a(name) + i * 0x9E3779B9 mod 2^32) >> 8, / 2^24, in
+    [0, 1); then, by kind, in float32 arithmetic:
+      conv weight (5-D)        (u - 0.5) * f32(sqrt(24 / fan_in))   (Kaiming-normal's variance)
+      head.projection.weight   (u - 0.5) * f32(sqrt(3 / fan_in))
+      *.running_mean           (u - 0.5) * 0.2
+      *.running_var            0.5 * u + 0.75
+      other *.weight (BN)      u + 0.5
+      other *.bias             (u - 0.5) * 0.4
+      input/*                  (u - 0.5) * f32(sqrt(12))
+    fan_in = the product of shape[1:]."""
+    import math
+
+    import numpy as np
+
+    n = math.prod(shape)
+    h = 0x811C9DC5
+    for b in name.encode():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    m = np.uint64(0xFFFFFFFF)
+    x = (np.uint64(h) + np.arange(n, dtype=np.uint64) * np.uint64(0x9E3779B9)) & m
+    x ^= x >> np.uint64(16)
+    x = (x * np.uint64(0x85EBCA6B)) & m
+    x ^= x >> np.uint64(13)
+    x = (x * np.uint64(0xC2B2AE35)) & m
+    x ^= x >> np.uint64(16)
+    u = (x >> np.uint64(8)).astype(np.float32) / np.float32(1 << 24)
+    f = np.float32
+    fan_in = math.prod(shape[1:])
+    if name.startswith("input/"):
+        v = (u - f(0.5)) * f(math.sqrt(12.0))
+    elif len(shape) == 5:
+        v = (u - f(0.5)) * f(math.sqrt(24.0 / fan_in))
+    elif name == "head.projection.weight":
+        v = (u - f(0.5)) * f(math.sqrt(3.0 / fan_in))
+    elif name.endswith("running_mean"):
+        v = (u - f(0.5)) * f(0.2)
+    elif name.endswith("running_var"):
+        v = f(0.5) * u + f(0.75)
+    elif name.endswith("weight"):
+        v = u + f(0.5)
+    else:
+        v = (u - f(0.5)) * f(0.4)
+    assert v.dtype == np.float32
+    return v.reshape(shape)
+
+
+def main():
+    if len(sys.argv) not in (3, 4):
+        sys.exit(__doc__)
+    slowfast_dir, out_dir = sys.argv[1], sys.argv[2]
+    sys.path.insert(0, os.path.abspath(slowfast_dir))
+    commit = sys.argv[3] if len(sys.argv) == 4 else None
+    if commit is None:
+        commit = subprocess.run(
+            ["git", "-C", slowfast_dir, "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    stub_missing_modules()
+    import fvcore
+    import fvcore.nn.precise_bn as precise_bn
+    import torch
+    from safetensors.torch import save_file
+    from slowfast.config.defaults import get_cfg
+    from slowfast.models import build_model
+    from slowfast.models.batchnorm_helper import SubBatchNorm3d
+    from slowfast.utils.checkpoint import normal_to_sub_bn, sub_to_normal_bn
+    from slowfast.utils.misc import aggregate_sub_bn_stats
+
+    torch.set_num_threads(1)
+    torch.manual_seed(SEED)
+    gen = torch.Generator().manual_seed(SEED)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=gen)
+
+    def build(norm_type, num_splits):
+        cfg, keys = pyslowfast_cfg(get_cfg, norm_type, num_splits)
+        return build_model(cfg), keys
+
+    # The BatchNorm3d model, then non-trivial BN: random affine, running statistics near the
+    # statistics of a random batch (so eval mode neither explodes nor matches train mode).
+    model, cfg_keys = build("batchnorm", 1)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    with torch.no_grad():
+        for bn in bns:
+            c = bn.num_features
+            bn.weight.copy_(0.5 + rand(c))
+            bn.bias.copy_(0.2 * randn(c))
+            bn.momentum = 1.0
+        model.train()
+        model([randn(32, 3, FRAMES // OURS["alpha"], CROP, CROP), randn(32, 3, FRAMES, CROP, CROP)])
+        for bn in bns:
+            c = bn.num_features
+            bn.momentum = 0.1
+            bn.running_mean.add_(0.1 * bn.running_var.sqrt() * randn(c))
+            bn.running_var.mul_(0.8 + 0.4 * rand(c))
+        proj = model.head.projection
+        proj.weight.copy_(randn(*proj.weight.shape) / proj.weight.shape[1] ** 0.5)
+        proj.bias.copy_(0.3 * randn(*proj.bias.shape))
+    model.eval()
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    weights = {k: v.contiguous() for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    assert all(v.dtype == torch.float32 for v in weights.values())
+    bn_names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm3d)]
+
+    inputs = {
+        "slow": randn(N, 3, FRAMES // OURS["alpha"], CROP, CROP),
+        "fast": randn(N, 3, FRAMES, CROP, CROP),
+    }
+    for j in range(PRECISE_BATCHES):
+        inputs[f"precise{j}_slow"] = randn(
+            N, 3, FRAMES // OURS["alpha"], PRECISE_CROP, PRECISE_CROP
+        )
+        inputs[f"precise{j}_fast"] = randn(N, 3, FRAMES, PRECISE_CROP, PRECISE_CROP) * 0.8 + 0.1 * j
+    x = [inputs["slow"], inputs["fast"]]
+
+    def sub_bn_model():
+        m, _ = build("sub_batchnorm", 2)
+        sd = normal_to_sub_bn(copy.deepcopy(state), m.state_dict())
+        m.load_state_dict(sd, strict=True)
+        return m
+
+    def stats(m, prefix):
+        """Running statistics of m under Rust names (PySlowFast's checkpoint conversion, which
+        keeps a SubBatchNorm3d's aggregated `bn` statistics and drops `split_bn`)."""
+        normal = sub_to_normal_bn(m.state_dict())
+        return {
+            f"{prefix}/{name}.{s}": normal[f"{name}.{s}"].clone()
+            for name in bn_names
+            for s in ("running_mean", "running_var")
+        }
+
+    outputs = {}
+    bn_stats = {}
+    with torch.no_grad():
+        captured = []
+        hook = model.head.projection.register_forward_hook(lambda _m, _i, o: captured.append(o))
+        outputs["eval_probs"] = model([t.clone() for t in x])
+        hook.remove()
+        outputs["eval_logits"] = captured[0].reshape(N, -1)
+        assert torch.allclose(outputs["eval_probs"], outputs["eval_logits"].softmax(1), atol=1e-6)
+
+        # Multigrid's head (MULTIGRID.SHORT_CYCLE: AdaptiveAvgPool3d) gives the same numbers here.
+        cfg, _ = pyslowfast_cfg(get_cfg, "batchnorm", 1)
+        cfg.MULTIGRID.SHORT_CYCLE = True
+        adaptive = build_model(cfg)
+        adaptive.load_state_dict(state)
+        adaptive.eval()
+        assert torch.allclose(adaptive([t.clone() for t in x]), outputs["eval_probs"], atol=1e-6)
+
+        # PySlowFast's test-time fully convolutional head: an input wider than TRAIN_CROP_SIZE
+        # leaves the fixed AvgPool3d several positions, each scored, softmax averaged. The wide
+        # input is derived, not stored: clips 0 and 2 side by side along W, and clips 1 and 3.
+        wide = [torch.cat([t[: N // 2], t[N // 2 :]], dim=4) for t in x]
+        outputs["eval_probs_wide"] = model([t.clone() for t in wide])
+        apart = (adaptive([t.clone() for t in wide]) - outputs["eval_probs_wide"]).abs().max()
+        print(f"eval_probs_wide: fully convolutional - global pool {apart:.2e}")
+
+        outputs["train_logits"] = copy.deepcopy(model).train()([t.clone() for t in x])
+
+        sub = sub_bn_model()
+        assert sum(isinstance(mm, SubBatchNorm3d) for mm in sub.modules()) == len(bn_names)
+        sub.eval()
+        d = (sub([t.clone() for t in x]) - outputs["eval_probs"]).abs().max()
+        assert d < 1e-5, f"SubBatchNorm3d eval differs by {d}"
+        sub.train()
+        outputs["train_logits_bn2"] = sub([t.clone() for t in x])
+
+        # The same forwards in float64 (stored rounded to float32): a reference far more exact
+        # than float32's own error, which small BN groups amplify (about 1e-3 on
+        # train_logits_bn2, 1e-4 on train_logits). All running statistics come from float64
+        # runs too.
+        x64 = [t.double() for t in x]
+        m64 = copy.deepcopy(model).double().eval()
+        captured.clear()
+        hook = m64.head.projection.register_forward_hook(lambda _m, _i, o: captured.append(o))
+        outputs["eval_probs_f64"] = m64([t.clone() for t in x64])
+        hook.remove()
+        outputs["eval_logits_f64"] = captured[0].reshape(N, -1)
+        outputs["eval_probs_wide_f64"] = m64([t.double() for t in wide])
+        outputs["train_logits_f64"] = m64.train()([t.clone() for t in x64])
+        bn_stats.update(stats(m64, "train_step"))
+        sub64 = sub_bn_model().double().train()
+        outputs["train_logits_bn2_f64"] = sub64([t.clone() for t in x64])
+        assert aggregate_sub_bn_stats(sub64) == len(bn_names)
+        bn_stats.update(stats(sub64, "train_step_bn2"))
+        for key in (
+            "eval_logits",
+            "eval_probs",
+            "eval_probs_wide",
+            "train_logits",
+            "train_logits_bn2",
+        ):
+            d = (outputs[key].double() - outputs[key + "_f64"]).abs().max().item()
+            print(f"{key}: float32 - float64 {d:.2e}")
+
+        def precise(m, prefix):
+            m.double().train()
+            batches = [
+                [inputs[f"precise{j}_slow"].double(), inputs[f"precise{j}_fast"].double()]
+                for j in range(PRECISE_BATCHES)
+            ]
+            # tools/train_net.py: calculate_and_update_precise_bn, then aggregate_sub_bn_stats.
+            precise_bn.update_bn_stats(m, iter(batches), PRECISE_BATCHES)
+            aggregate_sub_bn_stats(m)
+            bn_stats.update(stats(m, prefix))
+
+        precise(copy.deepcopy(model), "precise")
+        precise(sub_bn_model(), "precise_bn2")
+        population = precise_bn._PopulationVarianceEstimator
+        precise_bn._PopulationVarianceEstimator = precise_bn._MeanOfBatchVarianceEstimator
+        try:
+            precise(copy.deepcopy(model), "precise_meanvar")
+            precise(sub_bn_model(), "precise_meanvar_bn2")
+        finally:
+            precise_bn._PopulationVarianceEstimator = population
+
+    # Depth 18 at width 8, beta_inv 8: generated weights and input, outputs stored.
+    with torch.no_grad():
+        cfg, d18_keys = pyslowfast_cfg(get_cfg, "batchnorm", 1, OURS_D18)
+        m18 = build_model(cfg)
+        sd18 = {
+            k: v
+            if k.endswith("num_batches_tracked")
+            else torch.from_numpy(generated(k, tuple(v.shape)))
+            for k, v in m18.state_dict().items()
+        }
+        m18.load_state_dict(sd18, strict=True)
+        cfg, _ = pyslowfast_cfg(get_cfg, "sub_batchnorm", 2, OURS_D18)
+        s18 = build_model(cfg)
+        s18.load_state_dict(normal_to_sub_bn(copy.deepcopy(sd18), s18.state_dict()), strict=True)
+        x18 = [
+            torch.from_numpy(
+                generated("input/slow", (N, 3, FRAMES // OURS_D18["alpha"], CROP, CROP))
+            ),
+            torch.from_numpy(generated("input/fast", (N, 3, FRAMES, CROP, CROP))),
+        ]
+        cfg, _ = pyslowfast_cfg(get_cfg, "batchnorm", 1, OURS_D18)
+        cfg.MULTIGRID.SHORT_CYCLE = True
+        a18 = build_model(cfg)
+        a18.load_state_dict(sd18, strict=True)
+        x40 = [
+            torch.from_numpy(
+                generated("input/slow40", (2, 3, FRAMES // OURS_D18["alpha"], 40, 40))
+            ),
+            torch.from_numpy(generated("input/fast40", (2, 3, FRAMES, 40, 40))),
+        ]
+        for dtype, suffix in ((torch.float32, ""), (torch.float64, "_f64")):
+            m = copy.deepcopy(m18).to(dtype).eval()
+            xs = [t.to(dtype) for t in x18]
+            captured.clear()
+            hook = m.head.projection.register_forward_hook(lambda _m, _i, o: captured.append(o))
+            outputs[f"d18_eval_probs{suffix}"] = m([t.clone() for t in xs])
+            hook.remove()
+            outputs[f"d18_eval_logits{suffix}"] = captured[0].reshape(N, -1)
+            # 40 px, 2 clips: odd feature maps (20, 10, 5, 3, 2); the fixed head scores 2x2
+            # positions, the short cycle's adaptive head pools globally (its logits kept).
+            x40s = [t.to(dtype) for t in x40]
+            outputs[f"d18_eval_probs_40{suffix}"] = m([t.clone() for t in x40s])
+            a = copy.deepcopy(a18).to(dtype).eval()
+            captured.clear()
+            hook = a.head.projection.register_forward_hook(lambda _m, _i, o: captured.append(o))
+            a([t.clone() for t in x40s])
+            hook.remove()
+            outputs[f"d18_eval_logits_40{suffix}"] = captured[0].reshape(2, -1)
+            outputs[f"d18_train_logits{suffix}"] = m.train()([t.clone() for t in xs])
+            sub = copy.deepcopy(s18).to(dtype).train()
+            outputs[f"d18_train_logits_bn2{suffix}"] = sub([t.clone() for t in xs])
+        for key in (
+            "eval_logits",
+            "eval_probs",
+            "eval_probs_40",
+            "eval_logits_40",
+            "train_logits",
+            "train_logits_bn2",
+        ):
+            d = (outputs[f"d18_{key}"].double() - outputs[f"d18_{key}_f64"]).abs().max().item()
+            big = outputs[f"d18_{key}_f64"].abs().max().item()
+            print(f"d18_{key}: max {big:.2f}, float32 - float64 {d:.2e}")
+        # The first values of one tensor per generator rule, to tell a generator mismatch from a
+        # model mismatch.
+        for k in (
+            "s1.pathway0_stem.conv.weight",
+            "s5.pathway1_res1.branch2.b_bn.weight",
+            "s5.pathway1_res1.branch2.b_bn.bias",
+            "s5.pathway1_res1.branch2.b_bn.running_mean",
+            "s5.pathway1_res1.branch2.b_bn.running_var",
+            "head.projection.weight",
+            "head.projection.bias",
+        ):
+            outputs[f"d18_probe/{k}"] = sd18[k].flatten()[:8]
+        outputs["d18_probe/input/fast"] = x18[1].flatten()[:8]
+
+    os.makedirs(out_dir, exist_ok=True)
+
+    def save(tensors, name):
+        save_file(
+            {k: v.contiguous().float() for k, v in tensors.items()}, os.path.join(out_dir, name)
+        )
+
+    save(weights, "weights.safetensors")
+    save(inputs, "inputs.safetensors")
+    save(outputs, "outputs.safetensors")
+    save(bn_stats, "bn_stats.safetensors")
+    config = {
+        "model": OURS,
+        "pyslowfast_cfg": cfg_keys,
+        "pyslowfast_cfg_bn2": {"BN.NORM_TYPE": "sub_batchnorm", "BN.NUM_SPLITS": 2},
+        "d18": {
+            "model": OURS_D18,
+            "pyslowfast_cfg": d18_keys,
+            "weights_and_input": "generated (scripts/pyslowfast_fixture.py, generated())",
+            "state_dict": [k for k in sd18 if not k.endswith("num_batches_tracked")],
+        },
+        "input": {"batch": N, "num_frames": FRAMES, "crop": CROP},
+        # The head's AvgPool3d kernels [T, H, W], slow then fast (_POOL1 slowfast is all ones).
+        "head_pool_fixed": [
+            [FRAMES // OURS["alpha"], CROP // 32, CROP // 32],
+            [FRAMES, CROP // 32, CROP // 32],
+        ],
+        "precise_bn": {"batches": PRECISE_BATCHES, "batch": N, "crop": PRECISE_CROP},
+        "seed": SEED,
+        "slowfast_commit": commit,
+        "torch": torch.__version__,
+        "fvcore": getattr(fvcore, "__version__", "unknown"),
+        "left_out": "num_batches_tracked (int64) of every BN",
+    }
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(config, f, indent=1)
+        f.write("\n")
+    total = sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
+    print(f"SlowFast {commit}: {len(weights)} weights, {len(bn_names)} BNs, {total} bytes")
+
+
+if __name__ == "__main__":
+    main()
