@@ -185,10 +185,10 @@ pub fn build_store(
     Ok(())
 }
 
-#[cfg(feature = "video")]
 /// Frames, count, height, width and frame rate of a whole video.
 type Decoded = (Vec<u8>, u32, u32, u32, f64);
 
+#[cfg(feature = "video")]
 fn decode_all(path: &Path, short_side: Option<u32>) -> Result<Decoded, String> {
     use multigrid::data::video;
     let info = video::probe(path).map_err(|e| e.to_string())?;
