@@ -160,7 +160,9 @@ fn precise_bn_replaces_clips_that_fail_to_load() {
     let root = root("protocol_precise_bn_failures");
     let data = root.join("data");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_multigrid"))
-        .args(["gen-data", "--clips", "24", "--frames", "16", "--size", "40"])
+        .args([
+            "gen-data", "--clips", "24", "--frames", "16", "--size", "40",
+        ])
         .arg("--out")
         .arg(&data)
         .output()

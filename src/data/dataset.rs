@@ -187,7 +187,8 @@ impl Dataset {
                 if scale == 1.0 {
                     return collate::collate_explicit(&[clip], &[p], t, s, norm, out);
                 }
-                let idx = temporal_indices_scaled(p.start_frame, p.stride, t, info.num_frames, scale);
+                let idx =
+                    temporal_indices_scaled(p.start_frame, p.stride, t, info.num_frames, scale);
                 collate_frames(&clip, 0, &idx, p, s, norm, out)
             }
             Dataset::VideoList { entries, list } => {

@@ -434,7 +434,13 @@ impl SlowFast {
     }
 
     /// The last feature maps of both pathways, [N, C, T, H, W] each, before the head.
-    pub fn features(&self, slow: &Tensor, fast: &Tensor, bn: Bn, train: bool) -> Result<[Tensor; 2]> {
+    pub fn features(
+        &self,
+        slow: &Tensor,
+        fast: &Tensor,
+        bn: Bn,
+        train: bool,
+    ) -> Result<[Tensor; 2]> {
         self.check_input(slow, fast, bn, train)?;
         let stem = |s: &Stem, x: &Tensor| -> Result<Tensor> {
             Ok(s.bn

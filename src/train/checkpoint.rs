@@ -25,6 +25,16 @@ pub struct Manifest {
     #[serde(default = "one")]
     pub world_size: u32,
     pub config: Config,
+    /// Epochs completed, when the checkpoint lies on an epoch boundary (none mid-epoch): what
+    /// PySlowFast's `epoch` field holds, plus one. Absent in checkpoints from before `.pyth`
+    /// export.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_epochs: Option<u32>,
+    /// The file a checkpoint was imported from (a PySlowFast `.pyth`). Its `step` is no
+    /// position in a plan of ours: a resume starts at the first step of epoch
+    /// `completed_epochs` of the resuming run's plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<String>,
 }
 
 fn one() -> u32 {
@@ -104,4 +114,444 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
         path,
         reason: format!("bad checkpoint manifest: {e}"),
     })
+}
+
+/// A checkpoint directory (one holding manifest.json), or a run directory whose newest
+/// checkpoint under `checkpoints/` is meant.
+pub fn resolve(path: &Path) -> Result<PathBuf> {
+    if path.join("manifest.json").is_file() {
+        return Ok(path.to_path_buf());
+    }
+    if let Some((_, dir)) = list(&path.join("checkpoints"))?.pop() {
+        return Ok(dir);
+    }
+    Err(Error::InvalidArgument(format!(
+        "{} is neither a checkpoint directory (no manifest.json) nor a run directory with \
+         checkpoints under checkpoints/",
+        path.display()
+    )))
+}
+
+// ---- PySlowFast's .pyth ---------------------------------------------------------------------
+//
+// A `.pyth` is a pickle (torch.save of {epoch, model_state, optimizer_state, cfg}), which only
+// Python reads and writes faithfully; scripts/pyth.py, embedded here, does the pickling and
+// exchanges plain safetensors files with us.
+
+const PYTH_SCRIPT: &str = include_str!("../../scripts/pyth.py");
+
+/// The Python that runs the `.pyth` conversion: `$MG_PYTHON`, else `python3`. It needs torch.
+pub fn python() -> PathBuf {
+    std::env::var_os("MG_PYTHON")
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| PathBuf::from("python3"), PathBuf::from)
+}
+
+fn run_pyth(args: &[&std::ffi::OsStr]) -> Result<String> {
+    let py = python();
+    let needs = "reading or writing a PySlowFast .pyth needs Python with torch: set MG_PYTHON \
+                 to one (the set-up's .venv/bin/python has it)";
+    let out = std::process::Command::new(&py)
+        .arg("-c")
+        .arg(PYTH_SCRIPT)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::Unsupported(format!("cannot run {}: {e}; {needs}", py.display())))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let message = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .trim_start_matches("pyth.py: ")
+        .to_string();
+    match out.status.code() {
+        Some(0) => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+        Some(3) => Err(Error::Unsupported(format!("{message}; {needs}"))),
+        _ if message.is_empty() => Err(Error::Internal(format!(
+            "{} ended with {} and no message while converting a .pyth",
+            py.display(),
+            out.status
+        ))),
+        _ => Err(Error::InvalidArgument(message)),
+    }
+}
+
+/// What an import found besides the tensors.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PythImport {
+    /// PySlowFast's `epoch`: the last epoch completed (start epoch minus one); None when the
+    /// file has none.
+    pub epoch: Option<i64>,
+    /// Tensors imported into model.safetensors.
+    pub tensors: usize,
+    /// Parameters whose SGD momentum was imported.
+    pub momentum: usize,
+    /// Conversions made and state left behind, one sentence each.
+    pub notes: Vec<String>,
+}
+
+impl PythImport {
+    /// Epochs the checkpoint had completed.
+    pub fn completed_epochs(&self) -> u32 {
+        self.epoch
+            .map_or(0, |e| (e + 1).clamp(0, i64::from(u32::MAX)) as u32)
+    }
+}
+
+/// The script takes paths in JSON, which holds UTF-8 only.
+fn utf8(p: &Path) -> Result<&str> {
+    p.to_str().ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "{}: .pyth conversion needs UTF-8 paths",
+            p.display()
+        ))
+    })
+}
+
+fn remove_on_error<T>(dir: &Path, r: Result<T>) -> Result<T> {
+    if r.is_err() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    r
+}
+
+/// Converts `src` into model.safetensors and optimizer.safetensors in `dir` (which must exist),
+/// without checking the tensors against any model. `trust_pickle` lets torch.load run the
+/// code a pickle holds, for files with Python objects beyond tensors and plain values.
+pub fn convert_pyth(src: &Path, dir: &Path, trust_pickle: bool) -> Result<PythImport> {
+    if !src.is_file() {
+        return Err(Error::InvalidArgument(format!(
+            "{}: no such checkpoint file",
+            src.display()
+        )));
+    }
+    let mut args = vec![
+        std::ffi::OsStr::new("import"),
+        src.as_os_str(),
+        dir.as_os_str(),
+    ];
+    if trust_pickle {
+        args.push(std::ffi::OsStr::new("--trust-pickle"));
+    }
+    let stdout = run_pyth(&args)?;
+    let last = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(last).map_err(|e| {
+        Error::Internal(format!(
+            "scripts/pyth.py printed {last:?} rather than its summary: {e}"
+        ))
+    })
+}
+
+/// Names and shapes of `file` against the model `model` builds: every tensor present with
+/// its shape, nothing extra. The error names the tensors that differ.
+pub fn check_weights(file: &Path, model: &crate::schedule::ModelConfig) -> Result<()> {
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    crate::model::SlowFast::new(&vs.root(), model)?;
+    let ours: std::collections::BTreeMap<String, Vec<i64>> = vs
+        .variables()
+        .into_iter()
+        .map(|(k, t)| (k, t.size()))
+        .collect();
+    let theirs: std::collections::BTreeMap<String, Vec<i64>> = tch::Tensor::read_safetensors(file)
+        .map_err(|e| Error::Decode {
+            path: file.to_path_buf(),
+            reason: e.to_string(),
+        })?
+        .into_iter()
+        .map(|(k, t)| (k, t.size()))
+        .collect();
+    let mut problems = Vec::new();
+    for (name, shape) in &ours {
+        match theirs.get(name) {
+            None => problems.push(format!("{name} {shape:?} is missing")),
+            Some(s) if s != shape => {
+                problems.push(format!("{name} is {s:?}, the model's is {shape:?}"))
+            }
+            Some(_) => {}
+        }
+    }
+    for name in theirs.keys().filter(|k| !ours.contains_key(*k)) {
+        problems.push(format!("{name} is not in the model"));
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let n = problems.len();
+    problems.truncate(6);
+    Err(Error::InvalidArgument(format!(
+        "the checkpoint does not fit the config's model (model.depth {}, width_per_group {}, \
+         num_classes {}): {}{}",
+        model.depth,
+        model.width_per_group,
+        model.num_classes,
+        problems.join("; "),
+        if n > 6 {
+            format!("; and {} more", n - 6)
+        } else {
+            String::new()
+        }
+    )))
+}
+
+/// Imports a PySlowFast checkpoint as one of ours into `out_dir` (absent or empty), written
+/// in a sibling temporary directory renamed into place. The weights must fit `config`'s
+/// model exactly; `config` goes into the manifest, which resumes at the first step of the
+/// epoch after the checkpoint's `epoch`.
+pub fn import_pyth(
+    src: &Path,
+    out_dir: &Path,
+    config: &Config,
+    trust_pickle: bool,
+) -> Result<PythImport> {
+    if out_dir.exists() {
+        let empty = std::fs::read_dir(out_dir)
+            .map_err(io(out_dir))?
+            .next()
+            .is_none();
+        if !empty {
+            return Err(Error::InvalidArgument(format!(
+                "{} exists and is not empty: import into a new directory",
+                out_dir.display()
+            )));
+        }
+    }
+    let name = out_dir
+        .file_name()
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{} names no directory to import into",
+                out_dir.display()
+            ))
+        })?
+        .to_string_lossy()
+        .into_owned();
+    let parent = out_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let tmp = parent.join(format!(".{name}.tmp-import-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let done = (|| {
+        let found = convert_pyth(src, &tmp, trust_pickle)?;
+        check_weights(&tmp.join("model.safetensors"), &config.model)
+            .map_err(|e| Error::InvalidArgument(format!("{}: {e}", src.display())))?;
+        let completed = found.completed_epochs();
+        let manifest = Manifest {
+            step: 0,
+            epoch: completed,
+            wall_seconds: 0.0,
+            clips_seen: 0,
+            model: "model.safetensors".into(),
+            optimizer: "optimizer.safetensors".into(),
+            seed: config.run.seed,
+            world_size: 1,
+            config: config.clone(),
+            completed_epochs: Some(completed),
+            imported_from: Some(src.display().to_string()),
+        };
+        let text =
+            serde_json::to_string_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
+        std::fs::write(tmp.join("manifest.json"), text).map_err(io(&tmp))?;
+        if out_dir.exists() {
+            std::fs::remove_dir(out_dir).map_err(io(out_dir))?;
+        }
+        std::fs::rename(&tmp, out_dir).map_err(io(out_dir))?;
+        Ok(found)
+    })();
+    remove_on_error(&tmp, done)
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PythExport {
+    /// model_state entries (num_batches_tracked included).
+    pub tensors: usize,
+    /// Parameters whose momentum went into optimizer_state.
+    pub momentum: usize,
+    /// The `epoch` field: epochs completed minus one.
+    pub epoch: i64,
+    /// Anything PySlowFast will see differently, one sentence each.
+    #[serde(skip)]
+    pub notes: Vec<String>,
+}
+
+/// The f64 a config's f32 was written as (0.45, not 0.44999998807907104).
+fn f32_decimal(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(f64::from(v))
+}
+
+/// Our config under PySlowFast's key names, where it has them (the base config: PySlowFast's
+/// multigrid rewrites its solver and shape keys per stage at run time).
+pub fn pyslowfast_cfg(c: &Config, world_size: u32) -> serde_json::Value {
+    let policy = serde_json::to_value(c.solver.lr_policy).unwrap_or_default();
+    serde_json::json!({
+        "BN": {
+            "NORM_TYPE": "batchnorm",
+            "WEIGHT_DECAY": 0.0,
+            "USE_PRECISE_STATS": c.run.precise_bn,
+            "NUM_BATCHES_PRECISE": c.run.precise_bn_batches,
+        },
+        "DATA": {
+            "NUM_FRAMES": c.data.num_frames,
+            "SAMPLING_RATE": c.data.sampling_rate,
+            "TRAIN_JITTER_SCALES": c.data.train_jitter_scales,
+            "TRAIN_CROP_SIZE": c.data.train_crop_size,
+            "TEST_CROP_SIZE": c.data.test_crop_size,
+            "TARGET_FPS": c.data.target_fps,
+            "MEAN": c.data.mean.map(f32_decimal),
+            "STD": c.data.std.map(f32_decimal),
+            "RANDOM_FLIP": c.data.random_flip,
+            "INV_UNIFORM_SAMPLE": c.data.inv_uniform_sample,
+            "REVERSE_INPUT_CHANNEL": c.data.reverse_input_channel,
+        },
+        "DATA_LOADER": {"NUM_WORKERS": c.run.num_workers},
+        "MODEL": {
+            "ARCH": "slowfast",
+            "MODEL_NAME": "SlowFast",
+            "NUM_CLASSES": c.model.num_classes,
+            "DROPOUT_RATE": c.model.dropout_rate,
+        },
+        "MULTIGRID": {
+            "LONG_CYCLE": c.multigrid.long_cycle,
+            "SHORT_CYCLE": c.multigrid.short_cycle,
+            "EPOCH_FACTOR": c.multigrid.epoch_factor,
+            "LONG_CYCLE_FACTORS": c.multigrid.long_cycle_factors,
+            "SHORT_CYCLE_FACTORS": c.multigrid.short_cycle_factors,
+            "BN_BASE_SIZE": c.multigrid.bn_base_size,
+            "EVAL_FREQ": c.multigrid.eval_freq,
+        },
+        "RESNET": {
+            "DEPTH": c.model.depth,
+            "WIDTH_PER_GROUP": c.model.width_per_group,
+            "TRANS_FUNC": if c.model.depth == 18 { "basic_transform" } else { "bottleneck_transform" },
+            "ZERO_INIT_FINAL_BN": c.model.zero_init_final_bn,
+        },
+        "SLOWFAST": {
+            "ALPHA": c.model.alpha,
+            "BETA_INV": c.model.beta_inv,
+            "FUSION_CONV_CHANNEL_RATIO": c.model.fusion_conv_channel_ratio,
+            "FUSION_KERNEL_SZ": c.model.fusion_kernel_sz,
+        },
+        "SOLVER": {
+            "OPTIMIZING_METHOD": "sgd",
+            "BASE_LR": c.solver.base_lr,
+            "LR_POLICY": policy,
+            "STEPS": c.solver.steps,
+            "LRS": c.solver.lrs,
+            "MAX_EPOCH": c.solver.max_epoch,
+            "GAMMA": c.solver.gamma,
+            "WARMUP_EPOCHS": c.solver.warmup_epochs,
+            "WARMUP_START_LR": c.solver.warmup_start_lr,
+            "COSINE_END_LR": c.solver.cosine_end_lr,
+            "COSINE_AFTER_WARMUP": c.solver.cosine_after_warmup,
+            "MOMENTUM": c.solver.momentum,
+            "DAMPENING": c.solver.dampening,
+            "WEIGHT_DECAY": c.solver.weight_decay,
+            "NESTEROV": c.solver.nesterov,
+        },
+        "TEST": {
+            "BATCH_SIZE": c.run.eval_batch_size,
+            "NUM_ENSEMBLE_VIEWS": c.run.test_num_temporal_views,
+            "NUM_SPATIAL_CROPS": c.run.test_num_spatial_crops,
+        },
+        "TRAIN": {
+            "BATCH_SIZE": c.train.batch_size,
+            "EVAL_PERIOD": c.train.eval_period,
+            "CHECKPOINT_PERIOD": c.train.checkpoint_period,
+        },
+        "NUM_GPUS": world_size,
+        "RNG_SEED": c.run.seed,
+    })
+}
+
+/// Writes checkpoint `ckpt` (a checkpoint directory, or a run directory for its newest) as a
+/// PySlowFast `.pyth` at `out`, through a temporary file renamed into place: model_state by
+/// PySlowFast's names in its module order with num_batches_tracked for every BN,
+/// optimizer_state as torch.optim.SGD's state_dict in construct_optimizer's parameter order
+/// (BN parameters, then the others), `epoch` (epochs completed minus one), `cfg` as YAML, and
+/// scaler_state with fp16.
+pub fn export_pyth(ckpt: &Path, out: &Path) -> Result<PythExport> {
+    let dir = resolve(ckpt)?;
+    let m = read_manifest(&dir)?;
+    let mut notes = Vec::new();
+    let completed = match m.completed_epochs {
+        Some(e) => e,
+        None => {
+            notes.push(format!(
+                "the checkpoint does not say that it lies on an epoch boundary (step {}, in \
+                 epoch {}): PySlowFast will resume at the start of epoch {}",
+                m.step, m.epoch, m.epoch
+            ));
+            m.epoch
+        }
+    };
+    let lr = crate::schedule::Schedule::new(m.config.clone())
+        .and_then(|s| s.lr_at(f64::from(completed.min(s.max_epoch().saturating_sub(1)))))
+        .unwrap_or(m.config.solver.base_lr);
+    let optimizer = dir.join(&m.optimizer);
+    let scaler = super::amp::LossScaler::default();
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    let model = dir.join(&m.model);
+    let job = serde_json::json!({
+        "model": utf8(&model)?,
+        "optimizer": if optimizer.is_file() { Some(utf8(&optimizer)?) } else { None },
+        "out": utf8(out)?,
+        "epoch": i64::from(completed) - 1,
+        "num_batches_tracked": m.step,
+        "cfg": pyslowfast_cfg(&m.config, m.world_size),
+        "solver": {
+            "lr": lr,
+            "momentum": m.config.solver.momentum,
+            "dampening": m.config.solver.dampening,
+            "weight_decay": m.config.solver.weight_decay,
+            "bn_weight_decay": 0.0,
+            "nesterov": m.config.solver.nesterov,
+        },
+        "scaler": {
+            "growth_factor": scaler.growth_factor,
+            "backoff_factor": scaler.backoff_factor,
+            "growth_interval": scaler.growth_interval,
+        },
+    });
+    let job_path = std::env::temp_dir().join(format!(
+        "multigrid-export-{}-{}.json",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    std::fs::write(&job_path, job.to_string()).map_err(io(&job_path))?;
+    let ran = run_pyth(&[std::ffi::OsStr::new("export"), job_path.as_os_str()]);
+    let _ = std::fs::remove_file(&job_path);
+    let stdout = ran?;
+    let last = stdout.lines().last().unwrap_or("");
+    let mut done: PythExport = serde_json::from_str(last).map_err(|e| {
+        Error::Internal(format!(
+            "scripts/pyth.py printed {last:?} rather than its summary: {e}"
+        ))
+    })?;
+    done.notes = notes;
+    Ok(done)
+}
+
+/// What [`Trainer::init_from`] loaded.
+#[derive(Debug, Clone, Default)]
+pub struct InitReport {
+    /// The weights file read (for a `.pyth`, the file itself).
+    pub source: PathBuf,
+    /// Tensors copied from it.
+    pub loaded: usize,
+    /// Tensors re-initialised instead (the classifier when the class count differs).
+    pub reinitialised: Vec<String>,
+    /// The checkpoint's class count when it differs from the model's.
+    pub checkpoint_classes: Option<i64>,
+    /// What the `.pyth` conversion did, one sentence each.
+    pub notes: Vec<String>,
 }

@@ -35,6 +35,8 @@ impl Trainer {
     /// Gradients are made defined (zeros), so every rank's buckets have the same layout even
     /// for a parameter that a step leaves unused.
     pub(super) fn sync_from_rank0(&mut self) -> Result<()> {
+        // Every load of weights ends here: the statistics are the loaded ones now.
+        self.precise_at = None;
         if !self.distributed() {
             return Ok(());
         }

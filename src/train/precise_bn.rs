@@ -150,7 +150,15 @@ impl Trainer {
                         let mut rng = Rng::new(seed, self.next_step, index as u64);
                         let choose = |f, h, w| at.draw(&mut rng, data, f, h, w);
                         let out = &mut fast[k * one..(k + 1) * one];
-                        match self.train.collate_clip(index, t, s, &norm, data.target_fps, choose, out) {
+                        match self.train.collate_clip(
+                            index,
+                            t,
+                            s,
+                            &norm,
+                            data.target_fps,
+                            choose,
+                            out,
+                        ) {
                             Ok(()) => break,
                             Err(e) if failed >= MAX_FAILED_IN_A_ROW => {
                                 return Err(Error::Data(format!(

@@ -6,7 +6,7 @@ use std::time::Instant;
 use tch::Tensor;
 
 use super::amp::LossScaler;
-use super::checkpoint::{self, Manifest};
+use super::checkpoint::{self, InitReport, Manifest};
 use super::{torch, Trainer};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
@@ -50,6 +50,14 @@ impl Trainer {
     /// step on as many ranks; the first step of the next epoch on another number of ranks,
     /// which only an epoch-end checkpoint has (the plan's step counts depend on the world size).
     fn resume_step(&self, m: &Manifest) -> Result<u64> {
+        if m.imported_from.is_some() {
+            // No step of ours: the epoch boundary it was written at, in this run's plan.
+            let e = m.completed_epochs.unwrap_or(0);
+            return Ok(self
+                .plan
+                .epoch_first_step(e.min(self.schedule.max_epoch()))
+                .unwrap_or(self.plan.total_steps()));
+        }
         let saved_world = m.world_size;
         let world = self.launch.world_size as u32;
         if saved_world == world {
@@ -157,6 +165,13 @@ impl Trainer {
         self.agree(written, "write the checkpoint")
     }
 
+    /// Epochs completed when the next step is the first of an epoch (or the run is over).
+    fn completed_epochs(&self) -> Option<u32> {
+        (0..=self.schedule.max_epoch())
+            .rev()
+            .find(|&e| self.plan.epoch_first_step(e) == Some(self.next_step))
+    }
+
     fn write_checkpoint(&self) -> Result<PathBuf> {
         let wall_seconds = self.wall_seconds();
         let epoch = self
@@ -173,6 +188,8 @@ impl Trainer {
             seed: self.config.run.seed,
             world_size: self.launch.world_size as u32,
             config: self.config.clone(),
+            completed_epochs: self.completed_epochs(),
+            imported_from: None,
         };
         checkpoint::save(
             &self.checkpoint_root(),
@@ -189,5 +206,159 @@ impl Trainer {
                 Tensor::write_safetensors(&named, dir.join("optimizer.safetensors")).map_err(torch)
             },
         )
+    }
+}
+
+/// The classifier, which fine-tuning replaces when the class count changes.
+const HEAD: &str = "head.projection.";
+
+impl Trainer {
+    /// Initialises the model from another run's weights, as PySlowFast's fine-tuning
+    /// (TRAIN.CHECKPOINT_FILE_PATH with CHECKPOINT_EPOCH_RESET): parameters and BN statistics
+    /// by name from `path` (a checkpoint directory, a run directory for its newest checkpoint,
+    /// a `.safetensors` file, or a PySlowFast `.pyth`, converted by scripts/pyth.py), then
+    /// training from step 0 with a fresh optimizer. When the class count differs, the
+    /// classifier (`head.projection.*`) is re-initialised; any other tensor missing, of
+    /// another shape, or not in the model is an error naming it, and the model is left as it
+    /// was. Collective: every rank calls it; rank 0 reads and the others receive its weights.
+    pub fn init_from(&mut self, path: &Path) -> Result<InitReport> {
+        let read = if self.launch.rank == 0 {
+            self.read_init(path)
+        } else {
+            Ok(InitReport::default())
+        };
+        let report = self.agree(read, "initialise from the checkpoint")?;
+        self.sync_from_rank0()?;
+        self.opt = super::optim::Sgd::new(&self.vs, &self.config.solver);
+        if let Some(s) = &mut self.scaler {
+            *s = LossScaler::default();
+        }
+        self.next_step = 0;
+        self.clips_seen = 0;
+        self.wall_before = 0.0;
+        self.clock = Instant::now();
+        Ok(report)
+    }
+
+    fn read_init(&mut self, path: &Path) -> Result<InitReport> {
+        let is_file = path.is_file();
+        if is_file && path.extension().is_some_and(|e| e == "safetensors") {
+            return self.load_by_name(path, path, Vec::new());
+        }
+        if !is_file {
+            let dir = checkpoint::resolve(path)?;
+            let m = checkpoint::read_manifest(&dir)?;
+            return self.load_by_name(&dir.join(&m.model), path, Vec::new());
+        }
+        let tmp = std::env::temp_dir().join(format!(
+            "multigrid-init-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::create_dir_all(&tmp).map_err(|source| Error::Io {
+            path: tmp.clone(),
+            source,
+        })?;
+        let done = checkpoint::convert_pyth(path, &tmp, false)
+            .and_then(|found| self.load_by_name(&tmp.join("model.safetensors"), path, found.notes));
+        let _ = std::fs::remove_dir_all(&tmp);
+        done
+    }
+
+    /// Copies `file`'s tensors into the model by name after checking them all (`shown` is the
+    /// path the errors name).
+    fn load_by_name(
+        &mut self,
+        file: &Path,
+        shown: &Path,
+        notes: Vec<String>,
+    ) -> Result<InitReport> {
+        let theirs: std::collections::BTreeMap<String, Tensor> = Tensor::read_safetensors(file)
+            .map_err(|e| Error::Decode {
+                path: file.to_path_buf(),
+                reason: e.to_string(),
+            })?
+            .into_iter()
+            .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
+            .collect();
+        let mut ours = self.vs.variables().into_iter().collect::<Vec<_>>();
+        ours.sort_by(|a, b| a.0.cmp(&b.0));
+        // The class count differs when the classifier's input width matches and its output
+        // does not: then the head is PySlowFast's "not loaded" layer, and only it.
+        let head_w = format!("{HEAD}weight");
+        let new_classes = match (
+            theirs.get(&head_w).map(Tensor::size),
+            ours.iter()
+                .find(|(k, _)| *k == head_w)
+                .map(|(_, t)| t.size()),
+        ) {
+            (Some(a), Some(b)) if a.len() == 2 && b.len() == 2 && a[1] == b[1] && a[0] != b[0] => {
+                Some(a[0])
+            }
+            _ => None,
+        };
+        let mut problems = Vec::new();
+        let mut copies = Vec::new();
+        let mut reinit = Vec::new();
+        for (name, var) in &ours {
+            if new_classes.is_some() && name.starts_with(HEAD) {
+                reinit.push((name.clone(), var.shallow_clone()));
+                continue;
+            }
+            match theirs.get(name) {
+                None => problems.push(format!("{name} {:?} is missing", var.size())),
+                Some(t) if t.size() != var.size() => problems.push(format!(
+                    "{name} is {:?} in the checkpoint and {:?} in the model",
+                    t.size(),
+                    var.size()
+                )),
+                Some(t) => copies.push((var.shallow_clone(), t)),
+            }
+        }
+        let known: std::collections::HashSet<&str> = ours.iter().map(|(k, _)| k.as_str()).collect();
+        for name in theirs.keys().filter(|k| !known.contains(k.as_str())) {
+            problems.push(format!("{name} is not in the model"));
+        }
+        if !problems.is_empty() {
+            let n = problems.len();
+            problems.truncate(6);
+            let more = if n > 6 {
+                format!("; and {} more", n - 6)
+            } else {
+                String::new()
+            };
+            return Err(Error::InvalidArgument(format!(
+                "cannot initialise from {}: {}{more} (is the config's model, depth {} width {}, \
+                 the checkpoint's?)",
+                shown.display(),
+                problems.join("; "),
+                self.config.model.depth,
+                self.config.model.width_per_group
+            )));
+        }
+        tch::no_grad(|| -> Result<()> {
+            for (var, t) in &copies {
+                var.shallow_clone().f_copy_(t).map_err(torch)?;
+            }
+            // PySlowFast's head init: weight ~ N(0, 0.01), bias 0.
+            for (name, var) in &reinit {
+                let mut v = var.shallow_clone();
+                if name.ends_with(".weight") {
+                    let _ = v.f_normal_(0.0, 0.01).map_err(torch)?;
+                } else {
+                    let _ = v.f_zero_().map_err(torch)?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(InitReport {
+            source: shown.to_path_buf(),
+            loaded: copies.len(),
+            reinitialised: reinit.into_iter().map(|(k, _)| k).collect(),
+            checkpoint_classes: new_classes,
+            notes,
+        })
     }
 }

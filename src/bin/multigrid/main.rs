@@ -4,6 +4,8 @@
 mod bench;
 #[cfg(feature = "torch")]
 mod bench_dist;
+#[cfg(feature = "torch")]
+mod checkpoint;
 mod data;
 #[cfg(feature = "torch")]
 mod launch;
@@ -92,9 +94,20 @@ enum Command {
         config: PathBuf,
         #[arg(long)]
         output_dir: PathBuf,
-        /// Continue from the newest checkpoint in the output directory.
+        /// Continue from the newest checkpoint in the output directory (plan position,
+        /// optimizer and all). With --init-from, a checkpoint found here wins, as PySlowFast's
+        /// TRAIN.AUTO_RESUME does: a fine-tuning run that was stopped resumes where it was
+        /// rather than starting over from CHECKPOINT.
         #[arg(long)]
         resume: bool,
+        /// Fine-tune: start from CHECKPOINT's weights (a checkpoint or run directory of ours,
+        /// or a PySlowFast .pyth, which needs Python with torch: $MG_PYTHON, else python3) at
+        /// step 0 with a fresh optimizer. When the class count differs the classifier
+        /// (head.projection.*) is re-initialised; any other tensor that is missing or of
+        /// another shape is an error. Without --resume the run starts from CHECKPOINT even if
+        /// the output directory holds checkpoints.
+        #[arg(long, value_name = "CHECKPOINT")]
+        init_from: Option<PathBuf>,
         /// auto, cpu, cuda, cuda:N (overrides run.device).
         #[arg(long)]
         device: Option<String>,
@@ -110,6 +123,11 @@ enum Command {
         #[arg(long, value_name = "N")]
         nproc_per_node: Option<usize>,
     },
+    /// PySlowFast checkpoints (.pyth) to and from ours; needs Python with torch ($MG_PYTHON,
+    /// else python3).
+    #[cfg(feature = "torch")]
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
     /// Evaluate a checkpoint on the val (centre view) or test (K x 3 views) split.
     #[cfg(feature = "torch")]
     Eval {
@@ -153,6 +171,41 @@ enum Command {
     /// Benchmarks; each reports a ratio against a reference measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[cfg(feature = "torch")]
+#[derive(Subcommand)]
+enum CheckpointCommand {
+    /// Convert a PySlowFast .pyth (model_state, optimizer_state, epoch, cfg) into a checkpoint
+    /// directory of ours: weights by name (a DataParallel "module." prefix and sub-batch BN
+    /// names are converted), SGD momentum when the optimizer's parameter groups match
+    /// construct_optimizer's, and a manifest that resumes at the epoch after `epoch`. The
+    /// weights must fit --config's model exactly. Written to a temporary directory renamed
+    /// into place.
+    Import {
+        /// The .pyth file.
+        input: PathBuf,
+        /// The checkpoint directory to create (absent or empty). To resume a PySlowFast run,
+        /// import into RUN/checkpoints/step_000000000 and train with --output-dir RUN --resume.
+        out_dir: PathBuf,
+        /// Our config for the model the checkpoint holds (stored in the manifest).
+        #[arg(long)]
+        config: PathBuf,
+        /// Let torch.load unpickle arbitrary Python objects, which runs code stored in the
+        /// file: only for files you trust (old checkpoints can need it).
+        #[arg(long)]
+        trust_pickle: bool,
+    },
+    /// Write a checkpoint of ours (a checkpoint directory, or a run directory for its newest)
+    /// as a .pyth that PySlowFast's load_checkpoint accepts: model_state with
+    /// num_batches_tracked for every BN, optimizer_state in torch.optim.SGD's form and
+    /// construct_optimizer's parameter order, epoch, cfg (YAML), scaler_state with fp16.
+    /// Written to a temporary file renamed into place.
+    Export {
+        ckpt_dir: PathBuf,
+        /// The .pyth file to write.
+        output: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -379,6 +432,7 @@ fn main() -> ExitCode {
             config,
             output_dir,
             resume,
+            init_from,
             device,
             data,
             set,
@@ -387,8 +441,21 @@ fn main() -> ExitCode {
             let o = train::Overrides { device, data, set };
             match nproc_per_node {
                 Some(n) => train::launch(&config, n, &o),
-                None => train::train(&config, &output_dir, resume, &o).map(|_| ()),
+                None => {
+                    train::train(&config, &output_dir, resume, init_from.as_deref(), &o).map(|_| ())
+                }
             }
+        }
+        #[cfg(feature = "torch")]
+        Command::Checkpoint(CheckpointCommand::Import {
+            input,
+            out_dir,
+            config,
+            trust_pickle,
+        }) => checkpoint::import(&input, &out_dir, &config, trust_pickle),
+        #[cfg(feature = "torch")]
+        Command::Checkpoint(CheckpointCommand::Export { ckpt_dir, output }) => {
+            checkpoint::export(&ckpt_dir, &output)
         }
         #[cfg(feature = "torch")]
         Command::Eval {

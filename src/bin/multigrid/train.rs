@@ -79,9 +79,11 @@ pub fn train(
     config: &Path,
     out: &Path,
     resume: bool,
+    init_from: Option<&Path>,
     overrides: &Overrides,
 ) -> Result<Summary, String> {
     let c = load_config(config, overrides)?;
+    let classes = c.model.num_classes;
     let mut t = Trainer::new(c, out).map_err(|e| format!("{e}"))?;
     let (rank, world) = (t.rank(), t.world_size());
     let err = |e: multigrid::Error| {
@@ -92,8 +94,32 @@ pub fn train(
         }
     };
     let primary = rank == 0;
-    if resume && t.resume().map_err(err)? && primary {
+    // A checkpoint of this run wins over --init-from, as TRAIN.AUTO_RESUME over
+    // TRAIN.CHECKPOINT_FILE_PATH in PySlowFast.
+    let resumed = resume && t.resume().map_err(err)?;
+    if resumed && primary {
         eprintln!("multigrid: resumed at step {}", t.next_step());
+    }
+    if let (false, Some(path)) = (resumed, init_from) {
+        let r = t.init_from(path).map_err(err)?;
+        if primary {
+            for note in &r.notes {
+                eprintln!("multigrid: {note}");
+            }
+            let head = match r.checkpoint_classes {
+                Some(k) => format!(
+                    "; {} re-initialised for {} classes (the checkpoint has {k})",
+                    r.reinitialised.join(", "),
+                    classes
+                ),
+                None => String::new(),
+            };
+            eprintln!(
+                "multigrid: initialised {} tensors from {}{head}",
+                r.loaded,
+                path.display()
+            );
+        }
     }
     let total = t.plan().total_steps();
     if primary {
@@ -303,7 +329,7 @@ fn compare(
             data: Some(data.to_path_buf()),
             ..overrides.clone()
         };
-        let s = train(Path::new(config), &out.join(name), false, &o)?;
+        let s = train(Path::new(config), &out.join(name), false, None, &o)?;
         rows.push((name, s));
     }
     let fmt =
