@@ -83,9 +83,12 @@ pub struct RunConfig {
     pub log_period: u64,
     /// Checkpoints kept (oldest removed). Default 3.
     pub keep_checkpoints: usize,
-    /// Recompute BN statistics before each evaluation, as PySlowFast. Default true.
+    /// Recompute BN statistics (PySlowFast's precise BN) before every evaluation and
+    /// checkpoint, at the shape the evaluation serves. PySlowFast's BN.USE_PRECISE_STATS, whose
+    /// K400 configs set it. Default true.
     pub precise_bn: bool,
-    /// Batches for precise BN. Default 200 (PySlowFast's NUM_BATCHES_PRECISE).
+    /// Batches for precise BN, capped at what the train split holds. Default 200 (PySlowFast's
+    /// BN.NUM_BATCHES_PRECISE).
     pub precise_bn_batches: usize,
     /// Mid-run validation. `train` (PySlowFast's): one clip per video drawn as in training
     /// (random start, stride, scale, crop and flip, seeded per epoch) at the shape of the stage
