@@ -542,3 +542,43 @@ fn a_short_cycle_batch_factor_of_zero_is_a_config_error() {
     assert_eq!(status, MG_STATUS_INVALID_CONFIG, "{msg}");
     assert!(msg.contains("short_cycle_factors"), "{msg}");
 }
+
+/// Fuzzing finding (session 5): a store clip of 0 frames with a recorded frame rate went
+/// through the target-fps gather, which indexed frame -1 before the collator's own checks.
+#[test]
+fn an_empty_store_clip_at_a_recorded_fps_is_an_error() {
+    use multigrid::collate::{ClipParams, Normalize};
+    use multigrid::data::dataset::Dataset;
+    use multigrid::data::store::StoreWriter;
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("empty_fps_clip");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("train.mgstore");
+    let mut w = StoreWriter::create(&path).unwrap();
+    w.add_at_fps(&[7u8; 2 * 2 * 3], 1, 2, 2, 0, Some(60.0))
+        .unwrap();
+    w.finish().unwrap();
+    // Rewrite the clip as 0 frames of 0 bytes, with valid checksums: what the fuzzer made.
+    let mut b = std::fs::read(&path).unwrap();
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    let (index, index_len) = (u64_at(&b, 24) as usize, u64_at(&b, 32) as usize);
+    b[index + 8..index + 16].copy_from_slice(&0u64.to_le_bytes());
+    b[index + 16..index + 20].copy_from_slice(&0u32.to_le_bytes());
+    b[index + 32..index + 36].copy_from_slice(&crc32fast::hash(&[]).to_le_bytes());
+    let crc = crc32fast::hash(&b[index..index + index_len]);
+    b[40..44].copy_from_slice(&crc.to_le_bytes());
+    let crc = crc32fast::hash(&b[..48]);
+    b[48..52].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, &b).unwrap();
+    let Ok(store) = Dataset::store(&path) else {
+        return; // Refused at open: as good.
+    };
+    let mut out = vec![0f32; 3 * 2 * 2 * 2];
+    let choose = |_, _, _| ClipParams {
+        stride: 1,
+        short_side: 2,
+        ..ClipParams::default()
+    };
+    let r = store.collate_clip(0, 2, 2, &Normalize::default(), 30, choose, &mut out);
+    assert!(r.is_err(), "{r:?}");
+}

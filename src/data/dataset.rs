@@ -216,6 +216,18 @@ fn collate_frames(
     norm: &collate::Normalize,
     out: &mut [f32],
 ) -> Result<()> {
+    // The collator checks clips too, but only after this gather, which must not index an
+    // empty or short clip first (a store may list one).
+    let need = collate::clip_bytes(clip.num_frames, clip.height, clip.width);
+    if clip.num_frames == 0 || need.is_none_or(|n| n == 0 || clip.frames.len() < n) {
+        return Err(Error::InvalidArgument(format!(
+            "clip of {} frames of {}x{} with {} bytes cannot be sampled",
+            clip.num_frames,
+            clip.height,
+            clip.width,
+            clip.frames.len()
+        )));
+    }
     let frame = clip.height as usize * clip.width as usize * 3;
     let mut gathered = Vec::with_capacity(idx.len() * frame);
     for &f in idx {
