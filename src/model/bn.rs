@@ -6,8 +6,8 @@
 //! buffers, updated with the pooled mean and variance of the groups (mu = mean_g mu_g,
 //! var = mean_g var_g + mean_g (mu_g - mu)^2), so any group count can follow any other and a
 //! checkpoint does not depend on it. Evaluation is plain BatchNorm with those buffers. Precise
-//! BN instead averages each group's statistics over its batches and aggregates the groups once,
-//! as PySlowFast's precise BN followed by `aggregate_sub_bn_stats`.
+//! BN instead takes each group's population statistics over all its batches and aggregates the
+//! groups once, as PySlowFast's precise BN (fvcore) followed by `aggregate_sub_bn_stats`.
 
 use tch::{nn, Kind, Tensor};
 

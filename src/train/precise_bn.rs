@@ -88,10 +88,10 @@ impl Trainer {
         }
     }
 
-    /// PySlowFast's precise BN: running statistics recomputed as the average over training
-    /// batches (train-split clips, training augmentation) of `at`'s shape, in its BN groups,
-    /// each group averaged over the batches and the groups aggregated once at the end
-    /// (`aggregate_sub_bn_stats`). Clips are drawn without replacement from a permutation of
+    /// PySlowFast's precise BN: running statistics recomputed from training batches
+    /// (train-split clips, training augmentation) of `at`'s shape, in its BN groups: each
+    /// group's population statistics over all the batches, the groups aggregated once at the
+    /// end (`aggregate_sub_bn_stats`). Clips are drawn without replacement from a permutation of
     /// the train split (seeded by the step), each rank its own share; the batch count is
     /// capped at what the split holds; a clip that fails to load is replaced by the next (an
     /// error after ten in a row).
