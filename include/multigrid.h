@@ -95,8 +95,9 @@
 #define MG_VERSION_PATCH 0
 
 /**
- * A dataset: a clip store or a video list. Create with `mg_dataset_open_store` or
- * `mg_dataset_open_video_list`, free with `mg_dataset_free`.
+ * A dataset: a clip store, a video list, or Charades' or SSv2's frame lists. Create with
+ * `mg_dataset_open_store`, `mg_dataset_open_video_list` or `mg_dataset_open_frame_lists`,
+ * free with `mg_dataset_free`.
  */
 typedef struct mg_dataset mg_dataset;
 
@@ -313,7 +314,8 @@ typedef struct mg_progress {
 typedef int32_t (*mg_progress_fn)(void *user_data, const struct mg_progress *progress);
 
 /**
- * The end of `mg_trainer_fit`. Accuracies are percentages, NaN when not measured.
+ * The end of `mg_trainer_fit`. Accuracies are percentages, NaN when not measured; the mean
+ * average precisions only for a multi-label task (`data.multi_label`).
  */
 typedef struct mg_summary {
   double wall_seconds;
@@ -324,15 +326,20 @@ typedef struct mg_summary {
   double test_top1;
   double test_top5;
   bool cancelled;
+  double val_map;
+  double test_map;
 } mg_summary;
 
 /**
- * Top-1 and top-5 accuracy in percent over `clips` clips.
+ * Top-1 and top-5 accuracy in percent over `clips` clips; for a multi-label task the share
+ * whose top-1 (top-5) scores include one of their classes, and `map`, the mean average
+ * precision in percent (NaN for a single-label task).
  */
 typedef struct mg_accuracy {
   double top1;
   double top5;
   uint64_t clips;
+  double map;
 } mg_accuracy;
 
 /**
@@ -478,6 +485,20 @@ mg_status mg_dataset_open_store(const char *path, struct mg_dataset **out);
 mg_status mg_dataset_open_video_list(const char *dir, const char *split, struct mg_dataset **out);
 
 /**
+ * Opens `split` of Charades (`dataset` "charades") or Something-Something V2 ("ssv2") in
+ * `dir`, in PySlowFast's layout: frame lists `train.csv` (split "train") or `val.csv` (any
+ * other split, as PySlowFast tests on val), and for SSv2 its label JSON files. Frame paths
+ * are joined to `path_prefix` (NULL or "" for none; a relative prefix is taken from `dir`).
+ * Errors: MG_STATUS_IO (a file cannot be read), MG_STATUS_DATA (a malformed list or JSON,
+ * naming the line or video), MG_STATUS_INVALID_ARGUMENT (an unknown `dataset`).
+ */
+mg_status mg_dataset_open_frame_lists(const char *dataset,
+                                      const char *dir,
+                                      const char *split,
+                                      const char *path_prefix,
+                                      struct mg_dataset **out);
+
+/**
  * Frees a dataset; NULL is a no-op.
  */
 void mg_dataset_free(struct mg_dataset *dataset);
@@ -492,7 +513,8 @@ mg_status mg_dataset_len(const struct mg_dataset *dataset, uint64_t *out);
  * from `dataset`: fast pathway into `fast`, slow pathway into `slow` when `alpha` > 0 (NULL
  * and 0 otherwise), class labels into `labels` (`labels_len` = the step's batch size). Buffer
  * lengths count elements; mg_collate_step_len gives them. Clips that fail to decode are
- * replaced by other samples. The plan must have been made for this dataset's size.
+ * replaced by other samples. The plan must have been made for this dataset's size. A
+ * multi-label plan (`data.multi_label`) takes mg_dataset_load_step_targets instead.
  */
 mg_status mg_dataset_load_step(const struct mg_dataset *dataset,
                                const struct mg_plan *plan,
@@ -504,6 +526,22 @@ mg_status mg_dataset_load_step(const struct mg_dataset *dataset,
                                size_t fast_len,
                                int64_t *labels,
                                size_t labels_len);
+
+/**
+ * mg_dataset_load_step for a multi-label plan (`data.multi_label`, Charades): `targets`
+ * receives the multi-hot classes of each clip over the frames it spans, N x
+ * `model.num_classes` floats (`targets_len` elements), row-major.
+ */
+mg_status mg_dataset_load_step_targets(const struct mg_dataset *dataset,
+                                       const struct mg_plan *plan,
+                                       uint64_t step,
+                                       uint32_t alpha,
+                                       float *slow,
+                                       size_t slow_len,
+                                       float *fast,
+                                       size_t fast_len,
+                                       float *targets,
+                                       size_t targets_len);
 
 /**
  * Copies the calling thread's last error message into `buf`, NUL-terminated and truncated
@@ -666,7 +704,8 @@ mg_status mg_trainer_fit(struct mg_trainer *trainer,
  * take the plan's values at the trainer's position (mg_trainer_next_step), which advances by
  * one, so checkpoints and resume line up with mg_trainer_fit. `*loss` receives the
  * cross-entropy. With several ranks every rank calls it with its own shard's batch of the
- * same shape (gradients are averaged over ranks before the update).
+ * same shape (gradients are averaged over ranks before the update). A multi-label task takes
+ * mg_trainer_train_step_targets instead.
  */
 mg_status mg_trainer_train_step(struct mg_trainer *trainer,
                                 const float *slow,
@@ -677,6 +716,23 @@ mg_status mg_trainer_train_step(struct mg_trainer *trainer,
                                 uint32_t bn_groups,
                                 double lr,
                                 double *loss);
+
+/**
+ * mg_trainer_train_step for a multi-label task (`data.multi_label`, `model.loss_func`
+ * `bce_logit`): `targets` holds N x `num_classes` floats in [0, 1] (multi-hot, row-major;
+ * `num_classes` must equal `model.num_classes`), and `*loss` receives the binary
+ * cross-entropy on the logits, the mean over clips and classes.
+ */
+mg_status mg_trainer_train_step_targets(struct mg_trainer *trainer,
+                                        const float *slow,
+                                        const int64_t *slow_shape,
+                                        const float *fast,
+                                        const int64_t *fast_shape,
+                                        const float *targets,
+                                        uint32_t num_classes,
+                                        uint32_t bn_groups,
+                                        double lr,
+                                        double *loss);
 
 /**
  * Accuracy on `split` of the config's data directory, without precise BN: "test" scores the

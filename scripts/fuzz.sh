@@ -18,7 +18,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-TARGETS_ALL=(schedule_plan collate store video_list mp4)
+TARGETS_ALL=(schedule_plan collate store video_list frame_list mp4)
 read -r -a TARGETS <<<"${FUZZ_TARGETS:-${TARGETS_ALL[*]}}"
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$ROOT/target/fuzz}"
 HOST=$(rustc -vV | sed -n 's/^host: //p')
@@ -46,6 +46,7 @@ max_len() {
 	collate) echo 512 ;;
 	store) echo 8192 ;;
 	video_list) echo 1024 ;;
+	frame_list) echo 1024 ;;
 	mp4) echo 16384 ;;
 	*) echo "unknown target $1 (one of: ${TARGETS_ALL[*]})" >&2; exit 2 ;;
 	esac
@@ -55,6 +56,7 @@ dict() {
 	schedule_plan) echo fuzz/dict/config.dict ;;
 	store) echo fuzz/dict/store.dict ;;
 	video_list) echo fuzz/dict/csv.dict ;;
+	frame_list) echo fuzz/dict/frames.dict ;;
 	mp4) echo fuzz/dict/mp4.dict ;;
 	*) echo "" ;;
 	esac

@@ -504,3 +504,110 @@ fn tensors_hold_the_same_batch() {
     let picked = fast.index_select(2, &tch::Tensor::from_slice(&[0i64, 5, 10, 15]));
     assert!(picked.equal(&slow));
 }
+
+/// SSv2's segment sampling against ssv2.py `get_seq_frames` (values from PySlowFast's own
+/// formula in Python: numpy's round is half to even, so segment bounds 4.5 -> 4, 13.5 -> 14).
+#[test]
+fn ssv2_segments_match_get_seq_frames() {
+    use multigrid::collate::{segment_indices, Rng};
+    assert_eq!(segment_indices(37, 8, None), [2, 6, 11, 16, 20, 24, 29, 34]);
+    // A video shorter than the clip repeats frames.
+    assert_eq!(segment_indices(5, 8, None), [0, 0, 1, 2, 2, 2, 3, 4]);
+    assert_eq!(
+        segment_indices(300, 16, None),
+        [9, 28, 46, 65, 84, 102, 121, 140, 159, 177, 196, 215, 233, 252, 271, 289]
+    );
+    // Training draws one frame inside each segment's bounds, both ends included.
+    let bounds = [
+        (0, 4),
+        (4, 9),
+        (9, 14),
+        (14, 18),
+        (18, 22),
+        (22, 27),
+        (27, 32),
+        (32, 36),
+    ];
+    let mut seen = [[false; 2]; 8];
+    for seed in 0..400 {
+        let picks = segment_indices(37, 8, Some(&mut Rng::new(seed, 0, 0)));
+        for (i, (&f, &(lo, hi))) in picks.iter().zip(&bounds).enumerate() {
+            assert!(
+                (lo..=hi).contains(&f),
+                "segment {i}: {f} outside {lo}..={hi}"
+            );
+            seen[i][0] |= f == lo;
+            seen[i][1] |= f == hi;
+        }
+    }
+    assert!(seen.iter().all(|s| s[0] && s[1]), "both ends are drawn");
+}
+
+/// Charades' temporal sampling against charades.py `get_seq_frames`: frames `rate` apart from
+/// the start, clamped; test view k of K starts at round(gap / (K - 1) * k) with Python's round.
+#[test]
+fn charades_sampling_matches_get_seq_frames() {
+    use multigrid::collate::{charades_indices, charades_random_start, charades_view_start, Rng};
+    let starts = |n, t, r, k| {
+        (0..k)
+            .map(|i| charades_view_start(n, t, r, i, k))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        starts(100, 8, 4, 10),
+        [0, 8, 16, 24, 32, 39, 47, 55, 63, 71]
+    );
+    assert_eq!(starts(30, 8, 2, 10), [0, 2, 3, 5, 7, 8, 10, 12, 13, 15]);
+    // gap 2.5: Python's round(2.5) is 2, not 3.
+    assert_eq!(starts(34, 8, 4, 3), [0, 2, 5]);
+    assert_eq!(charades_indices(-5, 4, 8, 20), [0, 0, 3, 7, 11, 15, 19, 19]);
+    assert_eq!(charades_indices(3, 2, 4, 100), [3, 5, 7, 9]);
+    // Training starts: [0, n - span] for a long video, [n - span, 0] for a short one.
+    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+    for seed in 0..500 {
+        let s = charades_random_start(&mut Rng::new(seed, 0, 0), 40, 8, 4);
+        lo = lo.min(s);
+        hi = hi.max(s);
+    }
+    assert_eq!((lo, hi), (0, 40 - 29));
+    let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+    for seed in 0..500 {
+        let s = charades_random_start(&mut Rng::new(seed, 0, 0), 20, 8, 4);
+        lo = lo.min(s);
+        hi = hi.max(s);
+    }
+    assert_eq!((lo, hi), (20 - 29, 0));
+}
+
+/// PySlowFast's Charades and SSv2 test views resize the short side to the test crop and take
+/// crops 0..C (one crop: crop 0), unlike Kinetics' single centred crop.
+#[test]
+fn frame_list_test_views_take_crops_from_the_left() {
+    use multigrid::collate::{frame_list_test_views, ViewMode};
+    let v = frame_list_test_views(1, 1, 32);
+    assert_eq!(
+        v,
+        [(
+            ViewMode::Test {
+                temporal: 0,
+                num_temporal: 1,
+                spatial: 0
+            },
+            32
+        )]
+    );
+    let v = frame_list_test_views(2, 3, 32);
+    assert_eq!(v.len(), 6);
+    assert!(v.iter().all(|&(_, short)| short == 32));
+    assert_eq!(
+        v.iter()
+            .map(|(m, _)| match m {
+                ViewMode::Test {
+                    temporal, spatial, ..
+                } => (*temporal, *spatial),
+                ViewMode::Val => unreachable!(),
+            })
+            .collect::<Vec<_>>(),
+        [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    );
+}

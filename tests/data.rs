@@ -380,6 +380,7 @@ fn target_fps_counts_frames_at_the_target_rate() {
                 short_side: side,
                 ..ClipParams::default()
             }
+            .into()
         };
         store
             .collate_clip(clip, t, s, &norm, 30, choose, &mut out)

@@ -574,10 +574,13 @@ fn an_empty_store_clip_at_a_recorded_fps_is_an_error() {
         return; // Refused at open: as good.
     };
     let mut out = vec![0f32; 3 * 2 * 2 * 2];
-    let choose = |_, _, _| ClipParams {
-        stride: 1,
-        short_side: 2,
-        ..ClipParams::default()
+    let choose = |_, _, _| {
+        ClipParams {
+            stride: 1,
+            short_side: 2,
+            ..ClipParams::default()
+        }
+        .into()
     };
     let r = store.collate_clip(0, 2, 2, &Normalize::default(), 30, choose, &mut out);
     assert!(r.is_err(), "{r:?}");

@@ -4,15 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use common::{fit_log, of_type, scratch};
 use serde_json::{json, Value};
-
-fn root(name: &str) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&root);
-    root
-}
 
 /// A multigrid run of 2 epochs (4 in all with the epoch factor) on `data`: evaluation every
 /// other epoch, a checkpoint every epoch.
@@ -26,34 +21,8 @@ fn config(data: &Path, patch: Value) -> multigrid::Config {
         "run": {"device": "cpu", "data_dir": data, "precise_bn_batches": 2, "test_num_temporal_views": 1,
                 "test_num_spatial_crops": 1, "log_period": 1}
     });
-    merge(&mut v, &patch);
+    common::merge(&mut v, patch);
     serde_json::from_value(v).unwrap()
-}
-
-fn merge(a: &mut Value, b: &Value) {
-    match (a, b) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in b {
-                merge(a.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-        (a, b) => *a = b.clone(),
-    }
-}
-
-fn fit(c: multigrid::Config, out: &Path) -> Vec<Value> {
-    let mut t = multigrid::train::Trainer::new(c, out).unwrap();
-    let s = t.fit(&mut |_| false).unwrap();
-    assert!(!s.cancelled);
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn of_type<'a>(log: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    log.iter().filter(|v| v["type"] == kind).collect()
 }
 
 fn u(v: &Value) -> u64 {
@@ -69,10 +38,10 @@ fn shape(v: &Value) -> Vec<u64> {
 /// test's only where that differs. Batches are capped at what the split holds.
 #[test]
 fn precise_bn_serves_each_evaluation_and_checkpoint_once() {
-    let root = root("protocol_precise_bn");
+    let root = scratch("protocol_precise_bn");
     let data = root.join("data");
     common::gen_store(&data, 40);
-    let log = fit(
+    let log = fit_log(
         config(&data, json!({"run": {"precise_bn_batches": 1000}})),
         &root.join("same"),
     );
@@ -115,7 +84,7 @@ fn precise_bn_serves_each_evaluation_and_checkpoint_once() {
     }
 
     // A test crop larger than the training crop: the test needs its own statistics.
-    let log = fit(
+    let log = fit_log(
         config(
             &data,
             json!({"data": {"test_crop_size": 40}, "run": {"precise_bn_batches": 1}}),
@@ -131,7 +100,7 @@ fn precise_bn_serves_each_evaluation_and_checkpoint_once() {
     assert_eq!(ends, [vec![2, 8, 32], vec![2, 8, 40]], "{precise:?}");
 
     // `centre` validation: the centred clip at the test shape, precise BN there.
-    let log = fit(
+    let log = fit_log(
         config(
             &data,
             json!({"data": {"test_crop_size": 40}, "run": {"precise_bn_batches": 1, "val_protocol": "centre"}}),
@@ -157,7 +126,7 @@ fn precise_bn_serves_each_evaluation_and_checkpoint_once() {
 #[cfg(feature = "video")]
 #[test]
 fn precise_bn_replaces_clips_that_fail_to_load() {
-    let root = root("protocol_precise_bn_failures");
+    let root = scratch("protocol_precise_bn_failures");
     let data = root.join("data");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_multigrid"))
         .args([
@@ -180,7 +149,7 @@ fn precise_bn_replaces_clips_that_fail_to_load() {
                "multigrid": {"long_cycle": false, "short_cycle": false},
                "run": {"precise_bn_batches": 1000}}),
     );
-    let log = fit(c, &root.join("run"));
+    let log = fit_log(c, &root.join("run"));
     let precise = of_type(&log, "precise_bn");
     assert!(!precise.is_empty());
     let failed: u64 = precise.iter().map(|p| u(&p["failed_clips"])).sum();

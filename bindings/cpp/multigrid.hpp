@@ -207,7 +207,8 @@ inline void collate_step(const Plan& plan, uint64_t step, const std::vector<mg_c
 
 inline void set_collate_threads(size_t n) { detail::check(mg_collate_set_num_threads(n)); }
 
-/// A clip store (.mgstore) or a PySlowFast video list, read by plan steps.
+/// A clip store (.mgstore), a PySlowFast video list, or Charades' or SSv2's frame lists, read
+/// by plan steps.
 class Dataset {
  public:
   static Dataset open_store(const std::string& path) {
@@ -218,6 +219,14 @@ class Dataset {
   static Dataset open_video_list(const std::string& dir, const std::string& split) {
     mg_dataset* d = nullptr;
     detail::check(mg_dataset_open_video_list(dir.c_str(), split.c_str(), &d));
+    return Dataset(d);
+  }
+  /// `dataset` "charades" or "ssv2"; val and test both read val.csv, as in PySlowFast.
+  static Dataset open_frame_lists(const std::string& dataset, const std::string& dir,
+                                  const std::string& split, const std::string& path_prefix = "") {
+    mg_dataset* d = nullptr;
+    detail::check(mg_dataset_open_frame_lists(dataset.c_str(), dir.c_str(), split.c_str(),
+                                              path_prefix.c_str(), &d));
     return Dataset(d);
   }
   uint64_t size() const {
@@ -239,6 +248,13 @@ class Dataset {
     batch.labels.resize(batch.step.batch_size);
     load_step(plan, step, alpha, batch.slow.data(), batch.slow.size(), batch.fast.data(),
               batch.fast.size(), batch.labels.data(), batch.labels.size());
+  }
+  /// A multi-label plan's step (data.multi_label): multi-hot `targets`, N x num_classes floats.
+  void load_step_targets(const Plan& plan, uint64_t step, uint32_t alpha, float* slow,
+                         size_t slow_len, float* fast, size_t fast_len, float* targets,
+                         size_t targets_len) const {
+    detail::check(mg_dataset_load_step_targets(get(), plan.get(), step, alpha, slow, slow_len,
+                                               fast, fast_len, targets, targets_len));
   }
   Batch load_step(const Plan& plan, uint64_t step, uint32_t alpha) const {
     Batch b;
@@ -343,6 +359,17 @@ class Trainer {
   double train_step(const Batch& b, uint32_t bn_groups = 0, double lr = -1.0) {
     return train_step(b.slow.data(), b.slow_shape(), b.fast.data(), b.fast_shape(),
                       b.labels.data(), bn_groups, lr);
+  }
+  /// A multi-label step: `targets` N x num_classes floats in [0, 1]; returns the BCE loss.
+  double train_step_targets(const float* slow, const std::array<int64_t, 5>& slow_shape,
+                            const float* fast, const std::array<int64_t, 5>& fast_shape,
+                            const float* targets, uint32_t num_classes, uint32_t bn_groups = 0,
+                            double lr = -1.0) {
+    double loss = 0;
+    detail::check(mg_trainer_train_step_targets(get(), slow, slow_shape.data(), fast,
+                                                fast_shape.data(), targets, num_classes,
+                                                bn_groups, lr, &loss));
+    return loss;
   }
   mg_accuracy evaluate(const std::string& split = "val") {
     mg_accuracy a{};

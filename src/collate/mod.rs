@@ -19,8 +19,10 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::plan::{Plan, Step};
 pub use sampling::{
-    eval_params, fps_scale, frames_at_scale, resized_size, slow_indices, temporal_indices,
-    temporal_indices_scaled, test_views, train_params, Rng, ViewMode,
+    charades_indices, charades_random_start, charades_view_start, eval_draw, eval_params,
+    fps_scale, frame_list_test_views, frames_at_scale, resized_size, segment_indices, slow_indices,
+    temporal_indices, temporal_indices_scaled, test_views, train_draw, train_params, Draw,
+    FrameRule, Rng, ViewMode,
 };
 
 /// One decoded clip: `frames` holds `num_frames * height * width * 3` bytes, RGB, row-major.

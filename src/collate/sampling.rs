@@ -173,6 +173,23 @@ pub fn train_params(
     let stride = rng.int_inclusive(stride_range[0], stride_range[1]);
     let span = u64::from(t) * u64::from(stride);
     let start = rng.int_inclusive(0, u64::from(num_frames).saturating_sub(span) as u32);
+    super::ClipParams {
+        start_frame: start,
+        stride,
+        ..spatial_train(rng, height, width, crop, jitter, inv_uniform, random_flip)
+    }
+}
+
+/// The spatial half of [`train_params`] (scale, crop, flip), drawn in its order.
+fn spatial_train(
+    rng: &mut Rng,
+    height: u32,
+    width: u32,
+    crop: u32,
+    jitter: [u32; 2],
+    inv_uniform: bool,
+    random_flip: bool,
+) -> super::ClipParams {
     let [jmin, jmax] = [f64::from(jitter[0]), f64::from(jitter[1])];
     let short_side = if inv_uniform {
         let inv = 1.0 / jmax + rng.uniform() * (1.0 / jmin - 1.0 / jmax);
@@ -194,8 +211,8 @@ pub fn train_params(
     };
     let flip = random_flip && rng.uniform() < 0.5;
     super::ClipParams {
-        start_frame: start,
-        stride,
+        start_frame: 0,
+        stride: 1,
         short_side,
         crop_x,
         crop_y,
@@ -286,6 +303,208 @@ pub fn eval_params(
         crop_y: y,
         flip: false,
     }
+}
+
+/// How a dataset turns a clip's draw into frame indices (`train.dataset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameRule {
+    /// Kinetics (PySlowFast's decoder.py): trunc(linspace(start, start + T*stride - 1, T)),
+    /// from the start and stride of [`super::ClipParams`].
+    Linspace,
+    /// Charades (charades.py `get_seq_frames`): T frames `rate` apart, clamped to the video.
+    Charades,
+    /// Something-Something V2 (ssv2.py `get_seq_frames`): the video cut into T segments, one
+    /// frame from each.
+    Segments,
+}
+
+/// One clip's sampling: the spatial window in `params` (and, for [`FrameRule::Linspace`],
+/// its start and stride), and for the frame-list rules the frame indices themselves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Draw {
+    pub params: super::ClipParams,
+    pub frames: Option<Vec<u32>>,
+}
+
+impl From<super::ClipParams> for Draw {
+    fn from(params: super::ClipParams) -> Draw {
+        Draw {
+            params,
+            frames: None,
+        }
+    }
+}
+
+/// Charades' clip: frames start + i * rate for i < T, clamped to [0, num_frames - 1]; the
+/// start is negative when the clip is longer than the video.
+pub fn charades_indices(start: i64, rate: u32, t: u32, num_frames: u32) -> Vec<u32> {
+    let last = i64::from(num_frames.saturating_sub(1));
+    (0..i64::from(t))
+        .map(|i| (start + i * i64::from(rate)).clamp(0, last) as u32)
+        .collect()
+}
+
+/// (T - 1) * rate + 1: the frames a Charades clip spans.
+fn charades_span(t: u32, rate: u32) -> i64 {
+    i64::from(t.saturating_sub(1)) * i64::from(rate) + 1
+}
+
+/// Charades' random start: uniform over [0, n - span], or over [n - span, 0] when the clip
+/// is longer than the video (`random.randint`, both ends included).
+pub fn charades_random_start(rng: &mut Rng, num_frames: u32, t: u32, rate: u32) -> i64 {
+    let d = i64::from(num_frames) - charades_span(t, rate);
+    let width = d.unsigned_abs().min(u64::from(u32::MAX)) as u32;
+    let k = i64::from(rng.int_inclusive(0, width));
+    if d >= 0 {
+        k
+    } else {
+        d + k
+    }
+}
+
+/// Charades' test view `k` of `num_views`: round(max(n - span, 0) / (K - 1) * k), Python's
+/// round (half to even). One view takes the centred clip, where PySlowFast divides by zero.
+pub fn charades_view_start(num_frames: u32, t: u32, rate: u32, k: u32, num_views: u32) -> i64 {
+    let gap = (i64::from(num_frames) - charades_span(t, rate)).max(0) as f64;
+    if num_views <= 1 {
+        return (gap / 2.0).floor() as i64;
+    }
+    round_half_even(gap / f64::from(num_views - 1) * f64::from(k)) as i64
+}
+
+/// SSv2's frames: segment i of T spans [round(g * i), round(g * (i + 1))] with
+/// g = (n - 1) / T (numpy's round, half to even); training takes a uniform frame of each
+/// segment (`random.randint`, both ends included), evaluation its middle ((lo + hi) // 2).
+pub fn segment_indices(num_frames: u32, t: u32, rng: Option<&mut Rng>) -> Vec<u32> {
+    let g = f64::from(num_frames.saturating_sub(1)) / f64::from(t.max(1));
+    let bounds = |i: u32| {
+        (
+            round_half_even(g * f64::from(i)) as u32,
+            round_half_even(g * f64::from(i + 1)) as u32,
+        )
+    };
+    match rng {
+        Some(rng) => (0..t)
+            .map(|i| {
+                let (lo, hi) = bounds(i);
+                rng.int_inclusive(lo, hi)
+            })
+            .collect(),
+        None => (0..t)
+            .map(|i| {
+                let (lo, hi) = bounds(i);
+                (lo + hi) / 2
+            })
+            .collect(),
+    }
+}
+
+/// Training's draw under `rule`: [`train_params`] for Kinetics; for the frame-list rules the
+/// stride, the start or segment frames, then the same spatial draws. `random_time` false
+/// takes SSv2's middle frames with random spatial draws: PySlowFast's SSv2 validation.
+#[allow(clippy::too_many_arguments)]
+pub fn train_draw(
+    rng: &mut Rng,
+    rule: FrameRule,
+    random_time: bool,
+    num_frames: u32,
+    height: u32,
+    width: u32,
+    t: u32,
+    crop: u32,
+    stride_range: [u32; 2],
+    jitter: [u32; 2],
+    inv_uniform: bool,
+    random_flip: bool,
+) -> Draw {
+    let frames = match rule {
+        FrameRule::Linspace => {
+            return train_params(
+                rng,
+                num_frames,
+                height,
+                width,
+                t,
+                crop,
+                stride_range,
+                jitter,
+                inv_uniform,
+                random_flip,
+            )
+            .into()
+        }
+        FrameRule::Charades => {
+            let rate = rng.int_inclusive(stride_range[0], stride_range[1]);
+            let start = charades_random_start(rng, num_frames, t, rate);
+            charades_indices(start, rate, t, num_frames)
+        }
+        FrameRule::Segments => segment_indices(num_frames, t, random_time.then_some(&mut *rng)),
+    };
+    Draw {
+        params: spatial_train(rng, height, width, crop, jitter, inv_uniform, random_flip),
+        frames: Some(frames),
+    }
+}
+
+/// PySlowFast's Charades and SSv2 test views: K clips, each with crops 0..C along the long
+/// side of frames whose short side is resized to the test crop (one crop is crop 0, the
+/// left or top one, where Kinetics takes the centre at the smallest jitter scale).
+pub fn frame_list_test_views(num_temporal: u32, crops: u32, crop: u32) -> Vec<(ViewMode, u32)> {
+    (0..num_temporal)
+        .flat_map(|k| {
+            (0..crops.clamp(1, 3)).map(move |c| {
+                (
+                    ViewMode::Test {
+                        temporal: k,
+                        num_temporal,
+                        spatial: c,
+                    },
+                    crop,
+                )
+            })
+        })
+        .collect()
+}
+
+/// Evaluation's draw under `rule`: [`eval_params`]' spatial view, and for Charades test view
+/// k of K ([`charades_view_start`]; validation is centred) or SSv2's middle frames.
+#[allow(clippy::too_many_arguments)]
+pub fn eval_draw(
+    rule: FrameRule,
+    mode: ViewMode,
+    num_frames: u32,
+    height: u32,
+    width: u32,
+    t: u32,
+    crop: u32,
+    stride: u32,
+    short_side: u32,
+) -> Draw {
+    let params = eval_params(mode, num_frames, height, width, t, crop, stride, short_side);
+    let frames = match (rule, mode) {
+        (FrameRule::Linspace, _) => None,
+        (FrameRule::Segments, _) => Some(segment_indices(num_frames, t, None)),
+        (FrameRule::Charades, ViewMode::Val) => Some(charades_indices(
+            charades_view_start(num_frames, t, stride, 0, 1),
+            stride,
+            t,
+            num_frames,
+        )),
+        (
+            FrameRule::Charades,
+            ViewMode::Test {
+                temporal,
+                num_temporal,
+                ..
+            },
+        ) => Some(charades_indices(
+            charades_view_start(num_frames, t, stride, temporal, num_temporal),
+            stride,
+            t,
+            num_frames,
+        )),
+    };
+    Draw { params, frames }
 }
 
 #[cfg(test)]

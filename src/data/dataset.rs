@@ -4,10 +4,13 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::collate::{self, batch_len, temporal_indices_scaled, Clip, ClipParams, Rng};
+use crate::collate::{
+    self, batch_len, temporal_indices_scaled, Clip, ClipParams, Draw, FrameRule, Rng,
+};
 use crate::error::{Error, Result};
 use crate::plan::{Plan, Step};
 
+use super::frame_list::FrameLists;
 use super::store::ClipStore;
 
 /// Where clips come from.
@@ -18,6 +21,8 @@ pub enum Dataset {
         entries: Vec<(PathBuf, u32)>,
     },
     Store(ClipStore),
+    /// Charades or SSv2 frame lists of JPEG frames (`train.dataset`).
+    FrameLists(FrameLists),
 }
 
 impl std::fmt::Debug for Dataset {
@@ -27,6 +32,9 @@ impl std::fmt::Debug for Dataset {
                 write!(f, "VideoList({}, {} videos)", list.display(), entries.len())
             }
             Dataset::Store(s) => write!(f, "Store({}, {} clips)", s.path().display(), s.len()),
+            Dataset::FrameLists(l) => {
+                write!(f, "FrameLists({}, {} videos)", l.list().display(), l.len())
+            }
         }
     }
 }
@@ -39,7 +47,10 @@ pub struct Batch {
     pub crop_size: u32,
     /// Dataset indices actually used (after replacing failed clips).
     pub indices: Vec<u64>,
+    /// Class indices, one per clip; empty for a multi-label task, which fills `targets`.
     pub labels: Vec<i64>,
+    /// Multi-hot targets [N, model.num_classes] of a multi-label task (`data.multi_label`).
+    pub targets: Option<Vec<f32>>,
     /// [N, 3, T/alpha, S, S], when alpha > 0.
     pub slow: Option<Vec<f32>>,
     /// [N, 3, T, S, S].
@@ -50,10 +61,10 @@ pub struct Batch {
 
 impl Batch {
     pub fn len(&self) -> usize {
-        self.labels.len()
+        self.indices.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
+        self.indices.is_empty()
     }
 }
 
@@ -120,6 +131,31 @@ impl Dataset {
         match self {
             Dataset::VideoList { entries, .. } => entries.len(),
             Dataset::Store(s) => s.len(),
+            Dataset::FrameLists(l) => l.len(),
+        }
+    }
+
+    /// How a clip's frames are picked: Kinetics' rule for video lists and stores, Charades' or
+    /// SSv2's for their frame lists.
+    pub fn frame_rule(&self) -> FrameRule {
+        match self {
+            Dataset::FrameLists(l) => l.rule(),
+            _ => FrameRule::Linspace,
+        }
+    }
+
+    /// Whether clips carry label sets (Charades) rather than one class.
+    pub fn is_multi_label(&self) -> bool {
+        matches!(self, Dataset::FrameLists(l) if l.is_multi_label())
+    }
+
+    /// The classes of clip `i` over the frames `span` it was sampled from (both included):
+    /// Charades' union of the frames' label sets in training, the video's set otherwise, and
+    /// the one class of a single-label dataset.
+    pub fn labels_in(&self, i: usize, span: [u32; 2]) -> Result<Vec<u32>> {
+        match self {
+            Dataset::FrameLists(l) => l.labels_in(i, span),
+            _ => Ok(vec![self.label(i)?]),
         }
     }
 
@@ -133,6 +169,7 @@ impl Dataset {
                 Error::OutOfRange(format!("clip {i} is past the end of {}", list.display()))
             }),
             Dataset::Store(s) => Ok(s.info(i)?.label),
+            Dataset::FrameLists(l) => l.label(i),
         }
     }
 
@@ -140,6 +177,16 @@ impl Dataset {
     /// `model.num_classes`' limit.
     pub fn num_classes(&self) -> Result<u32> {
         let limit = crate::schedule::config::limits::MAX_CLASSES;
+        if let Dataset::FrameLists(l) = self {
+            let max = l.max_label().unwrap_or(0);
+            if max >= limit {
+                return Err(Error::Data(format!(
+                    "{} has label {max}; labels are below {limit}",
+                    l.list().display()
+                )));
+            }
+            return Ok(max + 1);
+        }
         let mut max = 0;
         for i in 0..self.len() {
             let label = self.label(i)?;
@@ -153,13 +200,12 @@ impl Dataset {
         Ok(max + 1)
     }
 
-    /// Reads clip `i` and collates it into `out` ([3, T, S, S]) with the parameters that
-    /// `choose` picks from the clip's (frames, height, width). Only the frames the clip needs
-    /// are decoded.
-    /// Collates clip `i` at T frames and an S x S crop into `out` with the parameters `choose`
-    /// returns for (frames, height, width); frames are counted at `target_fps`
-    /// (`data.target_fps`) when the clip's own rate is known, so a 60 fps video spans as many
-    /// seconds as a 30 fps one.
+    /// Collates clip `i` at T frames and an S x S crop into `out` ([3, T, S, S]) with the draw
+    /// `choose` returns for (frames, height, width); only the frames the clip needs are
+    /// decoded. Start and stride count frames at `target_fps` (`data.target_fps`) when the
+    /// clip's own rate is known, so a 60 fps video spans as many seconds as a 30 fps one; a
+    /// draw's explicit frames (the frame-list rules) are the clip's own. Returns the first and
+    /// last frame the clip spans.
     #[allow(clippy::too_many_arguments)]
     pub fn collate_clip(
         &self,
@@ -168,28 +214,34 @@ impl Dataset {
         s: u32,
         norm: &collate::Normalize,
         target_fps: u32,
-        choose: impl FnOnce(u32, u32, u32) -> ClipParams,
+        choose: impl FnOnce(u32, u32, u32) -> Draw,
         out: &mut [f32],
-    ) -> Result<()> {
+    ) -> Result<[u32; 2]> {
         match self {
             Dataset::Store(store) => {
                 let info = store.info(i)?;
                 let frames = store.frames(i)?;
                 let scale = collate::fps_scale(info.fps(), target_fps);
                 let at_target = collate::frames_at_scale(info.num_frames, scale);
-                let p = choose(at_target, info.height, info.width);
+                let d = choose(at_target, info.height, info.width);
                 let clip = Clip {
                     frames,
                     num_frames: info.num_frames,
                     height: info.height,
                     width: info.width,
                 };
-                if scale == 1.0 {
-                    return collate::collate_explicit(&[clip], &[p], t, s, norm, out);
+                let p = d.params;
+                if scale == 1.0 && d.frames.is_none() {
+                    collate::collate_explicit(&[clip], &[p], t, s, norm, out)?;
+                    let idx =
+                        collate::temporal_indices(p.start_frame, p.stride, t, info.num_frames);
+                    return Ok(span_of(&idx));
                 }
-                let idx =
-                    temporal_indices_scaled(p.start_frame, p.stride, t, info.num_frames, scale);
-                collate_frames(&clip, 0, &idx, p, s, norm, out)
+                let idx = d.frames.unwrap_or_else(|| {
+                    temporal_indices_scaled(p.start_frame, p.stride, t, info.num_frames, scale)
+                });
+                collate_frames(&clip, 0, &idx, p, s, norm, out)?;
+                Ok(span_of(&idx))
             }
             Dataset::VideoList { entries, list } => {
                 let path = &entries
@@ -200,8 +252,16 @@ impl Dataset {
                     .0;
                 decode_and_collate(path, t, s, norm, target_fps, choose, out)
             }
+            Dataset::FrameLists(l) => l.collate_clip(i, t, s, norm, choose, out),
         }
     }
+}
+
+fn span_of(idx: &[u32]) -> [u32; 2] {
+    [
+        idx.first().copied().unwrap_or(0),
+        idx.last().copied().unwrap_or(0),
+    ]
 }
 
 /// Collates the frames `idx` (numbered from `first`, clamped to the clip) of `clip` with
@@ -255,18 +315,21 @@ fn decode_and_collate(
     s: u32,
     norm: &collate::Normalize,
     target_fps: u32,
-    choose: impl FnOnce(u32, u32, u32) -> ClipParams,
+    choose: impl FnOnce(u32, u32, u32) -> Draw,
     out: &mut [f32],
-) -> Result<()> {
+) -> Result<[u32; 2]> {
     use super::video;
     let info = video::probe(path)?;
     let scale = collate::fps_scale(Some(info.fps), target_fps);
-    let p = choose(
+    let d = choose(
         collate::frames_at_scale(info.num_frames, scale),
         info.height,
         info.width,
     );
-    let idx = temporal_indices_scaled(p.start_frame, p.stride, t, info.num_frames, scale);
+    let p = d.params;
+    let idx = d.frames.unwrap_or_else(|| {
+        temporal_indices_scaled(p.start_frame, p.stride, t, info.num_frames, scale)
+    });
     let (lo, hi) = (
         idx.iter().copied().min().unwrap_or(0),
         idx.iter().copied().max().unwrap_or(0),
@@ -278,7 +341,8 @@ fn decode_and_collate(
         height: d.height,
         width: d.width,
     };
-    collate_frames(&clip, d.first_frame, &idx, p, s, norm, out)
+    collate_frames(&clip, d.first_frame, &idx, p, s, norm, out)?;
+    Ok(span_of(&idx))
 }
 
 #[cfg(not(feature = "video"))]
@@ -288,13 +352,27 @@ fn decode_and_collate(
     _s: u32,
     _norm: &collate::Normalize,
     _target_fps: u32,
-    _choose: impl FnOnce(u32, u32, u32) -> ClipParams,
+    _choose: impl FnOnce(u32, u32, u32) -> Draw,
     _out: &mut [f32],
-) -> Result<()> {
+) -> Result<[u32; 2]> {
     Err(Error::Decode {
         path: path.to_path_buf(),
         reason: "this build has no video decoding (the `video` feature is off)".into(),
     })
+}
+
+/// Sets `row` to the multi-hot vector of `labels` (PySlowFast's `as_binary_vector`).
+pub fn multi_hot(labels: &[u32], row: &mut [f32]) -> Result<()> {
+    let classes = row.len();
+    row.fill(0.0);
+    for &l in labels {
+        *row.get_mut(l as usize).ok_or_else(|| {
+            Error::Data(format!(
+                "label {l} is not below model.num_classes {classes}"
+            ))
+        })? = 1.0;
+    }
+    Ok(())
 }
 
 /// How many times a failing clip is replaced before the batch fails.
@@ -321,8 +399,12 @@ pub fn load_batch(dataset: &Dataset, plan: &Plan, step: &Step, alpha: u32) -> Re
     let one = batch_len(1, t, s);
     let mut fast = vec![0f32; n * one];
     let norm = collate::normalize_of(plan);
-    let data = &plan.schedule().config().data;
+    let config = plan.schedule().config();
+    let data = &config.data;
+    let rule = dataset.frame_rule();
+    let classes = config.model.num_classes as usize;
     let mut labels = Vec::with_capacity(n);
+    let mut targets = data.multi_label.then(|| vec![0f32; n * classes]);
     let mut failures = Vec::new();
     for (k, index) in indices.iter_mut().enumerate() {
         let mut replace = Rng::new(plan.seed() ^ 0xFA11, u64::from(step.epoch), *index);
@@ -330,8 +412,10 @@ pub fn load_batch(dataset: &Dataset, plan: &Plan, step: &Step, alpha: u32) -> Re
         loop {
             let mut rng = Rng::new(plan.seed(), u64::from(step.epoch), *index);
             let choose = |frames, h, w| {
-                collate::train_params(
+                collate::train_draw(
                     &mut rng,
+                    rule,
+                    true,
                     frames,
                     h,
                     w,
@@ -352,7 +436,16 @@ pub fn load_batch(dataset: &Dataset, plan: &Plan, step: &Step, alpha: u32) -> Re
                 choose,
                 &mut fast[k * one..(k + 1) * one],
             ) {
-                Ok(()) => break,
+                Ok(span) => {
+                    match &mut targets {
+                        Some(all) => multi_hot(
+                            &dataset.labels_in(*index as usize, span)?,
+                            &mut all[k * classes..(k + 1) * classes],
+                        )?,
+                        None => labels.push(i64::from(dataset.label(*index as usize)?)),
+                    }
+                    break;
+                }
                 Err(e) => {
                     failures.push(format!("clip {index}: {e}"));
                     attempt += 1;
@@ -370,7 +463,6 @@ pub fn load_batch(dataset: &Dataset, plan: &Plan, step: &Step, alpha: u32) -> Re
                 }
             }
         }
-        labels.push(i64::from(dataset.label(*index as usize)?));
     }
     let slow = if alpha > 0 {
         let ts = collate::slow_indices(t, alpha).len() as u32;
@@ -386,6 +478,7 @@ pub fn load_batch(dataset: &Dataset, plan: &Plan, step: &Step, alpha: u32) -> Re
         crop_size: s,
         indices,
         labels,
+        targets,
         slow,
         fast,
         failures,

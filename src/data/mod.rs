@@ -2,6 +2,8 @@
 //! action dataset; and the loader that prepares the plan's next batches in the background.
 
 pub mod dataset;
+pub mod frame_list;
+pub mod frame_list_gen;
 pub mod loader;
 pub mod resize;
 pub mod store;

@@ -34,10 +34,39 @@ enum Shape {
     Diamond,
 }
 
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Square => "square",
+            Shape::Disc => "disc",
+            Shape::Diamond => "diamond",
+        }
+    }
+}
+
 /// Renders clip `index` of the dataset of `seed`: `num_frames` RGB frames of `size` x `size`,
-/// [frames][size][size][3]. Deterministic.
+/// [frames][size][size][3], showing class [`label_of`]`(index)`. Deterministic.
 pub fn render_clip(seed: u64, index: u64, num_frames: u32, size: u32) -> Vec<u8> {
-    let label = label_of(index);
+    render_clip_of(seed, index, label_of(index), num_frames, size)
+}
+
+/// Renders clip `index` of the dataset of `seed` showing class `label` (an index into
+/// [`CLASSES`]; values past the end act as the last class). The background, the object's
+/// shape and colours depend on `seed` and `index` only; the motion on `label`. Deterministic.
+pub fn render_clip_of(seed: u64, index: u64, label: u32, num_frames: u32, size: u32) -> Vec<u8> {
+    render_clip_with_shape(seed, index, label, num_frames, size).0
+}
+
+/// [`render_clip_of`], and the name of the object's shape ("square", "disc" or "diamond"),
+/// for datasets that describe the object in words.
+pub fn render_clip_with_shape(
+    seed: u64,
+    index: u64,
+    label: u32,
+    num_frames: u32,
+    size: u32,
+) -> (Vec<u8>, &'static str) {
+    let label = label.min(CLASSES.len() as u32 - 1);
     let mut rng = Rng::new(seed, 0x5EED, index);
     let n = size as usize;
     let fsize = size as f32;
@@ -168,7 +197,7 @@ pub fn render_clip(seed: u64, index: u64, num_frames: u32, size: u32) -> Vec<u8>
         angle += spin;
         radius *= growth.exp();
     }
-    out
+    (out, shape.name())
 }
 
 fn random_colour(rng: &mut Rng) -> [f32; 3] {
@@ -234,6 +263,15 @@ mod tests {
         assert_eq!(render_clip(3, 5, 4, 32), render_clip(3, 5, 4, 32));
         assert_ne!(render_clip(3, 5, 4, 32), render_clip(4, 5, 4, 32));
         assert_eq!(render_clip(1, 0, 6, 40).len(), 6 * 40 * 40 * 3);
+        // An explicit class: the same clip for the index's own class, another for another.
+        assert_eq!(
+            render_clip_of(3, 17, label_of(17), 4, 32),
+            render_clip(3, 17, 4, 32)
+        );
+        assert_ne!(render_clip_of(3, 17, 0, 4, 32), render_clip(3, 17, 4, 32));
+        let (clip, shape) = render_clip_with_shape(3, 17, 0, 4, 32);
+        assert_eq!(clip, render_clip_of(3, 17, 0, 4, 32));
+        assert!(["square", "disc", "diamond"].contains(&shape));
         let labels: Vec<u32> = (0..24).map(label_of).collect();
         assert!((0..12).all(|c| labels.iter().filter(|&&l| l == c).count() == 2));
     }

@@ -28,7 +28,8 @@ pub struct mg_progress {
     pub epoch: u32,
 }
 
-/// The end of `mg_trainer_fit`. Accuracies are percentages, NaN when not measured.
+/// The end of `mg_trainer_fit`. Accuracies are percentages, NaN when not measured; the mean
+/// average precisions only for a multi-label task (`data.multi_label`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct mg_summary {
@@ -40,15 +41,20 @@ pub struct mg_summary {
     pub test_top1: f64,
     pub test_top5: f64,
     pub cancelled: bool,
+    pub val_map: f64,
+    pub test_map: f64,
 }
 
-/// Top-1 and top-5 accuracy in percent over `clips` clips.
+/// Top-1 and top-5 accuracy in percent over `clips` clips; for a multi-label task the share
+/// whose top-1 (top-5) scores include one of their classes, and `map`, the mean average
+/// precision in percent (NaN for a single-label task).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct mg_accuracy {
     pub top1: f64,
     pub top5: f64,
     pub clips: u64,
+    pub map: f64,
 }
 
 /// Called after every step with `user_data`; a non-zero return stops training cleanly after a
@@ -315,6 +321,7 @@ pub extern "C" fn mg_trainer_fit(
             };
             let (v1, v5) = acc(s.final_val);
             let (t1, t5) = acc(s.test);
+            let map = |a: Option<crate::train::Accuracy>| a.and_then(|a| a.map).unwrap_or(f64::NAN);
             *out = mg_summary {
                 wall_seconds: s.wall_seconds,
                 steps: s.steps,
@@ -324,6 +331,8 @@ pub extern "C" fn mg_trainer_fit(
                 test_top1: t1,
                 test_top5: t5,
                 cancelled: s.cancelled,
+                val_map: map(s.final_val),
+                test_map: map(s.test),
             };
             if s.cancelled {
                 return Err(FfiError::Lib(crate::Error::Cancelled(format!(
@@ -341,12 +350,85 @@ pub extern "C" fn mg_trainer_fit(
     })
 }
 
+/// The slow and fast host arrays of a step, checked and on the trainer's device; also N.
+#[cfg(feature = "torch")]
+fn host_inputs(
+    t: &crate::train::Trainer,
+    slow: *const f32,
+    slow_shape: *const i64,
+    fast: *const f32,
+    fast_shape: *const i64,
+) -> Result<(tch::Tensor, tch::Tensor, i64), FfiError> {
+    // Shape and element count, checked before any caller memory is read; the trainer checks
+    // what the network needs (see SlowFast::check_input).
+    let shape = |p: *const i64, name: &'static str| -> Result<([i64; 5], usize), FfiError> {
+        non_null(p, name)?;
+        // SAFETY: the caller promises five int64 values.
+        let s = unsafe { *p.cast::<[i64; 5]>() };
+        if s.iter().any(|&d| d <= 0) || s[1] != 3 {
+            return Err(FfiError::Invalid(format!(
+                "{name} {s:?} is not [N, 3, T, H, W] with positive sizes"
+            )));
+        }
+        let n = s
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?))
+            .filter(|&n| n <= isize::MAX as usize / std::mem::size_of::<f32>())
+            .ok_or_else(|| {
+                FfiError::Invalid(format!("{name} {s:?} holds more floats than memory"))
+            })?;
+        Ok((s, n))
+    };
+    let ((ss, slow_n), (fs, fast_n)) = (
+        shape(slow_shape, "slow_shape")?,
+        shape(fast_shape, "fast_shape")?,
+    );
+    if ss[0] != fs[0] {
+        return Err(FfiError::Invalid(format!(
+            "slow {ss:?} and fast {fs:?} disagree on N"
+        )));
+    }
+    let device = t.device();
+    let tensor = |p: *const f32,
+                  s: [i64; 5],
+                  n: usize,
+                  name: &'static str|
+     -> Result<tch::Tensor, FfiError> {
+        non_null(p, name)?;
+        // SAFETY: the caller promises the product of the shape in floats (n, checked).
+        let data = unsafe { std::slice::from_raw_parts(p, n) };
+        let torch = |e: tch::TchError| FfiError::Lib(e.into());
+        tch::Tensor::f_from_slice(data)
+            .and_then(|x| x.f_view(s))
+            .and_then(|x| x.f_to_device(device))
+            .map_err(torch)
+    };
+    Ok((
+        tensor(slow, ss, slow_n, "slow")?,
+        tensor(fast, fs, fast_n, "fast")?,
+        fs[0],
+    ))
+}
+
+/// `bn_groups` 0 and a negative `lr` mean "the plan's"; NaN means nothing at all.
+#[cfg(feature = "torch")]
+fn plan_or(bn_groups: u32, lr: f64) -> Result<(Option<i64>, Option<f64>), FfiError> {
+    if lr.is_nan() {
+        return Err(FfiError::Invalid("lr is NaN".into()));
+    }
+    Ok((
+        (bn_groups > 0).then_some(i64::from(bn_groups)),
+        (lr >= 0.0).then_some(lr),
+    ))
+}
+
 /// One SGD step on a host batch: `slow` [N, 3, Ts, S, S] and `fast` [N, 3, T, S, S] (f32,
 /// shapes as int64 arrays of 5), `labels` N class indices. `bn_groups` 0 and a negative `lr`
 /// take the plan's values at the trainer's position (mg_trainer_next_step), which advances by
 /// one, so checkpoints and resume line up with mg_trainer_fit. `*loss` receives the
 /// cross-entropy. With several ranks every rank calls it with its own shard's batch of the
-/// same shape (gradients are averaged over ranks before the update).
+/// same shape (gradients are averaged over ranks before the update). A multi-label task takes
+/// mg_trainer_train_step_targets instead.
 #[no_mangle]
 pub extern "C" fn mg_trainer_train_step(
     trainer: *mut mg_trainer,
@@ -364,64 +446,13 @@ pub extern "C" fn mg_trainer_train_step(
         #[cfg(feature = "torch")]
         {
             let t = trainer_mut(trainer)?;
-            // Shape and element count, checked before any caller memory is read; the trainer
-            // checks what the network needs (see SlowFast::check_input).
-            let shape =
-                |p: *const i64, name: &'static str| -> Result<([i64; 5], usize), FfiError> {
-                    non_null(p, name)?;
-                    // SAFETY: the caller promises five int64 values.
-                    let s = unsafe { *p.cast::<[i64; 5]>() };
-                    if s.iter().any(|&d| d <= 0) || s[1] != 3 {
-                        return Err(FfiError::Invalid(format!(
-                            "{name} {s:?} is not [N, 3, T, H, W] with positive sizes"
-                        )));
-                    }
-                    let n = s
-                        .iter()
-                        .try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?))
-                        .filter(|&n| n <= isize::MAX as usize / std::mem::size_of::<f32>())
-                        .ok_or_else(|| {
-                            FfiError::Invalid(format!("{name} {s:?} holds more floats than memory"))
-                        })?;
-                    Ok((s, n))
-                };
-            let ((ss, slow_n), (fs, fast_n)) = (
-                shape(slow_shape, "slow_shape")?,
-                shape(fast_shape, "fast_shape")?,
-            );
-            if ss[0] != fs[0] {
-                return Err(FfiError::Invalid(format!(
-                    "slow {ss:?} and fast {fs:?} disagree on N"
-                )));
-            }
-            // A negative lr means "the plan's" in C; NaN means nothing at all.
-            if lr.is_nan() {
-                return Err(FfiError::Invalid("lr is NaN".into()));
-            }
-            let groups = (bn_groups > 0).then_some(i64::from(bn_groups));
-            let lr = (lr >= 0.0).then_some(lr);
-            let device = t.device();
-            let tensor = |p: *const f32,
-                          s: [i64; 5],
-                          n: usize,
-                          name: &'static str|
-             -> Result<tch::Tensor, FfiError> {
-                non_null(p, name)?;
-                // SAFETY: the caller promises the product of the shape in floats (n, checked).
-                let data = unsafe { std::slice::from_raw_parts(p, n) };
-                let torch = |e: tch::TchError| FfiError::Lib(e.into());
-                tch::Tensor::f_from_slice(data)
-                    .and_then(|x| x.f_view(s))
-                    .and_then(|x| x.f_to_device(device))
-                    .map_err(torch)
-            };
-            let slow = tensor(slow, ss, slow_n, "slow")?;
-            let fast = tensor(fast, fs, fast_n, "fast")?;
+            let (groups, lr) = plan_or(bn_groups, lr)?;
+            let (slow, fast, n) = host_inputs(t, slow, slow_shape, fast, fast_shape)?;
             non_null(labels, "labels")?;
             // SAFETY: the caller promises N labels.
-            let lab = unsafe { std::slice::from_raw_parts(labels, fs[0] as usize) };
+            let lab = unsafe { std::slice::from_raw_parts(labels, n as usize) };
             let lab = tch::Tensor::f_from_slice(lab)
-                .and_then(|x| x.f_to_device(device))
+                .and_then(|x| x.f_to_device(t.device()))
                 .map_err(|e| FfiError::Lib(e.into()))?;
             *loss = t.host_step(&slow, &fast, &lab, groups, lr)?;
             Ok(())
@@ -430,6 +461,69 @@ pub extern "C" fn mg_trainer_train_step(
         {
             let _ = (
                 trainer, slow, slow_shape, fast, fast_shape, labels, bn_groups, lr, loss,
+            );
+            unsupported()
+        }
+    })
+}
+
+/// mg_trainer_train_step for a multi-label task (`data.multi_label`, `model.loss_func`
+/// `bce_logit`): `targets` holds N x `num_classes` floats in [0, 1] (multi-hot, row-major;
+/// `num_classes` must equal `model.num_classes`), and `*loss` receives the binary
+/// cross-entropy on the logits, the mean over clips and classes.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn mg_trainer_train_step_targets(
+    trainer: *mut mg_trainer,
+    slow: *const f32,
+    slow_shape: *const i64,
+    fast: *const f32,
+    fast_shape: *const i64,
+    targets: *const f32,
+    num_classes: u32,
+    bn_groups: u32,
+    lr: f64,
+    loss: *mut f64,
+) -> mg_status {
+    guard("mg_trainer_train_step_targets", || {
+        let loss = out_ptr(loss, "loss")?;
+        #[cfg(feature = "torch")]
+        {
+            let t = trainer_mut(trainer)?;
+            let (groups, lr) = plan_or(bn_groups, lr)?;
+            let classes = t.config().model.num_classes;
+            if num_classes != classes {
+                return Err(FfiError::Invalid(format!(
+                    "num_classes {num_classes} is not the model's {classes} (model.num_classes)"
+                )));
+            }
+            let (slow, fast, n) = host_inputs(t, slow, slow_shape, fast, fast_shape)?;
+            non_null(targets, "targets")?;
+            let len = (n as usize)
+                .checked_mul(classes as usize)
+                .ok_or_else(|| FfiError::Invalid("N x num_classes overflows".into()))?;
+            // SAFETY: the caller promises N x num_classes floats.
+            let tg = unsafe { std::slice::from_raw_parts(targets, len) };
+            let tg = tch::Tensor::f_from_slice(tg)
+                .and_then(|x| x.f_view([n, i64::from(classes)]))
+                .and_then(|x| x.f_to_device(t.device()))
+                .map_err(|e| FfiError::Lib(e.into()))?;
+            *loss = t.host_step(&slow, &fast, &tg, groups, lr)?;
+            Ok(())
+        }
+        #[cfg(not(feature = "torch"))]
+        {
+            let _ = (
+                trainer,
+                slow,
+                slow_shape,
+                fast,
+                fast_shape,
+                targets,
+                num_classes,
+                bn_groups,
+                lr,
+                loss,
             );
             unsupported()
         }
@@ -457,6 +551,7 @@ pub extern "C" fn mg_trainer_evaluate(
                 top1: a.top1,
                 top5: a.top5,
                 clips: a.clips as u64,
+                map: a.map.unwrap_or(f64::NAN),
             };
             Ok(())
         }

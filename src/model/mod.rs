@@ -396,6 +396,18 @@ impl SlowFast {
     /// classifier runs at every pooled position (fully convolutional) and the probabilities
     /// are averaged; a kernel as large as the maps is the global pool of [`SlowFast::forward`].
     pub fn eval_probs(&self, slow: &Tensor, fast: &Tensor, pool: HeadPool) -> Result<Tensor> {
+        self.eval_scores(slow, fast, pool, HeadAct::Softmax)
+    }
+
+    /// [`SlowFast::eval_probs`] with the head's activation (`model.head_act`): sigmoid scores
+    /// for a multi-label task, applied at every position before the mean, as PySlowFast does.
+    pub fn eval_scores(
+        &self,
+        slow: &Tensor,
+        fast: &Tensor,
+        pool: HeadPool,
+        act: HeadAct,
+    ) -> Result<Tensor> {
         let x = self.features(slow, fast, Bn::groups(1), false)?;
         let kernels = match pool {
             HeadPool::Global => None,
@@ -411,7 +423,7 @@ impl SlowFast {
         };
         let Some(k) = kernels else {
             let logits = self.projection.forward(&pool_global(&x)?)?;
-            return Ok(logits.f_softmax(-1, tch::Kind::Float)?);
+            return act.apply(&logits);
         };
         let pooled = [
             x[0].f_avg_pool3d(k[0], [1, 1, 1], [0, 0, 0], false, true, None)?,
@@ -426,10 +438,7 @@ impl SlowFast {
         }
         // [N, C, t, h, w] -> [N, t, h, w, C]: the classifier at every position.
         let feat = Tensor::f_cat(&pooled, 1)?.f_permute([0, 2, 3, 4, 1])?;
-        let probs = self
-            .projection
-            .forward(&feat)?
-            .f_softmax(-1, tch::Kind::Float)?;
+        let probs = act.apply(&self.projection.forward(&feat)?)?;
         Ok(probs.f_mean_dim([1i64, 2, 3].as_slice(), false, tch::Kind::Float)?)
     }
 
@@ -471,6 +480,32 @@ fn pool_global(x: &[Tensor; 2]) -> Result<Tensor> {
         .map(|t| Ok(t.f_adaptive_avg_pool3d([1, 1, 1])?.f_flatten(1, -1)?))
         .collect::<Result<Vec<Tensor>>>()?;
     Ok(Tensor::f_cat(&pooled, 1)?)
+}
+
+/// The head's activation at evaluation (PySlowFast's MODEL.HEAD_ACT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadAct {
+    Softmax,
+    Sigmoid,
+}
+
+impl HeadAct {
+    /// `model.head_act` by name; the config's validation admits only these two.
+    pub fn of(name: &str) -> HeadAct {
+        if name == "sigmoid" {
+            HeadAct::Sigmoid
+        } else {
+            HeadAct::Softmax
+        }
+    }
+
+    /// Over the last dimension, in float32 whatever the autocast dtype of the logits.
+    fn apply(self, logits: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            HeadAct::Softmax => logits.f_softmax(-1, tch::Kind::Float)?,
+            HeadAct::Sigmoid => logits.f_to_kind(tch::Kind::Float)?.f_sigmoid()?,
+        })
+    }
 }
 
 /// How the head pools the last feature maps at evaluation.

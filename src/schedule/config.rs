@@ -175,6 +175,13 @@ pub struct ModelConfig {
     pub dropout_rate: f64,
     /// Zero-init the last BN of every residual block. Default true.
     pub zero_init_final_bn: bool,
+    /// PySlowFast's MODEL.LOSS_FUNC: `cross_entropy` over class indices, or `bce_logit`
+    /// (binary cross-entropy on the logits, mean over clips and classes) over the multi-hot
+    /// targets of a multi-label dataset (`data.multi_label`). Default `cross_entropy`.
+    pub loss_func: String,
+    /// PySlowFast's MODEL.HEAD_ACT, applied to the logits at evaluation: `softmax`, or
+    /// `sigmoid` for multi-label scores. Default `softmax`.
+    pub head_act: String,
 }
 
 impl Default for ModelConfig {
@@ -189,6 +196,8 @@ impl Default for ModelConfig {
             num_classes: 400,
             dropout_rate: 0.5,
             zero_init_final_bn: true,
+            loss_func: "cross_entropy".into(),
+            head_act: "softmax".into(),
         }
     }
 }
@@ -219,6 +228,16 @@ pub struct DataConfig {
     pub inv_uniform_sample: bool,
     /// Feed BGR instead of RGB (Caffe2-converted weights). Default false.
     pub reverse_input_channel: bool,
+    /// Each clip has a set of labels (Charades): the batch carries multi-hot targets and
+    /// evaluation reports mean average precision. Needs `model.loss_func` `bce_logit`.
+    /// Default false.
+    pub multi_label: bool,
+    /// How the test views of a clip combine: `sum` of the scores, or their element-wise `max`
+    /// (PySlowFast's Charades configs). Default `sum`.
+    pub ensemble_method: String,
+    /// Prefix joined to the frame paths of Charades and SSv2 frame lists; empty takes them
+    /// relative to `run.data_dir`. Default "".
+    pub path_prefix: String,
 }
 
 impl Default for DataConfig {
@@ -235,6 +254,9 @@ impl Default for DataConfig {
             random_flip: true,
             inv_uniform_sample: false,
             reverse_input_channel: false,
+            multi_label: false,
+            ensemble_method: "sum".into(),
+            path_prefix: String::new(),
         }
     }
 }
@@ -250,6 +272,12 @@ pub struct TrainConfig {
     pub eval_period: u32,
     /// Checkpoint every this many epochs (ignored with the long cycle). Default 10.
     pub checkpoint_period: u32,
+    /// PySlowFast's TRAIN.DATASET, which says how `run.data_dir` is read: `kinetics` (a
+    /// `path label` video list or a clip store per split), `charades` (frame lists with
+    /// per-frame label sets; multi-label) or `ssv2` (frame lists and the label JSON files;
+    /// frames sampled one per segment). Charades and SSv2 test on the val split, as PySlowFast
+    /// does. Default `kinetics`.
+    pub dataset: String,
 }
 
 impl Default for TrainConfig {
@@ -258,6 +286,7 @@ impl Default for TrainConfig {
             batch_size: 64,
             eval_period: 10,
             checkpoint_period: 10,
+            dataset: "kinetics".into(),
         }
     }
 }
@@ -447,6 +476,7 @@ impl Config {
         )?;
         positive("train.eval_period", self.train.eval_period)?;
         positive("train.checkpoint_period", self.train.checkpoint_period)?;
+        self.validate_task()?;
         self.validate_solver()?;
         self.validate_multigrid()?;
         self.validate_model()?;
@@ -513,6 +543,63 @@ impl Config {
                 "run.dist_timeout_s must be between 1 and 86400 seconds, got {}",
                 r.dist_timeout_s
             )));
+        }
+        Ok(())
+    }
+
+    /// The dataset, its labels, the loss and the head agree: PySlowFast would train a
+    /// mismatched pair (soft-label cross-entropy on multi-hot targets, or fail deep inside the
+    /// loss), so it is refused here with the keys to change.
+    fn validate_task(&self) -> Result<()> {
+        let one_of = |key: &str, v: &str, allowed: &[&str]| {
+            if allowed.contains(&v) {
+                Ok(())
+            } else {
+                Err(config_err(format!(
+                    "{key} must be one of {}, got {v:?}",
+                    allowed.join(", ")
+                )))
+            }
+        };
+        let (t, d, m) = (&self.train, &self.data, &self.model);
+        one_of(
+            "train.dataset",
+            &t.dataset,
+            &["kinetics", "charades", "ssv2"],
+        )?;
+        one_of(
+            "model.loss_func",
+            &m.loss_func,
+            &["cross_entropy", "bce_logit"],
+        )?;
+        one_of("model.head_act", &m.head_act, &["softmax", "sigmoid"])?;
+        one_of("data.ensemble_method", &d.ensemble_method, &["sum", "max"])?;
+        if d.multi_label != (m.loss_func == "bce_logit") {
+            return Err(config_err(format!(
+                "data.multi_label {} needs model.loss_func {}, got {:?}",
+                d.multi_label,
+                if d.multi_label {
+                    "bce_logit"
+                } else {
+                    "cross_entropy"
+                },
+                m.loss_func
+            )));
+        }
+        if d.multi_label != (t.dataset == "charades") {
+            return Err(config_err(format!(
+                "train.dataset {:?} gives {} labels: set data.multi_label to {}",
+                t.dataset,
+                if t.dataset == "charades" {
+                    "multi-label"
+                } else {
+                    "single"
+                },
+                t.dataset == "charades"
+            )));
+        }
+        if d.path_prefix.contains('\0') {
+            return Err(config_err("data.path_prefix contains a NUL byte"));
         }
         Ok(())
     }

@@ -1,16 +1,17 @@
 //! Validation and test as PySlowFast scores them: training-style clips at the stage's shape or
 //! centred views for validation, K x C views for the test, softmax scores summed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tch::{Kind, Tensor};
 
 use super::precise_bn::Serving;
 use super::{find_split, open_split, Accuracy, Trainer};
-use crate::collate::{self, batch_len, eval_params, slow_indices, Rng, ViewMode};
+use crate::collate::{self, batch_len, eval_draw, slow_indices, FrameRule, Rng, ViewMode};
+use crate::data::dataset::multi_hot;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::model::HeadPool;
+use crate::model::{HeadAct, HeadPool};
 
 impl Trainer {
     /// `split` when every rank can open it, None when it is absent on every rank, and an error
@@ -19,7 +20,7 @@ impl Trainer {
     /// longer pair up.
     fn open_split_on_every_rank(&mut self, split: &str) -> Result<Option<Dataset>> {
         let dir = PathBuf::from(&self.config.run.data_dir);
-        let found = find_split(&dir, split);
+        let found = find_split(&self.config, split);
         let (missing, failed) = match &found {
             Ok(Some(_)) => (0.0, 0.0),
             Ok(None) => (1.0, 0.0),
@@ -66,7 +67,7 @@ impl Trainer {
     /// Accuracy on the data directory's `split` without precise BN: "test" scores the
     /// configured K x C views, any other split follows `run.val_protocol` at the base shape.
     pub fn evaluate_named(&mut self, split: &str) -> Result<Accuracy> {
-        let dataset = open_split(Path::new(&self.config.run.data_dir), split);
+        let dataset = open_split(&self.config, split);
         // Collective from here on: every rank learns whether every rank has the split.
         let failed = self.any_rank(dataset.is_err())?;
         let dataset = match dataset {
@@ -102,6 +103,7 @@ impl Trainer {
         let (at, views) = self.test_views(
             self.config.run.test_num_temporal_views,
             self.config.run.test_num_spatial_crops,
+            dataset.frame_rule(),
         );
         self.precise_bn(at)?;
         self.average_bn_statistics()?;
@@ -119,7 +121,7 @@ impl Trainer {
                 num_temporal,
                 spatial,
                 ..
-            } => self.test_views(num_temporal, spatial),
+            } => self.test_views(num_temporal, spatial, dataset.frame_rule()),
         };
         self.score(dataset, at, &views)
     }
@@ -138,11 +140,16 @@ impl Trainer {
         Ok((at, Views::Train { epoch }))
     }
 
-    /// The test shape and PySlowFast's test views ([`collate::test_views`]).
-    fn test_views(&self, num_temporal: u32, crops: u32) -> (Serving, Views) {
+    /// The test shape and PySlowFast's test views: Kinetics' ([`collate::test_views`]), or
+    /// Charades' and SSv2's ([`collate::frame_list_test_views`]).
+    fn test_views(&self, num_temporal: u32, crops: u32, rule: FrameRule) -> (Serving, Views) {
         let at = self.serving_test();
-        let jmin = self.config.data.train_jitter_scales[0];
-        let views = collate::test_views(num_temporal, crops, at.s, jmin);
+        let views = if rule == FrameRule::Linspace {
+            let jmin = self.config.data.train_jitter_scales[0];
+            collate::test_views(num_temporal, crops, at.s, jmin)
+        } else {
+            collate::frame_list_test_views(num_temporal, crops, at.s)
+        };
         (at, Views::Fixed(views))
     }
 
@@ -172,11 +179,18 @@ impl Trainer {
     }
 
     /// Scores every clip of `dataset` (rank r takes clips r, r + W, ...) at `at`'s shape over
-    /// `views`, summing the views' probabilities.
+    /// `views`, combining the views' scores by `data.ensemble_method` (sum or max), with the
+    /// head's activation (`model.head_act`). Multi-label tasks also report mean average
+    /// precision over the whole split.
     fn score(&mut self, dataset: &Dataset, at: Serving, views: &Views) -> Result<Accuracy> {
         let (t, s) = (at.t, at.s);
         let data = &self.config.data;
         let rate = data.sampling_rate;
+        let rule = dataset.frame_rule();
+        let multi = data.multi_label;
+        let act = HeadAct::of(&self.config.model.head_act);
+        let max_ensemble = data.ensemble_method == "max";
+        let classes = self.config.model.num_classes as usize;
         let fixed: &[(ViewMode, u32)] = match views {
             Views::Fixed(v) => v,
             Views::Train { .. } => &[(ViewMode::Val, 0)],
@@ -188,40 +202,72 @@ impl Trainer {
         let ts = slow_indices(t, alpha).len() as u32;
         let pool = self.head_pool();
         let (mut top1, mut top5, mut count) = (0usize, 0usize, 0usize);
+        // Multi-label: each clip's combined scores and targets in clip order; each clip is
+        // scored by one rank, so a sum over ranks assembles the split.
+        let (mut all_scores, mut all_targets) = if multi {
+            let len = dataset.len() * classes;
+            (vec![0f64; len], vec![0f64; len])
+        } else {
+            (Vec::new(), Vec::new())
+        };
         // Rank r scores clips r, r + W, ...: every clip exactly once, no padding duplicates.
         let (rank, world) = (self.launch.rank, self.launch.world_size);
         let indices: Vec<usize> = (rank..dataset.len()).step_by(world).collect();
         for chunk in indices.chunks(bs) {
             let n = chunk.len();
             let mut scores: Option<Tensor> = None;
-            for &(view, short) in fixed {
+            let mut spans = vec![[0u32; 2]; n];
+            for (v, &(view, short)) in fixed.iter().enumerate() {
                 let mut fast = vec![0f32; n * one];
                 for (k, &i) in chunk.iter().enumerate() {
                     let out = &mut fast[k * one..(k + 1) * one];
-                    match views {
+                    let span = match views {
                         Views::Train { epoch } => {
                             let mut rng =
                                 Rng::new(self.config.run.seed ^ 0x7A1, u64::from(*epoch), i as u64);
-                            let choose = |f, h, w| at.draw(&mut rng, data, f, h, w);
-                            dataset.collate_clip(i, t, s, &norm, data.target_fps, choose, out)?;
+                            let choose = |f, h, w| at.draw(&mut rng, data, rule, false, f, h, w);
+                            dataset.collate_clip(i, t, s, &norm, data.target_fps, choose, out)?
                         }
                         Views::Fixed(_) => {
-                            let choose = |f, h, w| eval_params(view, f, h, w, t, s, rate, short);
-                            dataset.collate_clip(i, t, s, &norm, data.target_fps, choose, out)?;
+                            let choose =
+                                |f, h, w| eval_draw(rule, view, f, h, w, t, s, rate, short);
+                            dataset.collate_clip(i, t, s, &norm, data.target_fps, choose, out)?
                         }
+                    };
+                    if v == 0 {
+                        spans[k] = span;
                     }
                 }
                 let mut slow = vec![0f32; batch_len(n, ts, s)];
                 collate::pack_slow(&fast, n, t, s, alpha, &mut slow)?;
                 let (slow, fast) =
                     self.inputs(&slow, &fast, n as i64, i64::from(t), i64::from(s))?;
-                let p = tch::no_grad(|| self.model.eval_probs(&slow, &fast, pool))?;
+                let p = tch::no_grad(|| self.model.eval_scores(&slow, &fast, pool, act))?;
                 scores = Some(match scores {
+                    Some(acc) if max_ensemble => acc.maximum(&p),
                     Some(acc) => acc + p,
                     None => p,
                 });
             }
             let Some(scores) = scores else { continue };
+            if multi {
+                let sc = Vec::<f32>::try_from(scores.to_device(tch::Device::Cpu).flatten(0, -1))
+                    .map_err(super::torch)?;
+                let mut row = vec![0f32; classes];
+                for (k, &i) in chunk.iter().enumerate() {
+                    multi_hot(&dataset.labels_in(i, spans[k])?, &mut row)?;
+                    let clip = &sc[k * classes..(k + 1) * classes];
+                    let (h1, h5) = hits(clip, &row);
+                    top1 += usize::from(h1);
+                    top5 += usize::from(h5);
+                    for c in 0..classes {
+                        all_scores[i * classes + c] = f64::from(clip[c]);
+                        all_targets[i * classes + c] = f64::from(row[c]);
+                    }
+                }
+                count += n;
+                continue;
+            }
             let labels: Vec<i64> = chunk
                 .iter()
                 .map(|&i| dataset.label(i).map(i64::from))
@@ -234,15 +280,35 @@ impl Trainer {
             top5 += hit.sum(Kind::Int64).int64_value(&[]) as usize;
             count += n;
         }
-        let sums = self.sum_over_ranks(&[top1 as f64, top5 as f64, count as f64])?;
+        let mut values = vec![top1 as f64, top5 as f64, count as f64];
+        values.extend_from_slice(&all_scores);
+        values.extend_from_slice(&all_targets);
+        let sums = self.sum_over_ranks(&values)?;
         let (top1, top5, count) = (sums[0] as usize, sums[1] as usize, sums[2] as usize);
+        let map = if multi {
+            let len = all_scores.len();
+            let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+            let (sc, tg) = (f32s(&sums[3..3 + len]), f32s(&sums[3 + len..]));
+            Some(100.0 * super::map::mean_average_precision(&sc, &tg, classes)?)
+        } else {
+            None
+        };
         let pct = |h: usize| 100.0 * h as f64 / count.max(1) as f64;
         Ok(Accuracy {
             top1: pct(top1),
             top5: pct(top5),
             clips: count,
+            map,
         })
     }
+}
+
+/// Whether the top-1 and the top-5 scores of a multi-label clip include one of its classes.
+fn hits(scores: &[f32], targets: &[f32]) -> (bool, bool) {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let positive = |k: usize| order.iter().take(k).any(|&c| targets[c] > 0.5);
+    (positive(1), positive(5))
 }
 
 /// The views an evaluation scores each clip with.

@@ -95,7 +95,7 @@ impl Trainer {
                 if let Some((a, shape)) = acc {
                     self.metrics.write(json!({
                         "type": "eval", "split": "val", "step": step.step, "epoch": step.epoch,
-                        "top1": a.top1, "top5": a.top5, "clips": a.clips, "wall_s": wall,
+                        "top1": a.top1, "top5": a.top5, "map": a.map, "clips": a.clips, "wall_s": wall,
                         "clips_seen": self.clips_seen, "shape": shape,
                         "protocol": self.config.run.val_protocol,
                         "seconds": t0.elapsed().as_secs_f64(),
@@ -143,7 +143,8 @@ impl Trainer {
         self.metrics.write(json!({
             "type": "summary", "wall_s": wall, "steps": summary.steps, "clips_seen": summary.clips_seen,
             "top1": final_val.map(|a| a.top1), "top5": final_val.map(|a| a.top5),
-            "test_top1": test.map(|a| a.top1), "test_top5": test.map(|a| a.top5), "cancelled": cancelled,
+            "test_top1": test.map(|a| a.top1), "test_top5": test.map(|a| a.top5),
+            "map": final_val.and_then(|a| a.map), "test_map": test.and_then(|a| a.map), "cancelled": cancelled,
         }))?;
         Ok(summary)
     }

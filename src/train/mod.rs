@@ -6,6 +6,7 @@ pub mod checkpoint;
 mod distributed;
 mod eval;
 mod fit;
+pub mod map;
 pub mod metrics;
 pub mod optim;
 mod precise_bn;
@@ -20,6 +21,7 @@ use std::time::Instant;
 
 use tch::{nn, Device, Tensor};
 
+use crate::data::frame_list::FrameLists;
 use crate::data::Dataset;
 use crate::dist::{self, Collective, DistOptions, Launch};
 use crate::error::{Error, Result};
@@ -132,36 +134,55 @@ pub fn parse_device(name: &str) -> Result<Device> {
     }
 }
 
-/// Opens `dir/split.mgstore` when present, else the video list `dir/split.csv`.
-pub fn open_split(dir: &Path, split: &str) -> Result<Dataset> {
-    let store = dir.join(format!("{split}.mgstore"));
-    if store.exists() {
-        Dataset::store(store)
-    } else {
-        Dataset::video_list(dir, split)
+/// Opens `split` of `run.data_dir` as `train.dataset` says: for Kinetics `split.mgstore` when
+/// present, else the video list `split.csv`; for Charades and SSv2 their frame lists (val and
+/// test both read `val.csv`, as in PySlowFast), with `data.path_prefix`.
+pub fn open_split(config: &Config, split: &str) -> Result<Dataset> {
+    let dir = Path::new(&config.run.data_dir);
+    let prefix = &config.data.path_prefix;
+    match config.train.dataset.as_str() {
+        "charades" => Ok(Dataset::FrameLists(FrameLists::charades(
+            dir, split, prefix,
+        )?)),
+        "ssv2" => Ok(Dataset::FrameLists(FrameLists::ssv2(dir, split, prefix)?)),
+        _ => {
+            let store = dir.join(format!("{split}.mgstore"));
+            if store.exists() {
+                Dataset::store(store)
+            } else {
+                Dataset::video_list(dir, split)
+            }
+        }
     }
 }
 
-/// [`open_split`] for a split that may be absent: None when neither `split.mgstore` nor
-/// `split.csv` exists, an error when one exists but cannot be read (a corrupt store, a bad
-/// list), which a run must report rather than skip.
-pub fn find_split(dir: &Path, split: &str) -> Result<Option<Dataset>> {
-    let present = [format!("{split}.mgstore"), format!("{split}.csv")]
-        .iter()
-        .any(|f| dir.join(f).exists());
+/// [`open_split`] for a split that may be absent: None when the split's files do not exist,
+/// an error when they exist but cannot be read (a corrupt store, a bad list), which a run
+/// must report rather than skip.
+pub fn find_split(config: &Config, split: &str) -> Result<Option<Dataset>> {
+    let dir = Path::new(&config.run.data_dir);
+    let present = match config.train.dataset.as_str() {
+        "charades" | "ssv2" => crate::data::frame_list::split_exists(dir, split),
+        _ => [format!("{split}.mgstore"), format!("{split}.csv")]
+            .iter()
+            .any(|f| dir.join(f).exists()),
+    };
     if present {
-        open_split(dir, split).map(Some)
+        open_split(config, split).map(Some)
     } else {
         Ok(None)
     }
 }
 
-/// Top-1 and top-5 accuracy in percent.
+/// Top-1 and top-5 accuracy in percent; for a multi-label task (`data.multi_label`) the share
+/// of clips whose top-1 (top-5) scores include one of their classes, and `map`, the mean
+/// average precision in percent (PySlowFast's Charades metric).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Accuracy {
     pub top1: f64,
     pub top5: f64,
     pub clips: usize,
+    pub map: Option<f64>,
 }
 
 /// What a progress callback sees after each step.
@@ -243,8 +264,7 @@ impl Trainer {
                 tch::set_num_threads(n as i32);
             }
         }
-        let data_dir = PathBuf::from(&config.run.data_dir);
-        let train = Arc::new(open_split(&data_dir, "train")?);
+        let train = Arc::new(open_split(&config, "train")?);
         let plan = Arc::new(Plan::new(
             &schedule,
             train.len() as u64,
@@ -324,6 +344,9 @@ impl Trainer {
     }
     pub fn device(&self) -> Device {
         self.device
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
     }
     pub fn next_step(&self) -> u64 {
         self.next_step

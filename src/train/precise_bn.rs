@@ -1,7 +1,7 @@
 //! PySlowFast's precise BN, at the shape the statistics will serve.
 
 use super::Trainer;
-use crate::collate::{self, batch_len, slow_indices, ClipParams, Rng};
+use crate::collate::{self, batch_len, slow_indices, Draw, FrameRule, Rng};
 use crate::error::{Error, Result};
 use crate::schedule::DataConfig;
 
@@ -24,17 +24,23 @@ pub(super) struct Serving {
 
 impl Serving {
     /// A training-style draw at this shape (random stride, start, scale, crop and flip) for a
-    /// clip of `frames` frames of `height` x `width`.
+    /// clip of `frames` frames of `height` x `width`, under the dataset's `rule`;
+    /// `random_time` false takes SSv2's middle frames (its validation).
+    #[allow(clippy::too_many_arguments)]
     pub fn draw(
         &self,
         rng: &mut Rng,
         data: &DataConfig,
+        rule: FrameRule,
+        random_time: bool,
         frames: u32,
         height: u32,
         width: u32,
-    ) -> ClipParams {
-        collate::train_params(
+    ) -> Draw {
+        collate::train_draw(
             rng,
+            rule,
+            random_time,
             frames,
             height,
             width,
@@ -131,6 +137,7 @@ impl Trainer {
             .collect();
         let mut pool = share.iter().copied().cycle();
         let data = &self.config.data;
+        let rule = self.train.frame_rule();
         let norm = collate::normalize_of(&self.plan);
         let alpha = self.config.model.alpha;
         let one = batch_len(1, t, s);
@@ -148,7 +155,7 @@ impl Trainer {
                             return Err(Error::Data("precise BN: no train clips".into()));
                         };
                         let mut rng = Rng::new(seed, self.next_step, index as u64);
-                        let choose = |f, h, w| at.draw(&mut rng, data, f, h, w);
+                        let choose = |f, h, w| at.draw(&mut rng, data, rule, true, f, h, w);
                         let out = &mut fast[k * one..(k + 1) * one];
                         match self.train.collate_clip(
                             index,
@@ -159,7 +166,7 @@ impl Trainer {
                             choose,
                             out,
                         ) {
-                            Ok(()) => break,
+                            Ok(_) => break,
                             Err(e) if failed >= MAX_FAILED_IN_A_ROW => {
                                 return Err(Error::Data(format!(
                                     "precise BN: {} clips in a row failed to load, the last: {e}",

@@ -69,7 +69,14 @@ impl Trainer {
         let (t, s) = (i64::from(batch.num_frames), i64::from(batch.crop_size));
         let (slow, fast) =
             self.inputs(batch.slow.as_deref().unwrap_or(&[]), &batch.fast, n, t, s)?;
-        let labels = self.upload(&batch.labels, &[n])?;
+        // Class indices [N], or a multi-label task's targets [N, classes].
+        let labels = match &batch.targets {
+            Some(targets) => {
+                let classes = i64::from(self.config.model.num_classes);
+                self.upload(targets, &[n, classes])?
+            }
+            None => self.upload(&batch.labels, &[n])?,
+        };
         Ok(Staged {
             batch,
             slow,

@@ -9,7 +9,9 @@ use crate::error::{Error, Result};
 use crate::model::bn::{Bn, SyncStats};
 use crate::model::SlowFast;
 
-/// Cross-entropy of a training-mode forward pass, under the run's autocast. A function of the
+/// The loss of a training-mode forward pass, under the run's autocast: cross-entropy over
+/// class indices [N], or, for multi-hot float targets [N, classes], PySlowFast's `bce_logit`
+/// (binary cross-entropy on the logits, the mean over clips and classes). A function of the
 /// fields it needs, so a step can lend the collective to sync BN at the same time.
 fn training_loss(
     model: &SlowFast,
@@ -19,10 +21,18 @@ fn training_loss(
     bn: Bn,
 ) -> Result<Tensor> {
     amp::autocast(device, precision, || {
-        model
-            .forward_bn(slow, fast, bn, true)?
-            .f_cross_entropy_loss::<Tensor>(labels, None, tch::Reduction::Mean, -100, 0.0)
-            .map_err(torch)
+        let logits = model.forward_bn(slow, fast, bn, true)?;
+        if labels.kind() == tch::Kind::Float {
+            logits.f_binary_cross_entropy_with_logits::<Tensor>(
+                labels,
+                None,
+                None,
+                tch::Reduction::Mean,
+            )
+        } else {
+            logits.f_cross_entropy_loss::<Tensor>(labels, None, tch::Reduction::Mean, -100, 0.0)
+        }
+        .map_err(torch)
     })
 }
 
@@ -91,9 +101,30 @@ impl Trainer {
     }
 
     /// `n` integer class indices below the model's class count: what cross-entropy would
-    /// otherwise refuse deep inside libtorch (or, on CUDA, as a device-side assert).
+    /// otherwise refuse deep inside libtorch (or, on CUDA, as a device-side assert). A
+    /// multi-label task (`data.multi_label`) takes float targets [n, classes] in [0, 1].
     fn check_labels(&self, labels: &Tensor, n: i64) -> Result<()> {
         let classes = i64::from(self.config.model.num_classes);
+        if self.config.data.multi_label {
+            if labels.size() != [n, classes] || labels.kind() != tch::Kind::Float {
+                return Err(Error::InvalidArgument(format!(
+                    "a multi-label task (data.multi_label) takes float targets [{n}, {classes}], got {:?} {:?}",
+                    labels.kind(),
+                    labels.size()
+                )));
+            }
+            let (lo, hi) = (
+                labels.f_min().and_then(|v| v.f_double_value(&[])),
+                labels.f_max().and_then(|v| v.f_double_value(&[])),
+            );
+            let (lo, hi) = (lo.map_err(torch)?, hi.map_err(torch)?);
+            if !(lo >= 0.0 && hi <= 1.0) {
+                return Err(Error::InvalidArgument(format!(
+                    "multi-label targets must lie in [0, 1], got {lo}..={hi}"
+                )));
+            }
+            return Ok(());
+        }
         if labels.size() != [n] || labels.kind() != tch::Kind::Int64 {
             return Err(Error::InvalidArgument(format!(
                 "labels must be {n} int64 class indices, got {:?} {:?}",

@@ -31,7 +31,8 @@ pub fn kinetics_json_with(patch: serde_json::Value) -> String {
     base.to_string()
 }
 
-fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
+/// Merges `patch` into `base`: objects key by key, anything else replaced.
+pub fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
     match (base, patch) {
         (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
             for (k, v) in p {
@@ -147,4 +148,29 @@ pub fn run_c(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     assert!(!stderr.contains("ERROR: LeakSanitizer"), "{stderr}");
     assert!(!stderr.contains("runtime error"), "{stderr}");
     stdout
+}
+
+/// A fresh directory `name` under the tests' scratch directory (emptied if it exists).
+pub fn scratch(name: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&root);
+    root
+}
+
+/// Trains `c` to the end into `out` and returns its metrics lines.
+#[cfg(feature = "torch")]
+pub fn fit_log(c: Config, out: &Path) -> Vec<serde_json::Value> {
+    let mut t = multigrid::train::Trainer::new(c, out).unwrap();
+    let s = t.fit(&mut |_| false).unwrap();
+    assert!(!s.cancelled);
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The metrics lines of one `type`.
+pub fn of_type<'a>(log: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    log.iter().filter(|v| v["type"] == kind).collect()
 }

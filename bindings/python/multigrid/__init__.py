@@ -429,7 +429,8 @@ def set_num_threads(n):
 
 
 class Dataset(_Handle):
-    """A clip store (Dataset.store) or a PySlowFast video list (Dataset.video_list)."""
+    """A clip store (Dataset.store), a PySlowFast video list (Dataset.video_list), or Charades'
+    or SSv2's frame lists (Dataset.frame_lists)."""
 
     _free = "mg_dataset_free"
 
@@ -449,6 +450,16 @@ class Dataset(_Handle):
         _check(_L().mg_dataset_open_video_list(os.fsencode(directory), split.encode(), C.byref(h)))
         return cls(h)
 
+    @classmethod
+    def frame_lists(cls, dataset, directory, split, path_prefix=None):
+        """`dataset` "charades" or "ssv2" in PySlowFast's layout (train.csv, val.csv, and SSv2's
+        label JSON files); val and test both read val.csv."""
+        h = C.POINTER(_ffi.mg_dataset)()
+        prefix = None if path_prefix is None else os.fsencode(path_prefix)
+        _check(_L().mg_dataset_open_frame_lists(
+            dataset.encode(), os.fsencode(directory), split.encode(), prefix, C.byref(h)))
+        return cls(h)
+
     def __len__(self):
         n = C.c_uint64()
         _check(_L().mg_dataset_len(self._ptr(), C.byref(n)))
@@ -462,6 +473,28 @@ class Dataset(_Handle):
             self._ptr(), plan._ptr(), step, alpha, _addr(slow, C.c_float), _nelems(slow),
             _addr(fast, C.c_float), _nelems(fast), _addr(labels, C.c_int64), _nelems(labels)))
         return (slow if alpha else None), fast, labels, st
+
+    def load_step_targets(self, plan, step, alpha, num_classes):
+        """load_step for a multi-label plan (data.multi_label): (slow or None, fast, targets,
+        step dict) with float32 multi-hot targets [N, num_classes] (model.num_classes)."""
+        st, slow, fast = _step_buffers(plan, step, alpha)
+        targets = _alloc("f", (st["batch_size"], num_classes))
+        _check(_L().mg_dataset_load_step_targets(
+            self._ptr(), plan._ptr(), step, alpha, _addr(slow, C.c_float), _nelems(slow),
+            _addr(fast, C.c_float), _nelems(fast), _addr(targets, C.c_float), _nelems(targets)))
+        return (slow if alpha else None), fast, targets, st
+
+
+def _pathways(slow, fast, slow_shape, fast_shape):
+    """The two pathways of a host step, checked: (slow, its shape, fast, its shape)."""
+    ss = None if slow_shape is None else _shape(slow_shape, "slow_shape", 5)
+    fs = None if fast_shape is None else _shape(fast_shape, "fast_shape", 5)
+    slow, ss = _input(slow, "slow", "f", ss, "slow_shape")
+    fast, fs = _input(fast, "fast", "f", fs, "fast_shape")
+    for name, shape in (("slow", ss), ("fast", fs)):
+        if len(shape) != 5:
+            raise ValueError(f"{name} has shape {shape}; expected [N, 3, T, H, W] (or give {name}_shape)")
+    return slow, ss, fast, fs
 
 
 class Trainer(_Handle):
@@ -542,19 +575,28 @@ class Trainer(_Handle):
         lr < 0 take the plan's values. Shapes come from the arrays (numpy arrays, shaped
         memoryviews) or are given, for flat arrays and raw bytes. Each buffer must hold exactly
         its shape's elements (ValueError otherwise)."""
-        ss = None if slow_shape is None else _shape(slow_shape, "slow_shape", 5)
-        fs = None if fast_shape is None else _shape(fast_shape, "fast_shape", 5)
-        slow, ss = _input(slow, "slow", "f", ss, "slow_shape")
-        fast, fs = _input(fast, "fast", "f", fs, "fast_shape")
-        for name, shape in (("slow", ss), ("fast", fs)):
-            if len(shape) != 5:
-                raise ValueError(f"{name} has shape {shape}; expected [N, 3, T, H, W] (or give {name}_shape)")
+        slow, ss, fast, fs = _pathways(slow, fast, slow_shape, fast_shape)
         labels, _ = _input(labels, "labels", "q", (fs[0],))
         loss = C.c_double()
         _check(_L().mg_trainer_train_step(
             self._ptr(), _addr(slow, C.c_float, False), (C.c_int64 * 5)(*ss),
             _addr(fast, C.c_float, False), (C.c_int64 * 5)(*fs), _addr(labels, C.c_int64, False),
             bn_groups, float(lr), C.byref(loss)))
+        return loss.value
+
+    def train_step_targets(self, slow, fast, targets, bn_groups=0, lr=-1.0, slow_shape=None,
+                           fast_shape=None):
+        """train_step for a multi-label task: `targets` float32 [N, num_classes] in [0, 1];
+        returns the binary cross-entropy on the logits."""
+        slow, ss, fast, fs = _pathways(slow, fast, slow_shape, fast_shape)
+        targets, ts = _input(targets, "targets", "f")
+        if len(ts) != 2 or ts[0] != fs[0]:
+            raise ValueError(f"targets has shape {tuple(ts)}; expected [{fs[0]}, num_classes]")
+        loss = C.c_double()
+        _check(_L().mg_trainer_train_step_targets(
+            self._ptr(), _addr(slow, C.c_float, False), (C.c_int64 * 5)(*ss),
+            _addr(fast, C.c_float, False), (C.c_int64 * 5)(*fs), _addr(targets, C.c_float, False),
+            ts[1], bn_groups, float(lr), C.byref(loss)))
         return loss.value
 
     def evaluate(self, split="val"):

@@ -121,6 +121,8 @@ class mg_summary(C.Structure):
         ("test_top1", C.c_double),
         ("test_top5", C.c_double),
         ("cancelled", C.c_bool),
+        ("val_map", C.c_double),
+        ("test_map", C.c_double),
     ]
 
 
@@ -129,6 +131,7 @@ class mg_accuracy(C.Structure):
         ("top1", C.c_double),
         ("top5", C.c_double),
         ("clips", C.c_uint64),
+        ("map", C.c_double),
     ]
 
 MG_STATUS_OK = 0
@@ -155,9 +158,11 @@ FUNCTIONS = {
     "mg_collate_set_num_threads": (C.c_int32, [C.c_size_t]),
     "mg_dataset_open_store": (C.c_int32, [C.c_char_p, C.POINTER(C.POINTER(mg_dataset))]),
     "mg_dataset_open_video_list": (C.c_int32, [C.c_char_p, C.c_char_p, C.POINTER(C.POINTER(mg_dataset))]),
+    "mg_dataset_open_frame_lists": (C.c_int32, [C.c_char_p, C.c_char_p, C.c_char_p, C.c_char_p, C.POINTER(C.POINTER(mg_dataset))]),
     "mg_dataset_free": (None, [C.POINTER(mg_dataset)]),
     "mg_dataset_len": (C.c_int32, [C.POINTER(mg_dataset), C.POINTER(C.c_uint64)]),
     "mg_dataset_load_step": (C.c_int32, [C.POINTER(mg_dataset), C.POINTER(mg_plan), C.c_uint64, C.c_uint32, C.POINTER(C.c_float), C.c_size_t, C.POINTER(C.c_float), C.c_size_t, C.POINTER(C.c_int64), C.c_size_t]),
+    "mg_dataset_load_step_targets": (C.c_int32, [C.POINTER(mg_dataset), C.POINTER(mg_plan), C.c_uint64, C.c_uint32, C.POINTER(C.c_float), C.c_size_t, C.POINTER(C.c_float), C.c_size_t, C.POINTER(C.c_float), C.c_size_t]),
     "mg_last_error_message": (C.c_size_t, [C.c_char_p, C.c_size_t]),
     "mg_status_str": (C.c_char_p, [C.c_int32]),
     "mg_plan_new": (C.c_int32, [C.POINTER(mg_schedule), C.c_uint64, C.c_uint32, C.c_uint32, C.c_uint64, C.POINTER(C.POINTER(mg_plan))]),
@@ -182,6 +187,7 @@ FUNCTIONS = {
     "mg_trainer_next_step": (C.c_int32, [C.POINTER(mg_trainer), C.POINTER(C.c_uint64)]),
     "mg_trainer_fit": (C.c_int32, [C.POINTER(mg_trainer), mg_progress_fn, C.c_void_p, C.POINTER(mg_summary)]),
     "mg_trainer_train_step": (C.c_int32, [C.POINTER(mg_trainer), C.POINTER(C.c_float), C.POINTER(C.c_int64), C.POINTER(C.c_float), C.POINTER(C.c_int64), C.POINTER(C.c_int64), C.c_uint32, C.c_double, C.POINTER(C.c_double)]),
+    "mg_trainer_train_step_targets": (C.c_int32, [C.POINTER(mg_trainer), C.POINTER(C.c_float), C.POINTER(C.c_int64), C.POINTER(C.c_float), C.POINTER(C.c_int64), C.POINTER(C.c_float), C.c_uint32, C.c_uint32, C.c_double, C.POINTER(C.c_double)]),
     "mg_trainer_evaluate": (C.c_int32, [C.POINTER(mg_trainer), C.c_char_p, C.POINTER(mg_accuracy)]),
     "mg_trainer_save": (C.c_int32, [C.POINTER(mg_trainer)]),
     "mg_trainer_load": (C.c_int32, [C.POINTER(mg_trainer), C.c_char_p]),

@@ -114,6 +114,45 @@ def test_dataset_load_step_follows_the_plan(data):
             d.load_step(p, p.total_steps, alpha=2)
 
 
+@pytest.fixture(scope="session")
+def charades(tmp_path_factory):
+    d = tmp_path_factory.mktemp("charades")
+    lib_dir = os.path.dirname(mg.library_path())
+    subprocess.run([os.path.join(lib_dir, "multigrid"), "gen-data", "--dataset", "charades",
+                    "--clips", "20", "--frames", "16", "--size", "40", "--val-fraction", "0.25",
+                    "--out", str(d)], check=True, capture_output=True)
+    return str(d)
+
+
+@pytest.mark.skipif(not has_torch(), reason="libmultigrid built without libtorch")
+def test_charades_steps_on_multi_hot_targets_and_reports_map(charades, tmp_path):
+    numpy = pytest.importorskip("numpy")
+    cfg = json.loads(json.dumps(TINY))
+    cfg["run"]["data_dir"] = charades
+    cfg["multigrid"] = {"long_cycle": False, "short_cycle": False}
+    cfg["train"]["dataset"] = "charades"
+    cfg["data"].update(multi_label=True, ensemble_method="max")
+    cfg["model"].update(loss_func="bce_logit", head_act="sigmoid")
+    with mg.Schedule(cfg) as s, mg.Dataset.frame_lists("charades", charades, "train") as d, \
+            mg.Plan(s, len(d)) as p, mg.Trainer(cfg, str(tmp_path / "run")) as t:
+        with pytest.raises(mg.Error) as e:
+            d.load_step(p, 0, alpha=2)
+        assert "mg_dataset_load_step_targets" in str(e.value)
+        slow, fast, targets, st = d.load_step_targets(p, 0, alpha=2, num_classes=12)
+        assert targets.shape == (st["batch_size"], 12)
+        assert set(numpy.unique(targets)) <= {0.0, 1.0} and targets.sum() > 0
+        with pytest.raises(mg.Error) as e:
+            t.train_step(slow, fast, numpy.zeros(st["batch_size"], dtype=numpy.int64))
+        assert "multi-label" in str(e.value)
+        loss = t.train_step_targets(slow, fast, targets)
+        assert 0 < loss < 1.5
+        acc = t.evaluate("val")
+        assert acc["clips"] == 5 and 0 < acc["map"] <= 100
+    with pytest.raises(mg.Error) as e:
+        mg.Dataset.frame_lists("kinetics", charades, "train")
+    assert "charades" in str(e.value)
+
+
 @pytest.mark.skipif(not has_torch(), reason="libmultigrid built without libtorch")
 def test_trainer_takes_explicit_distributed_settings(data, tmp_path):
     cfg = json.loads(json.dumps(TINY))

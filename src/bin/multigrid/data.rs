@@ -4,8 +4,59 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use multigrid::data::frame_list_gen::{self, FrameListOptions};
 use multigrid::data::{resize::resize_short_side, synthetic, Dataset, StoreWriter};
 use rayon::prelude::*;
+
+/// The on-disk layout `gen-data` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GenDataset {
+    /// MP4 videos with PySlowFast's video lists, and/or clip stores.
+    Kinetics,
+    /// JPEG frames with multi-label frame lists.
+    Charades,
+    /// JPEG frames with frame lists and SSv2's JSON files.
+    Ssv2,
+}
+
+/// `gen-data --dataset charades|ssv2`. `kinetics_only` names the flags that apply to kinetics
+/// alone, with whether each was given.
+pub fn gen_frame_lists<const N: usize>(
+    dataset: GenDataset,
+    out: &Path,
+    o: &FrameListOptions,
+    kinetics_only: [(&str, bool); N],
+) -> Result<(), String> {
+    let name = match dataset {
+        GenDataset::Kinetics => return Err("gen_frame_lists writes charades or ssv2".into()),
+        GenDataset::Charades => "charades",
+        GenDataset::Ssv2 => "ssv2",
+    };
+    if let Some((flag, _)) = kinetics_only.iter().find(|(_, given)| *given) {
+        return Err(format!(
+            "{flag} applies to --dataset kinetics only, not {name}"
+        ));
+    }
+    let start = Instant::now();
+    let summary = match dataset {
+        GenDataset::Charades => frame_list_gen::write_charades(out, o),
+        _ => frame_list_gen::write_ssv2(out, o),
+    }
+    .map_err(|e| e.to_string())?;
+    println!(
+        "wrote {name}: {} train + {} val videos, {} frames of about {} at {}x{} ({} classes) to {} in {:.1} s",
+        summary.train_videos,
+        summary.val_videos,
+        summary.frames,
+        o.frames,
+        o.size,
+        o.size,
+        summary.classes,
+        out.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
 
 #[derive(Debug, Clone)]
 pub struct GenOptions {

@@ -50,12 +50,19 @@ enum Command {
     /// Print the default config (every key with PySlowFast's default) as JSON.
     Config,
     /// Write the synthetic action dataset: MP4 videos with train/val/test CSV lists in
-    /// PySlowFast's format, and/or clip stores.
+    /// PySlowFast's format, and/or clip stores; or, with --dataset charades|ssv2, JPEG frames
+    /// with PySlowFast's frame lists (and SSv2's JSON files).
     GenData {
         #[arg(long)]
         out: PathBuf,
+        /// Layout to write: kinetics (MP4 videos and/or clip stores), charades (multi-label
+        /// frame lists) or ssv2 (frame lists and SSv2's JSON files).
+        #[arg(long, value_enum, default_value_t = data::GenDataset::Kinetics)]
+        dataset: data::GenDataset,
+        /// Clips (videos for charades and ssv2).
         #[arg(long, default_value_t = 1000)]
         clips: u64,
+        /// Frames per clip (the mean video length for charades and ssv2).
         #[arg(long, default_value_t = 64)]
         frames: u32,
         /// Frame side in pixels (even).
@@ -63,17 +70,19 @@ enum Command {
         size: u32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Share of clips in val, and again in test.
+        /// Share of clips in val, and again in test (charades and ssv2: in val, which serves
+        /// as test too).
         #[arg(long, default_value_t = 0.1)]
         val_fraction: f64,
-        /// Also write {train,val,test}.mgstore clip stores.
+        /// Also write {train,val,test}.mgstore clip stores (kinetics only).
         #[arg(long)]
         store: bool,
-        /// Skip the MP4 files (with --store).
+        /// Skip the MP4 files (with --store; kinetics only).
         #[arg(long)]
         no_videos: bool,
-        #[arg(long, default_value_t = 30)]
-        fps: u32,
+        /// Frame rate of the MP4 files and stores, 30 unless given (kinetics only).
+        #[arg(long)]
+        fps: Option<u32>,
     },
     /// Decode a video list (DIR/SPLIT.csv) into one memory-mapped clip store.
     BuildStore {
@@ -509,6 +518,7 @@ fn main() -> ExitCode {
         Command::Plot { runs, out } => train::plot(&runs, &out),
         Command::GenData {
             out,
+            dataset,
             clips,
             frames,
             size,
@@ -517,17 +527,35 @@ fn main() -> ExitCode {
             store,
             no_videos,
             fps,
-        } => data::gen_data(&data::GenOptions {
-            out,
-            clips,
-            frames,
-            size,
-            seed,
-            val_fraction,
-            store,
-            videos: !no_videos,
-            fps,
-        }),
+        } => match dataset {
+            data::GenDataset::Kinetics => data::gen_data(&data::GenOptions {
+                out,
+                clips,
+                frames,
+                size,
+                seed,
+                val_fraction,
+                store,
+                videos: !no_videos,
+                fps: fps.unwrap_or(30),
+            }),
+            _ => data::gen_frame_lists(
+                dataset,
+                &out,
+                &multigrid::data::frame_list_gen::FrameListOptions {
+                    videos: clips,
+                    frames,
+                    size,
+                    seed,
+                    val_fraction,
+                },
+                [
+                    ("--store", store),
+                    ("--no-videos", no_videos),
+                    ("--fps", fps.is_some()),
+                ],
+            ),
+        },
         Command::BuildStore {
             data,
             split,

@@ -160,7 +160,10 @@ pub fn train(
         .map_err(err)?;
     bar.finish_and_clear();
     let fmt = |a: Option<multigrid::train::Accuracy>| {
-        a.map_or("-".into(), |a| format!("{:.1} / {:.1}", a.top1, a.top5))
+        a.map_or("-".into(), |a| match a.map {
+            Some(map) => format!("{:.1} / {:.1}, mAP {map:.1}", a.top1, a.top5),
+            None => format!("{:.1} / {:.1}", a.top1, a.top5),
+        })
     };
     if primary {
         println!(
@@ -185,7 +188,7 @@ pub fn eval(
     let tmp = std::env::temp_dir().join(format!("multigrid-eval-{}", std::process::id()));
     let mut t = Trainer::new(c.clone(), &tmp).map_err(|e| e.to_string())?;
     t.load_weights(checkpoint).map_err(|e| e.to_string())?;
-    let ds = open_split(Path::new(&c.run.data_dir), split).map_err(|e| e.to_string())?;
+    let ds = open_split(&c, split).map_err(|e| e.to_string())?;
     let mode = if split == "test" {
         ViewMode::Test {
             temporal: 0,
@@ -200,8 +203,9 @@ pub fn eval(
     if t.rank() > 0 {
         return Ok(());
     }
+    let map = a.map.map_or(String::new(), |m| format!(" mAP {m:.2}"));
     println!(
-        "{split}: top-1 {:.2} top-5 {:.2} over {} clips",
+        "{split}: top-1 {:.2} top-5 {:.2}{map} over {} clips",
         a.top1, a.top5, a.clips
     );
     Ok(())
