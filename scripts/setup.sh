@@ -10,7 +10,8 @@ CBINDGEN_VERSION=0.29.4
 # FFmpeg's libraries and clang (bindgen) for the `video` feature (ffmpeg-next).
 # cmake: the install test builds a consumer project with find_package(multigrid).
 # Open MPI: the collective engine of CPU ranks (the `mpi` feature) and the mpirun launcher.
-APT_PACKAGES=(gcc g++ make cmake pkg-config python3 valgrind
+# DejaVu Sans: the font the benchmarks' charts are drawn with (plotters' ab_glyph text).
+APT_PACKAGES=(gcc g++ make cmake pkg-config python3 valgrind fonts-dejavu-core
   libavformat-dev libavcodec-dev libswscale-dev libavutil-dev libavfilter-dev libavdevice-dev
   clang libclang-dev
   libopenmpi-dev openmpi-bin)

@@ -8,6 +8,7 @@ pub mod loader;
 pub mod resize;
 pub mod store;
 pub mod synthetic;
+pub mod synthetic_hard;
 #[cfg(feature = "video")]
 pub mod video;
 

@@ -200,7 +200,7 @@ pub fn render_clip_with_shape(
     (out, shape.name())
 }
 
-fn random_colour(rng: &mut Rng) -> [f32; 3] {
+pub(super) fn random_colour(rng: &mut Rng) -> [f32; 3] {
     [
         (rng.uniform() * 255.0) as f32,
         (rng.uniform() * 255.0) as f32,
@@ -209,7 +209,7 @@ fn random_colour(rng: &mut Rng) -> [f32; 3] {
 }
 
 /// Paints the pixels of the box [x0, x1) x [y0, y1) for which `paint` gives a colour.
-fn fill(
+pub(super) fn fill(
     frame: &mut [u8],
     n: usize,
     x0: f32,
@@ -231,7 +231,7 @@ fn fill(
     }
 }
 
-fn hash(a: u64, b: u64) -> u64 {
+pub(super) fn hash(a: u64, b: u64) -> u64 {
     Rng::new(a, b, 0x9A1).next_u64()
 }
 

@@ -1,5 +1,6 @@
 //! The fit loop: loader, staged batches, steps, evaluation and checkpoints on the plan's schedule.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde_json::json;
@@ -42,7 +43,8 @@ impl Trainer {
         let mut window = (Instant::now(), 0u64, 0.0f64);
         let mut final_val = None;
         let mut cancelled = false;
-        let mut next = self.next_staged(&mut loader)?;
+        let mut timing = Timing::new(self.precise_seconds);
+        let mut next = timing.time_data(|| self.next_staged(&mut loader))?;
         while let Some(cur) = next.take() {
             let Staged {
                 batch,
@@ -56,6 +58,7 @@ impl Trainer {
                 i64::from(batch.num_frames),
                 i64::from(batch.crop_size),
             );
+            let started = Instant::now();
             let loss = self.launch_step(
                 &slow,
                 &fast,
@@ -64,10 +67,17 @@ impl Trainer {
                 step.lr,
                 step.step,
             )?;
+            let launched = started.elapsed().as_secs_f64();
             // The next batch goes to the device while this step's kernels run; reading the loss
             // is what waits for them.
-            next = self.next_staged(&mut loader)?;
+            next = timing.time_data(|| self.next_staged(&mut loader))?;
+            let waited = Instant::now();
             let loss = loss_value(&loss, step.step)?;
+            timing.add_step(
+                (step.stage, t, s, n),
+                launched + waited.elapsed().as_secs_f64(),
+                n as u64 * self.launch.world_size as u64,
+            );
             self.next_step = step.step + 1;
             let clips = n as u64 * self.launch.world_size as u64;
             self.clips_seen += clips;
@@ -91,6 +101,7 @@ impl Trainer {
             if step.eval_after {
                 let t0 = Instant::now();
                 let acc = self.validate(step.stage as usize, step.epoch)?;
+                timing.eval_s += t0.elapsed().as_secs_f64();
                 let wall = self.wall_seconds();
                 if let Some((a, shape)) = acc {
                     self.metrics.write(json!({
@@ -115,6 +126,7 @@ impl Trainer {
                 lr: step.lr,
             });
             let cancel = self.any_rank(asked)?;
+            let t0 = Instant::now();
             if step.checkpoint_after {
                 // PySlowFast's checkpoints hold precise statistics: at the shape validation
                 // uses for this stage, unless this step's validation computed them already.
@@ -124,14 +136,18 @@ impl Trainer {
             if step.checkpoint_after || cancel {
                 self.save_checkpoint()?;
             }
+            timing.checkpoint_s += t0.elapsed().as_secs_f64();
             if cancel {
                 cancelled = true;
                 break;
             }
         }
         drop(loader);
+        let t0 = Instant::now();
         let test = if cancelled { None } else { self.test()? };
+        timing.eval_s += t0.elapsed().as_secs_f64();
         let wall = self.wall_seconds();
+        self.metrics.write(timing.line(self.precise_seconds))?;
         let summary = Summary {
             wall_seconds: wall,
             steps: self.next_step,
@@ -147,5 +163,66 @@ impl Trainer {
             "map": final_val.and_then(|a| a.map), "test_map": test.and_then(|a| a.map), "cancelled": cancelled,
         }))?;
         Ok(summary)
+    }
+}
+
+/// (stage, frames, crop, batch) -> (steps, seconds, clips).
+type ShapeSeconds = BTreeMap<(u32, i64, i64, i64), (u64, f64, u64)>;
+
+/// Where a fit's wall-clock time went, for `multigrid bench speedup`'s efficiency table:
+/// training steps per (stage, frames, crop, batch), the wait for the loader, evaluation,
+/// precise BN and checkpoints. Evaluation and checkpoint seconds include the precise BN they
+/// ran; `precise_bn_s` is all of it, wherever it ran.
+struct Timing {
+    shapes: ShapeSeconds,
+    data_s: f64,
+    eval_s: f64,
+    checkpoint_s: f64,
+    precise_at_start: f64,
+}
+
+impl Timing {
+    fn new(precise_seconds: f64) -> Timing {
+        Timing {
+            shapes: BTreeMap::new(),
+            data_s: 0.0,
+            eval_s: 0.0,
+            checkpoint_s: 0.0,
+            precise_at_start: precise_seconds,
+        }
+    }
+
+    fn time_data<T>(&mut self, f: impl FnOnce() -> T) -> T {
+        let t0 = Instant::now();
+        let r = f();
+        self.data_s += t0.elapsed().as_secs_f64();
+        r
+    }
+
+    fn add_step(&mut self, shape: (u32, i64, i64, i64), seconds: f64, clips: u64) {
+        let e = self.shapes.entry(shape).or_insert((0, 0.0, 0));
+        e.0 += 1;
+        e.1 += seconds;
+        e.2 += clips;
+    }
+
+    /// The `timing` metrics line. `work` is clips x frames x crop^2 summed over steps, what a
+    /// video network's FLOPs scale with.
+    fn line(&self, precise_seconds: f64) -> serde_json::Value {
+        let shapes: Vec<serde_json::Value> = self
+            .shapes
+            .iter()
+            .map(|(&(stage, t, s, n), &(steps, seconds, clips))| {
+                json!({"stage": stage, "frames": t, "crop": s, "batch": n, "steps": steps,
+                       "seconds": seconds, "clips": clips,
+                       "work": clips as f64 * t as f64 * (s * s) as f64})
+            })
+            .collect();
+        json!({
+            "type": "timing", "shapes": shapes,
+            "step_s": self.shapes.values().map(|v| v.1).sum::<f64>(),
+            "data_wait_s": self.data_s, "eval_s": self.eval_s, "checkpoint_s": self.checkpoint_s,
+            "precise_bn_s": precise_seconds - self.precise_at_start,
+        })
     }
 }

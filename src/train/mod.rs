@@ -235,6 +235,8 @@ pub struct Trainer {
     /// What the BN statistics were last recomputed for by precise BN; cleared by a training
     /// step.
     precise_at: Option<precise_bn::Serving>,
+    /// Seconds spent in precise BN since the trainer was made, wherever it ran.
+    precise_seconds: f64,
     /// The other ranks (a no-op with one process).
     comm: Box<dyn Collective>,
     launch: Launch,
@@ -315,6 +317,7 @@ impl Trainer {
             scaler: (precision == Precision::Fp16).then(LossScaler::default),
             warmed_up: false,
             precise_at: None,
+            precise_seconds: 0.0,
             comm,
             launch,
         };

@@ -5,10 +5,14 @@ mod bench;
 #[cfg(feature = "torch")]
 mod bench_dist;
 #[cfg(feature = "torch")]
+mod chart;
+#[cfg(feature = "torch")]
 mod checkpoint;
 mod data;
 #[cfg(feature = "torch")]
 mod launch;
+#[cfg(feature = "torch")]
+mod speedup;
 #[cfg(feature = "torch")]
 mod train;
 
@@ -83,6 +87,11 @@ enum Command {
         /// Frame rate of the MP4 files and stores, 30 unless given (kinetics only).
         #[arg(long)]
         fps: Option<u32>,
+        /// The synthetic task (kinetics only): simple (12 classes, the demo's) or hard (24
+        /// classes of ordered motions at two speeds among distractors, the speedup
+        /// benchmark's). Default simple.
+        #[arg(long, value_enum)]
+        task: Option<data::Task>,
     },
     /// Decode a video list (DIR/SPLIT.csv) into one memory-mapped clip store.
     BuildStore {
@@ -261,12 +270,27 @@ enum BenchCommand {
         #[arg(long, default_value = ".venv/bin/python")]
         python: PathBuf,
     },
-    /// The wall-clock time multigrid needs to reach the baseline's final validation top-1, on a
-    /// larger synthetic set (configs/synthetic_slowfast_small*.json).
+    /// The paper's comparison on synthetic video: baseline and multigrid, each for its full
+    /// schedule and several seeds; final accuracy, whole-run and time-to-accuracy ratios, where
+    /// the time goes by shape, and the task's criteria (runs/speedup/speedup.json, the chart as
+    /// SVG and PNG).
     #[cfg(feature = "torch")]
     Speedup {
-        #[arg(long, default_value = "data/synthetic_speedup")]
-        data: PathBuf,
+        /// The synthetic task: hard (24 classes that keep improving over the schedule,
+        /// configs/synthetic_hard_slowfast_small*.json) or simple (12 classes that saturate,
+        /// configs/synthetic_slowfast_small*.json).
+        #[arg(long, value_enum, default_value_t = data::Task::Hard)]
+        task: data::Task,
+        /// Training seeds per schedule.
+        #[arg(long, default_value_t = 3)]
+        seeds: u32,
+        /// A first look: the tiny configs' shorter schedules on the data given.
+        #[arg(long)]
+        quick: bool,
+        /// Where the task's clip stores are (generated when missing or of another size or
+        /// task); default data/synthetic_hard or data/synthetic_speedup by task.
+        #[arg(long)]
+        data: Option<PathBuf>,
         /// Clips generated when the data directory is empty.
         #[arg(long, default_value_t = 4000)]
         clips: u32,
@@ -419,7 +443,7 @@ fn main() -> ExitCode {
             if worker {
                 bench_dist::worker(&out)
             } else {
-                train::ensure_data(&data, 3000).and_then(|_| {
+                train::ensure_data(&data, 3000, data::Task::Simple).and_then(|_| {
                     bench_dist::bench(&bench_dist::Options {
                         ranks,
                         out: &out,
@@ -497,23 +521,34 @@ fn main() -> ExitCode {
         ),
         #[cfg(feature = "torch")]
         Command::Bench(BenchCommand::Speedup {
-            data,
+            task,
+            seeds,
+            quick,
+            data: dir,
             clips,
             out,
             device,
             set,
             report_only,
-        }) => train::speedup(
-            &data,
+        }) => speedup::run(&speedup::Options {
+            data: dir.unwrap_or_else(|| {
+                PathBuf::from(match task {
+                    data::Task::Hard => "data/synthetic_hard",
+                    data::Task::Simple => "data/synthetic_speedup",
+                })
+            }),
             clips,
-            &out,
-            &train::Overrides {
+            out,
+            task,
+            seeds,
+            quick,
+            report_only,
+            overrides: train::Overrides {
                 device,
                 data: None,
                 set,
             },
-            report_only,
-        ),
+        }),
         #[cfg(feature = "torch")]
         Command::Plot { runs, out } => train::plot(&runs, &out),
         Command::GenData {
@@ -527,6 +562,7 @@ fn main() -> ExitCode {
             store,
             no_videos,
             fps,
+            task,
         } => match dataset {
             data::GenDataset::Kinetics => data::gen_data(&data::GenOptions {
                 out,
@@ -538,6 +574,7 @@ fn main() -> ExitCode {
                 store,
                 videos: !no_videos,
                 fps: fps.unwrap_or(30),
+                task: task.unwrap_or(data::Task::Simple),
             }),
             _ => data::gen_frame_lists(
                 dataset,
@@ -553,6 +590,7 @@ fn main() -> ExitCode {
                     ("--store", store),
                     ("--no-videos", no_videos),
                     ("--fps", fps.is_some()),
+                    ("--task", task.is_some()),
                 ],
             ),
         },

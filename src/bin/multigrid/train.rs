@@ -213,86 +213,25 @@ pub fn eval(
 
 /// Loss and accuracy against wall-clock time for one or more runs, as an SVG chart.
 pub fn plot(runs: &[PathBuf], out: &Path) -> Result<(), String> {
-    let colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
-    let mut series = Vec::new();
-    for run in runs {
-        let text = std::fs::read_to_string(run.join("metrics.jsonl"))
-            .map_err(|e| format!("{}: {e}", run.display()))?;
-        let (mut acc, mut loss) = (Vec::new(), Vec::new());
-        for line in text.lines() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            let wall = v["wall_s"].as_f64().unwrap_or(0.0);
-            match v["type"].as_str() {
-                Some("eval") => acc.push((wall, v["top1"].as_f64().unwrap_or(0.0))),
-                Some("train") => loss.push((wall, v["loss"].as_f64().unwrap_or(0.0))),
-                _ => {}
-            }
-        }
-        let name = run
-            .file_name()
-            .map_or("run".into(), |n| n.to_string_lossy().into_owned());
-        series.push((name, acc, loss));
-    }
-    let tmax = series
-        .iter()
-        .flat_map(|s| s.1.iter().chain(&s.2).map(|p| p.0))
-        .fold(1.0f64, f64::max);
-    let lmax = series
-        .iter()
-        .flat_map(|s| s.2.iter().map(|p| p.1))
-        .fold(0.1f64, f64::max);
-    let (w, h, pad) = (440.0, 300.0, 50.0);
-    let mut svg = format!(
-        "<svg xmlns='http://www.w3.org/2000/svg' width='{}' height='{}' font-family='sans-serif' font-size='12'>\n<rect width='100%' height='100%' fill='white'/>\n",
-        2.0 * w + 3.0 * pad,
-        h + 2.0 * pad + 20.0
-    );
-    for (panel, (title, ymax)) in [("val top-1 (%)", 100.0), ("train loss", lmax)]
+    let curves = runs
         .iter()
         .enumerate()
-    {
-        let x0 = pad + panel as f64 * (w + pad);
-        svg += &format!(
-            "<rect x='{x0}' y='{pad}' width='{w}' height='{h}' fill='none' stroke='#888'/>\n<text x='{}' y='{}'>{title}</text>\n<text x='{}' y='{}'>wall-clock seconds (0 to {tmax:.0})</text>\n<text x='{}' y='{}'>{ymax:.2}</text>\n",
-            x0, pad - 8.0, x0 + w / 2.0 - 80.0, pad + h + 20.0, x0 - 45.0, pad + 10.0
-        );
-        for (i, (name, acc, loss)) in series.iter().enumerate() {
-            let pts = if panel == 0 { acc } else { loss };
-            let path: Vec<String> = pts
-                .iter()
-                .map(|(t, y)| {
-                    format!(
-                        "{:.1},{:.1}",
-                        x0 + t / tmax * w,
-                        pad + h - (y / ymax).clamp(0.0, 1.0) * h
-                    )
-                })
-                .collect();
-            let c = colours[i % colours.len()];
-            svg += &format!(
-                "<polyline fill='none' stroke='{c}' stroke-width='2' points='{}'/>\n",
-                path.join(" ")
-            );
-            if panel == 0 {
-                svg += &format!(
-                    "<text x='{}' y='{}' fill='{c}'>{name}</text>\n",
-                    x0 + 10.0,
-                    pad + 20.0 + 16.0 * i as f64
-                );
-            }
-        }
-    }
-    svg += "</svg>\n";
-    let tmp = out.with_extension("svg.tmp");
-    std::fs::write(&tmp, svg).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))
+        .map(|(i, run)| {
+            let name = run
+                .file_name()
+                .map_or("run".into(), |n| n.to_string_lossy().into_owned());
+            super::chart::read(run, &name, i, 0)
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let png = super::chart::draw(&curves, out)?;
+    println!("plot: {} and {}", out.display(), png.display());
+    Ok(())
 }
 
-/// Generates the synthetic set into `data` unless its three stores already hold `clips` clips
-/// (an older or differently sized set is replaced).
-pub fn ensure_data(data: &Path, clips: u32) -> Result<(), String> {
+/// Generates the synthetic set of `task` into `data` unless its three stores already hold
+/// `clips` clips of that task's classes (an older, differently sized or other task's set is
+/// replaced).
+pub fn ensure_data(data: &Path, clips: u32, task: super::data::Task) -> Result<(), String> {
     let held: Option<usize> = ["train", "val", "test"]
         .iter()
         .map(|split| {
@@ -301,7 +240,13 @@ pub fn ensure_data(data: &Path, clips: u32) -> Result<(), String> {
                 .map(|d| d.len())
         })
         .sum();
-    if held == Some(clips as usize) {
+    let names: String = task
+        .class_names()
+        .iter()
+        .map(|c| format!("{c}\n"))
+        .collect();
+    let same_task = std::fs::read_to_string(data.join("classes.txt")).is_ok_and(|t| t == names);
+    if held == Some(clips as usize) && same_task {
         return Ok(());
     }
     super::data::gen_data(&super::data::GenOptions {
@@ -312,14 +257,16 @@ pub fn ensure_data(data: &Path, clips: u32) -> Result<(), String> {
         seed: 0,
         val_fraction: 0.1,
         store: true,
-        videos: true,
+        // The benchmark reads the stores; MP4s only cost time there.
+        videos: task == super::data::Task::Simple,
         fps: 30,
+        task,
     })
 }
 
 /// Trains the baseline config and then the multigrid one into `out/baseline` and
 /// `out/multigrid`, prints the side-by-side table and writes the accuracy-vs-time plot.
-fn compare(
+pub fn compare(
     configs: [&str; 2],
     data: &Path,
     out: &Path,
@@ -359,14 +306,13 @@ fn compare(
     );
     let chart = out.join("accuracy_vs_time.svg");
     plot(&[out.join("baseline"), out.join("multigrid")], &chart)?;
-    println!("plot: {}", chart.display());
     Ok(rows)
 }
 
 /// The main job: synthetic data if missing, baseline and multigrid training of the tiny
 /// SlowFast, a side-by-side table and the accuracy-vs-time plot.
 pub fn demo(data: &Path, out: &Path, overrides: &Overrides) -> Result<(), String> {
-    ensure_data(data, 3000)?;
+    ensure_data(data, 3000, super::data::Task::Simple)?;
     compare(
         [
             "configs/synthetic_slowfast_tiny.json",
@@ -377,100 +323,4 @@ pub fn demo(data: &Path, out: &Path, overrides: &Overrides) -> Result<(), String
         overrides,
     )
     .map(drop)
-}
-
-/// (wall seconds, top-1) of every validation in a run's metrics.
-fn evals(run: &Path) -> Result<Vec<(f64, f64)>, String> {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl"))
-        .map_err(|e| format!("{}: {e}", run.display()))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["type"] == "eval")
-        .filter_map(|v| Some((v["wall_s"].as_f64()?, v["top1"].as_f64()?)))
-        .collect())
-}
-
-/// `make bench-speedup`: a larger synthetic set, the baseline trained to convergence, and the
-/// wall-clock time multigrid needs to reach the baseline's final validation top-1. With
-/// `report_only`, the analysis of runs already under `out`.
-pub fn speedup(
-    data: &Path,
-    clips: u32,
-    out: &Path,
-    overrides: &Overrides,
-    report_only: bool,
-) -> Result<(), String> {
-    if !report_only {
-        ensure_data(data, clips)?;
-        compare(
-            [
-                "configs/synthetic_slowfast_small.json",
-                "configs/synthetic_slowfast_small_multigrid.json",
-            ],
-            data,
-            out,
-            overrides,
-        )?;
-    }
-    let summary = |run: &str| -> Result<serde_json::Value, String> {
-        let text = std::fs::read_to_string(out.join(run).join("metrics.jsonl"))
-            .map_err(|e| format!("{}: {e}", out.join(run).display()))?;
-        text.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["type"] == "summary")
-            .ok_or_else(|| format!("{run} has no summary: did it finish?"))
-    };
-    let (base, mg) = (summary("baseline")?, summary("multigrid")?);
-    let base_wall = base["wall_s"].as_f64().unwrap_or(f64::NAN);
-    let target = base["top1"]
-        .as_f64()
-        .ok_or("the baseline ran no validation: is val.mgstore missing?")?;
-    let first_reaching = |run: &str| -> Result<Option<(f64, f64)>, String> {
-        Ok(evals(&out.join(run))?
-            .into_iter()
-            .find(|(_, top1)| *top1 >= target))
-    };
-    let mg_evals = evals(&out.join("multigrid"))?;
-    let best = mg_evals.iter().map(|e| e.1).fold(0.0, f64::max);
-    println!(
-        "baseline: {base_wall:.1} s, final val top-1 {target:.1}%; multigrid: {:.1} s, final {:.1}% (whole runs: {:.2}x)",
-        mg["wall_s"].as_f64().unwrap_or(f64::NAN),
-        mg["top1"].as_f64().unwrap_or(f64::NAN),
-        base_wall / mg["wall_s"].as_f64().unwrap_or(f64::NAN)
-    );
-    let base_first = first_reaching("baseline")?;
-    if let Some((wall, _)) = base_first {
-        // A saturating task makes the baseline's whole run a generous yardstick: say so.
-        println!(
-            "the baseline itself first reached {target:.1}% at {wall:.1} s ({:.0}% of its run)",
-            100.0 * wall / base_wall
-        );
-    }
-    let result = match first_reaching("multigrid")? {
-        Some((wall, top1)) => {
-            println!(
-                "multigrid reached the baseline's final val top-1 ({target:.1}%) with {top1:.1}% after {wall:.1} s: \
-                 {:.2}x against the baseline's whole run, {:.2}x against its own first arrival",
-                base_wall / wall,
-                base_first.map_or(f64::NAN, |b| b.0 / wall)
-            );
-            serde_json::json!({"target_top1": target, "baseline_wall_s": base_wall,
-                "baseline_first_reached_s": base_first.map(|b| b.0),
-                "multigrid_wall_s": mg["wall_s"], "multigrid_top1": mg["top1"],
-                "multigrid_wall_s_to_target": wall, "speedup_to_target": base_wall / wall,
-                "speedup_first_arrival": base_first.map(|b| b.0 / wall)})
-        }
-        None => {
-            println!(
-                "multigrid did not reach the baseline's final val top-1 ({target:.1}%); its best was {best:.1}%"
-            );
-            serde_json::json!({"target_top1": target, "baseline_wall_s": base_wall,
-                "multigrid_best_top1": best, "speedup_to_target": null})
-        }
-    };
-    let path = out.join("speedup.json");
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, format!("{result:#}\n")).map_err(|e| e.to_string())?;
-    std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
 }
