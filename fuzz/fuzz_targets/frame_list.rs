@@ -65,7 +65,12 @@ fn config(multi_label: bool) -> String {
     v["train"]["dataset"] = (if multi_label { "charades" } else { "ssv2" }).into();
     v["data"]["multi_label"] = multi_label.into();
     v["model"]["num_classes"] = CLASSES.into();
-    v["model"]["loss_func"] = (if multi_label { "bce_logit" } else { "cross_entropy" }).into();
+    v["model"]["loss_func"] = (if multi_label {
+        "bce_logit"
+    } else {
+        "cross_entropy"
+    })
+    .into();
     v.to_string()
 }
 
@@ -171,7 +176,11 @@ fuzz_target!(|data: &[u8]| {
     assert!(len > 0, "an empty list was accepted");
     for i in 0..lists.len() + 1 {
         for span in [[0, 0], [0, u32::MAX], [u32::MAX, 0], [u32::MAX, u32::MAX]] {
-            assert_eq!(lists.labels_in(i, span).is_ok(), i < lists.len(), "video {i}");
+            assert_eq!(
+                lists.labels_in(i, span).is_ok(),
+                i < lists.len(),
+                "video {i}"
+            );
         }
         assert!(lists.label(i).is_err(), "Charades videos have label sets");
     }

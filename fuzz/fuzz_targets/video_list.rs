@@ -123,7 +123,9 @@ fuzz_target!(|data: &[u8]| {
         Dataset::VideoList { entries, .. } => {
             entries.len() <= MAX_LOADED && entries.iter().all(|(p, _)| inside(dir, p))
         }
-        Dataset::Store(_) => unreachable!("a video list opened as a store"),
+        Dataset::Store(_) | Dataset::FrameLists(_) => {
+            unreachable!("a video list opened as another kind of dataset")
+        }
     };
     if safe {
         load_first_step(ds, len, data.len() as u64);
