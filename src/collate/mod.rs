@@ -210,6 +210,24 @@ fn check_clip(i: usize, clip: &Clip, p: &ClipParams, s: u32) -> Result<()> {
     Ok(())
 }
 
+/// Collates the T frames a caller already gathered in sampling order (`clip.num_frames` = T)
+/// with `p`'s spatial window: the collator's own temporal sampling over them is the identity,
+/// so the frame indices the caller picked are kept exactly.
+pub fn collate_gathered(
+    clip: Clip,
+    p: ClipParams,
+    s: u32,
+    norm: &Normalize,
+    out: &mut [f32],
+) -> Result<()> {
+    let p = ClipParams {
+        start_frame: 0,
+        stride: 1,
+        ..p
+    };
+    collate_explicit(&[clip], &[p], clip.num_frames, s, norm, out)
+}
+
 /// Collates clips with explicit parameters into `out`, f32 [N, 3, T, S, S]. Everything is
 /// checked before anything is written.
 pub fn collate_explicit(

@@ -294,18 +294,12 @@ fn collate_frames(
         let k = (f.saturating_sub(first) as usize).min(clip.num_frames as usize - 1);
         gathered.extend_from_slice(&clip.frames[k * frame..(k + 1) * frame]);
     }
-    let t = idx.len() as u32;
     let gathered = Clip {
         frames: &gathered,
-        num_frames: t,
+        num_frames: idx.len() as u32,
         ..*clip
     };
-    let p = ClipParams {
-        start_frame: 0,
-        stride: 1,
-        ..p
-    };
-    collate::collate_explicit(&[gathered], &[p], t, s, norm, out)
+    collate::collate_gathered(gathered, p, s, norm, out)
 }
 
 #[cfg(feature = "video")]

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::collate::{self, Clip, ClipParams, Draw, FrameRule};
+use crate::collate::{self, Clip, Draw, FrameRule};
 use crate::error::{Error, Result};
 
 /// The labels of one video.
@@ -391,12 +391,7 @@ impl FrameLists {
             height: h,
             width: w,
         };
-        let p = ClipParams {
-            start_frame: 0,
-            stride: 1,
-            ..draw.params
-        };
-        collate::collate_explicit(&[clip], &[p], t, s, norm, out)?;
+        collate::collate_gathered(clip, draw.params, s, norm, out)?;
         Ok([idx[0], idx[idx.len() - 1]])
     }
 }
