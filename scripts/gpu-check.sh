@@ -7,7 +7,10 @@
 # same model trained by PyTorch on the same libtorch; then the trainer end to end on CUDA (tiny
 # multigrid run: warm-up over the planned shapes, bf16 autocast, and fp16 with the loss scaler),
 # and data-parallel through NCCL: torchrun's environment at world size 1 with the nccl backend
-# named (so the engine runs), and --nproc-per-node 2 where the machine has 2 GPUs.
+# named (so the engine runs), and --nproc-per-node 2 where the machine has 2 GPUs; and the
+# step time in both memory formats (run.memory_format) with a tiny channels-last training run.
+# PARTS (default "all") picks a subset: "memory_format" runs the memory-format part alone;
+# MG_BIN names another (e.g. stripped) binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-gpu-check-out}
@@ -15,7 +18,24 @@ mkdir -p "$out"
 python=${PYTHON:-python3}
 torch_lib=$("$python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
 export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-bin=target/release/multigrid
+bin=${MG_BIN:-target/release/multigrid}
+parts=${PARTS:-all}
+memory_format_part() {
+  # Contiguous against channels-last-3d, ours and PyTorch's, fp32 and bf16 autocast; then the
+  # trainer end to end in channels-last (grouped BN, evaluation, precise BN).
+  "$bin" bench step --device cuda --depth 50 --width 64 --shapes 8x32x224,32x8x112 --steps 10 \
+    --memory-format contiguous,channels_last_3d --python "$python"
+  "$bin" bench step --device cuda --depth 50 --width 64 --shapes 8x32x224,32x8x112 --steps 10 \
+    --memory-format contiguous,channels_last_3d --autocast --python "$python"
+  [ -d "$out/data" ] || "$bin" gen-data --out "$out/data" --clips 600 --store --no-videos
+  "$bin" train --config configs/synthetic_slowfast_tiny_multigrid.json --device cuda \
+    --data "$out/data" --output-dir "$out/train-channels-last" --set run.memory_format=channels_last_3d
+  tail -1 "$out/train-channels-last/metrics.jsonl"
+}
+if [ "$parts" = memory_format ]; then
+  memory_format_part 2>&1 | tee "$out/gpu-check.log"
+  exit
+fi
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
@@ -45,4 +65,5 @@ bin=target/release/multigrid
   else
     echo "one GPU: the 2-rank NCCL run is skipped"
   fi
+  memory_format_part
 } 2>&1 | tee "$out/gpu-check.log"

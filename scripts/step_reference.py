@@ -3,7 +3,8 @@
 for `multigrid bench step`: SGD (momentum 0.9, Nesterov, weight decay 1e-4) on random input.
 
     step_reference.py '{"model": {...}, "batch": 8, "frames": 32, "crop": 224, "alpha": 4,
-                        "device": "cpu", "steps": 5, "autocast": false}'
+                        "device": "cpu", "steps": 5, "autocast": false,
+                        "channels_last": false}'
 
 Prints {"seconds_per_step": ...} as JSON.
 """
@@ -28,6 +29,10 @@ def main():
     slow = torch.randn(n, 3, t // alpha, s, s, device=dev)
     fast = torch.randn(n, 3, t, s, s, device=dev)
     labels = torch.randint(0, a["model"]["num_classes"], (n,), device=dev)
+    if a.get("channels_last", False):
+        fmt = torch.channels_last_3d
+        model = model.to(memory_format=fmt)
+        slow, fast = slow.contiguous(memory_format=fmt), fast.contiguous(memory_format=fmt)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
 

@@ -312,3 +312,58 @@ fn fixed_head_pool_scores_fully_convolutionally() {
         "fully convolutional equals global pooling ({apart})"
     );
 }
+
+/// Channels-last-3d (run.memory_format) changes the layout only: the same logits and the same
+/// gradients as the default layout, in training with BN groups and in evaluation.
+#[test]
+fn channels_last_3d_computes_what_the_default_layout_does() {
+    use multigrid::model::is_channels_last_3d;
+    let grads = |channels_last: bool| {
+        tch::manual_seed(7);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut model = SlowFast::new(&vs.root(), &tiny()).unwrap();
+        model.set_channels_last(channels_last).unwrap();
+        assert_eq!(model.channels_last(), channels_last);
+        let w = &vs.variables()["s2.pathway0_res0.branch2.a.weight"];
+        assert_eq!(is_channels_last_3d(w), channels_last);
+        tch::manual_seed(8);
+        let slow = Tensor::randn([4, 3, 2, 32, 32], (Kind::Float, Device::Cpu));
+        let fast = Tensor::randn([4, 3, 8, 32, 32], (Kind::Float, Device::Cpu));
+        let logits = model.forward(&slow, &fast, 2, true).unwrap();
+        (logits * Tensor::arange(12, (Kind::Float, Device::Cpu)))
+            .sum(Kind::Float)
+            .backward();
+        let eval = tch::no_grad(|| model.forward(&slow, &fast, 1, false).unwrap());
+        (eval, vs)
+    };
+    let (eval_a, vs_a) = grads(false);
+    let (eval_b, vs_b) = grads(true);
+    assert!(eval_a.allclose(&eval_b, 1e-4, 1e-5, false));
+    let (va, vb) = (vs_a.variables(), vs_b.variables());
+    for (name, a) in &va {
+        let b = &vb[name];
+        assert!(
+            a.allclose(b, 0.0, 0.0, false),
+            "{name}: different initial values"
+        );
+        if a.requires_grad() {
+            let (ga, gb) = (a.grad(), b.grad());
+            let tol = 1e-4 * ga.abs().max().double_value(&[]).max(1e-6);
+            assert!(
+                ga.allclose(&gb, 1e-3, tol, false),
+                "{name}: gradients differ"
+            );
+        }
+    }
+    assert!(!is_channels_last_3d(&Tensor::zeros(
+        [2, 3, 4, 5, 6],
+        (Kind::Float, Device::Cpu)
+    )));
+    let x = multigrid::model::channels_last_3d(&Tensor::zeros(
+        [2, 3, 4, 5, 6],
+        (Kind::Float, Device::Cpu),
+    ))
+    .unwrap();
+    assert!(is_channels_last_3d(&x));
+    assert_eq!(x.stride(), [360, 1, 90, 18, 3]);
+}

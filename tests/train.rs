@@ -206,3 +206,30 @@ fn a_corrupt_val_split_is_reported() {
     assert!(e.to_string().contains("val.mgstore"), "{e}");
     assert_eq!(t.next_step(), 4, "the run trained before it evaluated");
 }
+
+/// run.memory_format channels_last_3d trains the same model as the default layout, to float
+/// rounding, and its checkpoints are written (safetensors takes contiguous tensors only).
+#[test]
+fn channels_last_training_matches_the_default_layout() {
+    let (root, config) = setup_in("train_channels_last", 24, 2);
+    fit(&config, &root.join("plain"), serde_json::json!({}));
+    fit(
+        &config,
+        &root.join("cl"),
+        serde_json::json!({"memory_format": "channels_last_3d"}),
+    );
+    let (a, b) = (
+        final_params(&root.join("plain")),
+        final_params(&root.join("cl")),
+    );
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        let scale = ta.abs().max().double_value(&[]);
+        let diff = (ta - tb).abs().max().double_value(&[]);
+        assert!(
+            diff <= 1e-3 * scale + 1e-5,
+            "{na}: {diff} apart (scale {scale})"
+        );
+    }
+}

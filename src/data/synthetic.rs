@@ -66,7 +66,25 @@ pub fn render_clip_with_shape(
     num_frames: u32,
     size: u32,
 ) -> (Vec<u8>, &'static str) {
+    render_clip_at_speed(seed, index, label, None, num_frames, size)
+}
+
+/// [`render_clip_with_shape`] with the class's rate (the speed of a move, of a rotation, of
+/// the scale change) drawn from the lower half of its range (`Some(false)`) or the upper half
+/// (`Some(true)`) instead of the whole (`None`, the same clip as [`render_clip_with_shape`]).
+pub fn render_clip_at_speed(
+    seed: u64,
+    index: u64,
+    label: u32,
+    fast: Option<bool>,
+    num_frames: u32,
+    size: u32,
+) -> (Vec<u8>, &'static str) {
     let label = label.min(CLASSES.len() as u32 - 1);
+    let rate = |v: f32| match fast {
+        None => v,
+        Some(fast) => (v + f32::from(u8::from(fast))) / 2.0,
+    };
     let mut rng = Rng::new(seed, 0x5EED, index);
     let n = size as usize;
     let fsize = size as f32;
@@ -126,17 +144,17 @@ pub fn render_clip_with_shape(
         0..=7 => {
             let dir = label as f32 * std::f32::consts::FRAC_PI_4;
             // Travel 30-55% of the frame over the clip.
-            let speed = fsize * (0.30 + 0.25 * u()) / frames;
+            let speed = fsize * (0.30 + 0.25 * rate(u())) / frames;
             (speed * dir.cos(), -speed * dir.sin(), small_spin(u()), 0.0)
         }
         8 | 9 => {
             // Image y points down, so a positive angle step turns clockwise on screen.
-            let w = (0.04 + 0.05 * u()) * if label == 8 { 1.0 } else { -1.0 };
+            let w = (0.04 + 0.05 * rate(u())) * if label == 8 { 1.0 } else { -1.0 };
             (drift(u()), drift(u()), w, 0.0)
         }
         _ => {
             // The radius changes by a factor of 1.6-2.2 over the clip.
-            let k = (1.6 + 0.6 * u()).ln() / frames;
+            let k = (1.6 + 0.6 * rate(u())).ln() / frames;
             let growth = if label == 10 { k } else { -k };
             (drift(u()), drift(u()), small_spin(u()), growth)
         }

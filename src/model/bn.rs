@@ -176,7 +176,9 @@ impl GroupBatchNorm {
         let mut grouped = size.clone();
         grouped[0] = n / k;
         grouped[1] = c * k;
-        let xg = x.f_view(grouped.as_slice())?;
+        // A view for the default layout; a copy for channels-last-3d input, whose channels
+        // cannot merge with the batch in place.
+        let xg = x.f_reshape(grouped.as_slice())?;
         // The affine is shared by the groups: repeat it over the c * k grouped channels so the
         // kernel applies it in the same pass.
         let (y, mean, invstd) = Tensor::f_native_batch_norm(
@@ -232,7 +234,7 @@ impl GroupBatchNorm {
                 .and_then(|mut t| t.f_add_(&(pooled * momentum)));
             Ok(())
         })?;
-        Ok(y.f_view(size.as_slice())?)
+        Ok(y.f_reshape(size.as_slice())?)
     }
 
     /// Sync BN (pytorchvideo's NaiveSyncBatchNorm3d, PySlowFast's choice when a rank's batch is

@@ -213,6 +213,8 @@ pub struct SlowFast {
     projection: Linear,
     dropout: f64,
     alpha: i64,
+    /// Inputs and convolution weights in channels-last-3d (NDHWC) memory format.
+    channels_last: bool,
 }
 
 impl SlowFast {
@@ -297,7 +299,49 @@ impl SlowFast {
             projection,
             dropout: c.dropout_rate,
             alpha,
+            channels_last: false,
         })
+    }
+
+    /// Moves every convolution weight to channels-last-3d memory format (NDHWC strides; the
+    /// values and the parameters' identity are unchanged, so optimizers and checkpoints are
+    /// unaffected) and makes every forward pass convert its inputs the same way, as PyTorch's
+    /// `model.to(memory_format=torch.channels_last_3d)` with channels-last inputs. `false`
+    /// goes back to the default contiguous layout.
+    pub fn set_channels_last(&mut self, on: bool) -> Result<()> {
+        let convs = self
+            .stems
+            .iter_mut()
+            .map(|s| &mut s.conv)
+            .chain(self.fuses.iter_mut().map(|f| &mut f.conv))
+            .chain(self.stages.iter_mut().flat_map(|stage| {
+                stage.iter_mut().flatten().flat_map(|block| {
+                    block
+                        .branch1
+                        .iter_mut()
+                        .map(|b| &mut b.0)
+                        .chain(block.convs.iter_mut().map(|c| &mut c.0))
+                })
+            }));
+        for conv in convs {
+            let w = tch::no_grad(|| {
+                if on {
+                    channels_last_3d(&conv.weight)
+                } else {
+                    Ok(conv.weight.f_contiguous()?)
+                }
+            })?;
+            // set_data swaps the storage under the same parameter, which the VarStore and the
+            // optimizer share.
+            conv.weight.set_data(&w);
+        }
+        self.channels_last = on;
+        Ok(())
+    }
+
+    /// Whether [`SlowFast::set_channels_last`] is on.
+    pub fn channels_last(&self) -> bool {
+        self.channels_last
     }
 
     /// Every BatchNorm of the network, for precise BN.
@@ -451,6 +495,11 @@ impl SlowFast {
         train: bool,
     ) -> Result<[Tensor; 2]> {
         self.check_input(slow, fast, bn, train)?;
+        let (slow, fast) = if self.channels_last {
+            (&channels_last_3d(slow)?, &channels_last_3d(fast)?)
+        } else {
+            (slow, fast)
+        };
         let stem = |s: &Stem, x: &Tensor| -> Result<Tensor> {
             Ok(s.bn
                 .forward(&s.conv.forward(x)?, bn, train)?
@@ -471,6 +520,34 @@ impl SlowFast {
         }
         Ok(x)
     }
+}
+
+/// `x` (5-D) with channels-last-3d strides, as PyTorch's
+/// `x.contiguous(memory_format=torch.channels_last_3d)`: tch has no memory-format argument, and
+/// libtorch reads the format from the strides. No copy when `x` already has them.
+pub fn channels_last_3d(x: &Tensor) -> Result<Tensor> {
+    if is_channels_last_3d(x) {
+        return Ok(x.shallow_clone());
+    }
+    Ok(x.f_permute([0, 2, 3, 4, 1])?
+        .f_contiguous()?
+        .f_permute([0, 4, 1, 2, 3])?)
+}
+
+/// Whether the 5-D `x` is laid out NDHWC (dimensions of size 1 may have any stride).
+pub fn is_channels_last_3d(x: &Tensor) -> bool {
+    let (size, stride) = (x.size(), x.stride());
+    if size.len() != 5 {
+        return false;
+    }
+    let mut expected = 1;
+    for d in [1, 4, 3, 2, 0] {
+        if size[d] != 1 && stride[d] != expected {
+            return false;
+        }
+        expected *= size[d];
+    }
+    true
 }
 
 /// Both pathways averaged over T, H and W and concatenated: [N, C_slow + C_fast].

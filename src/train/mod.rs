@@ -280,7 +280,8 @@ impl Trainer {
         }
         tch::manual_seed(config.run.seed as i64);
         let vs = nn::VarStore::new(device);
-        let model = SlowFast::new(&vs.root(), &config.model)?;
+        let mut model = SlowFast::new(&vs.root(), &config.model)?;
+        model.set_channels_last(config.run.memory_format == "channels_last_3d")?;
         let opt = Sgd::new(&vs, &config.solver);
         let opened = if launch.rank == 0 {
             std::fs::create_dir_all(out_dir)

@@ -196,14 +196,28 @@ impl Trainer {
             &manifest,
             self.config.run.keep_checkpoints,
             |dir| {
-                self.vs.save(dir.join("model.safetensors")).map_err(torch)?;
+                // safetensors takes contiguous tensors only; with run.memory_format
+                // channels_last_3d the conv weights and their momentum are not (a no-op
+                // otherwise).
+                let write = |tensors: Vec<(String, Tensor)>, file: &str| -> Result<()> {
+                    let tensors = tensors
+                        .into_iter()
+                        .map(|(k, t)| Ok((k, t.f_contiguous()?)))
+                        .collect::<std::result::Result<Vec<_>, tch::TchError>>()
+                        .map_err(torch)?;
+                    let named: Vec<(&str, &Tensor)> =
+                        tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+                    Tensor::write_safetensors(&named, dir.join(file)).map_err(torch)
+                };
+                write(
+                    self.vs.variables().into_iter().collect(),
+                    "model.safetensors",
+                )?;
                 let mut state = self.opt.state();
                 if let Some(s) = &self.scaler {
                     state.extend(s.state());
                 }
-                let named: Vec<(&str, &Tensor)> =
-                    state.iter().map(|(k, t)| (k.as_str(), t)).collect();
-                Tensor::write_safetensors(&named, dir.join("optimizer.safetensors")).map_err(torch)
+                write(state.into_iter().collect(), "optimizer.safetensors")
             },
         )
     }

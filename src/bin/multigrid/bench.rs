@@ -255,6 +255,8 @@ pub struct StepOptions<'a> {
     pub device: &'a str,
     pub steps: usize,
     pub autocast: bool,
+    /// run.memory_format values to time.
+    pub memory_formats: &'a [String],
     pub python: Option<&'a Path>,
 }
 
@@ -285,8 +287,15 @@ pub fn step_bench(o: &StepOptions) -> Result<(), String> {
     };
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
-    let model = SlowFast::new(&vs.root(), &cfg).map_err(|e| e.to_string())?;
+    let mut model = SlowFast::new(&vs.root(), &cfg).map_err(|e| e.to_string())?;
     let mut opt = Sgd::new(&vs, &SolverConfig::default());
+    for f in o.memory_formats {
+        if !["contiguous", "channels_last_3d"].contains(&f.as_str()) {
+            return Err(format!(
+                "--memory-format {f:?} is not contiguous or channels_last_3d"
+            ));
+        }
+    }
     println!(
         "training step, SlowFast depth {} width {}, {:?}{}, {} timed steps",
         o.depth,
@@ -296,10 +305,18 @@ pub fn step_bench(o: &StepOptions) -> Result<(), String> {
         o.steps
     );
     println!(
-        "{:>16} {:>12} {:>12} {:>8}",
-        "batch x T x S", "ours s/step", "torch s/step", "ratio"
+        "{:>16} {:>17} {:>12} {:>12} {:>8}",
+        "batch x T x S", "memory format", "ours s/step", "torch s/step", "ratio"
     );
-    for &(n, t, s) in o.shapes {
+    for (&(n, t, s), format) in o
+        .shapes
+        .iter()
+        .flat_map(|shape| o.memory_formats.iter().map(move |f| (shape, f)))
+    {
+        let channels_last = format == "channels_last_3d";
+        model
+            .set_channels_last(channels_last)
+            .map_err(|e| e.to_string())?;
         let alpha = i64::from(cfg.alpha);
         let slow = Tensor::randn([n, 3, t / alpha, s, s], (Kind::Float, device));
         let fast = Tensor::randn([n, 3, t, s, s], (Kind::Float, device));
@@ -333,7 +350,7 @@ pub fn step_bench(o: &StepOptions) -> Result<(), String> {
                 let arg = serde_json::json!({
                     "model": cfg, "batch": n, "frames": t, "crop": s, "alpha": alpha,
                     "device": o.device.replace("auto", if tch::Cuda::is_available() { "cuda" } else { "cpu" }),
-                    "steps": o.steps, "autocast": o.autocast,
+                    "steps": o.steps, "autocast": o.autocast, "channels_last": channels_last,
                 });
                 let out = Command::new(py)
                     .arg("scripts/step_reference.py")
@@ -353,7 +370,7 @@ pub fn step_bench(o: &StepOptions) -> Result<(), String> {
             None => None,
         };
         println!(
-            "{:>16} {:>12.4} {:>12} {:>8}",
+            "{:>16} {format:>17} {:>12.4} {:>12} {:>8}",
             format!("{n} x {t} x {s}"),
             ours,
             torch.map_or("-".into(), |t| format!("{t:.4}")),

@@ -266,6 +266,10 @@ enum BenchCommand {
         steps: usize,
         #[arg(long)]
         autocast: bool,
+        /// Memory formats to time, each against PyTorch in the same format: contiguous,
+        /// channels_last_3d (run.memory_format), or both separated by a comma.
+        #[arg(long, value_delimiter = ',', default_value = "contiguous")]
+        memory_format: Vec<String>,
         /// A python with torch for the reference; "none" to skip it.
         #[arg(long, default_value = ".venv/bin/python")]
         python: PathBuf,
@@ -408,6 +412,7 @@ fn main() -> ExitCode {
             device,
             steps,
             autocast,
+            memory_format,
             python,
         }) => {
             let parsed: Result<Vec<(i64, i64, i64)>, String> = shapes
@@ -428,6 +433,7 @@ fn main() -> ExitCode {
                     device: &device,
                     steps,
                     autocast,
+                    memory_formats: &memory_format,
                     python: (python.as_os_str() != "none").then_some(python.as_path()),
                 })
             })
