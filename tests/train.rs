@@ -211,7 +211,7 @@ fn a_corrupt_val_split_is_reported() {
 /// rounding, and its checkpoints are written (safetensors takes contiguous tensors only).
 #[test]
 fn channels_last_training_matches_the_default_layout() {
-    let (root, config) = setup_in("train_channels_last", 24, 2);
+    let (root, config) = setup_in("train_channels_last", 24, 3);
     fit(&config, &root.join("plain"), serde_json::json!({}));
     fit(
         &config,

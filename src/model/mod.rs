@@ -50,6 +50,15 @@ impl Conv3d {
         })
     }
 
+    /// The output's [T, H, W] for an input of `d`, and the multiply-adds per clip.
+    fn macs(&self, d: [i64; 3]) -> ([i64; 3], f64) {
+        let w = self.weight.size();
+        let out: [i64; 3] =
+            std::array::from_fn(|i| (d[i] + 2 * self.padding[i] - w[2 + i]) / self.stride[i] + 1);
+        let per_output: i64 = w.iter().product();
+        (out, out.iter().product::<i64>() as f64 * per_output as f64)
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(x.f_conv3d(
             &self.weight,
@@ -147,6 +156,18 @@ impl ResBlock {
             ]
         };
         Ok(ResBlock { branch1, convs })
+    }
+
+    /// The output's [T, H, W] for an input of `d`, and the multiply-adds per clip.
+    fn macs(&self, d: [i64; 3]) -> ([i64; 3], f64) {
+        let mut total = self.branch1.as_ref().map_or(0.0, |(c, _)| c.macs(d).1);
+        let mut x = d;
+        for (conv, _) in &self.convs {
+            let (out, m) = conv.macs(x);
+            x = out;
+            total += m;
+        }
+        (x, total)
     }
 
     fn forward(&self, x: &Tensor, groups: Bn, train: bool) -> Result<Tensor> {
@@ -337,6 +358,35 @@ impl SlowFast {
         }
         self.channels_last = on;
         Ok(())
+    }
+
+    /// Multiply-adds of one clip's forward pass at `frames` (the fast pathway's) x `crop`^2:
+    /// every convolution and the classifier (BN, ReLU and pooling are a rounding error), what
+    /// papers call a model's GFLOPs. Feature maps shrink by strided convolutions that round up,
+    /// so below 32 pixels the cost falls more slowly than crop^2 (spec section 3.7).
+    pub fn macs(&self, frames: i64, crop: i64) -> f64 {
+        let pool = |d: [i64; 3]| [d[0], (d[1] - 1) / 2 + 1, (d[2] - 1) / 2 + 1];
+        let mut dims = [[frames / self.alpha, crop, crop], [frames, crop, crop]];
+        let mut total = 0.0;
+        for (pw, stem) in self.stems.iter().enumerate() {
+            let (out, m) = stem.conv.macs(dims[pw]);
+            dims[pw] = pool(out);
+            total += m;
+        }
+        total += self.fuses[0].conv.macs(dims[1]).1;
+        for (i, stage) in self.stages.iter().enumerate() {
+            for pw in 0..2 {
+                for block in &stage[pw] {
+                    let (out, m) = block.macs(dims[pw]);
+                    dims[pw] = out;
+                    total += m;
+                }
+            }
+            if i < 3 {
+                total += self.fuses[i + 1].conv.macs(dims[1]).1;
+            }
+        }
+        total + self.projection.weight.numel() as f64
     }
 
     /// Whether [`SlowFast::set_channels_last`] is on.

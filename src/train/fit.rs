@@ -147,7 +147,8 @@ impl Trainer {
         let test = if cancelled { None } else { self.test()? };
         timing.eval_s += t0.elapsed().as_secs_f64();
         let wall = self.wall_seconds();
-        self.metrics.write(timing.line(self.precise_seconds))?;
+        self.metrics
+            .write(timing.line(self.precise_seconds, |t, s| self.model.macs(t, s)))?;
         let summary = Summary {
             wall_seconds: wall,
             steps: self.next_step,
@@ -206,16 +207,18 @@ impl Timing {
         e.2 += clips;
     }
 
-    /// The `timing` metrics line. `work` is clips x frames x crop^2 summed over steps, what a
-    /// video network's FLOPs scale with.
-    fn line(&self, precise_seconds: f64) -> serde_json::Value {
+    /// The `timing` metrics line. `work` is clips x frames x crop^2 summed over steps, what the
+    /// multigrid paper scales the batch by; `macs` the forward pass's multiply-adds (`macs_of`
+    /// frames and crop, per clip), which fall more slowly than `work` at small crops.
+    fn line(&self, precise_seconds: f64, macs_of: impl Fn(i64, i64) -> f64) -> serde_json::Value {
         let shapes: Vec<serde_json::Value> = self
             .shapes
             .iter()
             .map(|(&(stage, t, s, n), &(steps, seconds, clips))| {
                 json!({"stage": stage, "frames": t, "crop": s, "batch": n, "steps": steps,
                        "seconds": seconds, "clips": clips,
-                       "work": clips as f64 * t as f64 * (s * s) as f64})
+                       "work": clips as f64 * t as f64 * (s * s) as f64,
+                       "macs": clips as f64 * macs_of(t, s)})
             })
             .collect();
         json!({

@@ -288,7 +288,6 @@ pub fn step_bench(o: &StepOptions) -> Result<(), String> {
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
     let mut model = SlowFast::new(&vs.root(), &cfg).map_err(|e| e.to_string())?;
-    let mut opt = Sgd::new(&vs, &SolverConfig::default());
     for f in o.memory_formats {
         if !["contiguous", "channels_last_3d"].contains(&f.as_str()) {
             return Err(format!(
@@ -317,6 +316,9 @@ pub fn step_bench(o: &StepOptions) -> Result<(), String> {
         model
             .set_channels_last(channels_last)
             .map_err(|e| e.to_string())?;
+        // A fresh optimizer per row, as the reference's fresh process: momentum kept from a row
+        // in the other layout would make every update mix layouts.
+        let mut opt = Sgd::new(&vs, &SolverConfig::default());
         let alpha = i64::from(cfg.alpha);
         let slow = Tensor::randn([n, 3, t / alpha, s, s], (Kind::Float, device));
         let fast = Tensor::randn([n, 3, t, s, s], (Kind::Float, device));

@@ -120,12 +120,47 @@ fn read_run(dir: &Path, name: &str, kind: usize) -> Result<Run, String> {
         wall: summary["wall_s"].as_f64().unwrap_or(f64::NAN),
         val: summary["top1"].as_f64(),
         test: summary["test_top1"].as_f64(),
-        timing: lines
-            .iter()
-            .find(|v| v["type"] == "timing")
-            .cloned()
-            .unwrap_or(Value::Null),
+        timing: with_macs(
+            dir,
+            lines
+                .iter()
+                .find(|v| v["type"] == "timing")
+                .cloned()
+                .unwrap_or(Value::Null),
+        ),
     })
+}
+
+/// Runs from before the timing line carried multiply-adds get them from the model of the
+/// config their checkpoints hold; without a checkpoint they stay absent.
+fn with_macs(dir: &Path, mut timing: Value) -> Value {
+    let Some(shapes) = timing["shapes"].as_array_mut() else {
+        return timing;
+    };
+    if shapes.iter().all(|s| s.get("macs").is_some()) {
+        return timing;
+    }
+    let model = multigrid::train::checkpoint::list(&dir.join("checkpoints"))
+        .ok()
+        .and_then(|l| l.last().cloned())
+        .and_then(|(_, ckpt)| multigrid::train::checkpoint::read_manifest(&ckpt).ok())
+        .and_then(|m| {
+            let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+            multigrid::model::SlowFast::new(&vs.root(), &m.config.model).ok()
+        });
+    if let Some(model) = model {
+        for s in shapes.iter_mut() {
+            let (t, crop, clips) = (
+                s["frames"].as_i64(),
+                s["crop"].as_i64(),
+                s["clips"].as_f64(),
+            );
+            if let (Some(t), Some(crop), Some(clips)) = (t, crop, clips) {
+                s["macs"] = json!(clips * model.macs(t, crop));
+            }
+        }
+    }
+    timing
 }
 
 /// Runs under `out`: `baseline-sN` and `multigrid-sN`, or a single `baseline` and `multigrid`
@@ -187,9 +222,9 @@ fn timing_f(run: &Run, key: &str) -> f64 {
     run.timing[key].as_f64().unwrap_or(0.0)
 }
 
-/// Seconds and work per training shape, pooled over runs: (stage, frames, crop, batch) ->
-/// (steps, seconds, work).
-type ShapeTable = std::collections::BTreeMap<(u64, u64, u64, u64), (u64, f64, f64)>;
+/// Seconds, work and multiply-adds per training shape, pooled over runs: (stage, frames, crop,
+/// batch) -> (steps, seconds, work, macs). Runs from before `macs` was logged have 0 there.
+type ShapeTable = std::collections::BTreeMap<(u64, u64, u64, u64), (u64, f64, f64, f64)>;
 
 fn shapes(runs: &[&Run]) -> ShapeTable {
     let mut t = ShapeTable::new();
@@ -198,10 +233,11 @@ fn shapes(runs: &[&Run]) -> ShapeTable {
             let key = ["stage", "frames", "crop", "batch"].map(|k| s[k].as_u64().unwrap_or(0));
             let e = t
                 .entry((key[0], key[1], key[2], key[3]))
-                .or_insert((0, 0.0, 0.0));
+                .or_insert((0, 0.0, 0.0, 0.0));
             e.0 += s["steps"].as_u64().unwrap_or(0);
             e.1 += s["seconds"].as_f64().unwrap_or(0.0);
             e.2 += s["work"].as_f64().unwrap_or(0.0);
+            e.3 += s["macs"].as_f64().unwrap_or(0.0);
         }
     }
     t
@@ -290,33 +326,47 @@ fn report(out: &Path, classes: usize) -> Result<Value, String> {
     // Where the time goes: each multigrid shape's seconds per unit of work against the
     // baseline's shape.
     let (bs, ms_) = (shapes(&base), shapes(&mg));
-    let base_cost = {
-        let (s, w) = bs.values().fold((0.0, 0.0), |a, v| (a.0 + v.1, a.1 + v.2));
-        s / w
+    type Column = fn(&(u64, f64, f64, f64)) -> f64;
+    let total = |t: &ShapeTable, f: Column| t.values().map(f).sum::<f64>();
+    let (seconds, work, macs): (Column, Column, Column) = (|v| v.1, |v| v.2, |v| v.3);
+    let base_cost = total(&bs, seconds) / total(&bs, work);
+    let base_mac_cost = total(&bs, seconds) / total(&bs, macs);
+    let ratio =
+        |f: Column| (total(&bs, f) / base.len() as f64) / (total(&ms_, f) / mg.len() as f64);
+    let (work_ratio, mac_ratio) = (ratio(work), ratio(macs));
+    // Without multiply-adds logged (runs from before they were), NaN rather than a ratio.
+    let mac_ratio = if total(&bs, macs) > 0.0 && total(&ms_, macs) > 0.0 {
+        mac_ratio
+    } else {
+        f64::NAN
     };
-    let work = |t: &ShapeTable| t.values().map(|v| v.2).sum::<f64>();
-    let work_ratio = (work(&bs) / base.len() as f64) / (work(&ms_) / mg.len() as f64);
     let step_ratio = mean(figure(&base, &|r| Some(timing_f(r, "step_s"))))
         / mean(figure(&mg, &|r| Some(timing_f(r, "step_s"))));
-    println!("\nmultigrid training steps by shape (relative cost: seconds per unit of work, clips x frames x crop^2, over the baseline's):");
+    println!("\nmultigrid training steps by shape (relative cost: seconds per unit of work, clips x frames x crop^2, and per multiply-add, over the baseline's):");
     println!(
-        "  {:>5} {:>6} {:>5} {:>5} {:>7} {:>9} {:>8}",
-        "stage", "frames", "crop", "batch", "steps", "s/step", "rel cost"
+        "  {:>5} {:>6} {:>5} {:>5} {:>7} {:>9} {:>9} {:>9} {:>9}",
+        "stage", "frames", "crop", "batch", "steps", "s/step", "MACs/work", "cost/work", "cost/MAC"
     );
     let mut efficiency = Vec::new();
-    for (&(stage, t, s, n), &(steps, secs, w)) in &ms_ {
+    for (&(stage, t, s, n), &(steps, secs, w, m)) in &ms_ {
         let rel = (secs / w) / base_cost;
+        let rel_mac = (secs / m) / base_mac_cost;
+        // Multiply-adds per unit of work against the base shape's: what rounding up the
+        // strided feature maps adds at this crop.
+        let mac_density = (m / w) / (total(&bs, macs) / total(&bs, work));
         println!(
-            "  {stage:>5} {t:>6} {s:>5} {n:>5} {steps:>7} {:>9.3} {rel:>8.2}",
+            "  {stage:>5} {t:>6} {s:>5} {n:>5} {steps:>7} {:>9.3} {mac_density:>9.2} {rel:>9.2} {rel_mac:>9.2}",
             secs / steps.max(1) as f64
         );
         efficiency.push(json!({"stage": stage, "frames": t, "crop": s, "batch": n,
-            "steps": steps, "seconds": secs, "work": w, "relative_cost": rel}));
+            "steps": steps, "seconds": secs, "work": w, "macs": m, "relative_cost": rel,
+            "relative_cost_per_mac": rel_mac, "macs_per_work": mac_density}));
     }
     println!(
-        "\nwhole runs: wall-clock {wall_ratio:.2}x, training steps alone {step_ratio:.2}x, work {work_ratio:.2}x: \
-         {:.0}% of the work saved reaches the wall clock",
-        100.0 * wall_ratio / work_ratio
+        "\nwhole runs: wall-clock {wall_ratio:.2}x, training steps alone {step_ratio:.2}x, work {work_ratio:.2}x, \
+         multiply-adds {mac_ratio:.2}x: {:.0}% of the work saved and {:.0}% of the multiply-adds saved reach the wall clock",
+        100.0 * wall_ratio / work_ratio,
+        100.0 * wall_ratio / mac_ratio
     );
 
     // The task has to behave like Kinetics for the ratios to mean what the paper's do.
@@ -375,7 +425,8 @@ fn report(out: &Path, classes: usize) -> Result<Value, String> {
         "classes": classes, "chance_top1": chance,
         "baseline": per_kind[0], "multigrid": per_kind[1],
         "wall_ratio": wall_ratio, "step_ratio": step_ratio, "work_ratio": work_ratio,
-        "wall_over_work": wall_ratio / work_ratio,
+        "wall_over_work": wall_ratio / work_ratio, "mac_ratio": mac_ratio,
+        "wall_over_macs": wall_ratio / mac_ratio,
         "time_to_accuracy": levels, "multigrid_shapes": efficiency,
         "baseline_cost_s_per_work": base_cost,
         "criteria": criteria.iter().map(|(w, ok, f)| json!({"criterion": w, "pass": ok, "figures": f})).collect::<Vec<_>>(),
@@ -414,7 +465,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&out);
         // Baseline: one shape, 100 units of work per second; final 80%.
         let base_shape = json!([{"stage": 0, "frames": 4, "crop": 10, "batch": 2, "steps": 10,
-                                 "seconds": 80.0, "clips": 20, "work": 8000.0}]);
+                                 "seconds": 80.0, "clips": 20, "work": 8000.0, "macs": 16000.0}]);
         for seed in 0..2 {
             write_run(
                 &out.join(format!("baseline-s{seed}")),
@@ -426,8 +477,8 @@ mod tests {
         }
         // Multigrid: a quarter of the work, its small shape at twice the cost per unit.
         let mg_shapes = json!([
-            {"stage": 0, "frames": 2, "crop": 10, "batch": 4, "steps": 5, "seconds": 20.0, "clips": 20, "work": 1000.0},
-            {"stage": 1, "frames": 4, "crop": 10, "batch": 2, "steps": 5, "seconds": 10.0, "clips": 10, "work": 1000.0}
+            {"stage": 0, "frames": 2, "crop": 10, "batch": 4, "steps": 5, "seconds": 20.0, "clips": 20, "work": 1000.0, "macs": 4000.0},
+            {"stage": 1, "frames": 4, "crop": 10, "batch": 2, "steps": 5, "seconds": 10.0, "clips": 10, "work": 1000.0, "macs": 2000.0}
         ]);
         for (seed, reach) in [(0, 10.0), (1, 20.0)] {
             write_run(
@@ -453,6 +504,16 @@ mod tests {
             .map(|s| s["relative_cost"].as_f64().unwrap())
             .collect();
         assert_eq!(costs, [2.0, 1.0]);
+        // Multiply-adds: 16000 against 6000 per run; the small shape has twice the base's
+        // multiply-adds per unit of work, so per multiply-add it costs the same as the base.
+        assert_eq!(r["mac_ratio"].as_f64().unwrap(), 16000.0 / 6000.0);
+        let per_mac: Vec<f64> = r["multigrid_shapes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["relative_cost_per_mac"].as_f64().unwrap())
+            .collect();
+        assert_eq!(per_mac, [1.0, 1.0]);
         // At 25% of its run (25 s) the baseline had 20%, 60 points below its final.
         assert!(r["criteria"][0]["pass"].as_bool().unwrap());
         assert!(out.join("accuracy_vs_time.svg").exists());
