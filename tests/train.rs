@@ -212,12 +212,25 @@ fn a_corrupt_val_split_is_reported() {
 #[test]
 fn channels_last_training_matches_the_default_layout() {
     let (root, config) = setup_in("train_channels_last", 24, 3);
-    fit(&config, &root.join("plain"), serde_json::json!({}));
-    fit(
-        &config,
-        &root.join("cl"),
-        serde_json::json!({"memory_format": "channels_last_3d"}),
-    );
+    // Separate processes: the seed that initialises a model is global, and other tests'
+    // threads draw from it.
+    for (dir, format) in [("plain", "contiguous"), ("cl", "channels_last_3d")] {
+        let out = bin()
+            .arg("train")
+            .arg("--config")
+            .arg(&config)
+            .arg("--output-dir")
+            .arg(root.join(dir))
+            .arg("--set")
+            .arg(format!("run.memory_format={format}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let (a, b) = (
         final_params(&root.join("plain")),
         final_params(&root.join("cl")),
