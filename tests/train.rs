@@ -12,6 +12,26 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_multigrid"))
 }
 
+/// `multigrid train` of `config` into `out` with `--set` overrides, in its own process; it
+/// must succeed.
+fn train_ok(config: &Path, out: &Path, sets: &[&str]) {
+    let mut cmd = bin();
+    cmd.arg("train")
+        .arg("--config")
+        .arg(config)
+        .arg("--output-dir")
+        .arg(out);
+    for s in sets {
+        cmd.arg("--set").arg(s);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn setup() -> (PathBuf, PathBuf) {
     setup_in("train_resume", 100, 3)
 }
@@ -47,19 +67,7 @@ fn final_params(run: &Path) -> Vec<(String, tch::Tensor)> {
 fn sigkill_and_resume_equals_an_uninterrupted_run() {
     let (root, config) = setup();
     let clean = root.join("clean");
-    let out = bin()
-        .arg("train")
-        .arg("--config")
-        .arg(&config)
-        .arg("--output-dir")
-        .arg(&clean)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    train_ok(&config, &clean, &[]);
     let summary = std::fs::read_to_string(clean.join("metrics.jsonl")).unwrap();
     let total_steps = summary
         .lines()
@@ -215,20 +223,10 @@ fn channels_last_training_matches_the_default_layout() {
     // Separate processes: the seed that initialises a model is global, and other tests'
     // threads draw from it.
     for (dir, format) in [("plain", "contiguous"), ("cl", "channels_last_3d")] {
-        let out = bin()
-            .arg("train")
-            .arg("--config")
-            .arg(&config)
-            .arg("--output-dir")
-            .arg(root.join(dir))
-            .arg("--set")
-            .arg(format!("run.memory_format={format}"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        train_ok(
+            &config,
+            &root.join(dir),
+            &[&format!("run.memory_format={format}")],
         );
     }
     let (a, b) = (
