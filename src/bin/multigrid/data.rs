@@ -25,12 +25,21 @@ pub enum Task {
     /// 12 classes (8 directions, two rotations, approach, recede); saturates near 90% in a
     /// few epochs: the demo's.
     Simple,
-    /// 24 classes (ordered pairs of directions at two speeds), a small target among
-    /// distractors: keeps improving over a long schedule (the speedup benchmark's).
+    /// 24 classes (the simple task's 12 motions, each slow or fast): keeps improving over a
+    /// longer schedule (the speedup benchmark's).
     Hard,
 }
 
 impl Task {
+    /// Names what the generator renders today, written to `generator.txt` beside the data, so
+    /// a benchmark regenerates data that an older generator wrote under the same class names.
+    pub fn generator(self) -> &'static str {
+        match self {
+            Task::Simple => "simple 1",
+            Task::Hard => "hard 3: 12 motions, rates from the lowest and highest thirds",
+        }
+    }
+
     pub fn class_names(self) -> Vec<String> {
         match self {
             Task::Simple => synthetic::CLASSES.iter().map(|c| c.to_string()).collect(),
@@ -189,6 +198,10 @@ pub fn gen_data(o: &GenOptions) -> Result<(), String> {
     // The class names, in label order: for people, and for the benchmark's chance level.
     let names: String = classes.iter().map(|c| format!("{c}\n")).collect();
     write_atomic(&o.out.join("classes.txt"), names.as_bytes())?;
+    write_atomic(
+        &o.out.join("generator.txt"),
+        format!("{}\n", o.task.generator()).as_bytes(),
+    )?;
     println!(
         "wrote {} clips of {} frames at {}x{} ({} classes) to {} in {:.1} s",
         o.clips,

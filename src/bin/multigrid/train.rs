@@ -245,7 +245,9 @@ pub fn ensure_data(data: &Path, clips: u32, task: super::data::Task) -> Result<(
         .iter()
         .map(|c| format!("{c}\n"))
         .collect();
-    let same_task = std::fs::read_to_string(data.join("classes.txt")).is_ok_and(|t| t == names);
+    let same_task = std::fs::read_to_string(data.join("classes.txt")).is_ok_and(|t| t == names)
+        && std::fs::read_to_string(data.join("generator.txt"))
+            .is_ok_and(|t| t.trim_end() == task.generator());
     if held == Some(clips as usize) && same_task {
         return Ok(());
     }
