@@ -123,7 +123,7 @@ fuzz_target!(|data: &[u8]| {
         Dataset::VideoList { entries, .. } => {
             entries.len() <= MAX_LOADED && entries.iter().all(|(p, _)| inside(dir, p))
         }
-        Dataset::Store(_) | Dataset::FrameLists(_) => {
+        Dataset::Store(_) | Dataset::Frames(_) | Dataset::FrameLists(_) => {
             unreachable!("a video list opened as another kind of dataset")
         }
     };

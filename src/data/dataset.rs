@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::plan::{Plan, Step};
 
 use super::frame_list::FrameLists;
+use super::frame_store::FrameStore;
 use super::store::ClipStore;
 
 /// Where clips come from.
@@ -20,7 +21,10 @@ pub enum Dataset {
         list: PathBuf,
         entries: Vec<(PathBuf, u32)>,
     },
+    /// Decoded frames, memory-mapped (`.mgstore`).
     Store(ClipStore),
+    /// Frames compressed one by one (`.mgframes`): a clip costs the frames it samples.
+    Frames(FrameStore),
     /// Charades or SSv2 frame lists of JPEG frames (`train.dataset`).
     FrameLists(FrameLists),
 }
@@ -32,6 +36,7 @@ impl std::fmt::Debug for Dataset {
                 write!(f, "VideoList({}, {} videos)", list.display(), entries.len())
             }
             Dataset::Store(s) => write!(f, "Store({}, {} clips)", s.path().display(), s.len()),
+            Dataset::Frames(s) => write!(f, "Frames({}, {} clips)", s.path().display(), s.len()),
             Dataset::FrameLists(l) => {
                 write!(f, "FrameLists({}, {} videos)", l.list().display(), l.len())
             }
@@ -123,14 +128,29 @@ impl Dataset {
         Ok(Dataset::VideoList { list, entries })
     }
 
+    /// Opens a clip store (`.mgstore`, decoded frames) or a frame store (`.mgframes`, frames
+    /// compressed one by one), whichever the file's magic says it is.
     pub fn store(path: impl AsRef<Path>) -> Result<Dataset> {
-        Ok(Dataset::Store(ClipStore::open(path)?))
+        let path = path.as_ref();
+        let mut magic = [0u8; 8];
+        let read = std::fs::File::open(path).and_then(|mut f| {
+            use std::io::Read;
+            f.read(&mut magic)
+        });
+        match read {
+            Ok(8) if &magic == super::frame_store::MAGIC => {
+                Ok(Dataset::Frames(FrameStore::open(path)?))
+            }
+            // A short or unreadable file gets the clip store's own error.
+            _ => Ok(Dataset::Store(ClipStore::open(path)?)),
+        }
     }
 
     pub fn len(&self) -> usize {
         match self {
             Dataset::VideoList { entries, .. } => entries.len(),
             Dataset::Store(s) => s.len(),
+            Dataset::Frames(s) => s.len(),
             Dataset::FrameLists(l) => l.len(),
         }
     }
@@ -169,6 +189,7 @@ impl Dataset {
                 Error::OutOfRange(format!("clip {i} is past the end of {}", list.display()))
             }),
             Dataset::Store(s) => Ok(s.info(i)?.label),
+            Dataset::Frames(s) => Ok(s.info(i)?.label),
             Dataset::FrameLists(l) => l.label(i),
         }
     }
@@ -241,6 +262,30 @@ impl Dataset {
                     temporal_indices_scaled(p.start_frame, p.stride, t, info.num_frames, scale)
                 });
                 collate_frames(&clip, 0, &idx, p, s, norm, out)?;
+                Ok(span_of(&idx))
+            }
+            Dataset::Frames(store) => {
+                let info = store.info(i)?;
+                let scale = collate::fps_scale(info.fps(), target_fps);
+                let d = choose(
+                    collate::frames_at_scale(info.num_frames, scale),
+                    info.height,
+                    info.width,
+                );
+                let p = d.params;
+                let idx = d.frames.unwrap_or_else(|| {
+                    temporal_indices_scaled(p.start_frame, p.stride, t, info.num_frames, scale)
+                });
+                // Only the sampled frames are decoded, each once, in sampling order.
+                let mut gathered = Vec::new();
+                store.gather(i, &idx, &mut gathered)?;
+                let clip = Clip {
+                    frames: &gathered,
+                    num_frames: idx.len() as u32,
+                    height: info.height,
+                    width: info.width,
+                };
+                collate::collate_gathered(clip, p, s, norm, out)?;
                 Ok(span_of(&idx))
             }
             Dataset::VideoList { entries, list } => {
@@ -372,10 +417,33 @@ pub fn multi_hot(labels: &[u32], row: &mut [f32]) -> Result<()> {
 /// How many times a failing clip is replaced before the batch fails.
 const MAX_REPLACEMENTS: u32 = 10;
 
-/// Collates the batch of plan step `step` from `dataset` with the seeded training policy.
-/// A clip that fails to decode is replaced by another sample (drawn from the same seed, so a
-/// rerun replaces it the same way) and reported in [`Batch::failures`].
-pub fn load_batch(dataset: &Dataset, plan: &Plan, step: &Step, alpha: u32) -> Result<Batch> {
+/// A plan step's batch before its clips are loaded: the step's dataset indices and its shape.
+/// [`load_batch`] loads it on the calling thread; the [`Loader`](super::Loader) hands its clip
+/// ranges to several workers ([`load_clips`]) and packs it with [`finish_batch`].
+#[derive(Debug, Clone)]
+pub struct BatchSpec {
+    pub step: Step,
+    pub indices: Vec<u64>,
+    pub alpha: u32,
+    /// Values of one clip's fast pathway: 3 x T x S x S.
+    pub clip_len: usize,
+    /// `model.num_classes` of a multi-label task (`data.multi_label`); None for one class per
+    /// clip.
+    pub classes: Option<usize>,
+}
+
+/// What [`load_clips`] loaded besides the pixels: the clips actually used (after
+/// replacements), their labels (one class each) or multi-hot targets, and the failures.
+#[derive(Debug, Default)]
+pub struct ClipsLoaded {
+    pub indices: Vec<u64>,
+    pub labels: Vec<i64>,
+    pub targets: Vec<f32>,
+    pub failures: Vec<String>,
+}
+
+/// Checks `step` against `dataset` and `alpha` and lists its clips.
+pub fn batch_spec(dataset: &Dataset, plan: &Plan, step: &Step, alpha: u32) -> Result<BatchSpec> {
     if plan.dataset_size() != dataset.len() as u64 {
         return Err(Error::InvalidArgument(format!(
             "the plan was made for {} clips but the dataset has {}",
@@ -388,19 +456,54 @@ pub fn load_batch(dataset: &Dataset, plan: &Plan, step: &Step, alpha: u32) -> Re
     }
     let mut indices = Vec::new();
     plan.step_indices(step.step, &mut indices)?;
-    let (t, s) = (step.num_frames, step.crop_size);
-    let n = indices.len();
-    let one = batch_len(1, t, s);
-    let mut fast = vec![0f32; n * one];
-    let norm = collate::normalize_of(plan);
     let config = plan.schedule().config();
-    let data = &config.data;
+    Ok(BatchSpec {
+        step: step.clone(),
+        indices,
+        alpha,
+        clip_len: batch_len(1, step.num_frames, step.crop_size),
+        classes: config
+            .data
+            .multi_label
+            .then_some(config.model.num_classes as usize),
+    })
+}
+
+/// Collates clips `range` of `spec` into `fast` (their [range.len(), 3, T, S, S] values) with
+/// the seeded training policy. A clip that fails to decode is replaced by another sample (drawn
+/// from the same seed, so a rerun replaces it the same way) and reported in the failures.
+pub fn load_clips(
+    dataset: &Dataset,
+    plan: &Plan,
+    spec: &BatchSpec,
+    range: std::ops::Range<usize>,
+    fast: &mut [f32],
+) -> Result<ClipsLoaded> {
+    let step = &spec.step;
+    let one = spec.clip_len;
+    let indices = spec.indices.get(range.clone()).ok_or_else(|| {
+        Error::Internal(format!(
+            "clips {range:?} of a batch of {}",
+            spec.indices.len()
+        ))
+    })?;
+    if fast.len() != indices.len() * one {
+        return Err(Error::Internal(format!(
+            "{} values for {} clips of {one}",
+            fast.len(),
+            indices.len()
+        )));
+    }
+    let (t, s) = (step.num_frames, step.crop_size);
+    let norm = collate::normalize_of(plan);
+    let data = &plan.schedule().config().data;
     let rule = dataset.frame_rule();
-    let classes = config.model.num_classes as usize;
-    let mut labels = Vec::with_capacity(n);
-    let mut targets = data.multi_label.then(|| vec![0f32; n * classes]);
-    let mut failures = Vec::new();
-    for (k, index) in indices.iter_mut().enumerate() {
+    let mut loaded = ClipsLoaded {
+        indices: indices.to_vec(),
+        targets: vec![0f32; spec.classes.unwrap_or(0) * indices.len()],
+        ..ClipsLoaded::default()
+    };
+    for (k, index) in loaded.indices.iter_mut().enumerate() {
         let mut replace = Rng::new(plan.seed() ^ 0xFA11, u64::from(step.epoch), *index);
         let mut attempt = 0;
         loop {
@@ -431,17 +534,19 @@ pub fn load_batch(dataset: &Dataset, plan: &Plan, step: &Step, alpha: u32) -> Re
                 &mut fast[k * one..(k + 1) * one],
             ) {
                 Ok(span) => {
-                    match &mut targets {
-                        Some(all) => multi_hot(
+                    match spec.classes {
+                        Some(classes) => multi_hot(
                             &dataset.labels_in(*index as usize, span)?,
-                            &mut all[k * classes..(k + 1) * classes],
+                            &mut loaded.targets[k * classes..(k + 1) * classes],
                         )?,
-                        None => labels.push(i64::from(dataset.label(*index as usize)?)),
+                        None => loaded
+                            .labels
+                            .push(i64::from(dataset.label(*index as usize)?)),
                     }
                     break;
                 }
                 Err(e) => {
-                    failures.push(format!("clip {index}: {e}"));
+                    loaded.failures.push(format!("clip {index}: {e}"));
                     attempt += 1;
                     if attempt > MAX_REPLACEMENTS {
                         return Err(Error::Data(format!(
@@ -458,10 +563,18 @@ pub fn load_batch(dataset: &Dataset, plan: &Plan, step: &Step, alpha: u32) -> Re
             }
         }
     }
-    let slow = if alpha > 0 {
-        let ts = collate::slow_indices(t, alpha).len() as u32;
+    Ok(loaded)
+}
+
+/// The batch of `spec` whose clips were all loaded into `fast` (`loaded` in clip order): packs
+/// the slow pathway when `spec.alpha` > 0.
+pub fn finish_batch(spec: BatchSpec, fast: Vec<f32>, loaded: ClipsLoaded) -> Result<Batch> {
+    let step = &spec.step;
+    let (t, s, n) = (step.num_frames, step.crop_size, spec.indices.len());
+    let slow = if spec.alpha > 0 {
+        let ts = collate::slow_indices(t, spec.alpha).len() as u32;
         let mut slow = vec![0f32; batch_len(n, ts, s)];
-        collate::pack_slow(&fast, n, t, s, alpha, &mut slow)?;
+        collate::pack_slow(&fast, n, t, s, spec.alpha, &mut slow)?;
         Some(slow)
     } else {
         None
@@ -470,11 +583,21 @@ pub fn load_batch(dataset: &Dataset, plan: &Plan, step: &Step, alpha: u32) -> Re
         step: step.step,
         num_frames: t,
         crop_size: s,
-        indices,
-        labels,
-        targets,
+        indices: loaded.indices,
+        labels: loaded.labels,
+        targets: spec.classes.map(|_| loaded.targets),
         slow,
         fast,
-        failures,
+        failures: loaded.failures,
     })
+}
+
+/// Collates the batch of plan step `step` from `dataset` on the calling thread ([`load_clips`]
+/// over all its clips).
+pub fn load_batch(dataset: &Dataset, plan: &Plan, step: &Step, alpha: u32) -> Result<Batch> {
+    let spec = batch_spec(dataset, plan, step, alpha)?;
+    let n = spec.indices.len();
+    let mut fast = vec![0f32; n * spec.clip_len];
+    let loaded = load_clips(dataset, plan, &spec, 0..n, &mut fast)?;
+    finish_batch(spec, fast, loaded)
 }

@@ -1,6 +1,15 @@
 //! Background loading: worker threads decode (or read) and collate the plan's next batches
-//! ahead of the trainer. The queue is bounded in clips, not batches, because a multigrid batch
-//! holds 1 to 16 times as many clips as a baseline one. Batches come out in step order.
+//! ahead of the trainer. Batches come out in step order.
+//!
+//! Sized per shape, because a multigrid batch holds 1 to 16 times as many clips as a baseline
+//! one while its pixels stay about the same:
+//! - a batch is split into one clip range per worker, and the workers take the ranges of the
+//!   oldest batch first, so a 128-clip batch is collated by every worker at once rather than by
+//!   one worker while the others run ahead;
+//! - the queue is bounded in clips of the base shape (`run.queue_clips` at `data.num_frames` x
+//!   `data.train_crop_size`): a clip of a smaller shape counts its share of a base clip's
+//!   values, so the memory held ahead is about the same at every shape and 8-16x more clips
+//!   are prepared at the small ones.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -11,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::dataset::{load_batch, Batch, Dataset};
+use super::dataset::{
+    batch_spec, finish_batch, load_clips, Batch, BatchSpec, ClipsLoaded, Dataset,
+};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 
@@ -19,7 +30,8 @@ use crate::plan::Plan;
 pub struct LoaderOptions {
     /// Decoding threads.
     pub workers: usize,
-    /// Clips that may be prepared ahead of the trainer (in progress or waiting).
+    /// Clips of the base shape that may be prepared ahead of the trainer (in progress or
+    /// waiting); a smaller clip counts its share of a base clip's values.
     pub queue_clips: usize,
     /// SlowFast alpha; 0 for a single pathway.
     pub alpha: u32,
@@ -50,11 +62,45 @@ pub struct LoaderStats {
     pub wait_seconds: f64,
 }
 
+/// A batch whose clip ranges are being loaded.
+struct Partial {
+    spec: Arc<BatchSpec>,
+    /// Written through [`FastPtr`]s, one disjoint clip range per unit; never resized while a
+    /// unit is out.
+    fast: Vec<f32>,
+    /// Each finished range's results, by first clip.
+    done: BTreeMap<usize, ClipsLoaded>,
+    units: usize,
+    units_out: usize,
+    /// Base-shape clips this batch holds of the queue.
+    cost: f64,
+    error: Option<Error>,
+}
+
+/// A unit of work: clips `range` of step `step`, written at `fast`.
+struct Unit {
+    step: u64,
+    spec: Arc<BatchSpec>,
+    range: Range<usize>,
+    fast: FastPtr,
+}
+
+/// The start of a unit's clip range in its batch's `fast` buffer.
+struct FastPtr(*mut f32, usize);
+// SAFETY: a FastPtr is the only handle on its range of a live Vec (see `claim`); the Vec is
+// neither moved nor freed until every unit of its batch has reported back under the lock.
+unsafe impl Send for FastPtr {}
+
 struct State {
-    next_claim: u64,
+    /// The next step to admit to the queue, and the first clip of it not yet handed out.
+    next_step: u64,
+    next_clip: usize,
     next_deliver: u64,
-    buffered_clips: usize,
-    ready: BTreeMap<u64, Result<Batch>>,
+    /// Base-shape clips admitted and not yet delivered.
+    buffered: f64,
+    partial: BTreeMap<u64, Partial>,
+    /// Finished batches and the base-shape clips each holds of the queue until delivered.
+    ready: BTreeMap<u64, (Result<Batch>, f64)>,
     stop: bool,
     /// A worker died of a panic outside a batch: the steps it claimed never arrive.
     worker_panic: Option<String>,
@@ -70,6 +116,16 @@ pub struct Loader {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
     end: u64,
+}
+
+/// What workers need besides the shared state.
+struct Context {
+    plan: Arc<Plan>,
+    dataset: Arc<Dataset>,
+    end: u64,
+    options: LoaderOptions,
+    /// Values of one clip at the base shape.
+    base_values: f64,
 }
 
 impl Loader {
@@ -93,11 +149,16 @@ impl Loader {
                 plan.total_steps()
             )));
         }
+        let data = &plan.schedule().config().data;
+        let base_values =
+            crate::collate::batch_len(1, data.num_frames, data.train_crop_size) as f64;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                next_claim: steps.start,
+                next_step: steps.start,
+                next_clip: 0,
                 next_deliver: steps.start,
-                buffered_clips: 0,
+                buffered: 0.0,
+                partial: BTreeMap::new(),
                 ready: BTreeMap::new(),
                 stop: false,
                 worker_panic: None,
@@ -105,14 +166,20 @@ impl Loader {
             }),
             changed: Condvar::new(),
         });
+        let context = Arc::new(Context {
+            plan,
+            dataset,
+            end: steps.end,
+            options,
+            base_values: base_values.max(1.0),
+        });
         let workers = (0..options.workers)
             .map(|w| {
-                let (shared, plan, dataset) = (shared.clone(), plan.clone(), dataset.clone());
-                let end = steps.end;
+                let (shared, context) = (shared.clone(), context.clone());
                 std::thread::Builder::new()
                     .name(format!("mg-loader-{w}"))
                     .spawn(move || {
-                        let run = || worker(&shared, &plan, &dataset, end, options);
+                        let run = || worker(&shared, &context);
                         if let Err(payload) = catch_unwind(AssertUnwindSafe(run)) {
                             let mut st = shared.state.lock();
                             st.worker_panic = Some(panic_text(&*payload));
@@ -148,12 +215,9 @@ impl Loader {
                 .changed
                 .wait_for(&mut st, Duration::from_millis(100));
         }
-        let batch = st.ready.remove(&k)?;
+        let (batch, cost) = st.ready.remove(&k)?;
         st.next_deliver += 1;
-        // A failed batch gave its room back when it failed.
-        if let Ok(b) = &batch {
-            st.buffered_clips -= b.len();
-        }
+        st.buffered = (st.buffered - cost).max(0.0);
         st.stats.wait_seconds += start.elapsed().as_secs_f64();
         drop(st);
         self.shared.changed.notify_all();
@@ -175,71 +239,199 @@ impl Drop for Loader {
     }
 }
 
-fn worker(shared: &Shared, plan: &Plan, dataset: &Dataset, end: u64, o: LoaderOptions) {
+/// The next unit of work, waiting for room in the queue; None when there is none left.
+fn claim(shared: &Shared, c: &Context) -> Option<Unit> {
+    let mut st = shared.state.lock();
     loop {
-        let (k, step) = {
-            let mut st = shared.state.lock();
-            // Claim the next unclaimed step once there is room for its clips; the step the
-            // consumer waits for is always let through, so the queue can never stall. The step
-            // is re-read after every wait, since another worker may have claimed it meanwhile.
-            loop {
-                if st.stop || st.next_claim >= end {
-                    return;
-                }
-                let k = st.next_claim;
-                let step = match plan.step(k) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        st.next_claim += 1;
-                        st.ready.insert(k, Err(e));
-                        shared.changed.notify_all();
-                        continue;
-                    }
+        if st.stop {
+            return None;
+        }
+        // Hand out the rest of the step being split, if any.
+        if let Some(p) = st.partial.get(&st.next_step) {
+            let n = p.spec.indices.len();
+            if st.next_clip < n {
+                let k = st.next_step;
+                let per_unit = n.div_ceil(p.units);
+                let range = st.next_clip..(st.next_clip + per_unit).min(n);
+                let p = st.partial.get_mut(&k)?;
+                p.units_out += 1;
+                let one = p.spec.clip_len;
+                // SAFETY: `range` is within the batch (range.end <= n and fast holds n clips),
+                // and ranges handed out for one batch never overlap (next_clip only grows).
+                let at = unsafe { p.fast.as_mut_ptr().add(range.start * one) };
+                let unit = Unit {
+                    step: k,
+                    spec: p.spec.clone(),
+                    fast: FastPtr(at, range.len() * one),
+                    range,
                 };
-                let clips = step.batch_size as usize;
-                if k == st.next_deliver || st.buffered_clips + clips <= o.queue_clips {
-                    st.next_claim += 1;
-                    st.buffered_clips += clips;
-                    break (k, step);
+                st.next_clip = unit.range.end;
+                if st.next_clip >= n {
+                    st.next_step += 1;
+                    st.next_clip = 0;
                 }
-                shared.changed.wait(&mut st);
+                return Some(unit);
+            }
+        }
+        if st.next_step >= c.end {
+            return None;
+        }
+        // Admit the next step once there is room for its clips; the step the consumer waits
+        // for is always let through, so the queue can never stall.
+        let k = st.next_step;
+        let step = match c.plan.step(k) {
+            Ok(s) => s,
+            Err(e) => {
+                st.next_step += 1;
+                st.ready.insert(k, (Err(e), 0.0));
+                shared.changed.notify_all();
+                continue;
             }
         };
+        let clips = step.batch_size as usize;
+        let values = crate::collate::batch_len(clips, step.num_frames, step.crop_size) as f64;
+        let cost = values / c.base_values;
+        let room = st.buffered + cost <= c.options.queue_clips as f64;
+        if k != st.next_deliver && !room {
+            shared.changed.wait(&mut st);
+            continue;
+        }
+        let spec = match batch_spec(&c.dataset, &c.plan, &step, c.options.alpha) {
+            Ok(spec) => spec,
+            Err(e) => {
+                st.next_step += 1;
+                st.ready.insert(k, (Err(e), 0.0));
+                shared.changed.notify_all();
+                continue;
+            }
+        };
+        let n = spec.indices.len();
+        let fast = vec![0f32; n * spec.clip_len];
+        st.buffered += cost;
+        st.next_clip = 0;
+        st.partial.insert(
+            k,
+            Partial {
+                units: c.options.workers.min(n).max(1),
+                spec: Arc::new(spec),
+                fast,
+                done: BTreeMap::new(),
+                units_out: 0,
+                cost,
+                error: None,
+            },
+        );
+        if n == 0 {
+            // Nothing to hand out: the batch is finished as it is.
+            let p = st.partial.remove(&k)?;
+            st.next_step += 1;
+            drop(st);
+            complete(shared, k, p);
+            st = shared.state.lock();
+        }
+    }
+}
+
+fn worker(shared: &Shared, c: &Context) {
+    while let Some(unit) = claim(shared, c) {
         let start = Instant::now();
+        let Unit {
+            step,
+            spec,
+            range,
+            fast,
+        } = unit;
         // A panic while loading becomes this step's error, so the consumer never waits for a
         // batch that cannot come.
         let result = catch_unwind(AssertUnwindSafe(|| {
             #[cfg(test)]
-            tests::maybe_panic(k);
-            load_batch(dataset, plan, &step, o.alpha)
+            tests::maybe_panic(c.plan.seed(), step, range.start);
+            // SAFETY: see FastPtr: this unit's range, exclusively, of a Vec that outlives it.
+            let out = unsafe { std::slice::from_raw_parts_mut(fast.0, fast.1) };
+            load_clips(&c.dataset, &c.plan, &spec, range.clone(), out)
         }))
         .unwrap_or_else(|payload| {
             Err(Error::Internal(format!(
-                "the loader panicked on step {k}: {}",
+                "the loader panicked on step {step}: {}",
                 panic_text(&*payload)
             )))
         });
+        // The batch's spec goes back to it whole when this was its last unit.
+        drop(spec);
         let busy = start.elapsed().as_secs_f64();
         let mut st = shared.state.lock();
         st.stats.busy_seconds += busy;
-        match &result {
-            Ok(b) => {
-                st.stats.batches += 1;
-                st.stats.clips += b.len() as u64;
-                st.stats.failures += b.failures.len() as u64;
-                for f in &b.failures {
-                    if st.stats.recent_failures.len() == 16 {
-                        st.stats.recent_failures.remove(0);
-                    }
-                    st.stats.recent_failures.push(f.clone());
-                }
+        let Some(p) = st.partial.get_mut(&step) else {
+            continue;
+        };
+        p.units_out -= 1;
+        match result {
+            Ok(loaded) => {
+                p.done.insert(range.start, loaded);
             }
-            Err(_) => st.buffered_clips -= step.batch_size as usize,
+            Err(e) => {
+                p.error.get_or_insert(e);
+            }
         }
-        st.ready.insert(k, result);
-        drop(st);
-        shared.changed.notify_all();
+        let handed_out = st.next_step > step;
+        let p = &st.partial[&step];
+        if handed_out && p.units_out == 0 {
+            let p = st
+                .partial
+                .remove(&step)
+                .expect("the partial batch is there");
+            drop(st);
+            complete(shared, step, p);
+        }
     }
+}
+
+/// Packs a batch whose units have all reported back and makes it ready.
+fn complete(shared: &Shared, step: u64, p: Partial) {
+    let Partial {
+        spec,
+        fast,
+        done,
+        cost,
+        error,
+        ..
+    } = p;
+    let result = match error {
+        Some(e) => Err(e),
+        None => {
+            let mut all = ClipsLoaded::default();
+            for (_, d) in done {
+                all.indices.extend(d.indices);
+                all.labels.extend(d.labels);
+                all.targets.extend(d.targets);
+                all.failures.extend(d.failures);
+            }
+            let spec = Arc::try_unwrap(spec).unwrap_or_else(|a| (*a).clone());
+            finish_batch(spec, fast, all)
+        }
+    };
+    let mut st = shared.state.lock();
+    if let Ok(b) = &result {
+        st.stats.batches += 1;
+        st.stats.clips += b.len() as u64;
+        st.stats.failures += b.failures.len() as u64;
+        for f in &b.failures {
+            if st.stats.recent_failures.len() == 16 {
+                st.stats.recent_failures.remove(0);
+            }
+            st.stats.recent_failures.push(f.clone());
+        }
+    }
+    // A failed batch gives its room back now; a batch gives it back when delivered.
+    let held = if result.is_ok() {
+        cost
+    } else {
+        st.buffered = (st.buffered - cost).max(0.0);
+        0.0
+    };
+    st.ready.insert(step, (result, held));
+    drop(st);
+    shared.changed.notify_all();
 }
 
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
@@ -256,16 +448,82 @@ mod tests {
     use std::sync::mpsc;
 
     use super::*;
+    use crate::data::dataset::load_batch;
     use crate::data::store::StoreWriter;
     use crate::schedule::{Config, Schedule};
 
     /// The step at which a test makes loading panic (u64::MAX: never).
     static PANIC_AT: AtomicU64 = AtomicU64::new(u64::MAX);
 
-    pub(super) fn maybe_panic(step: u64) {
-        if PANIC_AT.load(Ordering::SeqCst) == step {
+    /// The plan seed of the test that injects panics, so other tests' loaders never panic.
+    const PANIC_SEED: u64 = 0x5EED_BAD;
+
+    pub(super) fn maybe_panic(seed: u64, step: u64, first_clip: usize) {
+        if seed == PANIC_SEED && PANIC_AT.load(Ordering::SeqCst) == step && first_clip == 0 {
             panic!("injected loader panic at step {step}");
         }
+    }
+
+    /// A multigrid plan over a store of distinct clips: its steps change shape (long and
+    /// short cycles), so batches of 1 to 16x the base batch's clips are split over workers.
+    fn multigrid_plan(dir: &std::path::Path) -> (Arc<Plan>, Arc<Dataset>) {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join("train.mgstore");
+        let mut w = StoreWriter::create(&path).unwrap();
+        for label in 0..24u32 {
+            let frames: Vec<u8> = (0..8 * 24 * 24 * 3)
+                .map(|k| (k as u32 * 7 + label * 31) as u8)
+                .collect();
+            w.add(&frames, 8, 24, 24, label % 5).unwrap();
+        }
+        w.finish().unwrap();
+        let mut config = Config::default();
+        config.train.batch_size = 2;
+        config.data.num_frames = 8;
+        config.data.train_crop_size = 16;
+        config.data.train_jitter_scales = [16, 24];
+        config.solver.max_epoch = 8;
+        config.solver.steps = vec![0, 6];
+        config.solver.lrs = vec![1.0, 0.1];
+        config.multigrid.long_cycle = true;
+        config.multigrid.short_cycle = true;
+        let schedule = Schedule::new(config).unwrap();
+        let plan = Arc::new(Plan::new(&schedule, 24, 1, 0, 3).unwrap());
+        (plan, Arc::new(Dataset::store(&path).unwrap()))
+    }
+
+    #[test]
+    fn batches_split_over_workers_equal_one_thread_at_every_shape() {
+        let dir = std::env::temp_dir().join(format!("mg-loader-split-{}", std::process::id()));
+        let (plan, dataset) = multigrid_plan(&dir);
+        let steps = plan.total_steps();
+        let mut shapes = std::collections::BTreeSet::new();
+        // A queue of one base clip admits one batch at a time: the split is what runs ahead.
+        for (workers, queue_clips) in [(3, 1), (4, 512)] {
+            let options = LoaderOptions {
+                workers,
+                queue_clips,
+                alpha: 4,
+            };
+            let mut loader = Loader::new(plan.clone(), dataset.clone(), 0..steps, options).unwrap();
+            for k in 0..steps {
+                let got = loader.next_batch().unwrap().unwrap();
+                let want = load_batch(&dataset, &plan, &plan.step(k).unwrap(), 4).unwrap();
+                assert_eq!(got.step, k);
+                assert_eq!(got.indices, want.indices, "step {k}");
+                assert_eq!(got.labels, want.labels, "step {k}");
+                assert_eq!(got.fast, want.fast, "step {k}");
+                assert_eq!(got.slow, want.slow, "step {k}");
+                shapes.insert((got.len(), got.num_frames, got.crop_size));
+            }
+            assert!(loader.next_batch().is_none());
+            assert_eq!(loader.stats().batches, steps);
+        }
+        assert!(
+            shapes.iter().map(|s| s.0).max() >= Some(8),
+            "the plan's shapes {shapes:?} lack the large batches this test is about"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -288,7 +546,7 @@ mod tests {
         config.solver.steps = vec![0];
         config.solver.lrs = vec![1.0];
         let schedule = Schedule::new(config).unwrap();
-        let plan = Arc::new(Plan::new(&schedule, 8, 1, 0, 0).unwrap());
+        let plan = Arc::new(Plan::new(&schedule, 8, 1, 0, PANIC_SEED).unwrap());
         let dataset = Arc::new(Dataset::store(&path).unwrap());
         PANIC_AT.store(1, Ordering::SeqCst);
         let (tx, rx) = mpsc::channel();

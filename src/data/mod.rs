@@ -1,9 +1,11 @@
-//! Datasets: PySlowFast's video lists (decoded with FFmpeg), the clip store, the synthetic
-//! action dataset; and the loader that prepares the plan's next batches in the background.
+//! Datasets: PySlowFast's video lists (decoded with FFmpeg), the clip store of decoded frames,
+//! the frame store of JPEG frames, the synthetic action dataset; and the loader that prepares
+//! the plan's next batches in the background.
 
 pub mod dataset;
 pub mod frame_list;
 pub mod frame_list_gen;
+pub mod frame_store;
 pub mod loader;
 pub mod resize;
 pub mod store;
@@ -13,5 +15,6 @@ pub mod synthetic_hard;
 pub mod video;
 
 pub use dataset::{Batch, Dataset};
+pub use frame_store::{FrameStore, FrameStoreWriter};
 pub use loader::{Loader, LoaderOptions, LoaderStats};
 pub use store::{ClipStore, StoreWriter};

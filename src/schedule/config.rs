@@ -427,6 +427,37 @@ impl Config {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// Applies `SECTION.KEY=VALUE` overrides in order (the CLI's `--set`): VALUE is read as
+    /// JSON when it parses (numbers, booleans, lists), as a string otherwise; SECTION and KEY
+    /// are case-insensitive, so PySlowFast-style `SOLVER.MAX_EPOCH=10` works. An unknown
+    /// section or key, or a value the config refuses, is an error naming it; on error the
+    /// config is unchanged.
+    pub fn apply_overrides<S: AsRef<str>>(&mut self, overrides: &[S]) -> Result<()> {
+        if overrides.is_empty() {
+            return Ok(());
+        }
+        let mut v = serde_json::to_value(&*self).map_err(|e| config_err(e.to_string()))?;
+        for kv in overrides {
+            let kv = kv.as_ref();
+            let bad = || config_err(format!("override {kv:?}: expected SECTION.KEY=VALUE"));
+            let (key, value) = kv.split_once('=').ok_or_else(bad)?;
+            let key = key.trim().to_ascii_lowercase();
+            let (section, field) = key.split_once('.').ok_or_else(bad)?;
+            let value = serde_json::from_str(value)
+                .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+            let obj = v
+                .get_mut(section)
+                .and_then(|s| s.as_object_mut())
+                .ok_or_else(|| {
+                    config_err(format!("override {kv:?}: no config section {section:?}"))
+                })?;
+            // An unknown key is left for the config's own check, which names it.
+            obj.insert(field.to_string(), value);
+        }
+        *self = Config::from_json(&v.to_string())?;
+        Ok(())
+    }
+
     /// Reads a JSON config file.
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Config> {
         let path = path.as_ref();

@@ -45,6 +45,7 @@ impl Trainer {
         let mut cancelled = false;
         let mut timing = Timing::new(self.precise_seconds);
         let mut next = timing.time_data(|| self.next_staged(&mut loader))?;
+        timing.attribute_data(next.as_ref().map(|b| self.shape_of(b)));
         while let Some(cur) = next.take() {
             let Staged {
                 batch,
@@ -71,6 +72,7 @@ impl Trainer {
             // The next batch goes to the device while this step's kernels run; reading the loss
             // is what waits for them.
             next = timing.time_data(|| self.next_staged(&mut loader))?;
+            timing.attribute_data(next.as_ref().map(|b| self.shape_of(b)));
             let waited = Instant::now();
             let loss = loss_value(&loss, step.step)?;
             timing.add_step(
@@ -167,8 +169,32 @@ impl Trainer {
     }
 }
 
-/// (stage, frames, crop, batch) -> (steps, seconds, clips).
-type ShapeSeconds = BTreeMap<(u32, i64, i64, i64), (u64, f64, u64)>;
+impl Trainer {
+    /// The timing line's key of a staged batch.
+    fn shape_of(&self, b: &Staged) -> ShapeKey {
+        let stage = self.plan.step(b.batch.step).map_or(0, |s| s.stage);
+        (
+            stage,
+            i64::from(b.batch.num_frames),
+            i64::from(b.batch.crop_size),
+            b.batch.len() as i64,
+        )
+    }
+}
+
+/// (stage, frames, crop, batch).
+type ShapeKey = (u32, i64, i64, i64);
+
+/// Per shape: steps, seconds stepping, clips, seconds waiting for the loader.
+#[derive(Default)]
+struct ShapeTime {
+    steps: u64,
+    seconds: f64,
+    clips: u64,
+    data_wait: f64,
+}
+
+type ShapeSeconds = BTreeMap<ShapeKey, ShapeTime>;
 
 /// Where a fit's wall-clock time went, for `multigrid bench speedup`'s efficiency table:
 /// training steps per (stage, frames, crop, batch), the wait for the loader, evaluation,
@@ -177,6 +203,8 @@ type ShapeSeconds = BTreeMap<(u32, i64, i64, i64), (u64, f64, u64)>;
 struct Timing {
     shapes: ShapeSeconds,
     data_s: f64,
+    /// The latest wait for the loader, not yet given to a shape.
+    last_wait: f64,
     eval_s: f64,
     checkpoint_s: f64,
     precise_at_start: f64,
@@ -187,6 +215,7 @@ impl Timing {
         Timing {
             shapes: BTreeMap::new(),
             data_s: 0.0,
+            last_wait: 0.0,
             eval_s: 0.0,
             checkpoint_s: 0.0,
             precise_at_start: precise_seconds,
@@ -196,15 +225,25 @@ impl Timing {
     fn time_data<T>(&mut self, f: impl FnOnce() -> T) -> T {
         let t0 = Instant::now();
         let r = f();
-        self.data_s += t0.elapsed().as_secs_f64();
+        self.last_wait = t0.elapsed().as_secs_f64();
+        self.data_s += self.last_wait;
         r
     }
 
-    fn add_step(&mut self, shape: (u32, i64, i64, i64), seconds: f64, clips: u64) {
-        let e = self.shapes.entry(shape).or_insert((0, 0.0, 0));
-        e.0 += 1;
-        e.1 += seconds;
-        e.2 += clips;
+    /// Gives the latest wait to the shape of the batch it fetched (None: the end of the plan,
+    /// which counts in the total only).
+    fn attribute_data(&mut self, shape: Option<ShapeKey>) {
+        if let Some(shape) = shape {
+            self.shapes.entry(shape).or_default().data_wait += self.last_wait;
+        }
+        self.last_wait = 0.0;
+    }
+
+    fn add_step(&mut self, shape: ShapeKey, seconds: f64, clips: u64) {
+        let e = self.shapes.entry(shape).or_default();
+        e.steps += 1;
+        e.seconds += seconds;
+        e.clips += clips;
     }
 
     /// The `timing` metrics line. `work` is clips x frames x crop^2 summed over steps, what the
@@ -214,16 +253,17 @@ impl Timing {
         let shapes: Vec<serde_json::Value> = self
             .shapes
             .iter()
-            .map(|(&(stage, t, s, n), &(steps, seconds, clips))| {
+            .map(|(&(stage, t, s, n), e)| {
+                let (steps, seconds, clips) = (e.steps, e.seconds, e.clips);
                 json!({"stage": stage, "frames": t, "crop": s, "batch": n, "steps": steps,
-                       "seconds": seconds, "clips": clips,
+                       "seconds": seconds, "clips": clips, "data_wait_s": e.data_wait,
                        "work": clips as f64 * t as f64 * (s * s) as f64,
                        "macs": clips as f64 * macs_of(t, s)})
             })
             .collect();
         json!({
             "type": "timing", "shapes": shapes,
-            "step_s": self.shapes.values().map(|v| v.1).sum::<f64>(),
+            "step_s": self.shapes.values().map(|v| v.seconds).sum::<f64>(),
             "data_wait_s": self.data_s, "eval_s": self.eval_s, "checkpoint_s": self.checkpoint_s,
             "precise_bn_s": precise_seconds - self.precise_at_start,
         })

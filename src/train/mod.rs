@@ -134,8 +134,9 @@ pub fn parse_device(name: &str) -> Result<Device> {
     }
 }
 
-/// Opens `split` of `run.data_dir` as `train.dataset` says: for Kinetics `split.mgstore` when
-/// present, else the video list `split.csv`; for Charades and SSv2 their frame lists (val and
+/// Opens `split` of `run.data_dir` as `train.dataset` says: for Kinetics the clip store
+/// `split.mgstore` when present, else the frame store `split.mgframes`, else the video list
+/// `split.csv`; for Charades and SSv2 their frame lists (val and
 /// test both read `val.csv`, as in PySlowFast), with `data.path_prefix`.
 pub fn open_split(config: &Config, split: &str) -> Result<Dataset> {
     let dir = Path::new(&config.run.data_dir);
@@ -146,11 +147,13 @@ pub fn open_split(config: &Config, split: &str) -> Result<Dataset> {
         )?)),
         "ssv2" => Ok(Dataset::FrameLists(FrameLists::ssv2(dir, split, prefix)?)),
         _ => {
-            let store = dir.join(format!("{split}.mgstore"));
-            if store.exists() {
-                Dataset::store(store)
-            } else {
-                Dataset::video_list(dir, split)
+            let stores = [
+                dir.join(format!("{split}.mgstore")),
+                dir.join(format!("{split}.mgframes")),
+            ];
+            match stores.into_iter().find(|p| p.exists()) {
+                Some(store) => Dataset::store(store),
+                None => Dataset::video_list(dir, split),
             }
         }
     }
@@ -163,7 +166,8 @@ pub fn find_split(config: &Config, split: &str) -> Result<Option<Dataset>> {
     let dir = Path::new(&config.run.data_dir);
     let present = match config.train.dataset.as_str() {
         "charades" | "ssv2" => crate::data::frame_list::split_exists(dir, split),
-        _ => [format!("{split}.mgstore"), format!("{split}.csv")]
+        _ => ["mgstore", "mgframes", "csv"]
+            .map(|ext| format!("{split}.{ext}"))
             .iter()
             .any(|f| dir.join(f).exists()),
     };

@@ -93,7 +93,11 @@ enum Command {
         #[arg(long, value_enum)]
         task: Option<data::Task>,
     },
-    /// Decode a video list (DIR/SPLIT.csv) into one memory-mapped clip store.
+    /// Store a split in one memory-mapped file: the video list DIR/SPLIT.csv (decoded with
+    /// FFmpeg) or, when there is none, the clip store DIR/SPLIT.mgstore. `--format raw` writes
+    /// decoded frames (SPLIT.mgstore: fastest, about 20x an MP4's size); `--format jpeg` each
+    /// frame compressed on its own (SPLIT.mgframes: a clip costs the frames it samples). The
+    /// trainer reads SPLIT.mgstore, else SPLIT.mgframes, else SPLIT.csv.
     BuildStore {
         #[arg(long)]
         data: PathBuf,
@@ -101,9 +105,15 @@ enum Command {
         split: String,
         #[arg(long)]
         out: PathBuf,
-        /// Downscale so the short side is this many pixels.
+        /// Downscale so the short side is this many pixels (PySlowFast's Kinetics copies are
+        /// 256 or 320).
         #[arg(long)]
         short_side: Option<u32>,
+        #[arg(long, value_enum, default_value_t = data::StoreFormat::Raw)]
+        format: data::StoreFormat,
+        /// JPEG quality, 1-100 (--format jpeg).
+        #[arg(long, default_value_t = multigrid::data::frame_store::DEFAULT_QUALITY)]
+        quality: u8,
     },
     /// Train a SlowFast with the config's schedule (multigrid or baseline).
     #[cfg(feature = "torch")]
@@ -326,12 +336,14 @@ enum BenchCommand {
         #[arg(long, hide = true)]
         worker: bool,
     },
-    /// Loader throughput (clips/s) on a video list and on a clip store of the same clips,
-    /// following a plan's steps.
+    /// Loader throughput (clips/s) from each source of the same clips that DATA holds (the
+    /// video list SPLIT.csv, the clip store SPLIT.mgstore, the frame store SPLIT.mgframes):
+    /// following a plan's first steps, or with --per-shape one core's clips/s at each of the
+    /// plan's shapes, the bytes per hour of video, and the cores a GPU needs.
     Loader {
         #[arg(long)]
         config: PathBuf,
-        /// Directory with SPLIT.csv and SPLIT.mgstore (see gen-data --store).
+        /// Directory with SPLIT.csv, SPLIT.mgstore and/or SPLIT.mgframes.
         #[arg(long)]
         data: PathBuf,
         #[arg(long, default_value = "train")]
@@ -340,6 +352,20 @@ enum BenchCommand {
         workers: usize,
         #[arg(long, default_value_t = 20)]
         steps: u64,
+        /// SECTION.KEY=VALUE, repeatable: `--set train.batch_size=8` for one GPU's batches.
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
+        /// One core's clips/s at every distinct (batch, frames, crop) of the plan.
+        #[arg(long)]
+        per_shape: bool,
+        /// With --per-shape: clips timed per shape and source.
+        #[arg(long, default_value_t = 48)]
+        clips_per_shape: usize,
+        /// With --per-shape: a GPU's seconds per training step, for the cores each source
+        /// needs to keep up (default: 0.066, SlowFast R50 8x8 bf16 channels-last on one H200,
+        /// ../shared/guides/gpu.md).
+        #[arg(long, default_value_t = 0.066)]
+        gpu_step_s: f64,
     },
 }
 
@@ -465,7 +491,19 @@ fn main() -> ExitCode {
             split,
             workers,
             steps,
-        }) => bench::loader_bench(&config, &data, &split, workers, steps),
+            set,
+            per_shape,
+            clips_per_shape,
+            gpu_step_s,
+        }) => bench::loader_bench(&bench::LoaderBench {
+            config: &config,
+            data: &data,
+            split: &split,
+            workers,
+            steps,
+            set: &set,
+            per_shape: per_shape.then_some((clips_per_shape, gpu_step_s)),
+        }),
         #[cfg(feature = "torch")]
         Command::Train {
             config,
@@ -605,7 +643,9 @@ fn main() -> ExitCode {
             split,
             out,
             short_side,
-        } => data::build_store(&data, &split, &out, short_side),
+            format,
+            quality,
+        } => data::build_store(&data, &split, &out, short_side, format, quality),
         Command::Config => serde_json::to_string_pretty(&Config::default())
             .map(|s| println!("{s}"))
             .map_err(|e| e.to_string()),

@@ -27,28 +27,8 @@ pub fn load_config(path: &Path, o: &Overrides) -> Result<Config, String> {
     if let Some(d) = &o.data {
         c.run.data_dir = d.to_string_lossy().into_owned();
     }
-    if !o.set.is_empty() {
-        let mut v = serde_json::to_value(&c).map_err(|e| e.to_string())?;
-        for kv in &o.set {
-            let (key, value) = kv
-                .split_once('=')
-                .ok_or_else(|| format!("--set {kv:?}: expected SECTION.KEY=VALUE"))?;
-            let key = key.trim().to_ascii_lowercase();
-            let Some((section, field)) = key.split_once('.') else {
-                return Err(format!("--set {kv:?}: expected SECTION.KEY=VALUE"));
-            };
-            let value = serde_json::from_str(value)
-                .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
-            let obj = v
-                .get_mut(section)
-                .and_then(|s| s.as_object_mut())
-                .ok_or_else(|| format!("--set {kv:?}: no config section {section:?}"))?;
-            // An unknown key is left for the config's own check, which names it.
-            obj.insert(field.to_string(), value);
-        }
-        c = Config::from_json(&v.to_string())
-            .map_err(|e| format!("{} with --set: {e}", path.display()))?;
-    }
+    c.apply_overrides(&o.set)
+        .map_err(|e| format!("{} with --set: {e}", path.display()))?;
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
 }
