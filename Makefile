@@ -5,7 +5,7 @@ ENV := . scripts/env.sh &&
 NOTORCH_TARGET := target/notorch
 
 .PHONY: all setup build release install demo bench-speedup test test-rust test-notorch test-python \
-	lint header bench clean fuzz fuzz-smoke
+	lint header bench bench-loader clean fuzz fuzz-smoke
 PREFIX ?= /usr/local
 # The Python that runs the bindings' tests (numpy, pytest and torch: the set-up's .venv).
 PYTHON ?= $(or $(MG_PYTHON),.venv/bin/python)
@@ -66,19 +66,41 @@ SYNTHETIC := data/synthetic
 $(SYNTHETIC)/train.mgstore:
 	./target/release/multigrid gen-data --out $(SYNTHETIC) --clips 1000 --store
 
+$(SYNTHETIC)/train.mgframes: $(SYNTHETIC)/train.mgstore
+	./target/release/multigrid build-store --data $(SYNTHETIC) --format jpeg --out $@
+
+# Kinetics-sized frames for the loader at the K400 recipe's shapes: 330 clips of 64 frames at
+# 256x256 as MP4, clip store (3.3 GB) and frame store.
+LOADER_DATA := data/bench256
+
+$(LOADER_DATA)/train.mgframes:
+	./target/release/multigrid gen-data --out $(LOADER_DATA) --clips 330 --frames 64 --size 256 --store
+	./target/release/multigrid build-store --data $(LOADER_DATA) --format jpeg --out $@
+
 # Collation against PyTorch in Python on the same threads and against memcpy; then the
-# loader's clips/s from MP4 and from the clip store.
+# loader's clips/s from MP4, the clip store and the frame store.
 bench: setup
 	$(ENV) cargo build --release --bin multigrid
 	./target/release/multigrid bench collate
-	$(MAKE) $(SYNTHETIC)/train.mgstore
+	$(MAKE) $(SYNTHETIC)/train.mgframes
 	./target/release/multigrid bench loader --config configs/synthetic_slowfast_tiny_multigrid.json \
 	  --data $(SYNTHETIC) --steps 30
 	./target/release/multigrid bench step
 
+# One core's clips/s from each source at every per-GPU shape of the K400 multigrid recipe
+# (batch 8 per GPU), the bytes per hour of video, and the cores per GPU each source needs; then
+# the loader with 2 workers over the first 12 steps (README, "Feeding the GPU").
+bench-loader: setup
+	$(ENV) cargo build --release --bin multigrid
+	$(MAKE) $(LOADER_DATA)/train.mgframes
+	./target/release/multigrid bench loader --config configs/kinetics_slowfast_8x8_r50_multigrid.json \
+	  --data $(LOADER_DATA) --set train.batch_size=8 --per-shape
+	./target/release/multigrid bench loader --config configs/kinetics_slowfast_8x8_r50_multigrid.json \
+	  --data $(LOADER_DATA) --set train.batch_size=8 --workers 2 --steps 12
+
 # Coverage-guided fuzzing on the stable toolchain, no libtorch (fuzz/README.md). `make fuzz` runs
 # every target for FUZZ_SECONDS each (default 60), or FUZZ_RUNS inputs each when set;
-# `make fuzz-smoke` runs each for 8 s after the build: 46 s of fuzzing, plus 2 min to build cold.
+# `make fuzz-smoke` runs each for 8 s after the build: 56 s of fuzzing, plus 2 min to build cold.
 FUZZ_SECONDS ?= 60
 FUZZ_RUNS ?=
 fuzz:

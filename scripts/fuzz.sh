@@ -18,7 +18,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-TARGETS_ALL=(schedule_plan collate store video_list frame_list mp4)
+TARGETS_ALL=(schedule_plan collate store frame_store video_list frame_list mp4)
 read -r -a TARGETS <<<"${FUZZ_TARGETS:-${TARGETS_ALL[*]}}"
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$ROOT/target/fuzz}"
 HOST=$(rustc -vV | sed -n 's/^host: //p')
@@ -45,6 +45,7 @@ max_len() {
 	schedule_plan) echo 4096 ;;
 	collate) echo 512 ;;
 	store) echo 8192 ;;
+	frame_store) echo 8192 ;;
 	video_list) echo 1024 ;;
 	frame_list) echo 1024 ;;
 	mp4) echo 16384 ;;
@@ -55,6 +56,7 @@ dict() {
 	case "$1" in
 	schedule_plan) echo fuzz/dict/config.dict ;;
 	store) echo fuzz/dict/store.dict ;;
+	frame_store) echo fuzz/dict/frame_store.dict ;;
 	video_list) echo fuzz/dict/csv.dict ;;
 	frame_list) echo fuzz/dict/frames.dict ;;
 	mp4) echo fuzz/dict/mp4.dict ;;

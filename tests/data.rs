@@ -398,3 +398,99 @@ fn target_fps_counts_frames_at_the_target_rate() {
     assert_eq!(taken(1), (64, vec![2, 7, 12, 17]));
     assert_eq!(taken(2), taken(1));
 }
+
+/// Mean absolute difference of two batches' values, in pixel levels (0-255): the collated
+/// values are normalised by the config's std (0.225 here).
+fn mean_levels(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let sum: f64 = a.iter().zip(b).map(|(x, y)| f64::from((x - y).abs())).sum();
+    sum / a.len() as f64 * 0.225 * 255.0
+}
+
+/// `build-store --format jpeg` from `data` into `out`.
+fn build_frame_store(data: &Path, out: &Path) {
+    let result = Command::new(env!("CARGO_BIN_EXE_multigrid"))
+        .args([
+            "build-store",
+            "--format",
+            "jpeg",
+            "--quality",
+            "90",
+            "--data",
+        ])
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+}
+
+/// The frame store gives the clips of the source it was built from, with the same draws, within
+/// JPEG's error at quality 90: from the clip store (no video list beside it), and from the MP4
+/// videos. Every step of a multigrid plan, so every shape is compared. JPEG at 90 stays closer
+/// to the rendered frames than H.264 does.
+#[test]
+fn frame_store_gives_its_sources_clips_within_jpeg_error() {
+    let dir = dataset_dir();
+    let only_store = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("frames_from_store");
+    let _ = std::fs::remove_dir_all(&only_store);
+    std::fs::create_dir_all(&only_store).unwrap();
+    std::fs::copy(dir.join("train.mgstore"), only_store.join("train.mgstore")).unwrap();
+    build_frame_store(&only_store, &only_store.join("train.mgframes"));
+    let raw = Dataset::store(only_store.join("train.mgstore")).unwrap();
+    let frames = Dataset::store(only_store.join("train.mgframes")).unwrap();
+    assert!(matches!(frames, Dataset::Frames(_)), "{frames:?}");
+    let bytes = |p: &Path| std::fs::metadata(p).unwrap().len();
+    let ratio = bytes(&only_store.join("train.mgstore")) as f64
+        / bytes(&only_store.join("train.mgframes")) as f64;
+    // Small frames with per-frame noise: 3x here, 6.4x at 256 px (README).
+    assert!(ratio > 2.0, "the frame store is only {ratio:.1}x smaller");
+    let schedule = tiny_schedule();
+    let plan = Plan::new(&schedule, raw.len() as u64, 1, 0, 4).unwrap();
+    let videos = cfg!(feature = "video").then(|| Dataset::video_list(&dir, "train").unwrap());
+    let (mut jpeg, mut h264): (f64, f64) = (0.0, 0.0);
+    let mut shapes = std::collections::BTreeSet::new();
+    for k in 0..plan.total_steps().min(40) {
+        let step = plan.step(k).unwrap();
+        let want = load_batch(&raw, &plan, &step, 4).unwrap();
+        let got = load_batch(&frames, &plan, &step, 4).unwrap();
+        assert_eq!((&got.indices, &got.labels), (&want.indices, &want.labels));
+        assert_eq!(
+            got.slow.as_ref().map(Vec::len),
+            want.slow.as_ref().map(Vec::len)
+        );
+        jpeg = jpeg.max(mean_levels(&got.fast, &want.fast));
+        if let Some(v) = &videos {
+            let v = load_batch(v, &plan, &step, 4).unwrap();
+            h264 = h264.max(mean_levels(&v.fast, &want.fast));
+        }
+        shapes.insert((step.batch_size, step.num_frames, step.crop_size));
+    }
+    eprintln!("mean error in levels: JPEG 90 {jpeg:.2}, H.264 {h264:.2}, over {shapes:?}");
+    assert!(shapes.len() >= 3, "only the shapes {shapes:?}");
+    assert!(
+        jpeg > 0.0 && jpeg < 6.0,
+        "JPEG at 90 is {jpeg:.2} levels from the clip store"
+    );
+    if let Some(videos) = &videos {
+        assert!(jpeg < h264, "JPEG at 90 {jpeg:.2} levels, H.264 {h264:.2}");
+        // Built from the videos, it decodes what FFmpeg decodes, within JPEG's error.
+        let from_videos = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("frames_from_mp4");
+        let _ = std::fs::remove_dir_all(&from_videos);
+        std::fs::create_dir_all(&from_videos).unwrap();
+        build_frame_store(&dir, &from_videos.join("train.mgframes"));
+        let frames = Dataset::store(from_videos.join("train.mgframes")).unwrap();
+        let step = plan.step(0).unwrap();
+        let want = load_batch(videos, &plan, &step, 4).unwrap();
+        let got = load_batch(&frames, &plan, &step, 4).unwrap();
+        assert_eq!(got.labels, want.labels);
+        let d = mean_levels(&got.fast, &want.fast);
+        eprintln!("frame store from MP4 vs MP4: {d:.2} levels");
+        assert!(d < 6.0, "JPEG at 90 is {d:.2} levels from the decoded MP4");
+    }
+}

@@ -207,8 +207,8 @@ inline void collate_step(const Plan& plan, uint64_t step, const std::vector<mg_c
 
 inline void set_collate_threads(size_t n) { detail::check(mg_collate_set_num_threads(n)); }
 
-/// A clip store (.mgstore), a PySlowFast video list, or Charades' or SSv2's frame lists, read
-/// by plan steps.
+/// A clip store (.mgstore), a frame store of JPEG frames (.mgframes), a PySlowFast video list,
+/// or Charades' or SSv2's frame lists, read by plan steps.
 class Dataset {
  public:
   static Dataset open_store(const std::string& path) {

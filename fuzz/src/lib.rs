@@ -391,6 +391,74 @@ pub mod store {
     }
 }
 
+pub mod frame_store {
+    pub const HEADER_LEN: usize = 64;
+    pub const CLIP_LEN: usize = 32;
+    pub const FRAME_LEN: usize = 16;
+
+    fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+        Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+    }
+
+    fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+        Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    }
+
+    /// As `store::fix_checksums` for the frame store (src/data/frame_store.rs): `level` 1 the
+    /// header CRC; 2 also the index CRC; 3 also every frame's CRC whose extent lies inside the
+    /// file (the frame table follows the clip table, after `clip count` x 32 bytes).
+    pub fn fix_checksums(file: &mut [u8], level: u8) {
+        if level == 0 || file.len() < HEADER_LEN {
+            return;
+        }
+        let (Some(clips), Some(index_at), Some(index_len)) =
+            (u64_at(file, 16), u64_at(file, 32), u64_at(file, 40))
+        else {
+            return;
+        };
+        let index = usize::try_from(index_at)
+            .ok()
+            .zip(usize::try_from(index_len).ok())
+            .and_then(|(at, len)| Some(at..at.checked_add(len)?))
+            .filter(|r| r.end <= file.len());
+        if level >= 3 {
+            let frames = index.clone().and_then(|r| {
+                let at = usize::try_from(clips)
+                    .ok()?
+                    .checked_mul(CLIP_LEN)?
+                    .checked_add(r.start)?;
+                (at <= r.end).then_some(at..r.end)
+            });
+            if let Some(r) = frames {
+                for e in (r.start..r.end).step_by(FRAME_LEN) {
+                    if e + FRAME_LEN > r.end {
+                        break;
+                    }
+                    let (Some(off), Some(len)) = (u64_at(file, e), u32_at(file, e + 8)) else {
+                        break;
+                    };
+                    let extent = usize::try_from(off)
+                        .ok()
+                        .and_then(|o| Some(o..o.checked_add(len as usize)?))
+                        .filter(|x| x.end <= file.len());
+                    if let Some(x) = extent {
+                        let crc = crc32fast::hash(&file[x]);
+                        file[e + 12..e + 16].copy_from_slice(&crc.to_le_bytes());
+                    }
+                }
+            }
+        }
+        if level >= 2 {
+            if let Some(r) = index {
+                let crc = crc32fast::hash(&file[r]);
+                file[48..52].copy_from_slice(&crc.to_le_bytes());
+            }
+        }
+        let crc = crc32fast::hash(&file[..56]);
+        file[56..60].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
 /// Whether to step around a known, reported library bug (fuzz/README.md lists them) so the
 /// fuzzer gets past it. `MG_FUZZ_HIT_KNOWN=1` (set by `scripts/fuzz.sh regress`) turns every
 /// skip off, so the inputs saved under fuzz/regressions/ reproduce until the bug is fixed;

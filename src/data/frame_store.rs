@@ -163,6 +163,16 @@ pub fn decode_jpeg_into(bytes: &[u8], height: u32, width: u32, out: &mut [u8]) -
     d.decode_into(out).map_err(|e| fail(&e))
 }
 
+/// The width and height a JPEG's frame header declares.
+fn jpeg_dimensions(bytes: &[u8]) -> Result<(u32, u32)> {
+    use zune_jpeg::zune_core::bytestream::ZCursor;
+    let fail = |e: &dyn std::fmt::Display| Error::InvalidArgument(format!("JPEG frame: {e}"));
+    let mut d = zune_jpeg::JpegDecoder::new(ZCursor::new(bytes));
+    d.decode_headers().map_err(|e| fail(&e))?;
+    let (w, h) = d.dimensions().ok_or_else(|| fail(&"no frame header"))?;
+    Ok((w as u32, h as u32))
+}
+
 /// Writes a frame store; `finish` renames it into place. Dropped unfinished, it leaves nothing.
 pub struct FrameStoreWriter {
     path: PathBuf,
@@ -522,6 +532,21 @@ impl FrameStore {
     pub fn gather(&self, i: usize, idx: &[u32], out: &mut Vec<u8>) -> Result<()> {
         let c = self.info(i)?;
         let frame = c.height as usize * c.width as usize * 3;
+        if let Some(&f) = idx.first() {
+            // The index's frame size is checked against a real frame before a whole clip of
+            // that size is allocated.
+            let (w, h) = jpeg_dimensions(self.frame_bytes(i, f.min(c.num_frames - 1))?)
+                .map_err(|e| corrupt(&self.path, format!("clip {i}: {e}")))?;
+            if (w, h) != (c.width, c.height) {
+                return Err(corrupt(
+                    &self.path,
+                    format!(
+                        "clip {i}: its frames are {w}x{h}, the index says {}x{}",
+                        c.width, c.height
+                    ),
+                ));
+            }
+        }
         let base = out.len();
         out.resize(base + idx.len() * frame, 0);
         let last = c.num_frames - 1;

@@ -365,6 +365,7 @@ fn worker(shared: &Shared, c: &Context) {
             continue;
         };
         p.units_out -= 1;
+        let last = p.units_out == 0;
         match result {
             Ok(loaded) => {
                 p.done.insert(range.start, loaded);
@@ -373,15 +374,12 @@ fn worker(shared: &Shared, c: &Context) {
                 p.error.get_or_insert(e);
             }
         }
-        let handed_out = st.next_step > step;
-        let p = &st.partial[&step];
-        if handed_out && p.units_out == 0 {
-            let p = st
-                .partial
-                .remove(&step)
-                .expect("the partial batch is there");
-            drop(st);
-            complete(shared, step, p);
+        // Complete once every range is handed out and back.
+        if last && st.next_step > step {
+            if let Some(p) = st.partial.remove(&step) {
+                drop(st);
+                complete(shared, step, p);
+            }
         }
     }
 }
@@ -456,7 +454,7 @@ mod tests {
     static PANIC_AT: AtomicU64 = AtomicU64::new(u64::MAX);
 
     /// The plan seed of the test that injects panics, so other tests' loaders never panic.
-    const PANIC_SEED: u64 = 0x5EED_BAD;
+    const PANIC_SEED: u64 = 0x05EE_DBAD;
 
     pub(super) fn maybe_panic(seed: u64, step: u64, first_clip: usize) {
         if seed == PANIC_SEED && PANIC_AT.load(Ordering::SeqCst) == step && first_clip == 0 {

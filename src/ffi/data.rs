@@ -19,7 +19,9 @@ fn boxed(inner: Dataset, out: &mut *mut mg_dataset) {
     *out = Box::into_raw(Box::new(mg_dataset { inner }));
 }
 
-/// Opens a clip store (see `multigrid build-store` and `multigrid gen-data --store`).
+/// Opens a store written by `multigrid build-store` or `multigrid gen-data --store`: a clip
+/// store of decoded frames (.mgstore) or a frame store of JPEG frames (.mgframes, `build-store
+/// --format jpeg`), told apart by the file's magic.
 /// Errors: MG_STATUS_IO (cannot read), MG_STATUS_DATA (truncated or corrupt, with the reason).
 #[no_mangle]
 pub extern "C" fn mg_dataset_open_store(

@@ -73,11 +73,15 @@ pub struct RunConfig {
     /// Seed of the data order, augmentation, init and dropout. Default 0.
     pub seed: u64,
     /// Training data: a directory with train.csv / val.csv / test.csv (video lists), where a
-    /// `{split}.mgstore` clip store beside them is used instead when present. Default "".
+    /// `{split}.mgstore` clip store, else a `{split}.mgframes` frame store, beside them is used
+    /// instead when present. Default "".
     pub data_dir: String,
     /// Loader threads. Default 2.
     pub num_workers: usize,
-    /// Clips the loader may prepare ahead. Default 1024.
+    /// Clips of the base shape (`data.num_frames` x `data.train_crop_size`) the loader may
+    /// prepare ahead; a clip of a smaller multigrid shape counts its share of a base clip's
+    /// values, so about the same memory is held ahead at every shape and 8-16x more clips at
+    /// the small ones. Default 1024.
     pub queue_clips: usize,
     /// Write a metrics line every this many steps. Default 10.
     pub log_period: u64,

@@ -440,6 +440,7 @@ class Dataset(_Handle):
 
     @classmethod
     def store(cls, path):
+        """A clip store (.mgstore, decoded frames) or a frame store (.mgframes, JPEG frames)."""
         h = C.POINTER(_ffi.mg_dataset)()
         _check(_L().mg_dataset_open_store(os.fsencode(path), C.byref(h)))
         return cls(h)

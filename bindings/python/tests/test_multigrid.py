@@ -114,6 +114,27 @@ def test_dataset_load_step_follows_the_plan(data):
             d.load_step(p, p.total_steps, alpha=2)
 
 
+def test_frame_store_serves_the_clip_stores_clips(data, tmp_path):
+    """A JPEG frame store built from the clip store opens through the same call and gives the
+    same step's clips, labels and shapes, within JPEG's error."""
+    lib_dir = os.path.dirname(mg.library_path())
+    frames = str(tmp_path / "train.mgframes")
+    subprocess.run([os.path.join(lib_dir, "multigrid"), "build-store", "--data", data, "--format", "jpeg",
+                    "--quality", "90", "--out", frames], check=True, capture_output=True)
+    with mg.Schedule(TINY) as s, mg.Dataset.store(os.path.join(data, "train.mgstore")) as raw, \
+            mg.Dataset.store(frames) as jpeg, mg.Plan(s, len(raw)) as p:
+        assert len(jpeg) == len(raw) == 50
+        _, want, want_labels, _ = raw.load_step(p, 0, alpha=2)
+        _, got, labels, _ = jpeg.load_step(p, 0, alpha=2)
+        assert list(labels) == list(want_labels)
+        def flat(x):  # a numpy array, or a memoryview without numpy
+            return x.cast("B").cast("f") if isinstance(x, memoryview) else x.ravel()
+        a, b = flat(want), flat(got)
+        assert len(a) == len(b)
+        levels = sum(abs(x - y) for x, y in zip(a, b)) / len(a) * 0.225 * 255
+        assert levels < 2.0, levels
+
+
 @pytest.fixture(scope="session")
 def charades(tmp_path_factory):
     d = tmp_path_factory.mktemp("charades")

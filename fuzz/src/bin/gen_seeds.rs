@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use multigrid::data::{video, StoreWriter};
+use multigrid::data::{video, FrameStoreWriter, StoreWriter};
 use multigrid_fuzz::{TinyConfig, Writer};
 
 fn put(dir: &Path, name: &str, bytes: &[u8]) {
@@ -184,6 +184,42 @@ fn mp4(out: &Path) {
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
+/// Tiny frame stores written by the library's FrameStoreWriter: none, one and three clips
+/// (one with a recorded frame rate), as raw bytes and with every checksum to be recomputed.
+fn frame_store(out: &Path) {
+    let tmp = std::env::temp_dir().join(format!("mg-gen-seeds-frames-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).expect("temp dir");
+    let shapes: [&[(u32, u32, u32, u32)]; 3] = [
+        &[],
+        &[(1, 8, 8, 0)],
+        &[(2, 8, 16, 0), (3, 16, 8, 7), (1, 8, 8, 2)],
+    ];
+    for (i, clips) in shapes.iter().enumerate() {
+        let path = tmp.join(format!("f{i}.mgframes"));
+        let mut w = FrameStoreWriter::create(&path, 50).expect("create a frame store");
+        for (k, &(n, h, wd, label)) in clips.iter().enumerate() {
+            let frames: Vec<u8> = (0..n * h * wd * 3)
+                .map(|b| (b as u8).wrapping_mul(3) ^ (k as u8 * 40))
+                .collect();
+            let fps = (k == 1).then_some(60.0);
+            w.add_at_fps(&frames, n, h, wd, label, fps)
+                .expect("add a clip");
+        }
+        w.finish().expect("finish a frame store");
+        let bytes = std::fs::read(&path).expect("read the frame store");
+        for mode in [0u8, 3] {
+            let mut seed = vec![mode];
+            seed.extend_from_slice(&bytes);
+            put(
+                out,
+                &format!("frames{}_clips_mode{mode}.bin", clips.len()),
+                &seed,
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
 fn main() {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR"));
     let root = fuzz.parent().expect("the repository root");
@@ -191,6 +227,7 @@ fn main() {
     schedule_plan(root, &corpus.join("schedule_plan"));
     collate(&corpus.join("collate"));
     store(&corpus.join("store"));
+    frame_store(&corpus.join("frame_store"));
     video_list(&corpus.join("video_list"));
     mp4(&corpus.join("mp4"));
     println!("seeds written under {}", corpus.display());

@@ -234,8 +234,8 @@ pub fn loader_bench(o: &LoaderBench) -> Result<(), String> {
         o.config.display()
     );
     println!(
-        "{:>14} {:>10} {:>10} {:>12} {:>10}",
-        "source", "clips", "seconds", "clips/s", "failures"
+        "{:>14} {:>10} {:>10} {:>12} {:>14} {:>10}",
+        "source", "clips", "seconds", "clips/s", "first batch s", "failures"
     );
     for (name, dataset) in sources {
         let plan = Arc::new(
@@ -252,14 +252,17 @@ pub fn loader_bench(o: &LoaderBench) -> Result<(), String> {
         let mut loader =
             Loader::new(plan, Arc::new(dataset), 0..steps, options).map_err(|e| e.to_string())?;
         let mut clips = 0;
+        let mut first = None;
         while let Some(b) = loader.next_batch() {
             clips += b.map_err(|e| e.to_string())?.len();
+            first.get_or_insert(start.elapsed().as_secs_f64());
         }
         let secs = start.elapsed().as_secs_f64();
         let stats = loader.stats();
         println!(
-            "{name:>14} {clips:>10} {secs:>10.2} {:>12.1} {:>10}",
+            "{name:>14} {clips:>10} {secs:>10.2} {:>12.1} {:>14.2} {:>10}",
             clips as f64 / secs,
+            first.unwrap_or(0.0),
             stats.failures
         );
     }
@@ -375,7 +378,7 @@ fn per_shape_bench(
     firsts.sort_by_key(|&((b, t, s), _)| (std::cmp::Reverse(b), t, s));
     for ((b, t, s), k) in firsts {
         let mut rates = Vec::new();
-        for (_, d) in &sources {
+        for (name, d) in &sources {
             let plan = multigrid::Plan::new(schedule, d.len() as u64, 1, 0, 0)
                 .map_err(|e| e.to_string())?;
             let step = plan.step(k).map_err(|e| e.to_string())?;
@@ -390,7 +393,8 @@ fn per_shape_bench(
             let secs = start.elapsed().as_secs_f64();
             std::hint::black_box(&fast);
             if !loaded.failures.is_empty() {
-                return Err(format!("{}", loaded.failures[0]));
+                // A replaced clip would time another clip's work.
+                return Err(format!("{name}: {}", loaded.failures[0]));
             }
             rates.push(clips as f64 / secs);
         }
