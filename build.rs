@@ -4,9 +4,9 @@
 //! `--no-as-needed -ltorch_cuda`, the linker drops libtorch_cuda (nothing references it
 //! directly) and CUDA is silently never detected (tch-rs #177, #907, #980).
 //!
-//! It also compiles src/dist/c10d.cpp, the C++ shim over libtorch's c10d: the stores always
-//! (cfg `mg_c10d`), ProcessGroupNCCL too when libtorch has CUDA and the NCCL/CUDA headers are
-//! found (cfg `mg_nccl`).
+//! It also compiles src/bridge/bridge.cpp, the one C++ bridge into libtorch's C++ API: c10d's
+//! stores, autocast and the optimizer kernels always (cfg `mg_c10d`), ProcessGroupNCCL too when
+//! libtorch has CUDA and the NCCL/CUDA headers are found (cfg `mg_nccl`).
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -16,7 +16,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=MG_CUDA_INCLUDE");
     println!("cargo:rerun-if-env-changed=CUDA_HOME");
     println!("cargo:rerun-if-env-changed=NCCL_INCLUDE_DIR");
-    println!("cargo:rerun-if-changed=src/dist/c10d.cpp");
+    println!("cargo:rerun-if-changed=src/bridge/bridge.cpp");
     println!("cargo::rustc-check-cfg=cfg(mg_c10d)");
     println!("cargo::rustc-check-cfg=cfg(mg_nccl)");
     // The SONAME carries the major version, so an incompatible release is a different library
@@ -53,7 +53,7 @@ fn main() {
         println!("cargo:rustc-link-arg=-ltorch_cuda");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
     }
-    let nccl = build_c10d_shim(&lib_dir, has_cuda);
+    let nccl = build_bridge(&lib_dir, has_cuda);
     let dir = lib_dir.display();
     static_libs.push(format!("-L{dir} -Wl,-rpath,{dir}"));
     if nccl {
@@ -82,16 +82,16 @@ fn main() {
     );
 }
 
-/// Compiles src/dist/c10d.cpp (one translation unit, about 17 s) into a static library that
+/// Compiles src/bridge/bridge.cpp (one translation unit, about 20 s) into a static library that
 /// the crate links. Returns whether the ProcessGroupNCCL part was built.
-fn build_c10d_shim(lib_dir: &Path, has_cuda: bool) -> bool {
+fn build_bridge(lib_dir: &Path, has_cuda: bool) -> bool {
     let root = lib_dir.parent().expect("libtorch lib dir has a parent");
     let mut build = cc::Build::new();
     build
         .cpp(true)
         .std("c++17")
         .pic(true)
-        .file("src/dist/c10d.cpp")
+        .file("src/bridge/bridge.cpp")
         .include(root.join("include"))
         .include(root.join("include/torch/csrc/api/include"))
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
@@ -111,7 +111,7 @@ fn build_c10d_shim(lib_dir: &Path, has_cuda: bool) -> bool {
         // c10/cuda/CUDAEvent.h aligns to hardware_destructive_interference_size; gcc notes it.
         build.flag_if_supported("-Wno-interference-size");
     }
-    build.compile("multigrid_c10d");
+    build.compile("multigrid_bridge");
     println!("cargo:rustc-cfg=mg_c10d");
     // After the shim's archive, so the linker resolves its references in these libraries.
     println!("cargo:rustc-link-search=native={}", lib_dir.display());

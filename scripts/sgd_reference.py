@@ -4,7 +4,8 @@ parameters without weight decay, the rest with SOLVER.WEIGHT_DECAY.
 
     python scripts/sgd_reference.py IN.safetensors CONFIG.json OUT.safetensors
 
-IN holds `param.NAME` (initial values), `grad.K.NAME` (the gradient of step K) and `lrs` (one
+CONFIG may set "foreach" (default false): PyTorch's multi-tensor implementation instead of its
+per-parameter loop. IN holds `param.NAME` (initial values), `grad.K.NAME` (the gradient of step K) and `lrs` (one
 LR per step); OUT receives the parameters after every step, `param.NAME`.
 """
 import json
@@ -34,7 +35,7 @@ def main():
         momentum=cfg["momentum"],
         dampening=cfg["dampening"],
         nesterov=cfg["nesterov"],
-        foreach=False,
+        foreach=cfg.get("foreach", False),
     )
     lrs = inputs["lrs"].tolist()
     for k, lr in enumerate(lrs):

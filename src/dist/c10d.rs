@@ -1,4 +1,4 @@
-//! libtorch's c10d from Rust, through the C shim in `c10d.cpp` (compiled by build.rs): the
+//! libtorch's c10d from Rust, through the C++ bridge (src/bridge/, compiled by build.rs): the
 //! stores ranks meet at (TCPStore, FileStore, PrefixStore; built whenever libtorch is) and, when
 //! libtorch has CUDA and the NCCL headers were found at build time, a ProcessGroupNCCL behind
 //! [`Collective`].
@@ -10,6 +10,10 @@ use std::ffi::{c_char, c_int, c_void, CString};
 use std::ptr::NonNull;
 use std::time::Duration;
 
+use crate::bridge::{
+    self, mgb_free, mgb_store_add, mgb_store_file, mgb_store_free, mgb_store_get, mgb_store_port,
+    mgb_store_prefixed, mgb_store_set, mgb_store_set_timeout, mgb_store_tcp,
+};
 use crate::dist::{DistOptions, Launch};
 use crate::error::{Error, Result};
 
@@ -17,80 +21,9 @@ use crate::error::{Error, Result};
 /// shared with torchrun's agent (or another library) keeps its keys apart.
 pub const STORE_PREFIX: &str = "multigrid";
 
-const ERR_LEN: usize = 4096;
-
-extern "C" {
-    fn mg_store_tcp(
-        host: *const c_char,
-        port: u16,
-        is_server: c_int,
-        world_size: i64,
-        wait_workers: c_int,
-        timeout_ms: i64,
-        out: *mut *mut c_void,
-        err: *mut c_char,
-        err_len: usize,
-    ) -> c_int;
-    fn mg_store_file(
-        path: *const c_char,
-        world_size: i64,
-        timeout_ms: i64,
-        out: *mut *mut c_void,
-        err: *mut c_char,
-        err_len: usize,
-    ) -> c_int;
-    fn mg_store_prefixed(
-        store: *mut c_void,
-        prefix: *const c_char,
-        out: *mut *mut c_void,
-        err: *mut c_char,
-        err_len: usize,
-    ) -> c_int;
-    fn mg_store_port(store: *mut c_void) -> u16;
-    fn mg_store_free(store: *mut c_void);
-    fn mg_store_set_timeout(
-        store: *mut c_void,
-        timeout_ms: i64,
-        err: *mut c_char,
-        err_len: usize,
-    ) -> c_int;
-    fn mg_store_set(
-        store: *mut c_void,
-        key: *const c_char,
-        data: *const u8,
-        len: usize,
-        err: *mut c_char,
-        err_len: usize,
-    ) -> c_int;
-    fn mg_store_get(
-        store: *mut c_void,
-        key: *const c_char,
-        data: *mut *mut u8,
-        len: *mut usize,
-        err: *mut c_char,
-        err_len: usize,
-    ) -> c_int;
-    fn mg_free(p: *mut c_void);
-    fn mg_store_add(
-        store: *mut c_void,
-        key: *const c_char,
-        delta: i64,
-        out: *mut i64,
-        err: *mut c_char,
-        err_len: usize,
-    ) -> c_int;
-}
-
-/// Runs one shim call with an error buffer; a non-zero return becomes `Error::Torch`.
+/// Runs one bridge call; a non-zero return becomes `Error::Torch` naming c10d and `what`.
 fn call(what: &str, f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<()> {
-    let mut buf = vec![0u8; ERR_LEN];
-    let rc = f(buf.as_mut_ptr().cast(), buf.len());
-    if rc == 0 {
-        return Ok(());
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let msg = String::from_utf8_lossy(&buf[..end]);
-    Err(Error::Torch(format!("c10d {what}: {}", msg.trim_end())))
+    bridge::call(&format!("c10d {what}"), f)
 }
 
 fn cstr(what: &str, s: &str) -> Result<CString> {
@@ -111,7 +44,7 @@ unsafe impl Send for Store {}
 
 impl Drop for Store {
     fn drop(&mut self) {
-        unsafe { mg_store_free(self.ptr.as_ptr()) }
+        unsafe { mgb_store_free(self.ptr.as_ptr()) }
     }
 }
 
@@ -150,7 +83,7 @@ impl Store {
         let wait = !(is_server && port == 0) && world_size > 0;
         let mut out = std::ptr::null_mut();
         call(&format!("TCPStore at {host}:{port}"), |e, l| unsafe {
-            mg_store_tcp(
+            mgb_store_tcp(
                 host_c.as_ptr(),
                 port,
                 c_int::from(is_server),
@@ -171,7 +104,7 @@ impl Store {
         let world = i64::try_from(world_size).unwrap_or(i64::MAX);
         let mut out = std::ptr::null_mut();
         call(&format!("FileStore at {path}"), |e, l| unsafe {
-            mg_store_file(path_c.as_ptr(), world, millis(timeout), &mut out, e, l)
+            mgb_store_file(path_c.as_ptr(), world, millis(timeout), &mut out, e, l)
         })?;
         Store::from_raw(out)
     }
@@ -181,7 +114,7 @@ impl Store {
         let prefix_c = cstr("store prefix", prefix)?;
         let mut out = std::ptr::null_mut();
         call("PrefixStore", |e, l| unsafe {
-            mg_store_prefixed(self.ptr.as_ptr(), prefix_c.as_ptr(), &mut out, e, l)
+            mgb_store_prefixed(self.ptr.as_ptr(), prefix_c.as_ptr(), &mut out, e, l)
         })?;
         Store::from_raw(out)
     }
@@ -189,20 +122,20 @@ impl Store {
     /// The TCP port of the underlying TCPStore (the one picked when created with port 0); 0
     /// for a FileStore.
     pub fn port(&self) -> u16 {
-        unsafe { mg_store_port(self.ptr.as_ptr()) }
+        unsafe { mgb_store_port(self.ptr.as_ptr()) }
     }
 
     /// How long [`Store::get`] waits for a missing key from now on.
     pub fn set_timeout(&self, timeout: Duration) -> Result<()> {
         call("set_timeout", |e, l| unsafe {
-            mg_store_set_timeout(self.ptr.as_ptr(), millis(timeout), e, l)
+            mgb_store_set_timeout(self.ptr.as_ptr(), millis(timeout), e, l)
         })
     }
 
     pub fn set(&self, key: &str, value: &[u8]) -> Result<()> {
         let key_c = cstr("store key", key)?;
         call(&format!("set {key:?}"), |e, l| unsafe {
-            mg_store_set(
+            mgb_store_set(
                 self.ptr.as_ptr(),
                 key_c.as_ptr(),
                 value.as_ptr(),
@@ -220,13 +153,13 @@ impl Store {
         let mut data: *mut u8 = std::ptr::null_mut();
         let mut len = 0usize;
         call(&format!("get {key:?}"), |e, l| unsafe {
-            mg_store_get(self.ptr.as_ptr(), key_c.as_ptr(), &mut data, &mut len, e, l)
+            mgb_store_get(self.ptr.as_ptr(), key_c.as_ptr(), &mut data, &mut len, e, l)
         })?;
         if data.is_null() {
             return Ok(Vec::new());
         }
         let v = unsafe { std::slice::from_raw_parts(data, len) }.to_vec();
-        unsafe { mg_free(data.cast()) };
+        unsafe { mgb_free(data.cast()) };
         Ok(v)
     }
 
@@ -235,7 +168,7 @@ impl Store {
         let key_c = cstr("store key", key)?;
         let mut out = 0i64;
         call(&format!("add {key:?}"), |e, l| unsafe {
-            mg_store_add(self.ptr.as_ptr(), key_c.as_ptr(), delta, &mut out, e, l)
+            mgb_store_add(self.ptr.as_ptr(), key_c.as_ptr(), delta, &mut out, e, l)
         })?;
         Ok(out)
     }
@@ -331,7 +264,7 @@ pub use nccl::Nccl;
 #[cfg(mg_nccl)]
 mod nccl {
     use std::collections::HashMap;
-    use std::ffi::{c_char, c_int, c_void};
+    use std::ffi::c_void;
     use std::ptr::NonNull;
 
     use tch::{Device, Kind, Tensor};
@@ -340,45 +273,10 @@ mod nccl {
     use crate::dist::{Collective, DistOptions, Launch};
     use crate::error::{Error, Result};
 
-    extern "C" {
-        fn mg_nccl_new(
-            store: *mut c_void,
-            rank: i64,
-            size: i64,
-            device: i64,
-            timeout_ms: i64,
-            group_name: *const c_char,
-            global_ranks: *const u64,
-            n_global: usize,
-            out: *mut *mut c_void,
-            err: *mut c_char,
-            err_len: usize,
-        ) -> c_int;
-        fn mg_nccl_free(pg: *mut c_void);
-        fn mg_nccl_all_reduce_sum(
-            pg: *mut c_void,
-            ts: *const *const c_void,
-            n: usize,
-            err: *mut c_char,
-            err_len: usize,
-        ) -> c_int;
-        fn mg_nccl_broadcast(
-            pg: *mut c_void,
-            ts: *const *const c_void,
-            n: usize,
-            root: i64,
-            err: *mut c_char,
-            err_len: usize,
-        ) -> c_int;
-        fn mg_nccl_barrier(pg: *mut c_void, err: *mut c_char, err_len: usize) -> c_int;
-        fn mg_nccl_all_gather(
-            pg: *mut c_void,
-            input: *const c_void,
-            output: *const c_void,
-            err: *mut c_char,
-            err_len: usize,
-        ) -> c_int;
-    }
+    use crate::bridge::{
+        mgb_nccl_all_gather, mgb_nccl_all_reduce_sum, mgb_nccl_barrier, mgb_nccl_broadcast,
+        mgb_nccl_free, mgb_nccl_new,
+    };
 
     /// One ProcessGroupNCCL; shut down and freed on drop.
     struct Group {
@@ -399,7 +297,7 @@ mod nccl {
             let ranks: Vec<u64> = global_ranks.iter().map(|&r| r as u64).collect();
             let mut out = std::ptr::null_mut();
             call(&format!("ProcessGroupNCCL {name}"), |e, l| unsafe {
-                mg_nccl_new(
+                mgb_nccl_new(
                     store.ptr.as_ptr(),
                     rank as i64,
                     size as i64,
@@ -421,14 +319,14 @@ mod nccl {
         fn all_reduce_sum(&self, tensors: &[Tensor]) -> Result<()> {
             let ptrs = pointers(tensors);
             call("all_reduce", |e, l| unsafe {
-                mg_nccl_all_reduce_sum(self.ptr.as_ptr(), ptrs.as_ptr(), ptrs.len(), e, l)
+                mgb_nccl_all_reduce_sum(self.ptr.as_ptr(), ptrs.as_ptr(), ptrs.len(), e, l)
             })
         }
     }
 
     impl Drop for Group {
         fn drop(&mut self) {
-            unsafe { mg_nccl_free(self.ptr.as_ptr()) }
+            unsafe { mgb_nccl_free(self.ptr.as_ptr()) }
         }
     }
 
@@ -569,7 +467,7 @@ mod nccl {
             }
             let ptrs = pointers(tensors);
             call("broadcast", |e, l| unsafe {
-                mg_nccl_broadcast(
+                mgb_nccl_broadcast(
                     self.world.ptr.as_ptr(),
                     ptrs.as_ptr(),
                     ptrs.len(),
@@ -581,7 +479,7 @@ mod nccl {
         }
         fn barrier(&mut self) -> Result<()> {
             call("barrier", |e, l| unsafe {
-                mg_nccl_barrier(self.world.ptr.as_ptr(), e, l)
+                mgb_nccl_barrier(self.world.ptr.as_ptr(), e, l)
             })
         }
         fn all_gather_f64(&mut self, values: &[f64]) -> Result<Vec<Vec<f64>>> {
@@ -597,7 +495,7 @@ mod nccl {
             let output = Tensor::f_zeros([(self.world_size * n) as i64], (Kind::Double, device))
                 .map_err(torch)?;
             call("all_gather", |e, l| unsafe {
-                mg_nccl_all_gather(
+                mgb_nccl_all_gather(
                     self.world.ptr.as_ptr(),
                     input.as_ptr().cast(),
                     output.as_ptr().cast(),

@@ -1,7 +1,7 @@
 //! The all-reduce inside sync BN's forward pass, differentiable: the statistics every rank of a
 //! group normalises with depend on every rank's clips, so their gradient is summed over the
 //! group in the backward pass too (pytorchvideo's NaiveSyncBatchNorm3d, which PySlowFast uses).
-//! tch cannot define an autograd function, so the shim in c10d.cpp does, calling back here.
+//! tch cannot define an autograd function, so the C++ bridge (src/bridge/) does, calling back here.
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void};
@@ -10,21 +10,9 @@ use tch::Tensor;
 use torch_sys::C_tensor;
 
 use super::Collective;
+use crate::bridge::mgb_differentiable_all_reduce;
 use crate::error::{Error, Result};
 use crate::model::bn::SyncStats;
-
-type ReduceFn = extern "C" fn(*mut c_void, *mut C_tensor, *mut c_char, usize) -> c_int;
-
-extern "C" {
-    fn mg_differentiable_all_reduce(
-        x: *const C_tensor,
-        f: ReduceFn,
-        user: *mut c_void,
-        out: *mut *mut C_tensor,
-        err: *mut c_char,
-        err_len: usize,
-    ) -> c_int;
-}
 
 /// Sync BN over one group of ranks for one training step. It borrows the trainer's collective
 /// for as long as it lives, which must cover the step's backward pass: the autograd graph
@@ -65,7 +53,7 @@ impl<'a> GroupStats<'a> {
         // SAFETY: `x` is a live tensor; `self` outlives every call of `reduce` (see the type's
         // contract); the shim writes `out` only on success.
         let rc = unsafe {
-            mg_differentiable_all_reduce(
+            mgb_differentiable_all_reduce(
                 x.as_ptr(),
                 reduce,
                 (self as *const GroupStats).cast_mut().cast(),

@@ -2,32 +2,16 @@
 //! for fp16 with torch.amp.GradScaler's defaults.
 //!
 //! tch's `autocast` turns on CUDA autocast with its default dtype, which is fp16; the dtype and
-//! the CPU switch are not in its API, so the four ATen functions are bound here by their C++
-//! names (Itanium ABI: `c10::DeviceType` and `c10::ScalarType` are `int8_t` enums, passed as
-//! such). They are plain setters on thread-local state and do not throw for CPU and CUDA.
+//! the CPU switch are not in its API, so they go through the C++ bridge (src/bridge/), which
+//! calls ATen's autocast functions (`c10::DeviceType` and `c10::ScalarType` are `int8_t` enums,
+//! passed as such).
+
+use std::ffi::c_int;
 
 use tch::{Device, Kind, Tensor};
 
+use crate::bridge::{self, mgb_autocast_enter, mgb_autocast_exit};
 use crate::error::{Error, Result};
-
-mod aten {
-    extern "C" {
-        #[link_name = "_ZN2at8autocast18set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE"]
-        pub fn set_autocast_dtype(device: i8, dtype: i8);
-        #[link_name = "_ZN2at8autocast20set_autocast_enabledEN3c1010DeviceTypeEb"]
-        pub fn set_autocast_enabled(device: i8, enabled: bool);
-        #[link_name = "_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE"]
-        pub fn is_autocast_enabled(device: i8) -> bool;
-        #[link_name = "_ZN2at8autocast18get_autocast_dtypeEN3c1010DeviceTypeE"]
-        pub fn get_autocast_dtype(device: i8) -> i8;
-        #[link_name = "_ZN2at8autocast17increment_nestingEv"]
-        pub fn increment_nesting() -> i32;
-        #[link_name = "_ZN2at8autocast17decrement_nestingEv"]
-        pub fn decrement_nesting() -> i32;
-        #[link_name = "_ZN2at8autocast11clear_cacheEv"]
-        pub fn clear_cache();
-    }
-}
 
 /// c10::DeviceType values.
 const DEVICE_CPU: i8 = 0;
@@ -82,7 +66,11 @@ impl Precision {
 /// Runs `f` under autocast to `precision` on `device`'s type, as `torch.autocast(device_type,
 /// dtype)`: the previous state is restored after, and the cast-weight cache is cleared when the
 /// outermost region ends (the weights change at the next optimizer step).
-pub fn autocast<T>(device: Device, precision: Precision, f: impl FnOnce() -> T) -> T {
+pub fn autocast<T>(
+    device: Device,
+    precision: Precision,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
     let Some(dtype) = precision.scalar() else {
         return f();
     };
@@ -91,33 +79,54 @@ pub fn autocast<T>(device: Device, precision: Precision, f: impl FnOnce() -> T) 
     } else {
         DEVICE_CPU
     };
-    // SAFETY: setters and getters of ATen's thread-local autocast state, called with valid
-    // device and scalar type values; none of them throws for CPU or CUDA.
-    let (was_enabled, was_dtype) = unsafe {
-        let prev = (
-            aten::is_autocast_enabled(dev),
-            aten::get_autocast_dtype(dev),
-        );
-        aten::set_autocast_dtype(dev, dtype);
-        aten::set_autocast_enabled(dev, true);
-        aten::increment_nesting();
-        prev
-    };
-    struct Restore(i8, bool, i8);
-    impl Drop for Restore {
+    let (mut was_enabled, mut was_dtype): (c_int, i8) = (0, 0);
+    bridge::call("autocast", |e, l| {
+        // SAFETY: valid device and scalar type values; the out-pointers are live locals.
+        unsafe { mgb_autocast_enter(dev, dtype, &mut was_enabled, &mut was_dtype, e, l) }
+    })?;
+    /// Leaves the region when `f` panics; after a return, `exit` does it and reports.
+    struct Region {
+        dev: i8,
+        was: (c_int, i8),
+        open: bool,
+    }
+    impl Region {
+        fn exit(&mut self) -> Result<()> {
+            self.open = false;
+            let (dev, (enabled, dtype)) = (self.dev, self.was);
+            bridge::call("autocast", |e, l| {
+                // SAFETY: the state mgb_autocast_enter returned, for the same device.
+                unsafe { mgb_autocast_exit(dev, enabled, dtype, e, l) }
+            })
+        }
+    }
+    impl Drop for Region {
         fn drop(&mut self) {
-            // SAFETY: as above.
-            unsafe {
-                if aten::decrement_nesting() == 0 {
-                    aten::clear_cache();
-                }
-                aten::set_autocast_enabled(self.0, self.1);
-                aten::set_autocast_dtype(self.0, self.2);
+            if self.open {
+                // Unwinding already: the panic is what is reported.
+                let _ = self.exit();
             }
         }
     }
-    let _restore = Restore(dev, was_enabled, was_dtype);
-    f()
+    let mut region = Region {
+        dev,
+        was: (was_enabled, was_dtype),
+        open: true,
+    };
+    let out = f();
+    region.exit()?;
+    out
+}
+
+/// Whether autocast is on for `device`'s type, and its dtype (a c10::ScalarType value).
+#[cfg(test)]
+fn autocast_state(device: i8) -> Result<(bool, i8)> {
+    let (mut enabled, mut dtype): (c_int, i8) = (0, 0);
+    bridge::call("autocast", |e, l| {
+        // SAFETY: out-pointers to live locals.
+        unsafe { bridge::mgb_autocast_state(device, &mut enabled, &mut dtype, e, l) }
+    })?;
+    Ok((enabled != 0, dtype))
 }
 
 /// torch.amp.GradScaler with its defaults (initial scale 2^16, growth x2 after 2000 clean
@@ -225,13 +234,24 @@ mod tests {
     #[test]
     fn autocast_sets_the_dtype_and_restores() {
         let a = Tensor::ones([4, 4], (Kind::Float, Device::Cpu));
-        let y = autocast(Device::Cpu, Precision::Bf16, || a.matmul(&a));
+        let before = autocast_state(DEVICE_CPU).unwrap();
+        let y = autocast(Device::Cpu, Precision::Bf16, || {
+            assert_eq!(autocast_state(DEVICE_CPU).unwrap(), (true, SCALAR_BFLOAT16));
+            Ok(a.matmul(&a))
+        })
+        .unwrap();
         assert_eq!(y.kind(), Kind::BFloat16);
         assert_eq!(a.matmul(&a).kind(), Kind::Float);
-        let y = autocast(Device::Cpu, Precision::Fp32, || a.matmul(&a));
+        let y = autocast(Device::Cpu, Precision::Fp32, || Ok(a.matmul(&a))).unwrap();
         assert_eq!(y.kind(), Kind::Float);
-        // SAFETY: a getter of ATen's thread-local state.
-        assert!(!unsafe { aten::is_autocast_enabled(DEVICE_CPU) });
+        assert_eq!(autocast_state(DEVICE_CPU).unwrap(), before);
+        assert!(!before.0);
+        // An error inside the region is returned, and the region is left all the same.
+        let e = autocast(Device::Cpu, Precision::Bf16, || -> Result<()> {
+            Err(Error::InvalidArgument("inside".into()))
+        });
+        assert!(e.is_err());
+        assert_eq!(autocast_state(DEVICE_CPU).unwrap(), before);
     }
 
     #[test]

@@ -1,11 +1,20 @@
 //! SGD as PySlowFast configures it (momentum, dampening, Nesterov, weight decay on conv and FC
 //! weights and biases, none on BN parameters), with its state keyed by parameter name, so a
 //! checkpoint restores it whatever order the parameters come in.
+//!
+//! The update runs as PyTorch's multi-tensor kernels (torch.optim.SGD with foreach=True, its
+//! default on CUDA): a handful of kernels per weight-decay group over all parameters, where a
+//! loop over R50's parameters launches a few kernels for each of them. On CUDA,
+//! [`Sgd::set_fused`] switches to its fused kernel (fused=True). Both go through the C++ bridge,
+//! since tch exposes neither.
 
 use std::collections::BTreeMap;
+use std::ffi::c_int;
 
 use tch::{nn, Tensor};
+use torch_sys::C_tensor;
 
+use crate::bridge::{self, mgb_sgd_step};
 use crate::error::{Error, Result};
 use crate::schedule::SolverConfig;
 
@@ -15,6 +24,7 @@ pub struct Sgd {
     momentum: f64,
     dampening: f64,
     nesterov: bool,
+    fused: bool,
 }
 
 /// BN parameters are `..._bn.weight`, `....bn.bias`: no weight decay for them (BN.WEIGHT_DECAY 0).
@@ -46,7 +56,14 @@ impl Sgd {
             momentum: solver.momentum,
             dampening: solver.dampening,
             nesterov: solver.nesterov,
+            fused: false,
         }
+    }
+
+    /// PyTorch's fused SGD kernel (torch.optim.SGD(fused=True)) instead of the multi-tensor
+    /// ones; it needs every parameter on CUDA, else the step is an error naming the kernel.
+    pub fn set_fused(&mut self, fused: bool) {
+        self.fused = fused;
     }
 
     /// The defined gradients, for the fp16 loss scaler.
@@ -58,52 +75,82 @@ impl Sgd {
             .collect()
     }
 
-    pub fn zero_grad(&mut self) {
+    /// Zeroes every defined gradient in place (their storage, and any view of it, is kept).
+    pub fn zero_grad(&mut self) -> Result<()> {
         for (_, p, _) in &self.params {
             let mut g = p.grad();
             if g.defined() {
-                let _ = g.f_zero_();
+                let _ = g.f_zero_()?;
             }
         }
+        Ok(())
     }
 
-    /// torch.optim.SGD's update with learning rate `lr`.
-    pub fn step(&mut self, lr: f64) {
-        tch::no_grad(|| {
-            for (name, p, wd) in &self.params {
-                let g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
-                let mut d = if *wd != 0.0 {
-                    &g + p * *wd
-                } else {
-                    g.shallow_clone()
-                };
-                if self.momentum != 0.0 {
-                    let buf = match self.momentum_buffers.get_mut(name) {
-                        Some(buf) => {
-                            let _ = buf
-                                .f_mul_scalar_(self.momentum)
-                                .and_then(|mut b| b.f_add_(&(&d * (1.0 - self.dampening))));
-                            buf.shallow_clone()
-                        }
-                        None => {
-                            let buf = d.detach().copy();
-                            self.momentum_buffers
-                                .insert(name.clone(), buf.shallow_clone());
-                            buf
-                        }
-                    };
-                    d = if self.nesterov {
-                        d + buf * self.momentum
-                    } else {
-                        buf
-                    };
-                }
-                let _ = p.shallow_clone().f_sub_(&(d * lr));
+    /// torch.optim.SGD's update with learning rate `lr`, over the parameters that have a
+    /// gradient; a parameter's first update sets its momentum buffer, as torch's clone does.
+    pub fn step(&mut self, lr: f64) -> Result<()> {
+        let momentum = self.momentum != 0.0;
+        // (weight decay, first step) -> (params, grads, buffers): one kernel launch each.
+        type Lists = (Vec<Tensor>, Vec<Tensor>, Vec<Tensor>);
+        let mut groups: Vec<((u64, bool), Lists)> = Vec::new();
+        for (name, p, wd) in &self.params {
+            let g = p.grad();
+            if !g.defined() {
+                continue;
             }
-        });
+            let (buf, first) = match self.momentum_buffers.get(name) {
+                Some(b) if momentum => (b.shallow_clone(), false),
+                None if momentum => {
+                    // In the parameter's layout (channels-last stays channels-last).
+                    let b = tch::no_grad(|| p.f_zeros_like())?;
+                    self.momentum_buffers
+                        .insert(name.clone(), b.shallow_clone());
+                    (b, true)
+                }
+                _ => (Tensor::new(), false),
+            };
+            let key = (wd.to_bits(), first);
+            let at = match groups.iter().position(|(k, _)| *k == key) {
+                Some(at) => at,
+                None => {
+                    groups.push((key, Default::default()));
+                    groups.len() - 1
+                }
+            };
+            let lists = &mut groups[at].1;
+            lists.0.push(p.shallow_clone());
+            lists.1.push(g);
+            lists.2.push(buf);
+        }
+        for ((wd, first), (params, grads, bufs)) in &groups {
+            let ptrs =
+                |v: &[Tensor]| -> Vec<*const C_tensor> { v.iter().map(|t| t.as_ptr()).collect() };
+            let (p, g, b) = (ptrs(params), ptrs(grads), ptrs(bufs));
+            let fused = self.fused;
+            bridge::call(if fused { "fused SGD" } else { "SGD" }, |e, l| {
+                // SAFETY: p, g and b hold params.len() live tensor handles each (b's undefined
+                // when momentum is 0, which the bridge then does not read); the tensors outlive
+                // the call.
+                unsafe {
+                    mgb_sgd_step(
+                        p.as_ptr(),
+                        g.as_ptr(),
+                        b.as_ptr(),
+                        p.len(),
+                        lr,
+                        f64::from_bits(*wd),
+                        self.momentum,
+                        self.dampening,
+                        c_int::from(self.nesterov),
+                        c_int::from(*first),
+                        c_int::from(fused),
+                        e,
+                        l,
+                    )
+                }
+            })?;
+        }
+        Ok(())
     }
 
     /// Momentum buffers by parameter name, for checkpoints.

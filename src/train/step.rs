@@ -202,7 +202,7 @@ impl Trainer {
                 (slow, fast, labels),
                 bn,
             )?;
-            self.opt.zero_grad();
+            self.opt.zero_grad()?;
             let backward = match &self.scaler {
                 None => loss.f_backward(),
                 Some(scaler) => scaler.scale_loss(&loss).f_backward(),
@@ -218,11 +218,11 @@ impl Trainer {
         // alike.
         self.all_reduce_grads()?;
         match &mut self.scaler {
-            None => self.opt.step(lr),
+            None => self.opt.step(lr)?,
             Some(scaler) => {
                 let finite = scaler.unscale(&self.opt.grads())?;
                 if finite {
-                    self.opt.step(lr);
+                    self.opt.step(lr)?;
                 }
                 scaler.update(finite);
             }

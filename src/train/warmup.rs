@@ -49,7 +49,7 @@ impl Trainer {
                 self.model.forward(&slow, &fast, 1, false)
             })
         })?;
-        self.opt.zero_grad();
+        self.opt.zero_grad()?;
         tch::no_grad(|| {
             for (live, saved) in &buffers {
                 live.shallow_clone().copy_(saved);

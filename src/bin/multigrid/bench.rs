@@ -495,9 +495,9 @@ pub fn step_bench(o: &StepOptions) -> Result<(), String> {
             let loss = logits
                 .to_kind(Kind::Float)
                 .cross_entropy_for_logits(&labels);
-            opt.zero_grad();
+            opt.zero_grad().map_err(|e| e.to_string())?;
             loss.backward();
-            opt.step(0.01);
+            opt.step(0.01).map_err(|e| e.to_string())?;
             Ok(())
         };
         step()?;

@@ -1,11 +1,15 @@
-// The C ABI that src/dist/c10d.rs calls: libtorch's c10d stores (TCPStore, FileStore,
-// PrefixStore; exported by libtorch_cpu.so) and, when build.rs finds libtorch_cuda.so and the
-// NCCL/CUDA headers, ProcessGroupNCCL (libtorch_cuda.so).
+// The one C++ bridge: every call into libtorch's C++ API that tch does not expose, behind a C
+// ABI that src/bridge/mod.rs declares. c10d's stores (TCPStore, FileStore, PrefixStore;
+// exported by libtorch_cpu.so) and, when build.rs finds libtorch_cuda.so and the NCCL/CUDA
+// headers, ProcessGroupNCCL (libtorch_cuda.so); sync BN's differentiable all-reduce (an
+// autograd Function); autocast's dtype and CPU switch; the multi-tensor (foreach) and fused
+// SGD kernels.
 //
-// Every entry point returns 0 on success; on failure it writes a NUL-terminated message into
-// the caller's (err, err_len) buffer and returns non-zero. No C++ exception leaves this file.
-// Tensors arrive as `const at::Tensor*`: tch's `Tensor::as_ptr()` is a `torch::Tensor*`
-// (torch-sys libtch/torch_api.h: `typedef torch::Tensor *tensor;`).
+// Symbols are prefixed mgb_ (mg_ is the public C API). Every entry point that can fail returns
+// 0 on success; on failure it writes a NUL-terminated message into the caller's (err, err_len)
+// buffer and returns non-zero. No C++ exception leaves this file. Tensors arrive as
+// `const at::Tensor*`: tch's `Tensor::as_ptr()` is a `torch::Tensor*` (torch-sys
+// libtch/torch_api.h: `typedef torch::Tensor *tensor;`).
 
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -15,8 +19,10 @@
 // The differentiable all-reduce of sync BN: an autograd Function, which tch cannot define.
 #include <torch/csrc/autograd/custom_function.h>
 
-#ifdef MG_NCCL
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+
+#ifdef MG_NCCL
 #include <c10/cuda/CUDAFunctions.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -60,7 +66,7 @@ int guarded(char* err, size_t len, F&& f) noexcept {
   } catch (const std::exception& e) {
     write_err(err, len, e.what());
   } catch (...) {
-    write_err(err, len, "unknown C++ exception in c10d");
+    write_err(err, len, "unknown C++ exception in libtorch");
   }
   return 1;
 }
@@ -73,13 +79,13 @@ std::chrono::milliseconds ms(int64_t v) {
 
 // Sums over a group of ranks, in place; the Rust side (the trainer's collective) provides it.
 // Returns 0, or non-zero after writing a message into (err, len).
-typedef int (*mg_reduce_fn)(void* user, at::Tensor* t, char* err, size_t len);
+typedef int (*mgb_reduce_fn)(void* user, at::Tensor* t, char* err, size_t len);
 
 namespace {
 
 void call_reduce(int64_t fn, int64_t user, at::Tensor& t) {
   char err[512] = {0};
-  auto f = reinterpret_cast<mg_reduce_fn>(static_cast<intptr_t>(fn));
+  auto f = reinterpret_cast<mgb_reduce_fn>(static_cast<intptr_t>(fn));
   if (f(reinterpret_cast<void*>(static_cast<intptr_t>(user)), &t, err, sizeof err) != 0) {
     throw std::runtime_error(std::string("sync BN all-reduce: ") + err);
   }
@@ -110,7 +116,7 @@ extern "C" {
 
 // *out = a new tensor: the group's sum of *x, differentiable (see AllReduceSum). `fn` is called
 // with `user` in the forward pass and again in the backward pass, on the thread that runs it.
-int mg_differentiable_all_reduce(const at::Tensor* x, mg_reduce_fn fn, void* user,
+int mgb_differentiable_all_reduce(const at::Tensor* x, mgb_reduce_fn fn, void* user,
                                  at::Tensor** out, char* err, size_t err_len) {
   return guarded(err, err_len, [&] {
     at::Tensor y = AllReduceSum::apply(*x, static_cast<int64_t>(reinterpret_cast<intptr_t>(fn)),
@@ -121,7 +127,7 @@ int mg_differentiable_all_reduce(const at::Tensor* x, mg_reduce_fn fn, void* use
 
 // A TCPStore. `world_size` <= 0 leaves the number of workers unset. The server waits for
 // `world_size` participants (itself included) when `wait_workers` is non-zero.
-int mg_store_tcp(const char* host, uint16_t port, int is_server, int64_t world_size,
+int mgb_store_tcp(const char* host, uint16_t port, int is_server, int64_t world_size,
                  int wait_workers, int64_t timeout_ms, void** out, char* err, size_t err_len) {
   return guarded(err, err_len, [&] {
     c10d::TCPStoreOptions o;
@@ -138,7 +144,7 @@ int mg_store_tcp(const char* host, uint16_t port, int is_server, int64_t world_s
   });
 }
 
-int mg_store_file(const char* path, int64_t world_size, int64_t timeout_ms, void** out,
+int mgb_store_file(const char* path, int64_t world_size, int64_t timeout_ms, void** out,
                   char* err, size_t err_len) {
   return guarded(err, err_len, [&] {
     auto file = c10::make_intrusive<c10d::FileStore>(std::string(path),
@@ -148,7 +154,7 @@ int mg_store_file(const char* path, int64_t world_size, int64_t timeout_ms, void
   });
 }
 
-int mg_store_prefixed(void* store, const char* prefix, void** out, char* err, size_t err_len) {
+int mgb_store_prefixed(void* store, const char* prefix, void** out, char* err, size_t err_len) {
   return guarded(err, err_len, [&] {
     auto* s = static_cast<MgStore*>(store);
     auto p = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), s->store);
@@ -156,23 +162,23 @@ int mg_store_prefixed(void* store, const char* prefix, void** out, char* err, si
   });
 }
 
-uint16_t mg_store_port(void* store) {
+uint16_t mgb_store_port(void* store) {
   return static_cast<MgStore*>(store)->port;
 }
 
-void mg_store_free(void* store) {
+void mgb_store_free(void* store) {
   try {
     delete static_cast<MgStore*>(store);
   } catch (...) {
   }
 }
 
-int mg_store_set_timeout(void* store, int64_t timeout_ms, char* err, size_t err_len) {
+int mgb_store_set_timeout(void* store, int64_t timeout_ms, char* err, size_t err_len) {
   return guarded(err, err_len,
                  [&] { static_cast<MgStore*>(store)->store->setTimeout(ms(timeout_ms)); });
 }
 
-int mg_store_set(void* store, const char* key, const uint8_t* data, size_t len, char* err,
+int mgb_store_set(void* store, const char* key, const uint8_t* data, size_t len, char* err,
                  size_t err_len) {
   return guarded(err, err_len, [&] {
     std::vector<uint8_t> v(data, data + len);
@@ -180,8 +186,8 @@ int mg_store_set(void* store, const char* key, const uint8_t* data, size_t len, 
   });
 }
 
-// On success *data is a malloc'd buffer (NULL when empty) that the caller frees with mg_free.
-int mg_store_get(void* store, const char* key, uint8_t** data, size_t* len, char* err,
+// On success *data is a malloc'd buffer (NULL when empty) that the caller frees with mgb_free.
+int mgb_store_get(void* store, const char* key, uint8_t** data, size_t* len, char* err,
                  size_t err_len) {
   return guarded(err, err_len, [&] {
     std::vector<uint8_t> v = static_cast<MgStore*>(store)->store->get(std::string(key));
@@ -198,11 +204,11 @@ int mg_store_get(void* store, const char* key, uint8_t** data, size_t* len, char
   });
 }
 
-void mg_free(void* p) {
+void mgb_free(void* p) {
   std::free(p);
 }
 
-int mg_store_add(void* store, const char* key, int64_t delta, int64_t* out, char* err,
+int mgb_store_add(void* store, const char* key, int64_t delta, int64_t* out, char* err,
                  size_t err_len) {
   return guarded(err, err_len,
                  [&] { *out = static_cast<MgStore*>(store)->store->add(std::string(key), delta); });
@@ -227,7 +233,7 @@ std::vector<at::Tensor> tensors_of(const at::Tensor* const* ts, size_t n) {
 
 // A ProcessGroupNCCL over `store` on cuda:`device`, its communicator created now (eagerly).
 // `global_ranks` (n_global entries, may be 0) names the group's members in the whole job.
-int mg_nccl_new(void* store, int64_t rank, int64_t size, int64_t device, int64_t timeout_ms,
+int mgb_nccl_new(void* store, int64_t rank, int64_t size, int64_t device, int64_t timeout_ms,
                 const char* group_name, const uint64_t* global_ranks, size_t n_global,
                 void** out, char* err, size_t err_len) {
   return guarded(err, err_len, [&] {
@@ -257,7 +263,7 @@ int mg_nccl_new(void* store, int64_t rank, int64_t size, int64_t device, int64_t
 
 // Shuts the group down (NCCL warns or aborts when a communicator is destroyed without it),
 // then frees it.
-void mg_nccl_free(void* pg) {
+void mgb_nccl_free(void* pg) {
   auto* p = static_cast<MgNccl*>(pg);
   try {
     p->pg->shutdown();
@@ -270,7 +276,7 @@ void mg_nccl_free(void* pg) {
 }
 
 // Sums each tensor over the group, in place: all issued, then all waited.
-int mg_nccl_all_reduce_sum(void* pg, const at::Tensor* const* ts, size_t n, char* err,
+int mgb_nccl_all_reduce_sum(void* pg, const at::Tensor* const* ts, size_t n, char* err,
                            size_t err_len) {
   return guarded(err, err_len, [&] {
     auto& g = static_cast<MgNccl*>(pg)->pg;
@@ -290,7 +296,7 @@ int mg_nccl_all_reduce_sum(void* pg, const at::Tensor* const* ts, size_t n, char
   });
 }
 
-int mg_nccl_broadcast(void* pg, const at::Tensor* const* ts, size_t n, int64_t root, char* err,
+int mgb_nccl_broadcast(void* pg, const at::Tensor* const* ts, size_t n, int64_t root, char* err,
                       size_t err_len) {
   return guarded(err, err_len, [&] {
     auto& g = static_cast<MgNccl*>(pg)->pg;
@@ -310,13 +316,13 @@ int mg_nccl_broadcast(void* pg, const at::Tensor* const* ts, size_t n, int64_t r
   });
 }
 
-int mg_nccl_barrier(void* pg, char* err, size_t err_len) {
+int mgb_nccl_barrier(void* pg, char* err, size_t err_len) {
   return guarded(err, err_len, [&] { static_cast<MgNccl*>(pg)->pg->barrier()->wait(); });
 }
 
 // `output` (world_size * input.numel() elements, contiguous) receives every rank's `input` in
 // rank order.
-int mg_nccl_all_gather(void* pg, const at::Tensor* input, const at::Tensor* output, char* err,
+int mgb_nccl_all_gather(void* pg, const at::Tensor* input, const at::Tensor* output, char* err,
                        size_t err_len) {
   return guarded(err, err_len, [&] {
     at::Tensor in = *input;
@@ -326,5 +332,102 @@ int mg_nccl_all_gather(void* pg, const at::Tensor* input, const at::Tensor* outp
 }
 
 #endif  // MG_NCCL
+
+// Autocast as torch.autocast(device_type, dtype) enters it: the previous (enabled, dtype) of
+// `device` (a c10::DeviceType) is written out for mgb_autocast_exit.
+int mgb_autocast_enter(int8_t device, int8_t dtype, int* was_enabled, int8_t* was_dtype,
+                       char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    auto dev = static_cast<c10::DeviceType>(device);
+    bool enabled = at::autocast::is_autocast_enabled(dev);
+    auto prev = at::autocast::get_autocast_dtype(dev);
+    at::autocast::set_autocast_dtype(dev, static_cast<at::ScalarType>(dtype));
+    at::autocast::set_autocast_enabled(dev, true);
+    at::autocast::increment_nesting();
+    *was_enabled = enabled ? 1 : 0;
+    *was_dtype = static_cast<int8_t>(prev);
+  });
+}
+
+// Leaves an autocast region: restores the state mgb_autocast_enter saw, and clears the
+// cast-weight cache when the outermost region ends (the weights change at the next step).
+int mgb_autocast_exit(int8_t device, int was_enabled, int8_t was_dtype, char* err,
+                      size_t err_len) {
+  return guarded(err, err_len, [&] {
+    auto dev = static_cast<c10::DeviceType>(device);
+    if (at::autocast::decrement_nesting() == 0) {
+      at::autocast::clear_cache();
+    }
+    at::autocast::set_autocast_enabled(dev, was_enabled != 0);
+    at::autocast::set_autocast_dtype(dev, static_cast<at::ScalarType>(was_dtype));
+  });
+}
+
+// Whether autocast is on for `device`, and its dtype (for tests).
+int mgb_autocast_state(int8_t device, int* enabled, int8_t* dtype, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    auto dev = static_cast<c10::DeviceType>(device);
+    *enabled = at::autocast::is_autocast_enabled(dev) ? 1 : 0;
+    *dtype = static_cast<int8_t>(at::autocast::get_autocast_dtype(dev));
+  });
+}
+
+namespace {
+
+std::vector<at::Tensor> tensors(const at::Tensor* const* ts, size_t n) {
+  std::vector<at::Tensor> v;
+  v.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    v.push_back(*ts[i]);
+  }
+  return v;
+}
+
+}  // namespace
+
+// One torch.optim.SGD step over n parameters of one weight-decay group, as PyTorch's
+// multi-tensor implementation (foreach=True) computes it, or, with `fused` and every tensor on
+// CUDA, as its fused kernel (fused=True). `bufs` are the momentum buffers (ignored when
+// momentum is 0), allocated by the caller in each parameter's layout; with `first_step` they
+// are set to the first update direction, as torch.optim.SGD's clone of it. The grads may be
+// overwritten (with nesterov and no weight decay, as PyTorch's own foreach path does).
+int mgb_sgd_step(const at::Tensor* const* params, const at::Tensor* const* grads,
+                 const at::Tensor* const* bufs, size_t n, double lr, double weight_decay,
+                 double momentum, double dampening, int nesterov, int first_step, int fused,
+                 char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    if (n == 0) {
+      return;
+    }
+    at::NoGradGuard no_grad;
+    auto p = tensors(params, n);
+    auto g = tensors(grads, n);
+    std::vector<at::Tensor> b;
+    if (momentum != 0.0) {
+      b = tensors(bufs, n);
+    }
+    if (fused) {
+      at::_fused_sgd_(p, g, b, weight_decay, momentum, lr, dampening, nesterov != 0,
+                      /*maximize=*/false, first_step != 0);
+      return;
+    }
+    std::vector<at::Tensor> d =
+        weight_decay != 0.0 ? at::_foreach_add(g, p, weight_decay) : g;
+    if (momentum != 0.0) {
+      if (first_step) {
+        at::_foreach_copy_(b, d);
+      } else {
+        at::_foreach_mul_(b, momentum);
+        at::_foreach_add_(b, d, 1.0 - dampening);
+      }
+      if (nesterov) {
+        at::_foreach_add_(d, b, momentum);
+      } else {
+        d = b;
+      }
+    }
+    at::_foreach_add_(p, d, -lr);
+  });
+}
 
 }  // extern "C"
