@@ -5,7 +5,7 @@ ENV := . scripts/env.sh &&
 NOTORCH_TARGET := target/notorch
 
 .PHONY: all setup build release install demo bench-speedup test test-rust test-notorch test-python \
-	lint header bench bench-loader clean fuzz fuzz-smoke
+	lint header bench bench-loader gpu-bundle clean fuzz fuzz-smoke
 PREFIX ?= /usr/local
 # The Python that runs the bindings' tests (numpy, pytest and torch: the set-up's .venv).
 PYTHON ?= $(or $(MG_PYTHON),.venv/bin/python)
@@ -108,6 +108,11 @@ fuzz:
 
 fuzz-smoke:
 	scripts/fuzz.sh smoke
+
+# What the GPU machine runs (target/gpu-bundle/multigrid: libtorch only, stripped); there,
+# scripts/gpu-check.sh runs every GPU check with a PASS/FAIL line each.
+gpu-bundle: setup
+	scripts/gpu-bundle.sh
 
 # The C header and the Python declarations generated from it.
 header:

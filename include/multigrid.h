@@ -302,6 +302,11 @@ typedef struct mg_dist_options {
 typedef struct mg_progress {
   uint64_t step;
   uint64_t total_steps;
+  /**
+   * This rank's loss at the latest log point: the loss stays on the device between them and
+   * is read every `run.log_period` steps, at evaluations and checkpoints, and at the first
+   * and last step of the fit, so in between the value repeats.
+   */
   double loss;
   double lr;
   uint32_t epoch;
@@ -473,7 +478,9 @@ mg_status mg_collate_step(const struct mg_plan *plan,
 mg_status mg_collate_set_num_threads(size_t num_threads);
 
 /**
- * Opens a clip store (see `multigrid build-store` and `multigrid gen-data --store`).
+ * Opens a store written by `multigrid build-store` or `multigrid gen-data --store`: a clip
+ * store of decoded frames (.mgstore) or a frame store of JPEG frames (.mgframes, `build-store
+ * --format jpeg`), told apart by the file's magic.
  * Errors: MG_STATUS_IO (cannot read), MG_STATUS_DATA (truncated or corrupt, with the reason).
  */
 mg_status mg_dataset_open_store(const char *path, struct mg_dataset **out);
@@ -690,8 +697,11 @@ mg_status mg_trainer_next_step(struct mg_trainer *trainer, uint64_t *step);
 /**
  * Trains from the next step to the end of the schedule: the loader prepares batches in the
  * background, evaluation and checkpoints follow the schedule's epochs, a final test runs at
- * the end. `progress` may be NULL. With several ranks every rank calls it; a non-zero return
- * of `progress` on any rank cancels all of them after the same step.
+ * the end. `progress` may be NULL. A non-zero return of `progress` cancels after that step
+ * (a checkpoint is written). With several ranks every rank calls it, and a non-zero return
+ * on any rank cancels all of them after the same step: the next log point (every
+ * `run.log_period` steps, and at evaluations and checkpoints), where the ranks agree on it
+ * without a collective at every step.
  */
 mg_status mg_trainer_fit(struct mg_trainer *trainer,
                          mg_progress_fn progress,

@@ -1,69 +1,113 @@
 #!/usr/bin/env bash
-# GPU check, for a machine with an NVIDIA GPU and PyTorch 2.11 but no Rust toolchain: it builds
-# nothing. Build here first (`cargo build --release`), carry target/release/multigrid, and run
-#   scripts/gpu-check.sh [OUT_DIR]
-# It reports whether CUDA is detected, a forward and backward on the GPU, and the SlowFast R50
-# 8x8 training-step time at T=32, S=224, batch 8, with and without bf16 autocast, against the
-# same model trained by PyTorch on the same libtorch; then the trainer end to end on CUDA (tiny
-# multigrid run: warm-up over the planned shapes, bf16 autocast, and fp16 with the loss scaler),
-# and data-parallel through NCCL: torchrun's environment at world size 1 with the nccl backend
-# named (so the engine runs), and --nproc-per-node 2 where the machine has 2 GPUs; and the
-# step time in both memory formats (run.memory_format) with a tiny channels-last training run.
-# PARTS (default "all") picks a subset: "memory_format" runs the memory-format part alone;
-# MG_BIN names another (e.g. stripped) binary.
-set -euo pipefail
+# The GPU check, runnable as written on the GPU machine this project borrows (one H200 with
+# PyTorch 2.11 and NVIDIA's libraries; no Rust, FFmpeg, Open MPI or network; minutes at a time,
+# ../shared/guides/gpu.md).
+#   here:  scripts/gpu-bundle.sh                 builds target/gpu-bundle/multigrid (torch only)
+#   there: scripts/gpu-check.sh [OUT_DIR]        with target/gpu-bundle carried along
+# One line per check, "PASS name (s)" or "FAIL name (s): the output's last lines", each
+# followed by its figures; every part has its own time limit and they run in priority order,
+# so a run stopped at its limit keeps what matters most. About 5 minutes on an H200.
+# DEVICE=cpu rehearses every part here on the CPU at tiny sizes. MG_BIN names another binary;
+# PYTHON another interpreter (default python3, else .venv/bin/python).
+set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-gpu-check-out}
 mkdir -p "$out"
-python=${PYTHON:-python3}
+python=${PYTHON:-$(command -v python3 >/dev/null && python3 -c 'import torch' 2>/dev/null && echo python3 || echo .venv/bin/python)}
 torch_lib=$("$python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
 export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-bin=${MG_BIN:-target/release/multigrid}
-parts=${PARTS:-all}
-memory_format_part() {
-  # Contiguous against channels-last-3d, ours and PyTorch's, fp32 and bf16 autocast; then the
-  # trainer end to end in channels-last (grouped BN, evaluation, precise BN).
-  "$bin" bench step --device cuda --depth 50 --width 64 --shapes 8x32x224,32x8x112 --steps 10 \
-    --memory-format contiguous,channels_last_3d --python "$python"
-  "$bin" bench step --device cuda --depth 50 --width 64 --shapes 8x32x224,32x8x112 --steps 10 \
-    --memory-format contiguous,channels_last_3d --autocast --python "$python"
-  [ -d "$out/data" ] || "$bin" gen-data --out "$out/data" --clips 600 --store --no-videos
-  "$bin" train --config configs/synthetic_slowfast_tiny_multigrid.json --device cuda \
-    --data "$out/data" --output-dir "$out/train-channels-last" --set run.memory_format=channels_last_3d
-  tail -1 "$out/train-channels-last/metrics.jsonl"
-}
-if [ "$parts" = memory_format ]; then
-  memory_format_part 2>&1 | tee "$out/gpu-check.log"
-  exit
-fi
-{
-  echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-  "$python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())'
-  ldd "$bin" | grep -E "torch_cuda|c10_cuda" || echo "libtorch_cuda is not linked"
-  "$bin" --version
-  # A forward and backward of the tiny model on the GPU, and the step-time comparison.
-  "$bin" bench step --device cuda --depth 18 --width 8 --shapes 16x16x64 --steps 3 --python "$python"
-  "$bin" bench step --device cuda --depth 50 --width 64 --shapes 8x32x224 --steps 10 --python "$python"
-  "$bin" bench step --device cuda --depth 50 --width 64 --shapes 8x32x224 --steps 10 --autocast --python "$python"
-  "$bin" gen-data --out "$out/data" --clips 600 --store --no-videos
-  for precision in bf16 fp16; do
-    "$bin" train --config configs/synthetic_slowfast_tiny_multigrid.json --device cuda \
-      --data "$out/data" --output-dir "$out/train-$precision" --set run.precision=$precision
-    head -1 "$out/train-$precision/metrics.jsonl"
-  done
-  "$bin" build-info | grep -E "^(cuda|nccl)"
-  RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 LOCAL_WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29511 \
-    "$bin" train --config configs/synthetic_slowfast_tiny_multigrid.json --device cuda \
-      --data "$out/data" --output-dir "$out/train-nccl1" --set run.dist_backend=nccl \
-      --set solver.max_epoch=4 --set run.dist_timeout_s=120
-  gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
-  if [ "$gpus" -ge 2 ]; then
-    "$bin" train --config configs/synthetic_slowfast_tiny_multigrid.json --device cuda \
-      --data "$out/data" --output-dir "$out/train-nccl2" --nproc-per-node 2 \
-      --set solver.max_epoch=4 --set run.dist_timeout_s=120
+bin=${MG_BIN:-target/gpu-bundle/multigrid}
+device=${DEVICE:-cuda}
+passed=0
+failed=0
+
+# check NAME SECONDS COMMAND...: runs it under a time limit, prints PASS or FAIL and its figures.
+check() {
+  local name=$1 limit=$2 start=$SECONDS rc
+  shift 2
+  # The helpers below are shell functions: the timed child shell gets them too.
+  timeout "$limit" bash -c "$(declare -f says_pass trained); \"\$@\"" _ "$@" >"$out/$name.out" 2>&1
+  rc=$?
+  if [ "$rc" -eq 0 ]; then
+    echo "PASS $name ($((SECONDS - start)) s)"
+    passed=$((passed + 1))
   else
-    echo "one GPU: the 2-rank NCCL run is skipped"
+    echo "FAIL $name ($((SECONDS - start)) s, exit $rc): $(tail -n 3 "$out/$name.out" | tr '\n' ' ')"
+    failed=$((failed + 1))
   fi
-  memory_format_part
+  grep -vE '^(multigrid: training|  *[0-9]+/[0-9]+)' "$out/$name.out" | tail -n 14 | sed 's/^/    /'
+}
+
+# A check whose command must also print PASS (the equality checks print PASS or FAIL).
+says_pass() {
+  "$@" | tee /dev/stderr | grep -q '^PASS'
+}
+
+# The last training line's loss must be finite, and the summary present.
+trained() {
+  local dir=$1
+  shift
+  "$@" --output-dir "$dir" && grep -q '"type":"summary"' "$dir/metrics.jsonl" &&
+    tail -n 1 "$dir/metrics.jsonl" &&
+    ! grep '"type":"train"' "$dir/metrics.jsonl" | tail -n 1 | grep -qiE '"loss":(nan|inf|null)'
+}
+
+if [ "$device" = cpu ]; then
+  model=(--depth 18 --width 8)
+  shapes=16x8x32,4x16x48
+  few_shapes=4x16x48
+  clips=120
+else
+  model=(--depth 50 --width 64)
+  # The K400 multigrid recipe's per-GPU shapes (batch 8 per GPU).
+  shapes=128x8x112,64x8x158,64x16x112,32x16x158,16x16x224,32x32x112,16x32x158,8x32x224
+  few_shapes=128x8x112,8x32x224
+  clips=600
+fi
+
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%MZ), device $device"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || true
+  "$python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())'
+  "$bin" --version
+  if [ "$device" = cpu ]; then
+    check build-info 30 "$bin" build-info
+  else
+    check cuda 60 bash -c "'$bin' build-info | tee /dev/stderr | grep -q '^cuda linked' &&
+      '$python' -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'"
+  fi
+  # Our SGD against torch.optim.SGD on the device (then one update of R50's parameters timed).
+  check sgd-foreach 120 says_pass "$bin" bench sgd --device "$device" --python "$python" --out "$out/sgd"
+  if [ "$device" != cpu ]; then
+    check sgd-fused 120 says_pass "$bin" bench sgd --device "$device" --fused --python "$python" \
+      --out "$out/sgd"
+  fi
+  # Seconds per step against PyTorch in the same run: every recipe shape in bf16, both layouts;
+  # fp32 at the largest and smallest batch.
+  check step-bf16 240 "$bin" bench step --device "$device" "${model[@]}" --shapes "$shapes" \
+    --steps 10 --memory-format contiguous,channels_last_3d --autocast --python "$python"
+  check step-fp32 120 "$bin" bench step --device "$device" "${model[@]}" --shapes "$few_shapes" \
+    --steps 10 --memory-format contiguous,channels_last_3d --python "$python"
+  # The trainer end to end: the tiny multigrid run in each precision (fp32 only on the CPU).
+  [ -d "$out/data" ] || "$bin" gen-data --out "$out/data" --clips "$clips" --store --no-videos >/dev/null
+  if [ "$device" = cpu ]; then
+    precisions=(fp32)
+  else
+    precisions=(bf16 fp16 fp32)
+  fi
+  for precision in "${precisions[@]}"; do
+    check "train-$precision" 180 trained "$out/train-$precision" "$bin" train \
+      --config configs/synthetic_slowfast_tiny_multigrid.json --device "$device" \
+      --data "$out/data" --set run.precision="$precision" --set solver.max_epoch=18 \
+      --set run.log_period=20
+  done
+  # NCCL's backend started through torchrun's environment at world size 1.
+  if [ "$device" != cpu ]; then
+    check nccl-start 120 trained "$out/train-nccl1" env RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 \
+      LOCAL_WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29511 "$bin" train \
+      --config configs/synthetic_slowfast_tiny_multigrid.json --device "$device" \
+      --data "$out/data" --set run.dist_backend=nccl --set run.dist_timeout_s=120 \
+      --set solver.max_epoch=18
+  fi
+  echo "$passed passed, $failed failed"
 } 2>&1 | tee "$out/gpu-check.log"

@@ -6,6 +6,7 @@
 //! collator and the trainer. [`ffi`] is the C API over the same types.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+/// cbindgen:ignore
 #[cfg(feature = "torch")]
 mod bridge;
 pub mod collate;

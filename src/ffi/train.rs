@@ -23,6 +23,9 @@ pub struct mg_trainer {
 pub struct mg_progress {
     pub step: u64,
     pub total_steps: u64,
+    /// This rank's loss at the latest log point: the loss stays on the device between them and
+    /// is read every `run.log_period` steps, at evaluations and checkpoints, and at the first
+    /// and last step of the fit, so in between the value repeats.
     pub loss: f64,
     pub lr: f64,
     pub epoch: u32,
@@ -292,8 +295,11 @@ pub extern "C" fn mg_trainer_next_step(trainer: *mut mg_trainer, step: *mut u64)
 
 /// Trains from the next step to the end of the schedule: the loader prepares batches in the
 /// background, evaluation and checkpoints follow the schedule's epochs, a final test runs at
-/// the end. `progress` may be NULL. With several ranks every rank calls it; a non-zero return
-/// of `progress` on any rank cancels all of them after the same step.
+/// the end. `progress` may be NULL. A non-zero return of `progress` cancels after that step
+/// (a checkpoint is written). With several ranks every rank calls it, and a non-zero return
+/// on any rank cancels all of them after the same step: the next log point (every
+/// `run.log_period` steps, and at evaluations and checkpoints), where the ranks agree on it
+/// without a collective at every step.
 #[no_mangle]
 pub extern "C" fn mg_trainer_fit(
     trainer: *mut mg_trainer,
@@ -451,9 +457,8 @@ pub extern "C" fn mg_trainer_train_step(
             non_null(labels, "labels")?;
             // SAFETY: the caller promises N labels.
             let lab = unsafe { std::slice::from_raw_parts(labels, n as usize) };
-            let lab = tch::Tensor::f_from_slice(lab)
-                .and_then(|x| x.f_to_device(t.device()))
-                .map_err(|e| FfiError::Lib(e.into()))?;
+            // On the host: host_step checks them there, then uploads them.
+            let lab = tch::Tensor::f_from_slice(lab).map_err(|e| FfiError::Lib(e.into()))?;
             *loss = t.host_step(&slow, &fast, &lab, groups, lr)?;
             Ok(())
         }
@@ -506,7 +511,6 @@ pub extern "C" fn mg_trainer_train_step_targets(
             let tg = unsafe { std::slice::from_raw_parts(targets, len) };
             let tg = tch::Tensor::f_from_slice(tg)
                 .and_then(|x| x.f_view([n, i64::from(classes)]))
-                .and_then(|x| x.f_to_device(t.device()))
                 .map_err(|e| FfiError::Lib(e.into()))?;
             *loss = t.host_step(&slow, &fast, &tg, groups, lr)?;
             Ok(())

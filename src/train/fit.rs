@@ -40,7 +40,12 @@ impl Trainer {
                 "type": "warmup", "shapes": shapes, "seconds": t0.elapsed().as_secs_f64(),
             }))?;
         }
-        let mut window = (Instant::now(), 0u64, 0.0f64);
+        // (start, clips, the loss summed on the device, the window's first step).
+        let first_step = self.next_step;
+        let mut window: (Instant, u64, Option<tch::Tensor>, u64) =
+            (Instant::now(), 0, None, first_step);
+        let mut last_loss = f64::NAN;
+        let mut cancel_asked = false;
         let mut final_val = None;
         let mut cancelled = false;
         let mut timing = Timing::new(self.precise_seconds);
@@ -69,12 +74,33 @@ impl Trainer {
                 step.step,
             )?;
             let launched = started.elapsed().as_secs_f64();
-            // The next batch goes to the device while this step's kernels run; reading the loss
-            // is what waits for them.
+            // The next batch goes to the device while this step's kernels run. Nothing reads
+            // the device back here: the loss stays there, summed over the log window, and is
+            // read at log points only (every run.log_period steps, evaluations, checkpoints,
+            // the first and last step), where its finiteness over the window is checked too.
             next = timing.time_data(|| self.next_staged(&mut loader))?;
             timing.attribute_data(next.as_ref().map(|b| self.shape_of(b)));
             let waited = Instant::now();
-            let loss = loss_value(&loss, step.step)?;
+            window.2 = Some(match window.2.take() {
+                Some(sum) => sum.f_add(&loss)?,
+                None => loss.shallow_clone(),
+            });
+            let log_point = step.step == first_step
+                || (step.step + 1) % self.config.run.log_period == 0
+                || step.eval_after
+                || step.checkpoint_after
+                || step.step + 1 == total;
+            if log_point {
+                let sum = window.2.take().map(|s| s.f_double_value(&[])).transpose()?;
+                if sum.is_some_and(|v| !v.is_finite()) {
+                    return Err(crate::Error::InvalidArgument(format!(
+                        "loss is not finite within steps {}..={}",
+                        window.3, step.step
+                    )));
+                }
+                window.3 = step.step + 1;
+                last_loss = loss_value(&loss, step.step)?;
+            }
             timing.add_step(
                 (step.stage, t, s, n),
                 launched + waited.elapsed().as_secs_f64(),
@@ -84,12 +110,11 @@ impl Trainer {
             let clips = n as u64 * self.launch.world_size as u64;
             self.clips_seen += clips;
             window.1 += clips;
-            window.2 += loss;
             let wall = self.wall_seconds();
             if (step.step + 1) % self.config.run.log_period == 0 || step.eval_after {
                 // The logged loss is the mean over ranks (every rank logs at the same steps).
                 let world = self.launch.world_size as f64;
-                let loss = self.sum_over_ranks(&[loss])?[0] / world;
+                let loss = self.sum_over_ranks(&[last_loss])?[0] / world;
                 let secs = window.0.elapsed().as_secs_f64();
                 let stats = loader.stats();
                 self.metrics.write(json!({
@@ -98,7 +123,8 @@ impl Trainer {
                     "clips_per_s": window.1 as f64 / secs.max(1e-9), "data_wait_s": stats.wait_seconds,
                     "data_failures": stats.failures, "wall_s": wall, "clips_seen": self.clips_seen,
                 }))?;
-                window = (Instant::now(), 0, 0.0);
+                window.0 = Instant::now();
+                window.1 = 0;
             }
             if step.eval_after {
                 let t0 = Instant::now();
@@ -124,10 +150,17 @@ impl Trainer {
                 batch_size: step.batch_size,
                 num_frames: step.num_frames,
                 crop_size: step.crop_size,
-                loss,
+                loss: last_loss,
                 lr: step.lr,
             });
-            let cancel = self.any_rank(asked)?;
+            // One rank alone stops at once; ranks agree at log points, where they already
+            // exchange the loss, rather than with a collective at every step.
+            cancel_asked |= asked;
+            let cancel = if log_point || !self.distributed() {
+                self.any_rank(cancel_asked)?
+            } else {
+                false
+            };
             let t0 = Instant::now();
             if step.checkpoint_after {
                 // PySlowFast's checkpoints hold precise statistics: at the shape validation

@@ -200,7 +200,8 @@ pub struct Progress {
     pub batch_size: u32,
     pub num_frames: u32,
     pub crop_size: u32,
-    /// This rank's loss.
+    /// This rank's loss at the latest log point (read from the device every `run.log_period`
+    /// steps, at evaluations and checkpoints, and at the fit's first and last step).
     pub loss: f64,
     pub lr: f64,
 }

@@ -54,7 +54,8 @@ impl Trainer {
 
     /// One step on a batch the caller built (the C API's path): BN groups and LR default to the
     /// plan's at the run's position, which then advances as in `fit`, so checkpoints, resume and
-    /// the dropout seed line up with a `fit` run.
+    /// the dropout seed line up with a `fit` run. `labels` may be on the host (checked there,
+    /// then uploaded) or on the trainer's device.
     pub fn host_step(
         &mut self,
         slow: &Tensor,
@@ -91,8 +92,11 @@ impl Trainer {
             )));
         }
         // Shapes and BN groups are checked by the model's forward pass, before any update.
+        // Labels on the host are checked there and then uploaded, so the check reads nothing
+        // back from the device.
         self.check_labels(labels, n)?;
-        let loss = self.launch_step(slow, fast, labels, groups, lr, step)?;
+        let labels = labels.f_to_device(self.device).map_err(torch)?;
+        let loss = self.launch_step(slow, fast, &labels, groups, lr, step)?;
         // The update is applied: the position advances even when the loss turns out not
         // finite, so every rank stays at the same step (and the same collectives).
         self.next_step += 1;
@@ -103,6 +107,7 @@ impl Trainer {
     /// `n` integer class indices below the model's class count: what cross-entropy would
     /// otherwise refuse deep inside libtorch (or, on CUDA, as a device-side assert). A
     /// multi-label task (`data.multi_label`) takes float targets [n, classes] in [0, 1].
+    /// Checked where the labels are: on the host, the check waits for nothing on the device.
     fn check_labels(&self, labels: &Tensor, n: i64) -> Result<()> {
         let classes = i64::from(self.config.model.num_classes);
         if self.config.data.multi_label {

@@ -284,6 +284,22 @@ enum BenchCommand {
         #[arg(long, default_value = ".venv/bin/python")]
         python: PathBuf,
     },
+    /// Our SGD against torch.optim.SGD on a device: equality over 20 updates of a tiny
+    /// SlowFast (PASS/FAIL within 1e-6), then one update of SlowFast R50's parameters timed for
+    /// both. Multi-tensor kernels (foreach=True), or with --fused the fused kernel (CUDA).
+    #[cfg(feature = "torch")]
+    Sgd {
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        #[arg(long)]
+        fused: bool,
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        #[arg(long, default_value = ".venv/bin/python")]
+        python: PathBuf,
+        #[arg(long, default_value = "runs/bench-sgd")]
+        out: PathBuf,
+    },
     /// The paper's comparison on synthetic video: baseline and multigrid, each for its full
     /// schedule and several seeds; final accuracy, whole-run and time-to-accuracy ratios, where
     /// the time goes by shape, and the task's criteria (runs/speedup/speedup.json, the chart as
@@ -464,6 +480,20 @@ fn main() -> ExitCode {
                 })
             })
         }
+        #[cfg(feature = "torch")]
+        Command::Bench(BenchCommand::Sgd {
+            device,
+            fused,
+            steps,
+            python,
+            out,
+        }) => bench::sgd_bench(&bench::SgdOptions {
+            device: &device,
+            fused,
+            steps,
+            python: &python,
+            work_dir: &out,
+        }),
         #[cfg(feature = "torch")]
         Command::Bench(BenchCommand::Dist {
             ranks,
