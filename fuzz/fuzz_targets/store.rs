@@ -12,68 +12,10 @@
 use libfuzzer_sys::fuzz_target;
 use multigrid::data::{ClipStore, Dataset};
 use multigrid::ffi;
-use multigrid_fuzz::{check, cstring, ok, scratch_dir, single_thread, store, Handles, TinyConfig};
+use multigrid_fuzz::{check, cstring, load_first_steps, ok, scratch_dir, single_thread, store};
 
 /// Clips read one by one from the front of the index (and the last two).
 const MAX_CLIPS_READ: usize = 64;
-
-fn load_first_steps(ds: *const ffi::mg_dataset, len: u64, level: u8) {
-    // T=2, S=4, batch 1 on one rank, jitter [4, 6], alpha 2; flip and the long cycle from the
-    // mode byte's upper bits, so both draws are covered.
-    let cfg = TinyConfig {
-        num_frames: 2,
-        crop: 4,
-        jitter: [4, 6],
-        sampling_rate: 1,
-        batch_size: 1,
-        max_epoch: 2,
-        long_cycle: false,
-        short_cycle: false,
-        random_flip: level & 4 != 0,
-        inv_uniform_sample: level & 8 != 0,
-        reverse_input_channel: false,
-        bn_base_size: 1,
-        epoch_factor: 1.0,
-        mean: 0.45,
-        std: 0.225,
-    };
-    let Some(h) = Handles::new(&cfg.json(), len, 1, 0, u64::from(level)) else {
-        return;
-    };
-    for step in [0, h.total_steps() - 1] {
-        let Some(st) = h.step(step) else { continue };
-        let (mut slow_len, mut fast_len) = (0usize, 0usize);
-        assert!(ok(
-            "mg_collate_step_len",
-            ffi::mg_collate_step_len(h.plan, step, 2, &mut slow_len, &mut fast_len)
-        ));
-        let mut slow = vec![f32::NAN; slow_len];
-        let mut fast = vec![f32::NAN; fast_len];
-        let mut labels = vec![-1i64; st.batch_size as usize];
-        let status = check(
-            "mg_dataset_load_step",
-            ffi::mg_dataset_load_step(
-                ds,
-                h.plan,
-                step,
-                2,
-                slow.as_mut_ptr(),
-                slow.len(),
-                fast.as_mut_ptr(),
-                fast.len(),
-                labels.as_mut_ptr(),
-                labels.len(),
-            ),
-        );
-        if status == ffi::MG_STATUS_OK {
-            assert!(
-                fast.iter().chain(&slow).all(|v| !v.is_nan()),
-                "step {step} loaded but not fully written"
-            );
-            assert!(labels.iter().all(|&l| l >= 0), "labels {labels:?}");
-        }
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     single_thread();

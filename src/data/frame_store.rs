@@ -18,13 +18,12 @@
 //! every extent; every frame read checks its CRC and that it decodes to the clip's size, so a
 //! truncated or corrupted store is reported, never read as garbage.
 
-use std::fs::File;
-use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 use rayon::prelude::*;
 
+use super::store_file::{fps_milli, map_checked, u32_at, u64_at, TempFile};
 use crate::error::{Error, Result};
 
 pub const MAGIC: &[u8; 8] = b"MGFRAME1";
@@ -33,9 +32,9 @@ const CODEC_JPEG: u32 = 1;
 const HEADER_LEN: u64 = 64;
 const CLIP_LEN: usize = 32;
 const FRAME_LEN: usize = 16;
-/// The JPEG quality `multigrid build-store --format jpeg` writes unless told otherwise:
-/// PySlowFast's and mmaction2's extracted frames are written at 90-95 by their tools; at 90 the
-/// synthetic task trains to the same accuracy as from MP4 (README, "Feeding the GPU").
+/// The JPEG quality `multigrid build-store --format jpeg` writes unless told otherwise. (OpenCV's
+/// imwrite, which frame-extraction scripts commonly call, defaults to 95.) At 90 the synthetic
+/// task trained to the same accuracy as from MP4 (README, "Feeding the GPU").
 pub const DEFAULT_QUALITY: u8 = 90;
 
 /// One clip of a frame store.
@@ -69,25 +68,6 @@ fn corrupt(path: &Path, what: impl std::fmt::Display) -> Error {
     Error::Decode {
         path: path.to_path_buf(),
         reason: format!("frame store: {what}"),
-    }
-}
-
-fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-fn fps_milli(fps: Option<f64>) -> Result<u32> {
-    match fps {
-        None => Ok(0),
-        Some(f) if f.is_finite() && f > 0.0 && f * 1000.0 < f64::from(u32::MAX) => {
-            Ok((f * 1000.0).round() as u32)
-        }
-        Some(f) => Err(Error::InvalidArgument(format!(
-            "frame rate {f} is not a positive number of frames per second"
-        ))),
     }
 }
 
@@ -175,10 +155,7 @@ fn jpeg_dimensions(bytes: &[u8]) -> Result<(u32, u32)> {
 
 /// Writes a frame store; `finish` renames it into place. Dropped unfinished, it leaves nothing.
 pub struct FrameStoreWriter {
-    path: PathBuf,
-    tmp: PathBuf,
-    file: Option<BufWriter<File>>,
-    pos: u64,
+    file: TempFile,
     quality: u8,
     clips: Vec<FrameClip>,
     frames: Vec<FrameEntry>,
@@ -192,16 +169,8 @@ impl FrameStoreWriter {
                 "JPEG quality {quality} is not within 1..=100"
             )));
         }
-        let path = path.as_ref().to_path_buf();
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        let mut file = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io(&tmp))?);
-        file.write_all(&[0u8; HEADER_LEN as usize])
-            .map_err(io(&tmp))?;
         Ok(FrameStoreWriter {
-            path,
-            tmp,
-            file: Some(file),
-            pos: HEADER_LEN,
+            file: TempFile::create(path.as_ref(), HEADER_LEN as usize)?,
             quality,
             clips: Vec::new(),
             frames: Vec::new(),
@@ -248,22 +217,18 @@ impl FrameStoreWriter {
                 "clip of {num_frames} frames {width}x{height} has no pixels or too many"
             )));
         }
-        let file = self
-            .file
-            .as_mut()
-            .ok_or_else(|| corrupt(&self.path, "writer already finished"))?;
         let first = self.frames.len() as u64;
         for f in encoded {
             let len = u32::try_from(f.len()).map_err(|_| {
                 Error::InvalidArgument(format!("an encoded frame of {} bytes", f.len()))
             })?;
-            file.write_all(f).map_err(io(&self.tmp))?;
+            let offset = self.file.pos;
+            self.file.write(f)?;
             self.frames.push(FrameEntry {
-                offset: self.pos,
+                offset,
                 len,
                 crc: crc32fast::hash(f),
             });
-            self.pos += u64::from(len);
         }
         self.clips.push(FrameClip {
             first,
@@ -278,10 +243,6 @@ impl FrameStoreWriter {
 
     /// Writes the index and header, syncs, renames the file into place and syncs the directory.
     pub fn finish(mut self) -> Result<PathBuf> {
-        let mut file = self
-            .file
-            .take()
-            .ok_or_else(|| corrupt(&self.path, "writer already finished"))?;
         let mut index =
             Vec::with_capacity(self.clips.len() * CLIP_LEN + self.frames.len() * FRAME_LEN);
         for c in &self.clips {
@@ -295,44 +256,22 @@ impl FrameStoreWriter {
             index.extend_from_slice(&f.len.to_le_bytes());
             index.extend_from_slice(&f.crc.to_le_bytes());
         }
-        file.write_all(&index).map_err(io(&self.tmp))?;
+        let index_at = self.file.pos;
+        self.file.write(&index)?;
         let mut header = Vec::with_capacity(HEADER_LEN as usize);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&VERSION.to_le_bytes());
         header.extend_from_slice(&CODEC_JPEG.to_le_bytes());
         header.extend_from_slice(&(self.clips.len() as u64).to_le_bytes());
         header.extend_from_slice(&(self.frames.len() as u64).to_le_bytes());
-        header.extend_from_slice(&self.pos.to_le_bytes());
+        header.extend_from_slice(&index_at.to_le_bytes());
         header.extend_from_slice(&(index.len() as u64).to_le_bytes());
         header.extend_from_slice(&crc32fast::hash(&index).to_le_bytes());
         header.extend_from_slice(&u32::from(self.quality).to_le_bytes());
         let crc = crc32fast::hash(&header);
         header.extend_from_slice(&crc.to_le_bytes());
         header.resize(HEADER_LEN as usize, 0);
-        file.seek(SeekFrom::Start(0)).map_err(io(&self.tmp))?;
-        file.write_all(&header).map_err(io(&self.tmp))?;
-        let file = file
-            .into_inner()
-            .map_err(|e| io(&self.tmp)(e.into_error()))?;
-        file.sync_all().map_err(io(&self.tmp))?;
-        std::fs::rename(&self.tmp, &self.path).map_err(io(&self.path))?;
-        // The rename is durable only once the directory entry is.
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(dir))?;
-        Ok(self.path.clone())
-    }
-}
-
-impl Drop for FrameStoreWriter {
-    fn drop(&mut self) {
-        if self.file.is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
+        self.file.commit(&header)
     }
 }
 
@@ -345,37 +284,19 @@ pub struct FrameStore {
     frames: Vec<FrameEntry>,
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut v = [0u8; 8];
-    v.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(v)
-}
-
 impl FrameStore {
     pub fn open(path: impl AsRef<Path>) -> Result<FrameStore> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(io(&path))?;
-        // SAFETY: the store is written once and renamed into place; nothing writes it while it
-        // is mapped (a concurrent writer would rename a new file over it, not modify this one).
-        let map = unsafe { Mmap::map(&file) }.map_err(io(&path))?;
+        let map = map_checked(
+            &path,
+            HEADER_LEN as usize,
+            MAGIC,
+            "frame store",
+            56,
+            corrupt,
+        )?;
         let len = map.len() as u64;
-        if len < HEADER_LEN {
-            return Err(corrupt(
-                &path,
-                format!("{len} bytes is shorter than the header (truncated?)"),
-            ));
-        }
         let h = &map[..HEADER_LEN as usize];
-        if &h[..8] != MAGIC {
-            return Err(corrupt(&path, "not a frame store (bad magic)"));
-        }
-        if u32_at(h, 56) != crc32fast::hash(&h[..56]) {
-            return Err(corrupt(&path, "header checksum mismatch"));
-        }
         let version = u32_at(h, 8);
         if version != VERSION {
             return Err(corrupt(

@@ -9,6 +9,7 @@ pub mod frame_store;
 pub mod loader;
 pub mod resize;
 pub mod store;
+mod store_file;
 pub mod synthetic;
 pub mod synthetic_hard;
 #[cfg(feature = "video")]

@@ -14,12 +14,11 @@
 //! checks the header, its CRC, the index bounds and CRC; every read checks the clip's CRC, so a
 //! truncated or corrupted store is reported, never read as garbage.
 
-use std::fs::File;
-use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
+use super::store_file::{fps_milli, map_checked, u32_at, u64_at, TempFile};
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"MGCLIPS1";
@@ -55,34 +54,16 @@ fn corrupt(path: &Path, what: impl std::fmt::Display) -> Error {
     }
 }
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Writes a store; `finish` renames it into place. Dropped unfinished, it leaves nothing.
 pub struct StoreWriter {
-    path: PathBuf,
-    tmp: PathBuf,
-    file: Option<BufWriter<File>>,
-    pos: u64,
+    file: TempFile,
     index: Vec<ClipInfo>,
 }
 
 impl StoreWriter {
     pub fn create(path: impl AsRef<Path>) -> Result<StoreWriter> {
-        let path = path.as_ref().to_path_buf();
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        let mut file = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io(&tmp))?);
-        file.write_all(&[0u8; HEADER_LEN as usize])
-            .map_err(io(&tmp))?;
         Ok(StoreWriter {
-            path,
-            tmp,
-            file: Some(file),
-            pos: HEADER_LEN,
+            file: TempFile::create(path.as_ref(), HEADER_LEN as usize)?,
             index: Vec::new(),
         })
     }
@@ -110,17 +91,7 @@ impl StoreWriter {
         label: u32,
         fps: Option<f64>,
     ) -> Result<usize> {
-        let fps_milli = match fps {
-            None => 0,
-            Some(f) if f.is_finite() && f > 0.0 && f * 1000.0 < f64::from(u32::MAX) => {
-                (f * 1000.0).round() as u32
-            }
-            Some(f) => {
-                return Err(Error::InvalidArgument(format!(
-                    "frame rate {f} is not a positive number of frames per second"
-                )))
-            }
-        };
+        let fps_milli = fps_milli(fps)?;
         let want = crate::collate::clip_bytes(num_frames, height, width);
         if want == Some(0) || want != Some(frames.len()) {
             let len = want.map_or("more than memory holds".into(), |n| n.to_string());
@@ -129,19 +100,13 @@ impl StoreWriter {
                 frames.len()
             )));
         }
-        let file = self
-            .file
-            .as_mut()
-            .ok_or_else(|| corrupt(&self.path, "writer already finished"))?;
-        let pad = (64 - self.pos % 64) % 64;
-        file.write_all(&vec![0u8; pad as usize])
-            .map_err(io(&self.tmp))?;
-        self.pos += pad;
-        let len = frames.len() as u64;
-        file.write_all(frames).map_err(io(&self.tmp))?;
+        let pad = (64 - self.file.pos % 64) % 64;
+        self.file.write(&vec![0u8; pad as usize])?;
+        let offset = self.file.pos;
+        self.file.write(frames)?;
         self.index.push(ClipInfo {
-            offset: self.pos,
-            len,
+            offset,
+            len: frames.len() as u64,
             num_frames,
             height,
             width,
@@ -149,16 +114,11 @@ impl StoreWriter {
             crc: crc32fast::hash(frames),
             fps_milli,
         });
-        self.pos += len;
         Ok(self.index.len() - 1)
     }
 
     /// Writes the index and header, syncs, and renames the file into place.
     pub fn finish(mut self) -> Result<PathBuf> {
-        let mut file = self
-            .file
-            .take()
-            .ok_or_else(|| corrupt(&self.path, "writer already finished"))?;
         let mut index = Vec::with_capacity(self.index.len() * ENTRY_LEN);
         for c in &self.index {
             index.extend_from_slice(&c.offset.to_le_bytes());
@@ -167,35 +127,21 @@ impl StoreWriter {
                 index.extend_from_slice(&v.to_le_bytes());
             }
         }
-        file.write_all(&index).map_err(io(&self.tmp))?;
+        let index_at = self.file.pos;
+        self.file.write(&index)?;
         let mut header = Vec::with_capacity(HEADER_LEN as usize);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&VERSION.to_le_bytes());
         header.extend_from_slice(&0u32.to_le_bytes());
         header.extend_from_slice(&(self.index.len() as u64).to_le_bytes());
-        header.extend_from_slice(&self.pos.to_le_bytes());
+        header.extend_from_slice(&index_at.to_le_bytes());
         header.extend_from_slice(&(index.len() as u64).to_le_bytes());
         header.extend_from_slice(&crc32fast::hash(&index).to_le_bytes());
         header.extend_from_slice(&0u32.to_le_bytes());
         let crc = crc32fast::hash(&header);
         header.extend_from_slice(&crc.to_le_bytes());
         header.resize(HEADER_LEN as usize, 0);
-        file.seek(SeekFrom::Start(0)).map_err(io(&self.tmp))?;
-        file.write_all(&header).map_err(io(&self.tmp))?;
-        let file = file
-            .into_inner()
-            .map_err(|e| io(&self.tmp)(e.into_error()))?;
-        file.sync_all().map_err(io(&self.tmp))?;
-        std::fs::rename(&self.tmp, &self.path).map_err(io(&self.path))?;
-        Ok(self.path.clone())
-    }
-}
-
-impl Drop for StoreWriter {
-    fn drop(&mut self) {
-        if self.file.is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
+        self.file.commit(&header)
     }
 }
 
@@ -206,37 +152,12 @@ pub struct ClipStore {
     index: Vec<ClipInfo>,
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut v = [0u8; 8];
-    v.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(v)
-}
-
 impl ClipStore {
     pub fn open(path: impl AsRef<Path>) -> Result<ClipStore> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(io(&path))?;
-        // SAFETY: the store is written once and renamed into place; nothing writes it while it
-        // is mapped (a concurrent writer would rename a new file over it, not modify this one).
-        let map = unsafe { Mmap::map(&file) }.map_err(io(&path))?;
+        let map = map_checked(&path, HEADER_LEN as usize, MAGIC, "clip store", 48, corrupt)?;
         let len = map.len() as u64;
-        if len < HEADER_LEN {
-            return Err(corrupt(
-                &path,
-                format!("{len} bytes is shorter than the header (truncated?)"),
-            ));
-        }
         let h = &map[..HEADER_LEN as usize];
-        if &h[..8] != MAGIC {
-            return Err(corrupt(&path, "not a clip store (bad magic)"));
-        }
-        if u32_at(h, 48) != crc32fast::hash(&h[..48]) {
-            return Err(corrupt(&path, "header checksum mismatch"));
-        }
         let version = u32_at(h, 8);
         if version != VERSION {
             return Err(corrupt(
