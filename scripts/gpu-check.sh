@@ -101,9 +101,11 @@ fi
       --data "$out/data" --set run.precision="$precision" --set solver.max_epoch=18 \
       --set run.log_period=20
   done
-  # NCCL's backend started through torchrun's environment at world size 1.
+  # NCCL at world size 1, started through torchrun's environment with the backend named: the
+  # trainer then runs its broadcast, bucketed gradient all-reduce and all-gathers through
+  # ProcessGroupNCCL (tests/dist.rs proves the same path through MPI changes nothing).
   if [ "$device" != cpu ]; then
-    check nccl-start 120 trained "$out/train-nccl1" env RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 \
+    check nccl-world1 120 trained "$out/train-nccl1" env RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 \
       LOCAL_WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29511 "$bin" train \
       --config configs/synthetic_slowfast_tiny_multigrid.json --device "$device" \
       --data "$out/data" --set run.dist_backend=nccl --set run.dist_timeout_s=120 \

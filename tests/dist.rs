@@ -286,6 +286,54 @@ fn rank_pids(launcher: u32) -> Vec<u32> {
         .collect()
 }
 
+/// One rank started by mpirun with the backend named runs every collective of a step through
+/// MPI (broadcast, the bucketed gradient all-reduce, the all-gathers of losses and counts):
+/// how a one-GPU machine exercises NCCL. Summed over one rank they change nothing: the
+/// parameters equal a plain process's bit for bit.
+#[test]
+fn one_rank_through_the_engine_equals_one_process() {
+    let (root, config) = setup("dist_one_rank");
+    let plain = root.join("plain");
+    ok(&train(
+        &config,
+        &plain,
+        None,
+        &["--set", "solver.max_epoch=5"],
+    ));
+    let engine = root.join("engine");
+    let out = Command::new("mpirun")
+        .args(["-np", "1", "--bind-to", "none"])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMP_NUM_THREADS", "1")
+        .arg(env!("CARGO_BIN_EXE_multigrid"))
+        .args(["train", "--config"])
+        .arg(&config)
+        .arg("--output-dir")
+        .arg(&engine)
+        .args([
+            "--set",
+            "solver.max_epoch=5",
+            "--set",
+            "run.dist_backend=mpi",
+        ])
+        .output()
+        .unwrap();
+    let text = ok(&out);
+    assert!(text.contains("1 ranks (mpi)"), "{text}");
+    let (a, b) = (
+        checkpoint_params(&last_checkpoint(&plain).1),
+        checkpoint_params(&last_checkpoint(&engine).1),
+    );
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert!(
+            x.equal(y),
+            "{name} differs after collectives at world size 1"
+        );
+    }
+}
+
 #[test]
 fn a_killed_rank_ends_the_job_and_two_ranks_resume_exactly() {
     let (root, config) = setup("dist_kill_resume");

@@ -14,8 +14,11 @@ const FIRST_BUCKET_BYTES: usize = 1 << 20;
 const BUCKET_BYTES: usize = 25 << 20;
 
 impl Trainer {
+    /// Whether steps go through the collective engine: with several ranks, and with one when a
+    /// launcher started it with the backend named (`run.dist_backend`), so a one-GPU machine
+    /// runs NCCL's all-reduce, broadcast and all-gather too (sums over one rank change nothing).
     pub(super) fn distributed(&self) -> bool {
-        self.launch.world_size > 1
+        self.launch.world_size > 1 || self.comm.backend() != "none"
     }
 
     /// Variables by name, trainable or not, as the engines need them: the same order on every

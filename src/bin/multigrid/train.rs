@@ -103,7 +103,7 @@ pub fn train(
     }
     let total = t.plan().total_steps();
     if primary {
-        let ranks = if world > 1 {
+        let ranks = if world > 1 || t.backend() != "none" {
             format!(", {world} ranks ({})", t.backend())
         } else {
             String::new()
