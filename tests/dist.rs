@@ -334,6 +334,57 @@ fn one_rank_through_the_engine_equals_one_process() {
     }
 }
 
+/// Two ranks started with different configs (an MPMD mpirun: each rank its own command) fail
+/// at start with a message naming the rank and what differs, instead of meeting in mismatched
+/// collectives.
+#[test]
+fn ranks_that_run_different_configs_are_named_at_start() {
+    let (root, config) = setup("dist_disagree");
+    let out = root.join("run");
+    let rank = |lr: &str| {
+        vec![
+            "-np".to_string(),
+            "1".into(),
+            "-x".into(),
+            "OMP_NUM_THREADS=1".into(),
+            env!("CARGO_BIN_EXE_multigrid").into(),
+            "train".into(),
+            "--config".into(),
+            config.to_string_lossy().into_owned(),
+            "--output-dir".into(),
+            out.to_string_lossy().into_owned(),
+            "--set".into(),
+            format!("solver.base_lr={lr}"),
+        ]
+    };
+    let mut args = vec!["--bind-to".to_string(), "none".into()];
+    args.extend(rank("0.02"));
+    args.push(":".into());
+    args.extend(rank("0.03"));
+    let started = std::time::Instant::now();
+    let result = Command::new("mpirun")
+        .args(&args)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(!result.status.success(), "{text}");
+    assert!(
+        text.contains("rank 1's config differs from rank 0's"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn a_killed_rank_ends_the_job_and_two_ranks_resume_exactly() {
     let (root, config) = setup("dist_kill_resume");

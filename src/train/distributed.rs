@@ -7,7 +7,7 @@ use tch::{Kind, Tensor};
 
 use super::{torch, Trainer};
 use crate::dist;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// DDP's bucket sizes: the first bucket small so communication starts early.
 const FIRST_BUCKET_BYTES: usize = 1 << 20;
@@ -32,6 +32,48 @@ impl Trainer {
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
+    }
+
+    /// Before the first broadcast: every rank must run what rank 0 runs. A CRC32 each of the
+    /// effective config (its JSON, `run.data_dir` left out since nodes may hold their own
+    /// copies), the parameters' names and shapes, and the train split's size are gathered; a
+    /// rank that differs fails every rank with a message naming it and the first item that
+    /// differs, where otherwise mismatched collectives would hang or mix unrelated numbers.
+    pub(super) fn check_ranks_agree(&mut self) -> Result<()> {
+        if !self.distributed() {
+            return Ok(());
+        }
+        let mut config = self.config.clone();
+        config.run.data_dir.clear();
+        let params: String = self
+            .variables_by_name(None)
+            .iter()
+            .map(|(n, t)| format!("{n}{:?};", t.size()))
+            .collect();
+        let items = [
+            (
+                "config",
+                crc32fast::hash(config.to_json_string().as_bytes()),
+            ),
+            (
+                "parameter names and shapes",
+                crc32fast::hash(params.as_bytes()),
+            ),
+            ("train split size", self.train.len() as u32),
+        ];
+        let mine: Vec<f64> = items.iter().map(|(_, v)| f64::from(*v)).collect();
+        let all = self.comm.all_gather_f64(&mine)?;
+        for (rank, theirs) in all.iter().enumerate().skip(1) {
+            for (k, (what, _)) in items.iter().enumerate() {
+                if theirs.get(k) != all[0].get(k) {
+                    return Err(Error::InvalidArgument(format!(
+                        "rank {rank}'s {what} differs from rank 0's: every rank must run the \
+                         same config, model and data (a launcher started different commands?)"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Rank 0's parameters and buffers everywhere: at start and after loading a checkpoint.

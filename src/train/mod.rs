@@ -328,6 +328,7 @@ impl Trainer {
             launch,
         };
         trainer.agree(opened, "open its output directory")?;
+        trainer.check_ranks_agree()?;
         trainer.sync_from_rank0()?;
         Ok(trainer)
     }
