@@ -244,3 +244,66 @@ fn channels_last_training_matches_the_default_layout() {
         );
     }
 }
+
+/// A checkpoint lists a CRC32 of each of its files; on resume, a newest checkpoint whose model
+/// file was truncated (a crash while copying, a full disk) is passed over for the one before,
+/// with a warning naming both, and the run goes on from there; with no usable checkpoint left
+/// the resume is an error, not a silent start from scratch.
+#[test]
+fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
+    let (root, config) = setup_in("train_damaged_checkpoint", 40, 3);
+    let run = root.join("run");
+    train_ok(&config, &run, &["solver.max_epoch=3"]);
+    let ckpts = multigrid::train::checkpoint::list(&run.join("checkpoints")).unwrap();
+    assert!(ckpts.len() >= 2, "{ckpts:?}");
+    let (newest, previous) = (&ckpts[ckpts.len() - 1].1, &ckpts[ckpts.len() - 2]);
+    let m = multigrid::train::checkpoint::verify(newest).unwrap();
+    assert!(
+        m.checksums.contains_key("model.safetensors"),
+        "{:?}",
+        m.checksums
+    );
+    let model = newest.join("model.safetensors");
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+    let e = multigrid::train::checkpoint::verify(newest)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("model.safetensors") && e.contains("checksum"),
+        "{e}"
+    );
+    let out = bin()
+        .args(["train", "--resume", "--config"])
+        .arg(&config)
+        .arg("--output-dir")
+        .arg(&run)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("is unusable") && text.contains(&previous.1.display().to_string()),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("resumed at step {}", previous.0)),
+        "{text}"
+    );
+    // Every checkpoint damaged: an error naming the newest.
+    for (_, dir) in multigrid::train::checkpoint::list(&run.join("checkpoints")).unwrap() {
+        let model = dir.join("model.safetensors");
+        let bytes = std::fs::read(&model).unwrap();
+        std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
+    }
+    let out = bin()
+        .args(["train", "--resume", "--config"])
+        .arg(&config)
+        .arg("--output-dir")
+        .arg(&run)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("no usable checkpoint"), "{text}");
+}

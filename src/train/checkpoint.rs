@@ -35,6 +35,10 @@ pub struct Manifest {
     /// `completed_epochs` of the resuming run's plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imported_from: Option<String>,
+    /// CRC32 of every other file of the checkpoint, by name, checked before a resume reads
+    /// them. Empty in checkpoints from before it was recorded (nothing to check then).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub checksums: std::collections::BTreeMap<String, u32>,
 }
 
 fn one() -> u32 {
@@ -69,13 +73,32 @@ pub fn save(
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     write(&tmp)?;
-    let text = serde_json::to_string_pretty(manifest)
+    // Every file synced and checksummed, then the manifest that lists them, then the
+    // directory; after the rename, its parent: a crash leaves the old checkpoint or the new
+    // one whole, and a file damaged later is found by its checksum.
+    let mut manifest = manifest.clone();
+    let mut names: Vec<String> = std::fs::read_dir(&tmp)
+        .map_err(io(&tmp))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    for name in names {
+        let path = tmp.join(&name);
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        sync_file(&path)?;
+        manifest.checksums.insert(name, crc32fast::hash(&bytes));
+    }
+    let text = serde_json::to_string_pretty(&manifest)
         .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    std::fs::write(tmp.join("manifest.json"), text).map_err(io(&tmp))?;
+    let manifest_path = tmp.join("manifest.json");
+    std::fs::write(&manifest_path, text).map_err(io(&tmp))?;
+    sync_file(&manifest_path)?;
+    sync_file(&tmp)?;
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
     }
     std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
+    sync_file(root)?;
     let mut all = list(root)?;
     while all.len() > keep.max(1) {
         let (_, old) = all.remove(0);
@@ -105,6 +128,30 @@ pub fn list(root: &Path) -> Result<Vec<(u64, PathBuf)>> {
     // resume on another number of ranks a newer checkpoint can have a smaller step.
     v.sort_by_cached_key(|(step, dir)| (read_manifest(dir).map_or(0, |m| m.clips_seen), *step));
     Ok(v)
+}
+
+/// fsync of a file or a directory.
+fn sync_file(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io(path))
+}
+
+/// The manifest of `dir`, after checking every file it lists against its CRC32: a truncated
+/// or damaged file is an error naming it.
+pub fn verify(dir: &Path) -> Result<Manifest> {
+    let m = read_manifest(dir)?;
+    for (name, want) in &m.checksums {
+        let path = dir.join(name);
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        if crc32fast::hash(&bytes) != *want {
+            return Err(Error::Decode {
+                path,
+                reason: "checkpoint file fails its checksum (truncated or damaged)".into(),
+            });
+        }
+    }
+    Ok(m)
 }
 
 pub fn read_manifest(dir: &Path) -> Result<Manifest> {
@@ -353,6 +400,7 @@ pub fn import_pyth(
             config: config.clone(),
             completed_epochs: Some(completed),
             imported_from: Some(src.display().to_string()),
+            checksums: Default::default(),
         };
         let text =
             serde_json::to_string_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;

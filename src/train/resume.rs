@@ -18,9 +18,40 @@ impl Trainer {
     }
 
     /// Loads the newest checkpoint under the output directory; false when there is none.
-    /// Every rank loads the one rank 0 found.
+    /// A newest checkpoint whose files fail their checksums or cannot be read is passed over
+    /// for the one before, with a warning naming both. Every rank loads the one rank 0 chose.
     pub fn resume(&mut self) -> Result<bool> {
         let found = checkpoint::list(&self.checkpoint_root())?;
+        let mut usable = found.len();
+        let mut skipped: Option<(PathBuf, Error)> = None;
+        while usable > 0 {
+            let dir = &found[usable - 1].1;
+            match checkpoint::verify(dir) {
+                Ok(_) => break,
+                Err(e) => {
+                    skipped.get_or_insert((dir.clone(), e));
+                    usable -= 1;
+                }
+            }
+        }
+        if let Some((bad, why)) = &skipped {
+            let Some((_, instead)) = found[..usable].last() else {
+                // Starting over would silently discard the run: say so instead.
+                return Err(Error::InvalidArgument(format!(
+                    "no usable checkpoint under {}: the newest, {}, is unusable ({why})",
+                    self.checkpoint_root().display(),
+                    bad.display()
+                )));
+            };
+            if self.launch.rank == 0 {
+                eprintln!(
+                    "multigrid: warning: checkpoint {} is unusable ({why}); resuming from {}",
+                    bad.display(),
+                    instead.display()
+                );
+            }
+        }
+        let found = &found[..usable];
         let mine = found.last().map_or(-1.0, |(step, _)| *step as f64);
         let chosen = if self.distributed() {
             self.comm.all_gather_f64(&[mine])?[0][0]
@@ -190,6 +221,7 @@ impl Trainer {
             config: self.config.clone(),
             completed_epochs: self.completed_epochs(),
             imported_from: None,
+            checksums: Default::default(),
         };
         checkpoint::save(
             &self.checkpoint_root(),
