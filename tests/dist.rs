@@ -385,6 +385,67 @@ fn ranks_that_run_different_configs_are_named_at_start() {
     );
 }
 
+/// On resume, a rank that cannot see the checkpoint rank 0 chose (an output directory that is
+/// not shared) fails every rank promptly with that rank's reason, instead of leaving the
+/// others waiting in the next collective until the timeout.
+#[test]
+fn a_rank_that_cannot_see_the_checkpoint_fails_every_rank_at_once() {
+    let (root, config) = setup("dist_unshared");
+    let shared = root.join("rank0");
+    ok(&train(
+        &config,
+        &shared,
+        None,
+        &["--set", "solver.max_epoch=5"],
+    ));
+    let rank = |out: &Path| {
+        vec![
+            "-np".to_string(),
+            "1".into(),
+            "-x".into(),
+            "OMP_NUM_THREADS=1".into(),
+            env!("CARGO_BIN_EXE_multigrid").into(),
+            "train".into(),
+            "--resume".into(),
+            "--config".into(),
+            config.to_string_lossy().into_owned(),
+            "--output-dir".into(),
+            out.to_string_lossy().into_owned(),
+        ]
+    };
+    let mut args = vec!["--bind-to".to_string(), "none".into()];
+    args.extend(rank(&shared));
+    args.push(":".into());
+    args.extend(rank(&root.join("rank1-elsewhere")));
+    let started = std::time::Instant::now();
+    let result = Command::new("mpirun")
+        .args(&args)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(!result.status.success(), "{text}");
+    assert!(
+        text.contains("rank 1 cannot see rank 0's checkpoint"),
+        "{text}"
+    );
+    assert!(
+        text.contains("another rank could not see rank 0's checkpoint"),
+        "{text}"
+    );
+    // run.dist_timeout_s is 60 in this config: well before it.
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn a_killed_rank_ends_the_job_and_two_ranks_resume_exactly() {
     let (root, config) = setup("dist_kill_resume");

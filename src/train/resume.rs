@@ -62,17 +62,22 @@ impl Trainer {
             return Ok(false);
         }
         let step = chosen as u64;
-        // The directory as listed: a name written by hand (step_1) is read where it is.
-        let Some((_, dir)) = found.iter().find(|(s, _)| *s == step) else {
-            return Err(Error::InvalidArgument(format!(
-                "rank {} cannot see rank 0's checkpoint {}: ranks must share the output directory",
-                self.launch.rank,
-                self.checkpoint_root()
-                    .join(checkpoint::dir_name(step))
-                    .display()
-            )));
-        };
-        let dir = dir.clone();
+        // The directory as listed: a name written by hand (step_1) is read where it is. A rank
+        // that cannot see it says so through `agree`, so no other rank waits for it.
+        let seen = found
+            .iter()
+            .find(|(s, _)| *s == step)
+            .map(|(_, dir)| dir.clone())
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "rank {} cannot see rank 0's checkpoint {}: ranks must share the output directory",
+                    self.launch.rank,
+                    self.checkpoint_root()
+                        .join(checkpoint::dir_name(step))
+                        .display()
+                ))
+            });
+        let dir = self.agree(seen, "see rank 0's checkpoint")?;
         self.load_checkpoint(&dir)?;
         Ok(true)
     }
