@@ -446,6 +446,36 @@ fn a_rank_that_cannot_see_the_checkpoint_fails_every_rank_at_once() {
     );
 }
 
+/// Rank 0 alone fails to write its metrics (here a full disk: metrics.jsonl leads to
+/// /dev/full): every rank ends at that line with the reason, rather than rank 0 returning while
+/// the others enter the next collective.
+#[cfg(target_os = "linux")]
+#[test]
+fn rank_0_failing_to_write_metrics_ends_every_rank() {
+    let (root, config) = setup("dist_metrics_full");
+    let out = root.join("run");
+    std::fs::create_dir_all(&out).unwrap();
+    std::os::unix::fs::symlink("/dev/full", out.join("metrics.jsonl")).unwrap();
+    let started = std::time::Instant::now();
+    let result = train_mpirun(&config, &out, 2, &["--set", "solver.max_epoch=5"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(!result.status.success(), "{text}");
+    assert!(text.contains("metrics.jsonl"), "{text}");
+    assert!(
+        text.contains("another rank could not write its metrics"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn a_killed_rank_ends_the_job_and_two_ranks_resume_exactly() {
     let (root, config) = setup("dist_kill_resume");

@@ -36,7 +36,7 @@ impl Trainer {
         {
             let t0 = Instant::now();
             let shapes = self.warm_up()?;
-            self.metrics.write(json!({
+            self.write_metrics(json!({
                 "type": "warmup", "shapes": shapes, "seconds": t0.elapsed().as_secs_f64(),
             }))?;
         }
@@ -117,7 +117,7 @@ impl Trainer {
                 let loss = self.sum_over_ranks(&[last_loss])?[0] / world;
                 let secs = window.0.elapsed().as_secs_f64();
                 let stats = loader.stats();
-                self.metrics.write(json!({
+                self.write_metrics(json!({
                     "type": "train", "step": step.step, "epoch": step.epoch, "stage": step.stage,
                     "shape": [n, t, s], "bn_groups": step.bn_groups, "bn_sync_ranks": step.bn_sync_ranks, "lr": step.lr, "loss": loss,
                     "clips_per_s": window.1 as f64 / secs.max(1e-9), "data_wait_s": stats.wait_seconds,
@@ -132,7 +132,7 @@ impl Trainer {
                 timing.eval_s += t0.elapsed().as_secs_f64();
                 let wall = self.wall_seconds();
                 if let Some((a, shape)) = acc {
-                    self.metrics.write(json!({
+                    self.write_metrics(json!({
                         "type": "eval", "split": "val", "step": step.step, "epoch": step.epoch,
                         "top1": a.top1, "top5": a.top5, "map": a.map, "clips": a.clips, "wall_s": wall,
                         "clips_seen": self.clips_seen, "shape": shape,
@@ -182,8 +182,8 @@ impl Trainer {
         let test = if cancelled { None } else { self.test()? };
         timing.eval_s += t0.elapsed().as_secs_f64();
         let wall = self.wall_seconds();
-        self.metrics
-            .write(timing.line(self.precise_seconds, |t, s| self.model.macs(t, s)))?;
+        let line = timing.line(self.precise_seconds, |t, s| self.model.macs(t, s));
+        self.write_metrics(line)?;
         let summary = Summary {
             wall_seconds: wall,
             steps: self.next_step,
@@ -192,7 +192,7 @@ impl Trainer {
             test,
             cancelled,
         };
-        self.metrics.write(json!({
+        self.write_metrics(json!({
             "type": "summary", "wall_s": wall, "steps": summary.steps, "clips_seen": summary.clips_seen,
             "top1": final_val.map(|a| a.top1), "top5": final_val.map(|a| a.top5),
             "test_top1": test.map(|a| a.top1), "test_top5": test.map(|a| a.top5),

@@ -196,7 +196,7 @@ impl Trainer {
         self.precise_at = Some(at);
         let seconds = started.elapsed().as_secs_f64();
         self.precise_seconds += seconds;
-        self.metrics.write(serde_json::json!({
+        self.write_metrics(serde_json::json!({
             "type": "precise_bn", "step": self.next_step, "shape": [n, t, s], "bn_groups": groups,
             "batches": batches, "failed_clips": failures,
             "seconds": seconds, "wall_s": self.wall_seconds(),

@@ -145,6 +145,14 @@ impl Trainer {
         self.sync_from_rank0()
     }
 
+    /// One metrics line (rank 0 writes it, the others keep it): a failed write (disk full,
+    /// permissions) fails every rank at the same point, so none waits in a collective that
+    /// rank 0 will never enter.
+    pub(super) fn write_metrics(&mut self, line: serde_json::Value) -> Result<()> {
+        let written = self.metrics.write(line);
+        self.agree(written, "write its metrics")
+    }
+
     /// `local` on this rank, and an error on every rank when any rank failed: what a step
     /// before a collective needs, so that no rank is left waiting for one that gave up.
     pub(super) fn agree<T>(&mut self, local: Result<T>, what: &str) -> Result<T> {
