@@ -67,7 +67,8 @@
  *     clips that keep failing to decode); TORCH.
  *   mg_trainer_evaluate: IO (no such split); DATA (a split that cannot be read).
  *   mg_trainer_load: IO (no checkpoint there); DATA (a manifest that cannot be parsed).
- *   mg_trainer_resume: DATA (the newest checkpoint's manifest cannot be parsed).
+ *   mg_trainer_resume: DATA (no checkpoint whose manifest parses and whose files pass their
+ *     checksums; a newest one that fails is passed over for the one before, with a warning).
  *   mg_last_error_message, mg_status_str, mg_version, mg_trainer_last_metrics, mg_*_free:
  *     never fail.
  */

@@ -37,7 +37,7 @@ impl Trainer {
         if let Some((bad, why)) = &skipped {
             let Some((_, instead)) = found[..usable].last() else {
                 // Starting over would silently discard the run: say so instead.
-                return Err(Error::InvalidArgument(format!(
+                return Err(Error::Data(format!(
                     "no usable checkpoint under {}: the newest, {}, is unusable ({why})",
                     self.checkpoint_root().display(),
                     bad.display()
