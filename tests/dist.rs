@@ -77,6 +77,35 @@ fn train_mpirun(config: &Path, out: &Path, ranks: usize, extra: &[&str]) -> Outp
         .unwrap()
 }
 
+/// An MPMD `mpirun`: one rank per argument list (`multigrid train` with those arguments), so
+/// ranks can be given what a real launcher never should. Returns whether it succeeded, its
+/// output, and how long it took.
+fn train_mpmd(ranks: &[Vec<String>]) -> (bool, String, std::time::Duration) {
+    let mut args = vec!["--bind-to".to_string(), "none".into()];
+    for (i, r) in ranks.iter().enumerate() {
+        if i > 0 {
+            args.push(":".into());
+        }
+        args.extend(["-np", "1", "-x", "OMP_NUM_THREADS=1"].map(String::from));
+        args.push(env!("CARGO_BIN_EXE_multigrid").into());
+        args.push("train".into());
+        args.extend(r.iter().cloned());
+    }
+    let started = std::time::Instant::now();
+    let result = Command::new("mpirun")
+        .args(&args)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&result.stdout),
+        String::from_utf8_lossy(&result.stderr)
+    );
+    (result.status.success(), text, started.elapsed())
+}
+
 fn ok(out: &Output) -> String {
     let text = format!(
         "{}{}",
@@ -341,48 +370,21 @@ fn one_rank_through_the_engine_equals_one_process() {
 fn ranks_that_run_different_configs_are_named_at_start() {
     let (root, config) = setup("dist_disagree");
     let out = root.join("run");
-    let rank = |lr: &str| {
-        vec![
-            "-np".to_string(),
-            "1".into(),
-            "-x".into(),
-            "OMP_NUM_THREADS=1".into(),
-            env!("CARGO_BIN_EXE_multigrid").into(),
-            "train".into(),
-            "--config".into(),
-            config.to_string_lossy().into_owned(),
-            "--output-dir".into(),
-            out.to_string_lossy().into_owned(),
-            "--set".into(),
-            format!("solver.base_lr={lr}"),
-        ]
+    let rank = |lr: &str| -> Vec<String> {
+        let c = config.to_string_lossy().into_owned();
+        let o = out.to_string_lossy().into_owned();
+        let lr = format!("solver.base_lr={lr}");
+        ["--config", &c, "--output-dir", &o, "--set", &lr]
+            .map(String::from)
+            .to_vec()
     };
-    let mut args = vec!["--bind-to".to_string(), "none".into()];
-    args.extend(rank("0.02"));
-    args.push(":".into());
-    args.extend(rank("0.03"));
-    let started = std::time::Instant::now();
-    let result = Command::new("mpirun")
-        .args(&args)
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&result.stdout),
-        String::from_utf8_lossy(&result.stderr)
-    );
-    assert!(!result.status.success(), "{text}");
+    let (success, text, took) = train_mpmd(&[rank("0.02"), rank("0.03")]);
+    assert!(!success, "{text}");
     assert!(
         text.contains("rank 1's config differs from rank 0's"),
         "{text}"
     );
-    assert!(
-        started.elapsed().as_secs() < 60,
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(took.as_secs() < 60, "took {took:?}");
 }
 
 /// On resume, a rank that cannot see the checkpoint rank 0 chose (an output directory that is
@@ -398,38 +400,15 @@ fn a_rank_that_cannot_see_the_checkpoint_fails_every_rank_at_once() {
         None,
         &["--set", "solver.max_epoch=5"],
     ));
-    let rank = |out: &Path| {
-        vec![
-            "-np".to_string(),
-            "1".into(),
-            "-x".into(),
-            "OMP_NUM_THREADS=1".into(),
-            env!("CARGO_BIN_EXE_multigrid").into(),
-            "train".into(),
-            "--resume".into(),
-            "--config".into(),
-            config.to_string_lossy().into_owned(),
-            "--output-dir".into(),
-            out.to_string_lossy().into_owned(),
-        ]
+    let rank = |out: &Path| -> Vec<String> {
+        let c = config.to_string_lossy().into_owned();
+        let o = out.to_string_lossy().into_owned();
+        ["--resume", "--config", &c, "--output-dir", &o]
+            .map(String::from)
+            .to_vec()
     };
-    let mut args = vec!["--bind-to".to_string(), "none".into()];
-    args.extend(rank(&shared));
-    args.push(":".into());
-    args.extend(rank(&root.join("rank1-elsewhere")));
-    let started = std::time::Instant::now();
-    let result = Command::new("mpirun")
-        .args(&args)
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&result.stdout),
-        String::from_utf8_lossy(&result.stderr)
-    );
-    assert!(!result.status.success(), "{text}");
+    let (success, text, took) = train_mpmd(&[rank(&shared), rank(&root.join("rank1-elsewhere"))]);
+    assert!(!success, "{text}");
     assert!(
         text.contains("rank 1 cannot see rank 0's checkpoint"),
         "{text}"
@@ -439,11 +418,7 @@ fn a_rank_that_cannot_see_the_checkpoint_fails_every_rank_at_once() {
         "{text}"
     );
     // run.dist_timeout_s is 60 in this config: well before it.
-    assert!(
-        started.elapsed().as_secs() < 30,
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(took.as_secs() < 30, "took {took:?}");
 }
 
 /// Rank 0 alone fails to write its metrics (here a full disk: metrics.jsonl leads to

@@ -273,15 +273,21 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
         e.contains("model.safetensors") && e.contains("checksum"),
         "{e}"
     );
-    let out = bin()
-        .args(["train", "--resume", "--config"])
-        .arg(&config)
-        .arg("--output-dir")
-        .arg(&run)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{text}");
+    let resume = || {
+        let out = bin()
+            .args(["train", "--resume", "--config"])
+            .arg(&config)
+            .arg("--output-dir")
+            .arg(&run)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (success, text) = resume();
+    assert!(success, "{text}");
     assert!(
         text.contains("is unusable") && text.contains(&previous.1.display().to_string()),
         "{text}"
@@ -296,14 +302,7 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
         let bytes = std::fs::read(&model).unwrap();
         std::fs::write(&model, &bytes[..bytes.len() / 2]).unwrap();
     }
-    let out = bin()
-        .args(["train", "--resume", "--config"])
-        .arg(&config)
-        .arg("--output-dir")
-        .arg(&run)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{text}");
+    let (success, text) = resume();
+    assert!(!success, "{text}");
     assert!(text.contains("no usable checkpoint"), "{text}");
 }
