@@ -242,40 +242,31 @@ impl Dataset {
             Dataset::Store(store) => {
                 let info = store.info(i)?;
                 let frames = store.frames(i)?;
-                let scale = collate::fps_scale(info.fps(), target_fps);
-                let at_target = collate::frames_at_scale(info.num_frames, scale);
-                let d = choose(at_target, info.height, info.width);
                 let clip = Clip {
                     frames,
                     num_frames: info.num_frames,
                     height: info.height,
                     width: info.width,
                 };
-                let p = d.params;
-                if scale == 1.0 && d.frames.is_none() {
-                    collate::collate_explicit(&[clip], &[p], t, s, norm, out)?;
-                    let idx =
-                        collate::temporal_indices(p.start_frame, p.stride, t, info.num_frames);
-                    return Ok(span_of(&idx));
+                let pick = pick_frames(&clip, info.fps(), target_fps, t, choose);
+                if pick.plain {
+                    // The collator's own temporal sampling is this pick: no gather needed.
+                    collate::collate_explicit(&[clip], &[pick.params], t, s, norm, out)?;
+                } else {
+                    collate_frames(&clip, 0, &pick.frames, pick.params, s, norm, out)?;
                 }
-                let idx = d.frames.unwrap_or_else(|| {
-                    temporal_indices_scaled(p.start_frame, p.stride, t, info.num_frames, scale)
-                });
-                collate_frames(&clip, 0, &idx, p, s, norm, out)?;
-                Ok(span_of(&idx))
+                Ok(span_of(&pick.frames))
             }
             Dataset::Frames(store) => {
                 let info = store.info(i)?;
-                let scale = collate::fps_scale(info.fps(), target_fps);
-                let d = choose(
-                    collate::frames_at_scale(info.num_frames, scale),
-                    info.height,
-                    info.width,
-                );
-                let p = d.params;
-                let idx = d.frames.unwrap_or_else(|| {
-                    temporal_indices_scaled(p.start_frame, p.stride, t, info.num_frames, scale)
-                });
+                let shape = Clip {
+                    frames: &[],
+                    num_frames: info.num_frames,
+                    height: info.height,
+                    width: info.width,
+                };
+                let pick = pick_frames(&shape, info.fps(), target_fps, t, choose);
+                let (p, idx) = (pick.params, pick.frames);
                 // Only the sampled frames are decoded, each once, in sampling order.
                 let mut gathered = Vec::new();
                 store.gather(i, &idx, &mut gathered)?;
@@ -299,6 +290,44 @@ impl Dataset {
             }
             Dataset::FrameLists(l) => l.collate_clip(i, t, s, norm, choose, out),
         }
+    }
+}
+
+/// A clip's draw and the T frames it picks.
+struct Pick {
+    params: ClipParams,
+    frames: Vec<u32>,
+    /// The pick is the collator's own temporal sampling (the clip at the target rate, no
+    /// explicit frames), so a clip already in memory needs no gather.
+    plain: bool,
+}
+
+/// The draw `choose` makes for a clip of `clip`'s frame count and size at `fps`, and the frames
+/// it picks: the draw's explicit frames (the frame-list rules), else T frames from its start and
+/// stride counted at `target_fps` (`data.target_fps`), so a 60 fps video spans as many seconds
+/// as a 30 fps one. Only `clip`'s shape is read.
+fn pick_frames(
+    clip: &Clip,
+    fps: Option<f64>,
+    target_fps: u32,
+    t: u32,
+    choose: impl FnOnce(u32, u32, u32) -> Draw,
+) -> Pick {
+    let scale = collate::fps_scale(fps, target_fps);
+    let d = choose(
+        collate::frames_at_scale(clip.num_frames, scale),
+        clip.height,
+        clip.width,
+    );
+    let p = d.params;
+    let plain = scale == 1.0 && d.frames.is_none();
+    let frames = d.frames.unwrap_or_else(|| {
+        temporal_indices_scaled(p.start_frame, p.stride, t, clip.num_frames, scale)
+    });
+    Pick {
+        params: p,
+        frames,
+        plain,
     }
 }
 
@@ -359,16 +388,14 @@ fn decode_and_collate(
 ) -> Result<[u32; 2]> {
     use super::video;
     let info = video::probe(path)?;
-    let scale = collate::fps_scale(Some(info.fps), target_fps);
-    let d = choose(
-        collate::frames_at_scale(info.num_frames, scale),
-        info.height,
-        info.width,
-    );
-    let p = d.params;
-    let idx = d.frames.unwrap_or_else(|| {
-        temporal_indices_scaled(p.start_frame, p.stride, t, info.num_frames, scale)
-    });
+    let shape = Clip {
+        frames: &[],
+        num_frames: info.num_frames,
+        height: info.height,
+        width: info.width,
+    };
+    let pick = pick_frames(&shape, Some(info.fps), target_fps, t, choose);
+    let (p, idx) = (pick.params, pick.frames);
     let (lo, hi) = (
         idx.iter().copied().min().unwrap_or(0),
         idx.iter().copied().max().unwrap_or(0),
