@@ -75,6 +75,16 @@ std::chrono::milliseconds ms(int64_t v) {
   return std::chrono::milliseconds(v);
 }
 
+// The n tensors the Rust side passed as an array of handles.
+std::vector<at::Tensor> tensors_of(const at::Tensor* const* ts, size_t n) {
+  std::vector<at::Tensor> v;
+  v.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    v.push_back(*ts[i]);
+  }
+  return v;
+}
+
 }  // namespace
 
 // Sums over a group of ranks, in place; the Rust side (the trainer's collective) provides it.
@@ -221,14 +231,6 @@ struct MgNccl {
   c10::intrusive_ptr<c10d::ProcessGroupNCCL> pg;
 };
 
-std::vector<at::Tensor> tensors_of(const at::Tensor* const* ts, size_t n) {
-  std::vector<at::Tensor> v;
-  v.reserve(n);
-  for (size_t i = 0; i < n; ++i) {
-    v.push_back(*ts[i]);
-  }
-  return v;
-}
 }  // namespace
 
 // A ProcessGroupNCCL over `store` on cuda:`device`, its communicator created now (eagerly).
@@ -372,19 +374,6 @@ int mgb_autocast_state(int8_t device, int* enabled, int8_t* dtype, char* err, si
   });
 }
 
-namespace {
-
-std::vector<at::Tensor> tensors(const at::Tensor* const* ts, size_t n) {
-  std::vector<at::Tensor> v;
-  v.reserve(n);
-  for (size_t i = 0; i < n; ++i) {
-    v.push_back(*ts[i]);
-  }
-  return v;
-}
-
-}  // namespace
-
 // One torch.optim.SGD step over n parameters of one weight-decay group, as PyTorch's
 // multi-tensor implementation (foreach=True) computes it, or, with `fused` and every tensor on
 // CUDA, as its fused kernel (fused=True). `bufs` are the momentum buffers (ignored when
@@ -400,11 +389,11 @@ int mgb_sgd_step(const at::Tensor* const* params, const at::Tensor* const* grads
       return;
     }
     at::NoGradGuard no_grad;
-    auto p = tensors(params, n);
-    auto g = tensors(grads, n);
+    auto p = tensors_of(params, n);
+    auto g = tensors_of(grads, n);
     std::vector<at::Tensor> b;
     if (momentum != 0.0) {
-      b = tensors(bufs, n);
+      b = tensors_of(bufs, n);
     }
     if (fused) {
       at::_fused_sgd_(p, g, b, weight_decay, momentum, lr, dampening, nesterov != 0,
