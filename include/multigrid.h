@@ -348,6 +348,8 @@ typedef struct mg_accuracy {
   double map;
 } mg_accuracy;
 
+
+
 /**
  * Success.
  */

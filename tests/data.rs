@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use common::repo;
 use multigrid::data::dataset::load_batch;
-use multigrid::data::{synthetic, Dataset, Loader, LoaderOptions};
+use multigrid::data::{Dataset, Loader, LoaderOptions};
 use multigrid::{Plan, Schedule};
 
 fn tiny_schedule() -> Schedule {
@@ -51,7 +51,7 @@ fn dataset_dir() -> PathBuf {
 #[cfg(feature = "video")]
 #[test]
 fn videos_decode_to_the_frames_that_were_encoded() {
-    use multigrid::data::video;
+    use multigrid::data::{synthetic, video};
     let dir = dataset_dir();
     let path = dir.join("videos/000005.mp4");
     let info = video::probe(&path).unwrap();

@@ -14,8 +14,10 @@ use multigrid::data::dataset::load_batch;
 use multigrid::data::frame_list_gen::{write_charades, write_ssv2, FrameListOptions};
 use multigrid::data::Dataset;
 use multigrid::plan::Plan;
+use multigrid::train::Trainer;
 use multigrid::Schedule;
 use serde_json::{json, Value};
+use tch::Tensor;
 
 fn options() -> FrameListOptions {
     FrameListOptions {
@@ -86,7 +88,7 @@ fn charades_trains_on_label_sets_and_reports_map() {
         "{multi} of {clips} clips have 2+ labels"
     );
 
-    let log = fit_log(c, &root.join("run"));
+    let log = fit_log(c.clone(), &root.join("run"));
     let train_lines = of_type(&log, "train");
     assert!(!train_lines.is_empty());
     // Binary cross-entropy over 12 classes starts near ln 2 per class, far below the
@@ -96,15 +98,57 @@ fn charades_trains_on_label_sets_and_reports_map() {
     let evals = of_type(&log, "eval");
     assert_eq!(evals.len(), 2);
     for e in &evals {
-        let map = e["map"]
-            .as_f64()
-            .expect("multi-label evaluation reports mAP");
-        assert!(map > 0.0 && map <= 100.0, "{e}");
+        assert!(
+            e["map"].as_f64().is_some(),
+            "multi-label evaluation reports mAP: {e}"
+        );
         assert_eq!(e["clips"].as_u64().unwrap(), summary.val_videos);
+        whole_clips(e["top1"].as_f64().unwrap(), summary.val_videos, e);
     }
     let s = of_type(&log, "summary")[0];
-    let test_map = s["test_map"].as_f64().expect("the test reports mAP");
-    assert!(test_map > 0.0 && test_map <= 100.0, "{s}");
+    assert!(
+        s["test_map"].as_f64().is_some(),
+        "the test reports mAP: {s}"
+    );
+
+    // A trained model's mAP has no known value; a head that ignores its input has one. Every
+    // clip then scores the same for a class, one threshold holding all N clips, so class c's
+    // AP is its positives P_c over N, and the mAP is their mean over the classes that occur
+    // in the split (PySlowFast drops the others).
+    let val = open(&c, "val");
+    let sets: Vec<Vec<u32>> = (0..val.len())
+        .map(|i| val.labels_in(i, [0, 0]).unwrap())
+        .collect();
+    let n = sets.len() as f64;
+    let positives: Vec<usize> = (0..12u32)
+        .map(|class| sets.iter().filter(|s| s.contains(&class)).count())
+        .collect();
+    let present: Vec<f64> = positives
+        .iter()
+        .filter(|&&p| p > 0)
+        .map(|&p| p as f64 / n)
+        .collect();
+    assert!(present.len() > 1 && present.len() < 12, "{positives:?}");
+    let want_map = 100.0 * present.iter().sum::<f64>() / present.len() as f64;
+    // Multi-label top-k: the share of clips whose k best classes include one of theirs.
+    let share = |classes: &[u32]| {
+        let hit = sets
+            .iter()
+            .filter(|s| s.iter().any(|class| classes.contains(class)));
+        100.0 * hit.count() as f64 / n
+    };
+    let mut t = Trainer::new(c, &root.join("known")).unwrap();
+    for top in [0, 5, 11] {
+        let (want_top1, want_top5) = constant_head(&t, top);
+        for split in ["val", "test"] {
+            let acc = t.evaluate_named(split).unwrap();
+            let at = format!("{split}, class {top} first: {acc:?}");
+            assert_eq!(acc.clips, sets.len(), "{at}");
+            close(acc.map.expect("multi-label reports mAP"), want_map, &at);
+            close(acc.top1, share(&want_top1), &at);
+            close(acc.top5, share(&want_top5), &at);
+        }
+    }
 }
 
 /// Something-Something V2: classes from the label JSONs, one frame per segment, no flip; a run
@@ -124,20 +168,45 @@ fn ssv2_trains_on_templates_and_reports_top1() {
     assert_eq!(val.len() as u64, summary.val_videos);
     assert!((0..val.len()).all(|i| val.label(i).unwrap() < 12));
 
-    let log = fit_log(c, &root.join("run"));
+    let log = fit_log(c.clone(), &root.join("run"));
     let evals = of_type(&log, "eval");
     assert_eq!(evals.len(), 2);
     for e in &evals {
         assert!(e["map"].is_null(), "{e}");
-        let top1 = e["top1"].as_f64().unwrap();
-        assert!((0.0..=100.0).contains(&top1));
         assert_eq!(e["clips"].as_u64().unwrap(), summary.val_videos);
+        whole_clips(e["top1"].as_f64().unwrap(), summary.val_videos, e);
     }
     let s = of_type(&log, "summary")[0];
     assert!(
         s["test_top1"].as_f64().is_some() && s["test_map"].is_null(),
         "{s}"
     );
+
+    // A trained model's top-1 has no known value; a head that ignores its input has one: it
+    // calls every clip its first class, so the top-1 is that class's share of the split (the
+    // top-5 that of its five best classes). Each class in turn: the shares add up to 100.
+    let labels: Vec<u32> = (0..val.len()).map(|i| val.label(i).unwrap()).collect();
+    let share = |classes: &[u32]| {
+        let hit = labels.iter().filter(|l| classes.contains(l)).count();
+        100.0 * hit as f64 / labels.len() as f64
+    };
+    let mut t = Trainer::new(c, &root.join("known")).unwrap();
+    let mut total = 0.0;
+    for top in 0..12 {
+        let (want_top1, want_top5) = constant_head(&t, top);
+        for split in ["val", "test"] {
+            let acc = t.evaluate_named(split).unwrap();
+            let at = format!("{split}, class {top} first: {acc:?}");
+            assert_eq!(acc.clips, labels.len(), "{at}");
+            assert!(acc.map.is_none(), "{at}");
+            close(acc.top1, share(&want_top1), &at);
+            close(acc.top5, share(&want_top5), &at);
+        }
+        total += share(&want_top1);
+    }
+    close(total, 100.0, "the classes' shares");
+    // Not all one class, so the per-class values above differ between classes.
+    assert!(labels.iter().any(|&l| l != labels[0]), "{labels:?}");
 }
 
 /// A Charades config with single-label settings, or the reverse, is refused with the keys to
@@ -158,4 +227,35 @@ fn mismatched_dataset_labels_and_loss_are_config_errors() {
 
 fn open(c: &multigrid::Config, split: &str) -> Arc<Dataset> {
     Arc::new(multigrid::train::open_split(c, split).unwrap())
+}
+
+/// Zeroes the classifier's weights and sets its bias so that every clip scores class `top`
+/// first, then `top + 1`, ... (mod 12), whatever its frames. Returns the classes ranked first
+/// and the five ranked first.
+fn constant_head(t: &Trainer, top: u32) -> (Vec<u32>, Vec<u32>) {
+    let vars = t.var_store().variables();
+    let bias: Vec<f32> = (0..12u32)
+        .map(|c| -(((c + 12 - top) % 12) as f32))
+        .collect();
+    tch::no_grad(|| {
+        let _ = vars["head.projection.weight"].shallow_clone().zero_();
+        vars["head.projection.bias"]
+            .shallow_clone()
+            .copy_(&Tensor::from_slice(&bias));
+    });
+    let ranked: Vec<u32> = (0..5).map(|k| (top + k) % 12).collect();
+    (ranked[..1].to_vec(), ranked)
+}
+
+fn close(got: f64, want: f64, at: &str) {
+    assert!((got - want).abs() < 1e-9, "{got} != {want}: {at}");
+}
+
+/// A top-1 in percent of `clips` clips is a whole number of them.
+fn whole_clips(top1: f64, clips: u64, at: &Value) {
+    let hits = top1 * clips as f64 / 100.0;
+    assert!(
+        (0.0..=clips as f64).contains(&hits) && (hits - hits.round()).abs() < 1e-9,
+        "top-1 {top1}% is not a whole number of {clips} clips: {at}"
+    );
 }

@@ -106,6 +106,17 @@ fn train_mpmd(ranks: &[Vec<String>]) -> (bool, String, std::time::Duration) {
     (result.status.success(), text, started.elapsed())
 }
 
+/// A run's stdout and stderr, asserting that it failed.
+fn failed(out: &Output) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    text
+}
+
 fn ok(out: &Output) -> String {
     let text = format!(
         "{}{}",
@@ -139,9 +150,9 @@ fn metrics(run: &Path) -> Vec<serde_json::Value> {
 
 /// How far two parameter sets are apart, over all trainable tensors together: the norm of the
 /// difference over the norm of `a`, and the largest element difference over the largest
-/// element of `a`. Running statistics are left out: ranks pool them differently from one
-/// process's groups, by design. (A per-tensor ratio would divide by BN biases that have barely
-/// left zero.)
+/// element of `a`. Running statistics are compared apart ([`statistics_difference`]), as
+/// their scale is not the weights'. (A per-tensor ratio would divide by BN biases that have
+/// barely left zero.)
 fn relative_difference(a: &[(String, tch::Tensor)], b: &[(String, tch::Tensor)]) -> (f64, f64) {
     assert_eq!(a.len(), b.len());
     let (mut diff2, mut norm2, mut max_diff, mut max_a) = (0.0, 0.0, 0.0f64, 0.0f64);
@@ -161,6 +172,24 @@ fn relative_difference(a: &[(String, tch::Tensor)], b: &[(String, tch::Tensor)])
         max_a = max_a.max(ta.abs().max().double_value(&[]));
     }
     ((diff2 / norm2).sqrt(), max_diff / max_a)
+}
+
+/// The largest difference between two sets' BN running statistics, over the largest
+/// statistic of `a`.
+fn statistics_difference(a: &[(String, tch::Tensor)], b: &[(String, tch::Tensor)]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let (mut max_diff, mut max_a, mut count) = (0.0f64, 0.0f64, 0);
+    for ((na, ta), (nb, tb)) in a.iter().zip(b) {
+        assert_eq!(na, nb);
+        if !na.contains("running_") {
+            continue;
+        }
+        count += 1;
+        max_diff = max_diff.max((ta - tb).abs().max().double_value(&[]));
+        max_a = max_a.max(ta.abs().max().double_value(&[]));
+    }
+    assert!(count > 0, "no running statistics");
+    max_diff / max_a
 }
 
 #[test]
@@ -237,6 +266,13 @@ fn two_ranks_equal_one_process_with_twice_the_batch() {
         norm < 1e-5 && element < 1e-5,
         "relative difference {norm:e}, {element:e}"
     );
+    // The checkpoints' BN statistics are precise BN's: per rank over its shard, pooled over
+    // ranks, against one process's per-group statistics pooled over its groups.
+    let stats = statistics_difference(
+        &checkpoint_params(&c1.last().unwrap().1),
+        &checkpoint_params(&c2.last().unwrap().1),
+    );
+    assert!(stats < 1e-5, "BN statistics differ by {stats:e}");
     let manifest = multigrid::train::checkpoint::read_manifest(&c2.last().unwrap().1).unwrap();
     assert_eq!(manifest.world_size, 2);
 
@@ -432,13 +468,12 @@ fn rank_0_failing_to_write_metrics_ends_every_rank() {
     std::fs::create_dir_all(&out).unwrap();
     std::os::unix::fs::symlink("/dev/full", out.join("metrics.jsonl")).unwrap();
     let started = std::time::Instant::now();
-    let result = train_mpirun(&config, &out, 2, &["--set", "solver.max_epoch=5"]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&result.stdout),
-        String::from_utf8_lossy(&result.stderr)
-    );
-    assert!(!result.status.success(), "{text}");
+    let text = failed(&train_mpirun(
+        &config,
+        &out,
+        2,
+        &["--set", "solver.max_epoch=5"],
+    ));
     assert!(text.contains("metrics.jsonl"), "{text}");
     assert!(
         text.contains("another rank could not write its metrics"),
@@ -451,6 +486,35 @@ fn rank_0_failing_to_write_metrics_ends_every_rank() {
     );
 }
 
+/// `multigrid train --nproc-per-node 2` in the background, its stderr piped.
+fn spawn_two_ranks(config: &Path, out: &Path) -> std::process::Child {
+    bin()
+        .arg("train")
+        .arg("--config")
+        .arg(config)
+        .arg("--output-dir")
+        .arg(out)
+        .args(["--nproc-per-node", "2"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `run` holds a checkpoint past step 3 and before `total` (the run is then well
+/// inside its plan) while `child` runs; returns its step.
+fn wait_for_checkpoint_inside(child: &mut std::process::Child, run: &Path, total: u64) -> u64 {
+    let start = Instant::now();
+    loop {
+        let ck = multigrid::train::checkpoint::list(&run.join("checkpoints")).unwrap();
+        if let Some(&(s, _)) = ck.iter().find(|(s, _)| *s > 3 && *s < total) {
+            return s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "no checkpoint");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_killed_rank_ends_the_job_and_two_ranks_resume_exactly() {
     let (root, config) = setup("dist_kill_resume");
@@ -459,26 +523,8 @@ fn a_killed_rank_ends_the_job_and_two_ranks_resume_exactly() {
     let (total, clean_last) = last_checkpoint(&clean);
 
     let killed = root.join("killed");
-    let mut child = bin()
-        .arg("train")
-        .arg("--config")
-        .arg(&config)
-        .arg("--output-dir")
-        .arg(&killed)
-        .args(["--nproc-per-node", "2"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        let ck = multigrid::train::checkpoint::list(&killed.join("checkpoints")).unwrap();
-        if ck.iter().any(|(s, _)| *s > 3 && *s < total) {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(300), "no checkpoint");
-        assert!(child.try_wait().unwrap().is_none(), "ended before the kill");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut child = spawn_two_ranks(&config, &killed);
+    wait_for_checkpoint_inside(&mut child, &killed, total);
     let ranks = rank_pids(child.id());
     assert_eq!(ranks.len(), 2, "rank processes: {ranks:?}");
     // SIGKILL one rank: the job must end, non-zero, naming it, well within the timeout.
@@ -504,6 +550,41 @@ fn a_killed_rank_ends_the_job_and_two_ranks_resume_exactly() {
     for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
         assert_eq!(na, nb);
         assert!(ta.equal(tb), "{na} differs after a 2-rank resume");
+    }
+
+    // A preemption notice (SIGTERM to the launcher, as Slurm or Kubernetes send it): the ranks
+    // finish their step, agree, write a checkpoint where they are and exit with status 3; the
+    // same command, with no --resume, continues bit-identically (run.auto_resume).
+    let preempted = root.join("preempted");
+    let mut child = spawn_two_ranks(&config, &preempted);
+    let seen = wait_for_checkpoint_inside(&mut child, &preempted, total);
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("received: stopped after step"), "{text}");
+    let (stopped, _) = last_checkpoint(&preempted);
+    assert!(
+        stopped > seen && stopped < total,
+        "{seen} {stopped} {total}"
+    );
+    let summary = metrics(&preempted)
+        .into_iter()
+        .rfind(|v| v["type"] == "summary")
+        .unwrap();
+    assert!(summary["preempted"].is_string(), "{summary}");
+    let text = ok(&train(&config, &preempted, Some(2), &[]));
+    assert!(
+        text.contains(&format!("resumed at step {stopped}")),
+        "{text}"
+    );
+    let b = checkpoint_params(&last_checkpoint(&preempted).1);
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(
+            ta.equal(tb),
+            "{na} differs after a preempted 2-rank run resumed"
+        );
     }
 }
 
@@ -672,5 +753,225 @@ fn sync_bn_over_two_ranks_equals_one_process_with_plain_bn() {
     assert!(
         norm < 1e-5 && element < 1e-5,
         "relative difference {norm:e}, {element:e}"
+    );
+    // BN statistics are not compared here: precise BN averages per-batch variances (as
+    // fvcore), and a rank's batch of 2 has another variance than the process's batch of 4.
+    // Where the rank's batch is the process's BN group they are (the test above).
+}
+
+/// The four-rank sync-BN test's batch at its `k`-th step, over all ranks: 8 clips of 8 frames
+/// at 32 px (the slow pathway's 4 frames apart), 12 classes.
+fn global_batch(k: u64) -> (tch::Tensor, tch::Tensor, tch::Tensor) {
+    tch::manual_seed(1000 + k as i64);
+    let opts = (tch::Kind::Float, tch::Device::Cpu);
+    let fast = tch::Tensor::randn([8, 3, 8, 32, 32], opts);
+    let slow = tch::Tensor::randn([8, 3, 4, 32, 32], opts);
+    let labels = tch::Tensor::randint(12, [8], (tch::Kind::Int64, tch::Device::Cpu));
+    (slow, fast, labels)
+}
+
+const GROUP_STEPS: u64 = 3;
+const GROUP_LR: f64 = 0.01;
+
+/// One rank of `four_ranks_with_sync_bn_groups_of_two_equal_one_process_with_those_groups`,
+/// started by mpirun from that test (hence ignored by a plain `cargo test`). It records the
+/// parameters it holds after start-up and its sync-BN groups, trains on its two clips of each
+/// global batch (clips 2r and 2r + 1), and ends with a checkpoint.
+#[test]
+#[ignore = "a rank of four_ranks_with_sync_bn_groups_of_two_..., which mpirun starts"]
+fn sync_bn_group_rank() {
+    let root = PathBuf::from(std::env::var("MG_SYNC_BN_ROOT").expect("started by mpirun"));
+    let config = multigrid::Config::from_file(root.join("config.json")).unwrap();
+    let mut t = multigrid::train::Trainer::new(config, &root.join("ranks")).unwrap();
+    let rank = t.rank();
+    assert_eq!(t.world_size(), 4);
+    let mut vars: Vec<(String, tch::Tensor)> = t.var_store().variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    tch::Tensor::write_safetensors(&vars, root.join(format!("init_{rank}.safetensors"))).unwrap();
+    std::fs::write(
+        root.join(format!("groups_{rank}.json")),
+        serde_json::to_string(t.sync_bn_groups()).unwrap(),
+    )
+    .unwrap();
+    let first = (0..t.plan().total_steps())
+        .find(|&s| t.plan().step(s).unwrap().bn_sync_ranks == 2)
+        .expect("no step with sync BN over 2 ranks");
+    let mine = tch::Tensor::from_slice(&[2 * rank as i64, 2 * rank as i64 + 1]);
+    for k in 0..GROUP_STEPS {
+        let (slow, fast, labels) = global_batch(k);
+        let pick = |x: &tch::Tensor| x.index_select(0, &mine);
+        t.train_step(
+            &pick(&slow),
+            &pick(&fast),
+            &pick(&labels),
+            1,
+            GROUP_LR,
+            first + k,
+        )
+        .unwrap();
+    }
+    t.save_checkpoint().unwrap();
+}
+
+/// 4 MPI ranks whose per-rank batch (2) is below bn_base_size (4): sync BN pools ranks {0, 1}
+/// and {2, 3}, sub-communicators of the world, made at start. One process with 2 BN groups
+/// over the same 8 clips, ordered so its groups hold the same clips, must train the same
+/// weights. Each rank draws its own initial weights, so equal starting points also prove the
+/// broadcast of rank 0's.
+#[test]
+fn four_ranks_with_sync_bn_groups_of_two_equal_one_process_with_those_groups() {
+    let (root, config_path) = setup("dist_sync_bn_groups");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["multigrid"]["short_cycle"] = false.into();
+    config["run"]["auto_resume"] = false.into();
+    std::fs::write(root.join("config.json"), config.to_string()).unwrap();
+    let out = Command::new("mpirun")
+        .args(["-np", "4", "--oversubscribe", "--bind-to", "none"])
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMP_NUM_THREADS", "1")
+        .env("MG_SYNC_BN_ROOT", &root)
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "sync_bn_group_rank",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .output()
+        .unwrap();
+    let text = ok(&out);
+    assert!(text.contains("1 passed"), "{text}");
+
+    // Groups of consecutive ranks, made before the first step.
+    for rank in 0..4 {
+        let groups: Vec<Vec<usize>> = serde_json::from_str(
+            &std::fs::read_to_string(root.join(format!("groups_{rank}.json"))).unwrap(),
+        )
+        .unwrap();
+        let first = rank / 2 * 2;
+        assert_eq!(groups, vec![vec![first, first + 1]], "rank {rank}");
+    }
+
+    // The reference, in this process: rank 0's seed, the whole batch, 2 BN groups (clips
+    // 0, 2, 4, 6 and 1, 3, 5, 7), the clips ordered so that group 0 holds ranks 0-1's.
+    let c = multigrid::Config::from_file(root.join("config.json")).unwrap();
+    let mut one = multigrid::train::Trainer::new(c, &root.join("one")).unwrap();
+    let mut init: Vec<(String, tch::Tensor)> = one.var_store().variables().into_iter().collect();
+    init.sort_by(|a, b| a.0.cmp(&b.0));
+    for rank in 0..4 {
+        let theirs =
+            tch::Tensor::read_safetensors(root.join(format!("init_{rank}.safetensors"))).unwrap();
+        let mut theirs = theirs;
+        theirs.sort_by(|a, b| a.0.cmp(&b.0));
+        for ((n, a), (_, b)) in init.iter().zip(&theirs) {
+            assert!(
+                a.equal(b),
+                "rank {rank} starts with another {n} than rank 0"
+            );
+        }
+    }
+    let order = tch::Tensor::from_slice(&[0i64, 4, 1, 5, 2, 6, 3, 7]);
+    for k in 0..GROUP_STEPS {
+        let (slow, fast, labels) = global_batch(k);
+        let pick = |x: &tch::Tensor| x.index_select(0, &order);
+        one.train_step(&pick(&slow), &pick(&fast), &pick(&labels), 2, GROUP_LR, k)
+            .unwrap();
+    }
+    let mut trained: Vec<(String, tch::Tensor)> = one.var_store().variables().into_iter().collect();
+    trained.sort_by(|a, b| a.0.cmp(&b.0));
+    let (norm, element) = relative_difference(
+        &trained,
+        &checkpoint_params(&last_checkpoint(&root.join("ranks")).1),
+    );
+    assert!(
+        norm < 1e-5 && element < 1e-5,
+        "relative difference {norm:e}, {element:e}"
+    );
+    // And the groups matter: the same clips in groups 0-2 / 1-3 (the world's other pairing)
+    // train other weights.
+    let mut other = multigrid::train::Trainer::new(
+        multigrid::Config::from_file(root.join("config.json")).unwrap(),
+        &root.join("other"),
+    )
+    .unwrap();
+    let pairing = tch::Tensor::from_slice(&[0i64, 2, 1, 3, 4, 6, 5, 7]);
+    for k in 0..GROUP_STEPS {
+        let (slow, fast, labels) = global_batch(k);
+        let pick = |x: &tch::Tensor| x.index_select(0, &pairing);
+        other
+            .train_step(&pick(&slow), &pick(&fast), &pick(&labels), 2, GROUP_LR, k)
+            .unwrap();
+    }
+    let mut wrong: Vec<(String, tch::Tensor)> = other.var_store().variables().into_iter().collect();
+    wrong.sort_by(|a, b| a.0.cmp(&b.0));
+    let (norm, _) = relative_difference(&trained, &wrong);
+    assert!(
+        norm > 1e-4,
+        "the pairing changes nothing ({norm:e}): the test cannot tell"
+    );
+}
+
+/// `multigrid eval` under a launcher, where one rank's data directory lacks the split: every
+/// rank ends at once, that rank with its reason and the others saying another rank could not
+/// open it, instead of meeting in mismatched collectives.
+#[test]
+fn eval_where_a_rank_cannot_open_the_split_ends_every_rank() {
+    let (root, config) = setup("dist_eval_split");
+    let run = root.join("run");
+    ok(&train(
+        &config,
+        &run,
+        None,
+        &["--set", "solver.max_epoch=5"],
+    ));
+    let (_, checkpoint) = last_checkpoint(&run);
+    // Rank 1's copy of the data: the same train split, no val split.
+    let partial = root.join("partial");
+    std::fs::create_dir_all(&partial).unwrap();
+    std::os::unix::fs::symlink(
+        root.join("data/train.mgstore"),
+        partial.join("train.mgstore"),
+    )
+    .unwrap();
+    let rank = |data: &Path| -> Vec<String> {
+        let mut args = vec![
+            "-np".to_string(),
+            "1".into(),
+            "-x".into(),
+            "OMP_NUM_THREADS=1".into(),
+        ];
+        args.push(env!("CARGO_BIN_EXE_multigrid").into());
+        args.extend(["eval", "--split", "val", "--config"].map(String::from));
+        args.push(config.to_string_lossy().into_owned());
+        args.push("--checkpoint".into());
+        args.push(checkpoint.to_string_lossy().into_owned());
+        args.push("--data".into());
+        args.push(data.to_string_lossy().into_owned());
+        args
+    };
+    let mut args = vec!["--bind-to".to_string(), "none".into()];
+    args.extend(rank(&root.join("data")));
+    args.push(":".into());
+    args.extend(rank(&partial));
+    let started = Instant::now();
+    let out = Command::new("mpirun")
+        .args(&args)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .output()
+        .unwrap();
+    let text = failed(&out);
+    assert!(text.contains("rank 1 of 2:"), "{text}");
+    assert!(
+        text.contains("another rank cannot open the val split"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
     );
 }

@@ -215,9 +215,19 @@ fn bad_init_methods_are_invalid_arguments() {
     }
 }
 
+/// With a GPU, NCCL must start and move data: one rank per GPU, up to two (two ranks cannot
+/// share a GPU in one NCCL communicator). Without one, it must fail with an error, not a crash
+/// or a hang.
 #[test]
-fn nccl_without_a_gpu_or_build_fails_cleanly() {
-    if c10d::nccl_available() && tch::Cuda::device_count() > 0 {
+fn nccl_reduces_on_a_gpu_and_fails_cleanly_without_one() {
+    if let Ok(spec) = std::env::var(NCCL_RANK) {
+        return nccl_rank(&spec);
+    }
+    if tch::Cuda::is_available() {
+        match tch::Cuda::device_count() {
+            1 => nccl_rank_checks(0, 1, free_port()),
+            _ => nccl_ranks_in_processes(2),
+        }
         return;
     }
     // A world of one, so the rendezvous succeeds and NCCL's own set-up is what fails.
@@ -240,4 +250,104 @@ fn nccl_without_a_gpu_or_build_fails_cleanly() {
             "{err}"
         );
     }
+}
+
+/// Set to `rank,world,port` in the processes [`nccl_ranks_in_processes`] starts.
+const NCCL_RANK: &str = "MG_TEST_NCCL_RANK";
+
+/// One rank of [`nccl_ranks_in_processes`], in a process of its own as torchrun starts them:
+/// ProcessGroupNCCL keeps per-process state, so two ranks are not two threads of one test.
+fn nccl_rank(spec: &str) {
+    let v: Vec<usize> = spec.split(',').map(|x| x.parse().unwrap()).collect();
+    let [rank, world, port] = v[..] else {
+        panic!("{NCCL_RANK}={spec}: expected rank,world,port")
+    };
+    nccl_rank_checks(rank, world, port as u16);
+}
+
+/// Runs this test as [`nccl_rank`] in `world` processes of this test binary, rank r on
+/// cuda:r; each must pass, within a deadline (a rank that never meets the others hangs in
+/// NCCL's set-up).
+fn nccl_ranks_in_processes(world: usize) {
+    let dir = std::env::temp_dir().join(format!("multigrid-nccl-ranks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let exe = std::env::current_exe().unwrap();
+    let mut children: Vec<_> = (0..world)
+        .map(|r| {
+            let log = std::fs::File::create(dir.join(format!("rank{r}.log"))).unwrap();
+            std::process::Command::new(&exe)
+                .args([
+                    "nccl_reduces_on_a_gpu_and_fails_cleanly_without_one",
+                    "--exact",
+                    "--nocapture",
+                ])
+                .env(NCCL_RANK, format!("{r},{world},{port}"))
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut status = vec![None; world];
+    while status.iter().any(Option::is_none) && Instant::now() < deadline {
+        for (r, child) in children.iter_mut().enumerate() {
+            if status[r].is_none() {
+                status[r] = child.try_wait().unwrap();
+            }
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    for (r, status) in status.iter().enumerate() {
+        let log = std::fs::read_to_string(dir.join(format!("rank{r}.log"))).unwrap();
+        // "1 passed": the filter found the test and it ran, not an empty run that exits 0.
+        assert!(
+            status.is_some_and(|s| s.success()) && log.contains("1 passed"),
+            "rank {r} of {world}: {status:?}\n{log}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Rank `r` of `world` on cuda:`r` meets the others over a loopback TCPStore at `port`
+/// (rank 0 serves it), then all-reduces, broadcasts and all-gathers values that tell the
+/// ranks apart. A build without NCCL fails here with the reason (Unsupported): a GPU machine
+/// is where the NCCL backend must work.
+fn nccl_rank_checks(r: usize, world: usize, port: u16) {
+    use multigrid::dist::Collective;
+    use tch::{Device, Kind, Tensor};
+
+    let device = Device::Cuda(r);
+    let mut nccl = c10d::Nccl::connect(&options("env://"), &rank(r, world, port, false), r)
+        .unwrap_or_else(|e| panic!("rank {r}: NCCL does not start on cuda:{r}: {e}"));
+    assert_eq!((nccl.rank(), nccl.world_size()), (r, world));
+    assert_eq!(nccl.backend(), "nccl");
+    let own = (r + 1) as f64;
+
+    // Two tensors in one call, as the trainer's gradient buckets are reduced.
+    let a = Tensor::from_slice(&[own, 10.0 * own])
+        .to_kind(Kind::Float)
+        .to_device(device);
+    let b = Tensor::full([3], own, (Kind::Float, device));
+    nccl.all_reduce_sum(&[a.shallow_clone(), b.shallow_clone()])
+        .unwrap();
+    let sum = (world * (world + 1) / 2) as f32;
+    let host = |t: &Tensor| Vec::<f32>::try_from(t.to_device(Device::Cpu)).unwrap();
+    assert_eq!(host(&a), [sum, 10.0 * sum], "rank {r}: all-reduce");
+    assert_eq!(host(&b), [sum; 3], "rank {r}: all-reduce");
+
+    // Every rank ends with rank 0's values (1.0), its own overwritten.
+    let c = Tensor::full([4], own, (Kind::Float, device));
+    nccl.broadcast(&[c.shallow_clone()], 0).unwrap();
+    assert_eq!(host(&c), [1.0; 4], "rank {r}: broadcast from 0");
+
+    let gathered = nccl.all_gather_f64(&[own, -own]).unwrap();
+    let want: Vec<Vec<f64>> = (1..=world).map(|k| vec![k as f64, -(k as f64)]).collect();
+    assert_eq!(gathered, want, "rank {r}: all-gather");
+    nccl.barrier().unwrap();
 }

@@ -253,6 +253,47 @@ pub fn rendezvous(options: &DistOptions, launch: &Launch) -> Result<Store> {
     }
 }
 
+/// What in the environment would stop NCCL from ending the job when a peer dies, given how
+/// variables are read (`get`). PyTorch's ProcessGroupNCCL tears the process down when a
+/// collective fails or passes its timeout (`run.dist_timeout_s`): TORCH_NCCL_ASYNC_ERROR_HANDLING
+/// 3 (its default) or 1. 0 and 2 leave the process alive, waiting, and TORCH_NCCL_BLOCKING_WAIT
+/// changes how the wait fails; each gets a line saying what the user will see.
+pub fn nccl_environment_warnings(get: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let handling = [
+        "TORCH_NCCL_ASYNC_ERROR_HANDLING",
+        "NCCL_ASYNC_ERROR_HANDLING",
+    ]
+    .into_iter()
+    .find_map(|k| get(k).map(|v| (k, v)));
+    if let Some((key, v)) = handling {
+        match v.trim() {
+            "1" | "3" => {}
+            "0" | "2" => out.push(format!(
+                "{key}={v}: a NCCL error or timeout will not end this process, so a rank whose \
+                 peer died can stay in its collective; unset it (PyTorch's default, 3, ends the \
+                 process after run.dist_timeout_s)"
+            )),
+            other => out.push(format!(
+                "{key}={other:?} is not one of 0-3; PyTorch will read it as it does"
+            )),
+        }
+    }
+    if let Some(v) = ["TORCH_NCCL_BLOCKING_WAIT", "NCCL_BLOCKING_WAIT"]
+        .into_iter()
+        .find_map(get)
+    {
+        if v.trim() == "1" {
+            out.push(
+                "TORCH_NCCL_BLOCKING_WAIT=1: a timed-out collective raises on the host instead \
+                 of ending the process; multigrid turns it into an error and exits non-zero"
+                    .into(),
+            );
+        }
+    }
+    out
+}
+
 /// Whether this build has the NCCL backend ([`Nccl`]).
 pub fn nccl_available() -> bool {
     cfg!(mg_nccl)
@@ -367,6 +408,11 @@ mod nccl {
                     launch.rank, launch.world_size
                 )));
             }
+            if launch.rank == 0 {
+                for w in super::nccl_environment_warnings(|k| std::env::var(k).ok()) {
+                    eprintln!("multigrid: warning: {w}");
+                }
+            }
             let store = rendezvous(options, launch)?;
             let timeout_ms = millis(options.timeout);
             let world = Group::new(
@@ -454,6 +500,16 @@ mod nccl {
                 return self.world.all_reduce_sum(tensors);
             }
             self.group(group)?.all_reduce_sum(tensors)
+        }
+        fn create_group(&mut self, group: &[usize]) -> Result<()> {
+            if group.len() <= 1 || group.len() == self.world_size {
+                return Ok(());
+            }
+            // NCCL makes a communicator at its first collective: one on one element, so a
+            // failure to make it comes now.
+            let probe = Tensor::f_zeros([1], (Kind::Float, Device::Cuda(self.device)))
+                .map_err(|e| Error::Torch(e.to_string()))?;
+            self.all_reduce_sum_group(&[probe], group)
         }
         fn broadcast(&mut self, tensors: &[Tensor], root: usize) -> Result<()> {
             if root >= self.world_size {
@@ -545,6 +601,9 @@ impl crate::dist::Collective for Nccl {
     fn all_reduce_sum_group(&mut self, _: &[tch::Tensor], _: &[usize]) -> Result<()> {
         match self.never {}
     }
+    fn create_group(&mut self, _: &[usize]) -> Result<()> {
+        match self.never {}
+    }
     fn broadcast(&mut self, _: &[tch::Tensor], _: usize) -> Result<()> {
         match self.never {}
     }
@@ -613,5 +672,38 @@ mod tests {
             ));
         }
         assert!(parse_init_method("env://", &Launch::single()).is_err());
+    }
+}
+
+#[cfg(test)]
+mod environment_tests {
+    use super::nccl_environment_warnings;
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn settings_that_keep_a_dead_peers_job_alive_are_named() {
+        assert!(nccl_environment_warnings(env(&[])).is_empty());
+        assert!(
+            nccl_environment_warnings(env(&[("TORCH_NCCL_ASYNC_ERROR_HANDLING", "3")])).is_empty()
+        );
+        let w = nccl_environment_warnings(env(&[("TORCH_NCCL_ASYNC_ERROR_HANDLING", "0")]));
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].starts_with("TORCH_NCCL_ASYNC_ERROR_HANDLING=0"),
+            "{w:?}"
+        );
+        // The old name is read too, the new one first.
+        let w = nccl_environment_warnings(env(&[("NCCL_ASYNC_ERROR_HANDLING", "2")]));
+        assert!(w[0].starts_with("NCCL_ASYNC_ERROR_HANDLING=2"), "{w:?}");
+        let w = nccl_environment_warnings(env(&[("TORCH_NCCL_BLOCKING_WAIT", "1")]));
+        assert!(w[0].contains("BLOCKING_WAIT"), "{w:?}");
     }
 }

@@ -11,6 +11,7 @@ pub mod c10d;
 pub mod launch;
 #[cfg(feature = "mpi")]
 mod mpi;
+pub mod signals;
 pub mod sync_bn;
 mod watchdog;
 
@@ -36,6 +37,10 @@ pub trait Collective: Send {
     /// Sums each tensor over the ranks of `group` (ascending rank numbers that include this
     /// rank), in place. Sync BN pools statistics over such groups.
     fn all_reduce_sum_group(&mut self, tensors: &[Tensor], group: &[usize]) -> Result<()>;
+    /// Makes the sub-communicator of `group` (ascending ranks that include this one) now, so
+    /// that a failure to create it comes at start rather than in a training step. Collective:
+    /// every rank calls it, each with its own group, as many times and in the same order.
+    fn create_group(&mut self, group: &[usize]) -> Result<()>;
     /// Overwrites each tensor with rank `root`'s.
     fn broadcast(&mut self, tensors: &[Tensor], root: usize) -> Result<()>;
     fn barrier(&mut self) -> Result<()>;
@@ -143,6 +148,9 @@ impl Collective for Single {
     fn all_reduce_sum_group(&mut self, _: &[Tensor], _: &[usize]) -> Result<()> {
         Ok(())
     }
+    fn create_group(&mut self, _: &[usize]) -> Result<()> {
+        Ok(())
+    }
     fn broadcast(&mut self, _: &[Tensor], _: usize) -> Result<()> {
         Ok(())
     }
@@ -247,6 +255,11 @@ pub fn abort_job(code: i32) {
     mpi::abort_if_running(code);
     let _ = code;
 }
+
+/// DDP's bucket sizes, the trainer's gradient buckets: the first small, so communication
+/// starts early.
+pub const FIRST_BUCKET_BYTES: usize = 1 << 20;
+pub const BUCKET_BYTES: usize = 25 << 20;
 
 /// Flattens `tensors` into buckets of about `first_bytes` (the first) and `bytes` (the rest),
 /// in the given order, as DDP does: small first buckets start communication early.

@@ -207,23 +207,37 @@ impl Collective for Mpi {
         if group.len() == self.size {
             return self.all_reduce_sum(tensors);
         }
+        // The trainer made its groups at start; another caller's are made on first use.
+        self.create_group(group)?;
         let _watch = self.watchdog.watch("group all-reduce");
-        if !self.groups.contains_key(group) {
-            // Collective over the world: every rank meets here at the same step with its own
-            // group, since the plan gives every rank the same shapes.
-            let color = Color::with_value(group[0] as i32);
-            let sub =
-                self.comm.0.split_by_color(color).ok_or_else(|| {
-                    Error::InvalidArgument("MPI could not split the world".into())
-                })?;
-            if sub.size() as usize != group.len() {
-                return Err(Error::InvalidArgument(format!(
-                    "the group {group:?} is not the same on every rank"
-                )));
-            }
-            self.groups.insert(group.to_vec(), World(sub));
-        }
         reduce_on(&self.groups[group].0, tensors)
+    }
+
+    fn create_group(&mut self, group: &[usize]) -> Result<()> {
+        if !group.contains(&self.rank) {
+            return Err(Error::InvalidArgument(format!(
+                "rank {} is not in the group {group:?}",
+                self.rank
+            )));
+        }
+        if self.groups.contains_key(group) || group.len() == self.size {
+            return Ok(());
+        }
+        let _watch = self.watchdog.watch("creating a sync-BN group");
+        // Collective over the world: every rank splits at once, each into its own group.
+        let color = Color::with_value(group[0] as i32);
+        let sub = self
+            .comm
+            .0
+            .split_by_color(color)
+            .ok_or_else(|| Error::InvalidArgument("MPI could not split the world".into()))?;
+        if sub.size() as usize != group.len() {
+            return Err(Error::InvalidArgument(format!(
+                "the group {group:?} is not the same on every rank"
+            )));
+        }
+        self.groups.insert(group.to_vec(), World(sub));
+        Ok(())
     }
 
     fn broadcast(&mut self, tensors: &[Tensor], root: usize) -> Result<()> {

@@ -87,6 +87,10 @@ pub struct RunConfig {
     pub log_period: u64,
     /// Checkpoints kept (oldest removed). Default 3.
     pub keep_checkpoints: usize,
+    /// Continue from the newest checkpoint under the output directory when there is one, as
+    /// PySlowFast's TRAIN.AUTO_RESUME: a job restarted after preemption, a crash or a torchrun
+    /// restart goes on where it stopped, with no new flag. Default true.
+    pub auto_resume: bool,
     /// Recompute BN statistics (PySlowFast's precise BN) before every evaluation and
     /// checkpoint, at the shape the evaluation serves. PySlowFast's BN.USE_PRECISE_STATS, whose
     /// K400 configs set it. Default true.
@@ -146,6 +150,7 @@ impl Default for RunConfig {
             queue_clips: 1024,
             log_period: 10,
             keep_checkpoints: 3,
+            auto_resume: true,
             precise_bn: true,
             precise_bn_batches: 200,
             val_protocol: "train".into(),

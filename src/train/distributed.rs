@@ -6,12 +6,23 @@
 use tch::{Kind, Tensor};
 
 use super::{torch, Trainer};
-use crate::dist;
+use crate::dist::{self, Collective};
 use crate::error::{Error, Result};
 
-/// DDP's bucket sizes: the first bucket small so communication starts early.
-const FIRST_BUCKET_BYTES: usize = 1 << 20;
-const BUCKET_BYTES: usize = 25 << 20;
+use crate::dist::{BUCKET_BYTES, FIRST_BUCKET_BYTES};
+
+/// `local` on this rank, and an error on every rank when any rank failed: what a step
+/// before a collective needs, so that no rank is left waiting for one that gave up. With one
+/// process, `local`.
+pub(super) fn agree_on<T>(comm: &mut dyn Collective, local: Result<T>, what: &str) -> Result<T> {
+    let all = comm.all_gather_f64(&[f64::from(u8::from(local.is_err()))])?;
+    match local {
+        Ok(_) if all.iter().any(|v| v[0] != 0.0) => Err(Error::InvalidArgument(format!(
+            "another rank could not {what} (see its message)"
+        ))),
+        other => other,
+    }
+}
 
 impl Trainer {
     /// Whether steps go through the collective engine: with several ranks, and with one when a
@@ -74,6 +85,36 @@ impl Trainer {
             }
         }
         Ok(())
+    }
+
+    /// Every sync-BN group the plan will use, made at start (where a stage's per-rank batch is
+    /// below `multigrid.bn_base_size`: groups of consecutive ranks, spec 1.10), so that a
+    /// communicator that cannot be made fails the job before training, naming the group.
+    /// Returns this rank's groups.
+    pub(super) fn create_sync_bn_groups(&mut self) -> Result<Vec<Vec<usize>>> {
+        if !self.distributed() {
+            return Ok(Vec::new());
+        }
+        let (rank, world) = (self.launch.rank, self.launch.world_size);
+        let mut sizes: Vec<usize> = (0..self.schedule.stages().len())
+            .map(|i| self.schedule.bn_grouping(i, world as u32).sync_ranks as usize)
+            .filter(|&size| size > 1 && size < world)
+            .collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        let mut groups = Vec::new();
+        for size in sizes {
+            let first = rank / size * size;
+            let group: Vec<usize> = (first..first + size).collect();
+            self.comm.create_group(&group).map_err(|e| {
+                Error::InvalidArgument(format!(
+                    "rank {rank} cannot make its sync-BN group of ranks {group:?} ({}): {e}",
+                    self.comm.backend()
+                ))
+            })?;
+            groups.push(group);
+        }
+        Ok(groups)
     }
 
     /// Rank 0's parameters and buffers everywhere: at start and after loading a checkpoint.
@@ -173,11 +214,19 @@ impl Trainer {
 
     /// True on every rank when any rank asked to stop, so all stop after the same step.
     pub(super) fn any_rank(&mut self, flag: bool) -> Result<bool> {
+        Ok(self.any_rank_each(&[flag])?[0])
+    }
+
+    /// [`Trainer::any_rank`] for several flags in one collective.
+    pub(super) fn any_rank_each(&mut self, flags: &[bool]) -> Result<Vec<bool>> {
         if !self.distributed() {
-            return Ok(flag);
+            return Ok(flags.to_vec());
         }
-        let all = self.comm.all_gather_f64(&[f64::from(u8::from(flag))])?;
-        Ok(all.iter().any(|v| v[0] != 0.0))
+        let mine: Vec<f64> = flags.iter().map(|&f| f64::from(u8::from(f))).collect();
+        let all = self.comm.all_gather_f64(&mine)?;
+        Ok((0..flags.len())
+            .map(|i| all.iter().any(|v| v[i] != 0.0))
+            .collect())
     }
 
     /// Sums of `values` over ranks (counts of an evaluation shard, say).

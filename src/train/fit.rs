@@ -13,7 +13,15 @@ use crate::error::Result;
 impl Trainer {
     /// Trains from the next step to the end of the plan (or until `progress` returns true, which
     /// cancels after a checkpoint).
+    ///
+    /// A trainer that has not stepped, resumed or loaded a checkpoint yet continues from the
+    /// newest checkpoint of its output directory first (`run.auto_resume`, PySlowFast's
+    /// TRAIN.AUTO_RESUME): a restarted job goes on where it stopped. Weights given by
+    /// `init_from` give way to such a checkpoint.
     pub fn fit(&mut self, progress: &mut dyn FnMut(&Progress) -> bool) -> Result<Summary> {
+        if self.config.run.auto_resume && !self.resumed && self.next_step == 0 {
+            self.resume()?;
+        }
         let total = self.plan.total_steps();
         let alpha = self.config.model.alpha;
         let opts = LoaderOptions {
@@ -48,6 +56,7 @@ impl Trainer {
         let mut cancel_asked = false;
         let mut final_val = None;
         let mut cancelled = false;
+        let mut preempted = None;
         let mut timing = Timing::new(self.precise_seconds);
         let mut next = timing.time_data(|| self.next_staged(&mut loader))?;
         timing.attribute_data(next.as_ref().map(|b| self.shape_of(b)));
@@ -154,10 +163,18 @@ impl Trainer {
                 lr: step.lr,
             });
             // One rank alone stops at once; ranks agree at log points, where they already
-            // exchange the loss, rather than with a collective at every step.
+            // exchange the loss, rather than with a collective at every step. A preemption
+            // notice (SIGTERM, SIGUSR1: crate::dist::signals) stops every rank the same way,
+            // so a signal waits at most run.log_period steps.
             cancel_asked |= asked;
+            let signal = crate::dist::signals::pending();
             let cancel = if log_point || !self.distributed() {
-                self.any_rank(cancel_asked)?
+                let agreed = self.any_rank_each(&[cancel_asked, signal.is_some()])?;
+                if agreed[1] {
+                    // The signal's name on the ranks that got one; SIGTERM on one that did not.
+                    preempted = Some(signal.unwrap_or(libc::SIGTERM));
+                }
+                agreed[0] || agreed[1]
             } else {
                 false
             };
@@ -174,6 +191,9 @@ impl Trainer {
             timing.checkpoint_s += t0.elapsed().as_secs_f64();
             if cancel {
                 cancelled = true;
+                if preempted.is_some() {
+                    crate::dist::signals::clear();
+                }
                 break;
             }
         }
@@ -191,12 +211,14 @@ impl Trainer {
             final_val,
             test,
             cancelled,
+            preempted,
         };
         self.write_metrics(json!({
             "type": "summary", "wall_s": wall, "steps": summary.steps, "clips_seen": summary.clips_seen,
             "top1": final_val.map(|a| a.top1), "top5": final_val.map(|a| a.top5),
             "test_top1": test.map(|a| a.top1), "test_top5": test.map(|a| a.top5),
             "map": final_val.and_then(|a| a.map), "test_map": test.and_then(|a| a.map), "cancelled": cancelled,
+            "preempted": preempted.map(crate::dist::signals::name),
         }))?;
         Ok(summary)
     }

@@ -213,7 +213,12 @@ pub struct Summary {
     pub clips_seen: u64,
     pub final_val: Option<Accuracy>,
     pub test: Option<Accuracy>,
+    /// Stopped before the end of the plan, after writing a checkpoint: by the progress
+    /// callback, or by a preemption notice.
     pub cancelled: bool,
+    /// The preemption notice (SIGTERM, SIGUSR1; see [`crate::dist::signals`]) that stopped the
+    /// run, when one did.
+    pub preempted: Option<i32>,
 }
 
 pub struct Trainer {
@@ -245,6 +250,11 @@ pub struct Trainer {
     /// The other ranks (a no-op with one process).
     comm: Box<dyn Collective>,
     launch: Launch,
+    /// Whether a checkpoint was loaded to go on from (`run.auto_resume`, [`Trainer::resume`],
+    /// [`Trainer::load_checkpoint`]).
+    resumed: bool,
+    /// This rank's sync-BN groups, made at start.
+    sync_bn_groups: Vec<Vec<usize>>,
 }
 
 impl Trainer {
@@ -271,7 +281,14 @@ impl Trainer {
                 tch::set_num_threads(n as i32);
             }
         }
-        let train = Arc::new(open_split(&config, "train")?);
+        let mut comm = dist::connect(options, &launch, device)?;
+        // Every rank learns whether every rank has the data before the plan, which needs it.
+        let train = distributed::agree_on(
+            comm.as_mut(),
+            open_split(&config, "train"),
+            "open the train split",
+        )?;
+        let train = Arc::new(train);
         let plan = Arc::new(Plan::new(
             &schedule,
             train.len() as u64,
@@ -279,11 +296,14 @@ impl Trainer {
             launch.rank as u32,
             config.run.seed,
         )?);
-        let comm = dist::connect(options, &launch, device)?;
         if device.is_cuda() {
             tch::Cuda::cudnn_set_benchmark(config.run.cudnn_benchmark);
         }
-        tch::manual_seed(config.run.seed as i64);
+        // Each rank draws its own initial weights (rank 0 the single-process ones); the
+        // broadcast below replaces them with rank 0's, so a broadcast that did nothing could
+        // not pass as one that worked.
+        let rank_salt = (launch.rank as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+        tch::manual_seed((config.run.seed ^ rank_salt) as i64 & i64::MAX);
         let vs = nn::VarStore::new(device);
         let mut model = SlowFast::new(&vs.root(), &config.model)?;
         model.set_channels_last(config.run.memory_format == "channels_last_3d")?;
@@ -326,9 +346,12 @@ impl Trainer {
             precise_seconds: 0.0,
             comm,
             launch,
+            resumed: false,
+            sync_bn_groups: Vec::new(),
         };
         trainer.agree(opened, "open its output directory")?;
         trainer.check_ranks_agree()?;
+        trainer.sync_bn_groups = trainer.create_sync_bn_groups()?;
         trainer.sync_from_rank0()?;
         Ok(trainer)
     }
@@ -360,6 +383,15 @@ impl Trainer {
     }
     pub fn next_step(&self) -> u64 {
         self.next_step
+    }
+    /// The sync-BN groups this rank belongs to (made at start; empty when no stage needs a
+    /// group smaller than the world).
+    pub fn sync_bn_groups(&self) -> &[Vec<usize>] {
+        &self.sync_bn_groups
+    }
+    /// Whether this trainer goes on from a checkpoint it loaded.
+    pub fn resumed(&self) -> bool {
+        self.resumed
     }
     pub fn var_store(&self) -> &nn::VarStore {
         &self.vs

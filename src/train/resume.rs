@@ -131,6 +131,7 @@ impl Trainer {
     pub fn load_checkpoint(&mut self, dir: &Path) -> Result<()> {
         let loaded = self.read_checkpoint(dir);
         self.agree(loaded, "read the checkpoint")?;
+        self.resumed = true;
         // Every rank read the same files; the broadcast makes that a guarantee.
         self.sync_from_rank0()
     }
@@ -156,13 +157,7 @@ impl Trainer {
     /// `local` on this rank, and an error on every rank when any rank failed: what a step
     /// before a collective needs, so that no rank is left waiting for one that gave up.
     pub(super) fn agree<T>(&mut self, local: Result<T>, what: &str) -> Result<T> {
-        let failed = self.any_rank(local.is_err())?;
-        match local {
-            Ok(_) if failed => Err(Error::InvalidArgument(format!(
-                "another rank could not {what} (see its message)"
-            ))),
-            other => other,
-        }
+        super::distributed::agree_on(self.comm.as_mut(), local, what)
     }
 
     fn read_checkpoint(&mut self, dir: &Path) -> Result<()> {

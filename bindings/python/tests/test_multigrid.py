@@ -1,4 +1,5 @@
 """The Python bindings against the library of this checkout (MULTIGRID_LIB, else target/)."""
+import importlib
 import json
 import os
 import subprocess
@@ -26,6 +27,19 @@ TINY = {
 
 def has_torch():
     return "libtorch none" not in mg.version()
+
+
+def need(module):
+    """`module`, imported. Not `pytest.importorskip`: the Python these tests run under (the
+    set-up's .venv, see the Makefile) has numpy and torch, so one that cannot import them is
+    broken, and a skip would let `make test` pass without the tests that need them."""
+    try:
+        return importlib.import_module(module)
+    except Exception as e:  # ImportError, or a broken wheel's OSError (a missing .so)
+        error = e
+    # Outside the handler: the message alone, not the import's traceback chained to it.
+    pytest.fail(f"{sys.executable} cannot import {module}: {error!r}; `make setup` installs it "
+                "into .venv", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +99,7 @@ def test_closed_handles_refuse_use():
 
 @pytest.mark.parametrize("numpy", [True, False])
 def test_collate_explicit_normalises_a_flat_clip(monkeypatch, numpy):
-    np = pytest.importorskip("numpy")
+    np = need("numpy")
     if not numpy:
         monkeypatch.setattr(mg, "_np", None)
     clip = np.full((4, 20, 30, 3), 200, dtype=np.uint8)
@@ -102,6 +116,7 @@ def test_collate_explicit_normalises_a_flat_clip(monkeypatch, numpy):
 
 
 def test_dataset_load_step_follows_the_plan(data):
+    need("numpy")  # load_step's arrays (`.size`) are numpy's; memoryviews without it
     with mg.Schedule(TINY) as s, mg.Dataset.store(os.path.join(data, "train.mgstore")) as d, \
             mg.Plan(s, len(d)) as p:
         assert len(d) == 50
@@ -148,7 +163,7 @@ def charades(tmp_path_factory):
 
 @pytest.mark.skipif(not has_torch(), reason="libmultigrid built without libtorch")
 def test_charades_steps_on_multi_hot_targets_and_reports_map(charades, tmp_path):
-    numpy = pytest.importorskip("numpy")
+    numpy = need("numpy")
     cfg = json.loads(json.dumps(TINY))
     cfg["run"]["data_dir"] = charades
     cfg["multigrid"] = {"long_cycle": False, "short_cycle": False}
@@ -230,7 +245,7 @@ def test_trainer_steps_evaluates_and_cancels(data, tmp_path):
 
 @pytest.mark.skipif(not has_torch(), reason="libmultigrid built without libtorch")
 def test_pytorch_example_trains(data):
-    pytest.importorskip("torch")
+    need("torch")
     r = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "python", "train_torch.py"), data,
                         "--steps", "3"], capture_output=True, text=True, env=dict(os.environ))
     assert r.returncode == 0, r.stderr
@@ -244,7 +259,7 @@ def test_pytorch_example_trains(data):
 # given: a buffer shorter than its shape says would be read past its end.
 
 def test_collate_refuses_clips_that_do_not_match_their_shape():
-    np = pytest.importorskip("numpy")
+    np = need("numpy")
     params = [dict(start_frame=0, stride=1, short_side=20, crop_x=5, crop_y=2, flip=False)]
     short = bytes(4 * 20 * 30 * 3 - 1)
     cases = [
@@ -287,7 +302,7 @@ def test_collate_step_refuses_a_short_clip():
 
 @pytest.mark.skipif(not has_torch(), reason="libmultigrid built without libtorch")
 def test_train_step_refuses_buffers_shorter_than_their_shapes(data, tmp_path):
-    np = pytest.importorskip("numpy")
+    np = need("numpy")
     cfg = json.loads(json.dumps(TINY))
     cfg["run"]["data_dir"] = data
     with mg.Schedule(cfg) as s, mg.Dataset.store(os.path.join(data, "train.mgstore")) as d, \

@@ -5,6 +5,8 @@ mod bench;
 #[cfg(feature = "torch")]
 mod bench_dist;
 #[cfg(feature = "torch")]
+mod bench_scale;
+#[cfg(feature = "torch")]
 mod chart;
 #[cfg(feature = "torch")]
 mod checkpoint;
@@ -383,6 +385,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 0.066)]
         gpu_step_s: f64,
     },
+    /// Scaling on paper: step time, scaling efficiency and whole-run hours of the recipe,
+    /// baseline against multigrid, at several GPU counts, projected from per-shape step times
+    /// measured on one GPU, the model's gradient in DDP buckets and link bandwidths (NVLink
+    /// inside a node; InfiniBand and Ethernet between nodes), fp32 or bf16 gradients, with and
+    /// without overlap of all-reduce with backward.
+    #[cfg(feature = "torch")]
+    Scale(bench_scale::Args),
 }
 
 fn main() -> ExitCode {
@@ -401,6 +410,10 @@ fn main() -> ExitCode {
         }));
     }
     let cli = Cli::parse();
+    // Set when training stopped for a preemption notice, after its checkpoint (training needs
+    // libtorch).
+    #[cfg_attr(not(feature = "torch"), allow(unused_mut, unused_variables))]
+    let mut preempted = false;
     let result = match cli.command {
         Command::Plan {
             config,
@@ -535,6 +548,8 @@ fn main() -> ExitCode {
             per_shape: per_shape.then_some((clips_per_shape, gpu_step_s)),
         }),
         #[cfg(feature = "torch")]
+        Command::Bench(BenchCommand::Scale(args)) => bench_scale::run(&args),
+        #[cfg(feature = "torch")]
         Command::Train {
             config,
             output_dir,
@@ -547,10 +562,9 @@ fn main() -> ExitCode {
         } => {
             let o = train::Overrides { device, data, set };
             match nproc_per_node {
-                Some(n) => train::launch(&config, n, &o),
-                None => {
-                    train::train(&config, &output_dir, resume, init_from.as_deref(), &o).map(|_| ())
-                }
+                Some(n) => train::launch(&config, n, &o).map(|p| preempted = p),
+                None => train::train(&config, &output_dir, resume, init_from.as_deref(), &o)
+                    .map(|s| preempted = s.preempted.is_some()),
             }
         }
         #[cfg(feature = "torch")]
@@ -681,6 +695,8 @@ fn main() -> ExitCode {
             .map_err(|e| e.to_string()),
     };
     match result {
+        #[cfg(feature = "torch")]
+        Ok(()) if preempted => ExitCode::from(multigrid::dist::signals::EXIT_PREEMPTED),
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("multigrid: {msg}");

@@ -5,8 +5,7 @@ use std::io::IsTerminal;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
-use multigrid::collate::ViewMode;
-use multigrid::train::{open_split, Summary, Trainer};
+use multigrid::train::{Summary, Trainer};
 use multigrid::Config;
 
 /// Command-line changes to a config file, applied in order: `--device`, `--data` and any number
@@ -33,8 +32,9 @@ pub fn load_config(path: &Path, o: &Overrides) -> Result<Config, String> {
     Ok(c)
 }
 
-/// `train --nproc-per-node N`: this process starts the ranks and waits for them.
-pub fn launch(config: &Path, nproc: usize, o: &Overrides) -> Result<(), String> {
+/// `train --nproc-per-node N`: this process starts the ranks and waits for them; true when
+/// they stopped for a preemption notice, after a checkpoint.
+pub fn launch(config: &Path, nproc: usize, o: &Overrides) -> Result<bool, String> {
     if nproc == 0 {
         return Err("--nproc-per-node must be at least 1".into());
     }
@@ -48,11 +48,13 @@ pub fn launch(config: &Path, nproc: usize, o: &Overrides) -> Result<(), String> 
     }
     let c = load_config(config, o)?;
     let device = multigrid::train::parse_device(&c.run.device).map_err(|e| e.to_string())?;
-    super::launch::spawn_ranks(
+    let ended = super::launch::spawn_ranks(
         nproc,
         device.is_cuda(),
         &super::launch::args_without_nproc(),
-    )
+        std::time::Duration::from_secs_f64(c.run.dist_timeout_s),
+    )?;
+    Ok(ended == super::launch::Ended::Preempted)
 }
 
 pub fn train(
@@ -64,19 +66,17 @@ pub fn train(
 ) -> Result<Summary, String> {
     let c = load_config(config, overrides)?;
     let classes = c.model.num_classes;
+    // Before the trainer starts: a notice that comes while it loads is kept for the first step.
+    multigrid::dist::signals::install(&multigrid::dist::signals::PREEMPTION)
+        .map_err(|e| e.to_string())?;
     let mut t = Trainer::new(c, out).map_err(|e| format!("{e}"))?;
     let (rank, world) = (t.rank(), t.world_size());
-    let err = |e: multigrid::Error| {
-        if world > 1 {
-            format!("rank {rank} of {world}: {e}")
-        } else {
-            e.to_string()
-        }
-    };
+    let err = |e| rank_error(rank, world, e);
     let primary = rank == 0;
     // A checkpoint of this run wins over --init-from, as TRAIN.AUTO_RESUME over
-    // TRAIN.CHECKPOINT_FILE_PATH in PySlowFast.
-    let resumed = resume && t.resume().map_err(err)?;
+    // TRAIN.CHECKPOINT_FILE_PATH in PySlowFast: run.auto_resume (default), or --resume where a
+    // config turns that off.
+    let resumed = (resume || t.config().run.auto_resume) && t.resume().map_err(err)?;
     if resumed && primary {
         eprintln!("multigrid: resumed at step {}", t.next_step());
     }
@@ -145,6 +145,14 @@ pub fn train(
             None => format!("{:.1} / {:.1}", a.top1, a.top5),
         })
     };
+    if let (Some(signal), true) = (summary.preempted, primary) {
+        eprintln!(
+            "multigrid: {} received: stopped after step {} with a checkpoint; the same command \
+             continues from it (run.auto_resume)",
+            multigrid::dist::signals::name(signal),
+            summary.steps.saturating_sub(1)
+        );
+    }
     if primary {
         println!(
             "wall {:.1} s, {} steps, {} clips; val top-1/top-5 {}; test {}",
@@ -166,20 +174,15 @@ pub fn eval(
 ) -> Result<(), String> {
     let c = load_config(config, overrides)?;
     let tmp = std::env::temp_dir().join(format!("multigrid-eval-{}", std::process::id()));
-    let mut t = Trainer::new(c.clone(), &tmp).map_err(|e| e.to_string())?;
-    t.load_weights(checkpoint).map_err(|e| e.to_string())?;
-    let ds = open_split(&c, split).map_err(|e| e.to_string())?;
-    let mode = if split == "test" {
-        ViewMode::Test {
-            temporal: 0,
-            num_temporal: c.run.test_num_temporal_views,
-            spatial: c.run.test_num_spatial_crops,
-        }
-    } else {
-        ViewMode::Val
-    };
-    let a = t.evaluate(&ds, mode).map_err(|e| e.to_string())?;
+    let mut t = Trainer::new(c, &tmp).map_err(|e| e.to_string())?;
+    let (rank, world) = (t.rank(), t.world_size());
+    let err = |e| rank_error(rank, world, e);
+    // Both collective: a rank that cannot read the checkpoint or open the split ends every
+    // rank with its reason, rather than leaving them in the next collective.
+    t.load_weights(checkpoint).map_err(err)?;
+    let a = t.evaluate_named(split).map_err(err);
     let _ = std::fs::remove_dir_all(&tmp);
+    let a = a?;
     if t.rank() > 0 {
         return Ok(());
     }
@@ -189,6 +192,15 @@ pub fn eval(
         a.top1, a.top5, a.clips
     );
     Ok(())
+}
+
+/// An error's message, with the rank it happened on when there are several.
+fn rank_error(rank: usize, world: usize, e: multigrid::Error) -> String {
+    if world > 1 {
+        format!("rank {rank} of {world}: {e}")
+    } else {
+        e.to_string()
+    }
 }
 
 /// Loss and accuracy against wall-clock time for one or more runs, as an SVG chart.
