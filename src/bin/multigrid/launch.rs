@@ -58,6 +58,13 @@ pub fn spawn_ranks(
         if store.is_some() {
             cmd.env("TORCHELASTIC_USE_AGENT_STORE", "True");
         }
+        // PyTorch's default, set where unset so an older libtorch behaves alike: a NCCL error
+        // or timeout ends the rank (and so, through this launcher, the job).
+        if std::env::var_os("TORCH_NCCL_ASYNC_ERROR_HANDLING").is_none()
+            && std::env::var_os("NCCL_ASYNC_ERROR_HANDLING").is_none()
+        {
+            cmd.env("TORCH_NCCL_ASYNC_ERROR_HANDLING", "3");
+        }
         match cmd.spawn() {
             Ok(child) => children.push((format!("rank {rank}"), child)),
             Err(e) => {
