@@ -5,13 +5,28 @@
  * Conventions
  * - Every fallible function returns mg_status; MG_STATUS_OK (0) is success. Outputs go
  *   through trailing out-parameters, written only on success (mg_plan_step_indices also
- *   reports the needed length on MG_STATUS_BUFFER_TOO_SMALL).
+ *   reports the needed length on MG_STATUS_BUFFER_TOO_SMALL). A fit that stops early, because
+ *   its progress callback asked or a preemption notice came, is a success: mg_trainer_fit
+ *   returns MG_STATUS_OK and its summary says so (mg_summary.cancelled, .preempted).
+ * - Versioned structs: mg_dist_options and mg_summary, which the caller allocates and a later
+ *   version may grow, begin with size_t struct_size, the struct's size in the caller's header.
+ *   mg_dist_options_default(&o, sizeof o) sets it; for an output set it yourself:
+ *   `mg_summary s; s.struct_size = sizeof s;`. A smaller size (an older header) is accepted
+ *   down to the first layout that had struct_size: input fields it lacks take their
+ *   defaults, output fields it lacks are not written. A larger one (a newer header): input
+ *   bytes past the library's struct must be 0 (mg_dist_options_default zeroes them), else
+ *   INVALID_ARGUMENT; outputs are written up to the library's size, and struct_size comes
+ *   back as the count written, so a field ending past it holds no value.
  * - On failure, mg_last_error_message() copies this thread's message (it names the argument,
  *   key or value that was wrong). Nothing panics or unwinds across this boundary.
  * - Handles come from mg_*_new(..., T **out) and die in mg_*_free(T *), which accepts NULL.
- * - Threads: handles may move between threads; functions taking a const handle may run
- *   concurrently on the same handle; mg_*_free needs exclusive access. The last-error text
- *   is per thread.
+ * - Threads: handles may move between threads. Functions taking a const handle only read it
+ *   and may run concurrently on the same handle, with each other. A function taking a
+ *   non-const handle needs the handle to itself: no other call on it, const or not, may
+ *   overlap, and that includes a call from mg_trainer_fit's progress callback into the trainer
+ *   that runs it. Trainers check this: the later of two overlapping calls on one trainer, one
+ *   of them non-const, fails with MG_STATUS_BUSY and a message naming both calls. A callback
+ *   may use other handles. The last-error text is per thread.
  * - Limits: config numbers, batch shapes and sizes have documented upper bounds (README,
  *   "Limits"); a value past one is an error naming it, never an allocation that aborts.
  * - MG_STATUS_PANIC means a bug in this library, caught at the boundary; please report it.
@@ -20,14 +35,19 @@
  * not said to accept NULL gives NULL_ARGUMENT when NULL. Functions built without libtorch
  * (mg_trainer_*) give UNSUPPORTED. tests/c/failures.c drives each failure below through this
  * API under AddressSanitizer and checks the status, the message and the untouched outputs.
+ *   mg_config_apply_overrides: INVALID_CONFIG (the config as mg_schedule_new; an override
+ *     without SECTION.KEY=VALUE, an unknown section or key, a value the config refuses);
+ *     BUFFER_TOO_SMALL (capacity not above the result's length: *len receives it, buf may be
+ *     NULL and is untouched); NULL_ARGUMENT (sets NULL with num_sets > 0).
  *   mg_schedule_new: INVALID_CONFIG (malformed JSON, unknown key, a value outside its range,
  *     more than 100000 epochs or 2^20 clips a step after the multigrid factors);
  *     INVALID_ARGUMENT (config_json not UTF-8).
  *   mg_schedule_stage: OUT_OF_RANGE (index >= mg_schedule_num_stages).
  *   mg_schedule_lr_at: INVALID_ARGUMENT (epoch negative, NaN or infinite).
  *   mg_schedule_num_stages, mg_schedule_max_epoch, mg_schedule_is_eval_epoch,
- *     mg_plan_total_steps, mg_dataset_len, mg_dist_options_default, mg_trainer_rank,
- *     mg_trainer_next_step: NULL_ARGUMENT only.
+ *     mg_plan_total_steps, mg_dataset_len: NULL_ARGUMENT only.
+ *   mg_dist_options_default: INVALID_ARGUMENT (struct_size below the first versioned
+ *     mg_dist_options or above 4096 bytes).
  *   mg_trainer_save: NULL_ARGUMENT; IO (the checkpoint cannot be written).
  *   mg_plan_new: INVALID_ARGUMENT (dataset_size 0 or above 2^48, world_size 0, rank not below
  *     it, train.batch_size not divisible by it, a per-rank batch not divisible into BN groups,
@@ -56,21 +76,28 @@
  *     schedule); IO (no train split, an output directory that cannot be made); DATA (a train
  *     split that cannot be read); CUDA_UNAVAILABLE (a CUDA device that is not there).
  *   mg_trainer_new_dist: as mg_trainer_new; INVALID_ARGUMENT (mg_dist_options fields out of
- *     range).
+ *     range, its struct_size as in mg_dist_options_default, a byte set past this library's
+ *     mg_dist_options).
  *   mg_trainer_train_step: INVALID_ARGUMENT (a shape not [N, 3, T, H, W] with positive sizes or
  *     with more floats than memory holds, slow frames not T / alpha, N or H or W disagreeing,
  *     bn_groups not dividing N, lr NaN or infinite, labels outside 0..num_classes, a batch
  *     that leaves one value per BN channel); OUT_OF_RANGE (bn_groups 0 or lr < 0, the plan's
  *     values, past the plan's last step).
- *   mg_trainer_fit: CANCELLED (the progress callback returned non-zero; *out is written and
- *     says how far the run got); DATA (a val or test split that exists but cannot be read,
- *     clips that keep failing to decode); TORCH.
+ *   mg_trainer_fit: INVALID_ARGUMENT (out->struct_size below the first versioned mg_summary
+ *     or above 4096 bytes, checked before training); DATA (a val or test split that exists but
+ *     cannot be read, clips that keep failing to decode); TORCH.
  *   mg_trainer_evaluate: IO (no such split); DATA (a split that cannot be read).
  *   mg_trainer_load: IO (no checkpoint there); DATA (a manifest that cannot be parsed).
  *   mg_trainer_resume: DATA (no checkpoint whose manifest parses and whose files pass their
  *     checksums; a newest one that fails is passed over for the one before, with a warning).
+ *   mg_trainer_rank, mg_trainer_next_step, mg_trainer_resume, mg_trainer_fit,
+ *     mg_trainer_train_step, mg_trainer_train_step_targets, mg_trainer_evaluate,
+ *     mg_trainer_save, mg_trainer_load: BUSY (the trainer is inside a call this one may not
+ *     overlap, see Threads).
  *   mg_last_error_message, mg_status_str, mg_version, mg_trainer_last_metrics, mg_*_free:
- *     never fail.
+ *     never fail; where a trainer call may not overlap the one running (see Threads),
+ *     mg_trainer_last_metrics returns 0 and mg_trainer_free frees nothing, and both set the
+ *     last error.
  */
 
 #ifndef MULTIGRID_H
@@ -88,7 +115,7 @@
 /**
  * Minor version of this header.
  */
-#define MG_VERSION_MINOR 1
+#define MG_VERSION_MINOR 2
 
 /**
  * Patch version of this header.
@@ -257,13 +284,17 @@ typedef struct mg_stage {
 } mg_stage;
 
 /**
- * Distributed settings of `mg_trainer_new_dist`. Start from `mg_dist_options_default`, which
- * leaves every field to the config's `run` section and the launcher's environment (torchrun's
- * RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE / MASTER_ADDR / MASTER_PORT, mpirun's
- * OMPI_COMM_WORLD_*, srun's SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID), and set the ones to
- * give explicitly.
+ * Distributed settings of `mg_trainer_new_dist`. Start from `mg_dist_options_default(&o,
+ * sizeof o)`, which leaves every field to the config's `run` section and the launcher's
+ * environment (torchrun's RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE / MASTER_ADDR /
+ * MASTER_PORT, mpirun's OMPI_COMM_WORLD_*, srun's SLURM_PROCID / SLURM_NTASKS /
+ * SLURM_LOCALID), and set the ones to give explicitly. Versioned (see the preamble).
  */
 typedef struct mg_dist_options {
+  /**
+   * sizeof(mg_dist_options) in the caller's header; mg_dist_options_default sets it.
+   */
+  size_t struct_size;
   /**
    * "auto", "nccl" or "mpi"; NULL: the config's run.dist_backend.
    */
@@ -315,25 +346,47 @@ typedef struct mg_progress {
 
 /**
  * Called after every step with `user_data`; a non-zero return stops training cleanly after a
- * checkpoint, and `mg_trainer_fit` returns MG_STATUS_CANCELLED.
+ * checkpoint, and `mg_trainer_fit` returns MG_STATUS_OK with `cancelled` set in its summary.
+ * It must not call mg_trainer_* on the trainer that runs it (they give MG_STATUS_BUSY); other
+ * handles are fine.
  */
 typedef int32_t (*mg_progress_fn)(void *user_data, const struct mg_progress *progress);
 
 /**
  * The end of `mg_trainer_fit`. Accuracies are percentages, NaN when not measured; the mean
- * average precisions only for a multi-label task (`data.multi_label`).
+ * average precisions only for a multi-label task (`data.multi_label`). Versioned (see the
+ * preamble): `mg_summary s; s.struct_size = sizeof s;` before the call.
  */
 typedef struct mg_summary {
+  /**
+   * In: sizeof(mg_summary) in the caller's header. Out: the bytes the library wrote; a
+   * field that ends past it was not written (the library predates it).
+   */
+  size_t struct_size;
   double wall_seconds;
+  /**
+   * The plan position reached: mg_trainer_next_step after the fit.
+   */
   uint64_t steps;
   uint64_t clips_seen;
   double val_top1;
   double val_top5;
+  double val_map;
   double test_top1;
   double test_top5;
-  bool cancelled;
-  double val_map;
   double test_map;
+  /**
+   * The run stopped before the end of the plan, after writing a checkpoint: the progress
+   * callback returned non-zero, or a preemption notice came (`preempted`). No final test
+   * then.
+   */
+  bool cancelled;
+  /**
+   * The signal of the preemption notice (SIGTERM, SIGUSR1) that stopped the run; 0 when
+   * none did. The library installs no handler: `multigrid train` does, a host process
+   * decides for itself.
+   */
+  int32_t preempted;
 } mg_summary;
 
 /**
@@ -396,7 +449,8 @@ typedef struct mg_accuracy {
 #define MG_STATUS_CUDA_UNAVAILABLE 8
 
 /**
- * A callback asked to stop.
+ * Returned by no function since mg_trainer_fit reports a stop its callback asked for as
+ * success (mg_summary.cancelled); kept so that the number is never given another meaning.
  */
 #define MG_STATUS_CANCELLED 9
 
@@ -415,13 +469,20 @@ typedef struct mg_accuracy {
  */
 #define MG_STATUS_DATA 12
 
+/**
+ * The handle is inside another call that this one may not overlap: a progress callback
+ * calling back into the trainer that runs it, or two threads on one trainer. The message
+ * names both calls.
+ */
+#define MG_STATUS_BUSY 13
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
 
 /**
  * The library version with the libtorch it was built against and whether CUDA is linked,
- * e.g. "multigrid 0.1.0 (libtorch 2.11.0+cu130, CUDA linked)". Static; never free it.
+ * e.g. "multigrid 0.2.0 (libtorch 2.11.0+cu130, CUDA linked)". Static; never free it.
  */
 const char *mg_version(void);
 
@@ -621,6 +682,23 @@ mg_status mg_plan_step_indices(const struct mg_plan *plan,
 mg_status mg_schedule_new(const char *config_json, struct mg_schedule **out);
 
 /**
+ * Applies `num_sets` overrides `SECTION.KEY=VALUE` in order to `config_json` (the CLI's
+ * `--set`; PySlowFast's trailing opts: keys are case-insensitive, VALUE is JSON or else a
+ * string) and writes the resulting config, every key spelled out, NUL-terminated into `buf`
+ * (room for `capacity` bytes), its length without the NUL into `*len`. With `capacity` too
+ * small (`buf` may then be NULL), returns MG_STATUS_BUFFER_TOO_SMALL, writes nothing to `buf`
+ * and sets `*len` to the length needed (allocate `*len + 1`). `sets` may be NULL when
+ * `num_sets` is 0. Errors: MG_STATUS_INVALID_CONFIG (the config, or an override: malformed,
+ * an unknown section or key, a value the config refuses; the message names it).
+ */
+mg_status mg_config_apply_overrides(const char *config_json,
+                                    const char *const *sets,
+                                    size_t num_sets,
+                                    char *buf,
+                                    size_t capacity,
+                                    size_t *len);
+
+/**
  * Frees a schedule; NULL is a no-op. Plans made from it stay valid.
  */
 void mg_schedule_free(struct mg_schedule *schedule);
@@ -659,9 +737,10 @@ mg_status mg_schedule_is_eval_epoch(const struct mg_schedule *schedule, uint32_t
 mg_status mg_trainer_new(const char *config_json, const char *output_dir, struct mg_trainer **out);
 
 /**
- * Fills `*out` with "everything from the config and the environment".
+ * Fills `*out`, whose type has `struct_size` bytes in the caller's header (pass `sizeof
+ * *out`), with "everything from the config and the environment", and sets its struct_size.
  */
-mg_status mg_dist_options_default(struct mg_dist_options *out);
+mg_status mg_dist_options_default(struct mg_dist_options *out, size_t struct_size);
 
 /**
  * `mg_trainer_new` as one rank of a data-parallel job. Every rank calls it (and then the same
@@ -678,10 +757,12 @@ mg_status mg_trainer_new_dist(const char *config_json,
 /**
  * This trainer's rank and the job's number of ranks (0 and 1 for a single process).
  */
-mg_status mg_trainer_rank(struct mg_trainer *trainer, uint32_t *rank, uint32_t *world_size);
+mg_status mg_trainer_rank(const struct mg_trainer *trainer, uint32_t *rank, uint32_t *world_size);
 
 /**
- * Frees a trainer; NULL is a no-op.
+ * Frees a trainer; NULL is a no-op. Called while a call on the trainer runs (from its progress
+ * callback) it frees nothing, since that call would go on with freed memory, and sets the last
+ * error.
  */
 void mg_trainer_free(struct mg_trainer *trainer);
 
@@ -695,16 +776,17 @@ mg_status mg_trainer_resume(struct mg_trainer *trainer, bool *resumed);
  * The plan step the trainer runs next: 0 on a new run, the checkpoint's after a resume or load,
  * advanced by mg_trainer_train_step and mg_trainer_fit.
  */
-mg_status mg_trainer_next_step(struct mg_trainer *trainer, uint64_t *step);
+mg_status mg_trainer_next_step(const struct mg_trainer *trainer, uint64_t *step);
 
 /**
  * Trains from the next step to the end of the schedule: the loader prepares batches in the
  * background, evaluation and checkpoints follow the schedule's epochs, a final test runs at
- * the end. `progress` may be NULL. A non-zero return of `progress` cancels after that step
- * (a checkpoint is written). With several ranks every rank calls it, and a non-zero return
- * on any rank cancels all of them after the same step: the next log point (every
- * `run.log_period` steps, and at evaluations and checkpoints), where the ranks agree on it
- * without a collective at every step.
+ * the end. `progress` may be NULL. A non-zero return of `progress` stops the run after that
+ * step (a checkpoint is written) and the call returns MG_STATUS_OK with `out->cancelled` set,
+ * as does a preemption notice (`out->preempted`). With several ranks every rank calls it, and
+ * a non-zero return on any rank cancels all of them after the same step: the next log point
+ * (every `run.log_period` steps, and at evaluations and checkpoints), where the ranks agree on
+ * it without a collective at every step. `out->struct_size` must be set (see the preamble).
  */
 mg_status mg_trainer_fit(struct mg_trainer *trainer,
                          mg_progress_fn progress,
@@ -772,7 +854,8 @@ mg_status mg_trainer_load(struct mg_trainer *trainer, const char *checkpoint_dir
 
 /**
  * Copies the last metrics line (JSON) into `buf` like mg_last_error_message: NUL-terminated,
- * truncated to `len`, returns the full length; 0 when nothing was logged or on a NULL trainer.
+ * truncated to `len`, returns the full length; 0 when nothing was logged, on a NULL trainer,
+ * and during a call that changes the trainer (that one sets the last error: MG_STATUS_BUSY's).
  */
 size_t mg_trainer_last_metrics(const struct mg_trainer *trainer, char *buf, size_t len);
 

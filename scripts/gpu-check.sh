@@ -88,6 +88,9 @@ fi
     --steps 10 --memory-format contiguous,channels_last_3d --autocast --python "$python"
   check step-fp32 120 "$bin" bench step --device "$device" "${model[@]}" --shapes "$few_shapes" \
     --steps 10 --memory-format contiguous,channels_last_3d --python "$python"
+  # Gradients live in flat buckets with their parameters' strides (src/train/grads.rs): the
+  # channels-last rows above must not draw libtorch's layout-contract warning.
+  check grad-layout 5 bash -c "! grep -h 'layout contract' '$out/step-bf16.out' '$out/step-fp32.out'"
   # The trainer end to end: the tiny multigrid run in each precision (fp32 only on the CPU).
   [ -d "$out/data" ] || "$bin" gen-data --out "$out/data" --clips "$clips" --store --no-videos >/dev/null
   if [ "$device" = cpu ]; then

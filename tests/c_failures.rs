@@ -59,6 +59,7 @@ const STATUSES: &[&str] = &[
     "CANCELLED",
     "UNSUPPORTED",
     "DATA",
+    "BUSY",
 ];
 
 /// (function, status) pairs that tests/c/failures.c exercises with EXPECT(MG_STATUS_X, f(...)).

@@ -167,7 +167,7 @@ fn train_set_overrides_are_checked() {
     assert!(e.contains("needs a CUDA device"), "{e}");
     let e = run("run.precision=fp8");
     assert!(
-        e.contains("run.precision must be auto, fp32, bf16 or fp16"),
+        e.contains("run.precision: must be auto, fp32, bf16 or fp16, got \"fp8\""),
         "{e}"
     );
     // The multigrid twin with T0 16 and long-cycle factor 0.375: stage 0 trains at six frames,

@@ -177,3 +177,57 @@ fn config_file_errors_name_the_file() {
     let e = Config::from_file("/nonexistent/config.json").unwrap_err();
     assert!(e.to_string().contains("/nonexistent/config.json"), "{e}");
 }
+
+/// The config's named choices are read once, as the config is: a value outside the list is an
+/// error naming the key, the value and the choices.
+#[test]
+fn choices_outside_their_list_name_key_value_and_choices() {
+    for (patch, want) in [
+        (
+            json!({"run": {"precision": "fp8"}}),
+            "run.precision: must be auto, fp32, bf16 or fp16, got \"fp8\"",
+        ),
+        (
+            json!({"run": {"device": "gpu"}}),
+            "run.device: must be auto, cpu, cuda or cuda:N, got \"gpu\"",
+        ),
+        (
+            json!({"run": {"memory_format": "nhwc"}}),
+            "run.memory_format: must be contiguous or channels_last_3d",
+        ),
+        (
+            json!({"run": {"val_protocol": "center"}}),
+            "run.val_protocol: must be train or centre",
+        ),
+        (
+            json!({"run": {"dist_backend": "gloo"}}),
+            "run.dist_backend: must be auto, nccl or mpi",
+        ),
+        (
+            json!({"run": {"dist_init_method": "tcp://host"}}),
+            "run.dist_init_method: must be env://",
+        ),
+        (
+            json!({"model": {"loss_func": "mse"}}),
+            "model.loss_func: must be cross_entropy or bce_logit",
+        ),
+        (
+            json!({"data": {"ensemble_method": "mean"}}),
+            "data.ensemble_method: must be sum or max",
+        ),
+        (
+            json!({"train": {"dataset": "ava"}}),
+            "train.dataset: must be kinetics, charades or ssv2",
+        ),
+    ] {
+        assert_names(&err(patch), &[want]);
+    }
+    // And they are written back as the same strings.
+    let c = Config::from_json(&kinetics_json_with(json!({"run": {"device": "cuda:1",
+        "dist_init_method": "tcp://10.0.0.1:29500", "memory_format": "channels_last_3d"}})))
+    .unwrap();
+    let back: serde_json::Value = serde_json::from_str(&c.to_json_string()).unwrap();
+    assert_eq!(back["run"]["device"], "cuda:1");
+    assert_eq!(back["run"]["dist_init_method"], "tcp://10.0.0.1:29500");
+    assert_eq!(back["run"]["memory_format"], "channels_last_3d");
+}

@@ -220,9 +220,14 @@ fn mismatched_dataset_labels_and_loss_are_config_errors() {
     let bad = config(data, json!({"data": {"multi_label": true}}));
     let e = Schedule::new(bad).unwrap_err().to_string();
     assert!(e.contains("bce_logit"), "{e}");
-    let bad = config(data, json!({"model": {"head_act": "tanh"}}));
-    let e = Schedule::new(bad).unwrap_err().to_string();
-    assert!(e.contains("model.head_act"), "{e}");
+    // A choice outside the list is refused as the config is read, naming key and value.
+    let e = multigrid::Config::from_json(&json!({"model": {"head_act": "tanh"}}).to_string())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("model.head_act: must be softmax or sigmoid, got \"tanh\""),
+        "{e}"
+    );
 }
 
 fn open(c: &multigrid::Config, split: &str) -> Arc<Dataset> {

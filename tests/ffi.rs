@@ -1,6 +1,8 @@
 //! The C boundary called directly from Rust: NULLs, bad input, ranges and buffers give a status
 //! and a message, never a crash or an out-of-bounds write.
 
+mod common;
+
 use std::ffi::{c_char, CStr, CString};
 use std::ptr;
 
@@ -526,4 +528,261 @@ fn collate_boundary_checks() {
         MG_STATUS_OUT_OF_RANGE
     );
     mg_plan_free(p);
+}
+
+#[test]
+fn dist_options_default_writes_the_callers_size() {
+    let ours = std::mem::size_of::<mg_dist_options>();
+    let mut o = mg_dist_options {
+        rank: 7,
+        ..Default::default()
+    };
+    for size in [0, 8, ours - 1, 4097] {
+        assert_eq!(
+            mg_dist_options_default(&mut o, size),
+            MG_STATUS_INVALID_ARGUMENT
+        );
+        assert!(
+            last_error().contains(&format!("struct_size is {size}")),
+            "{}",
+            last_error()
+        );
+    }
+    assert_eq!(o.rank, 7, "nothing written on failure");
+    assert_eq!(
+        mg_dist_options_default(ptr::null_mut(), ours),
+        MG_STATUS_NULL_ARGUMENT
+    );
+    assert_eq!(mg_dist_options_default(&mut o, ours), MG_STATUS_OK);
+    assert_eq!((o.struct_size, o.rank), (ours, -1));
+
+    // A newer header's struct: the known part gets the defaults, the rest zeros.
+    #[repr(C)]
+    struct Newer {
+        known: mg_dist_options,
+        later: [u64; 3],
+    }
+    let mut n = Newer {
+        known: mg_dist_options::default(),
+        later: [u64::MAX; 3],
+    };
+    let size = std::mem::size_of::<Newer>();
+    assert_eq!(mg_dist_options_default(&mut n.known, size), MG_STATUS_OK);
+    assert_eq!((n.known.struct_size, n.known.world_size), (size, -1));
+    assert_eq!(n.later, [0; 3]);
+}
+
+/// The trainer through its C API, in one test: a preemption notice is process-wide, and a
+/// second fit running meanwhile in this binary would take it for its own.
+#[cfg(feature = "torch")]
+mod trainer {
+    use super::*;
+    use std::ffi::c_void;
+    use std::sync::mpsc;
+
+    fn config(data: &std::path::Path) -> CString {
+        let json = serde_json::json!({
+            "data": {"num_frames": 8, "sampling_rate": 1, "train_jitter_scales": [34, 40],
+                     "train_crop_size": 32, "test_crop_size": 32},
+            "train": {"batch_size": 2},
+            "solver": {"base_lr": 0.02, "lrs": [1], "steps": [0], "max_epoch": 2},
+            "model": {"depth": 18, "width_per_group": 8, "alpha": 2, "num_classes": 12},
+            "run": {"device": "cpu", "data_dir": data, "precise_bn_batches": 1,
+                    "test_num_temporal_views": 1, "test_num_spatial_crops": 1}
+        });
+        CString::new(json.to_string()).unwrap()
+    }
+
+    fn summary() -> mg_summary {
+        mg_summary {
+            struct_size: std::mem::size_of::<mg_summary>(),
+            ..Default::default()
+        }
+    }
+
+    fn next_step(t: *const mg_trainer) -> u64 {
+        let mut s = u64::MAX;
+        assert_eq!(
+            mg_trainer_next_step(t, &mut s),
+            MG_STATUS_OK,
+            "{}",
+            last_error()
+        );
+        s
+    }
+
+    extern "C" fn stop(_: *mut c_void, _: *const mg_progress) -> i32 {
+        1
+    }
+
+    /// Takes the trainer back from fit: every call is refused, and what it said is recorded.
+    extern "C" fn reenter(user: *mut c_void, _: *const mg_progress) -> i32 {
+        let (t, seen) = unsafe { &mut *(user as *mut (*mut mg_trainer, Vec<(mg_status, String)>)) };
+        let mut step = 0;
+        seen.push((mg_trainer_next_step(*t, &mut step), last_error()));
+        seen.push((mg_trainer_save(*t), last_error()));
+        let mut s = summary();
+        seen.push((
+            mg_trainer_fit(*t, None, ptr::null_mut(), &mut s),
+            last_error(),
+        ));
+        assert_eq!(mg_trainer_last_metrics(*t, ptr::null_mut(), 0), 0);
+        seen.push((MG_STATUS_BUSY, last_error()));
+        mg_trainer_free(*t);
+        seen.push((MG_STATUS_BUSY, last_error()));
+        1
+    }
+
+    /// Asks for a preemption, as a SIGUSR1 handler would, from the first step's callback.
+    extern "C" fn preempt(_: *mut c_void, _: *const mg_progress) -> i32 {
+        multigrid::dist::signals::request(libc::SIGUSR1);
+        0
+    }
+
+    /// Holds fit inside its callback until the test thread has tried the trainer.
+    extern "C" fn hold(user: *mut c_void, _: *const mg_progress) -> i32 {
+        let (inside, done) = unsafe { &*(user as *const (mpsc::Sender<()>, mpsc::Receiver<()>)) };
+        inside.send(()).unwrap();
+        done.recv().unwrap();
+        1
+    }
+
+    #[test]
+    fn fit_summary_reentry_and_threads() {
+        let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ffi_trainer");
+        let data = dir.join("data");
+        common::gen_store(&data, 8);
+        let out = CString::new(dir.join("run").to_str().unwrap()).unwrap();
+        let _ = std::fs::remove_dir_all(dir.join("run"));
+        let mut t = ptr::null_mut();
+        let cfg = config(&data);
+        assert_eq!(
+            mg_trainer_new(cfg.as_ptr(), out.as_ptr(), &mut t),
+            MG_STATUS_OK,
+            "{}",
+            last_error()
+        );
+
+        // A stop the callback asks for is a success, with the summary written.
+        let mut s = summary();
+        assert_eq!(
+            mg_trainer_fit(t, Some(stop), ptr::null_mut(), &mut s),
+            MG_STATUS_OK
+        );
+        assert!(s.cancelled && s.preempted == 0 && s.steps == 1, "{s:?}");
+        assert_eq!(s.struct_size, std::mem::size_of::<mg_summary>());
+        assert!(s.test_top1.is_nan(), "no final test after a stop");
+
+        // A summary without its size is refused before training.
+        let mut bad = mg_summary {
+            steps: 77,
+            ..Default::default()
+        };
+        assert_eq!(
+            mg_trainer_fit(t, Some(stop), ptr::null_mut(), &mut bad),
+            MG_STATUS_INVALID_ARGUMENT
+        );
+        assert!(
+            last_error().contains("out->struct_size is 0"),
+            "{}",
+            last_error()
+        );
+        assert_eq!((bad.steps, next_step(t)), (77, 1));
+
+        // A preemption notice stops the run as a success too, and names its signal.
+        let mut s = summary();
+        assert_eq!(
+            mg_trainer_fit(t, Some(preempt), ptr::null_mut(), &mut s),
+            MG_STATUS_OK
+        );
+        assert!(
+            s.cancelled && s.preempted == libc::SIGUSR1 && s.steps == 2,
+            "{s:?}"
+        );
+        assert_eq!(
+            multigrid::dist::signals::pending(),
+            None,
+            "the notice was taken"
+        );
+
+        // The callback calling back into its trainer: refused, the trainer intact.
+        let mut ctx = (t, Vec::<(mg_status, String)>::new());
+        let mut s = summary();
+        let user = &mut ctx as *mut _ as *mut c_void;
+        assert_eq!(mg_trainer_fit(t, Some(reenter), user, &mut s), MG_STATUS_OK);
+        let names = [
+            "mg_trainer_next_step",
+            "mg_trainer_save",
+            "mg_trainer_fit",
+            "mg_trainer_last_metrics",
+            "mg_trainer_free",
+        ];
+        assert_eq!(ctx.1.len(), names.len());
+        for ((status, msg), name) in ctx.1.iter().zip(names) {
+            assert_eq!(*status, MG_STATUS_BUSY, "{msg}");
+            assert!(
+                msg.starts_with(&format!("{name}: the trainer is inside mg_trainer_fit")),
+                "{msg}"
+            );
+        }
+        assert_eq!(next_step(t), 3);
+
+        // Two threads: a call that changes the trainer, or reads it, while fit runs on
+        // another thread is refused; queries alone may overlap.
+        let (inside_tx, inside_rx) = mpsc::channel::<()>();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let addr = t as usize;
+        let fit = std::thread::spawn(move || {
+            let ctx = (inside_tx, done_rx);
+            let mut s = summary();
+            let user = &ctx as *const _ as *mut c_void;
+            mg_trainer_fit(addr as *mut mg_trainer, Some(hold), user, &mut s)
+        });
+        inside_rx.recv().unwrap();
+        assert_eq!(mg_trainer_save(t), MG_STATUS_BUSY);
+        let (mut rank, mut world) = (9, 9);
+        assert_eq!(mg_trainer_rank(t, &mut rank, &mut world), MG_STATUS_BUSY);
+        assert!(
+            last_error().contains("inside mg_trainer_fit"),
+            "{}",
+            last_error()
+        );
+        done_tx.send(()).unwrap();
+        assert_eq!(fit.join().unwrap(), MG_STATUS_OK);
+        let readers: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let t = addr as *const mg_trainer;
+                    (0..200).all(|_| {
+                        let (mut r, mut w) = (9, 9);
+                        mg_trainer_rank(t, &mut r, &mut w) == MG_STATUS_OK && (r, w) == (0, 1)
+                    })
+                })
+            })
+            .collect();
+        assert!(readers.into_iter().all(|h| h.join().unwrap()));
+        assert_eq!(next_step(t), 4);
+
+        // A newer header's summary: written up to this library's size, which struct_size
+        // reports; the field this library does not know is left alone.
+        #[repr(C)]
+        struct Newer {
+            known: mg_summary,
+            later: u64,
+        }
+        let mut n = Newer {
+            known: mg_summary {
+                struct_size: std::mem::size_of::<Newer>(),
+                ..Default::default()
+            },
+            later: 0x5a5a,
+        };
+        assert_eq!(
+            mg_trainer_fit(t, Some(stop), ptr::null_mut(), &mut n.known),
+            MG_STATUS_OK
+        );
+        assert_eq!(n.known.struct_size, std::mem::size_of::<mg_summary>());
+        assert!(n.known.cancelled && n.later == 0x5a5a);
+        mg_trainer_free(t);
+    }
 }

@@ -1,20 +1,13 @@
 //! SlowFast: PySlowFast's names and size, shape-agnostic forward, sub-batch BN.
 #![cfg(feature = "torch")]
 
+mod common;
+
+use common::tiny_model as tiny;
 use multigrid::model::bn::{Bn, GroupBatchNorm};
 use multigrid::model::{HeadPool, SlowFast};
 use multigrid::schedule::ModelConfig;
 use tch::{nn, Device, Kind, Tensor};
-
-fn tiny() -> ModelConfig {
-    ModelConfig {
-        depth: 18,
-        width_per_group: 8,
-        num_classes: 12,
-        dropout_rate: 0.0,
-        ..ModelConfig::default()
-    }
-}
 
 #[test]
 fn r50_has_pyslowfast_names_and_size() {

@@ -182,7 +182,7 @@ fn warm_up_changes_nothing() {
 
     // Autocast is for CUDA; on the CPU it is refused with a message that says so.
     let mut c = multigrid::Config::from_file(&config).unwrap();
-    c.run.precision = "bf16".into();
+    c.run.precision = multigrid::schedule::PrecisionChoice::Bf16;
     let err = multigrid::train::Trainer::new(c, &root.join("bf16"))
         .err()
         .expect("bf16 on the CPU was accepted")

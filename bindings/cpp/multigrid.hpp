@@ -5,7 +5,9 @@
 //   (it names the argument, key or value that was wrong).
 // - Buffers are std::vector or pointer + length; nothing here allocates behind your back except
 //   the std::vector overloads.
-// - Threads: as the C API (see the header's preamble). A Trainer is used by one thread at a time.
+// - Threads: as the C API (see the header's preamble). A Trainer's const methods may run
+//   together on several threads; any other call needs the Trainer to itself, and a fit's
+//   progress callback must not call its own Trainer (that throws mg::Error, MG_STATUS_BUSY).
 //
 // Link with -lmultigrid (pkg-config multigrid, or CMake's multigrid::shared).
 #ifndef MULTIGRID_HPP
@@ -62,6 +64,23 @@ struct Deleter {
 
 /// "multigrid X.Y.Z (libtorch ..., CUDA linked|not linked)".
 inline std::string version() { return mg_version(); }
+
+/// `config_json` with `SECTION.KEY=VALUE` overrides applied in order (the CLI's `--set`; keys
+/// case-insensitive, VALUE JSON or else a string): the config, every key spelled out.
+inline std::string apply_overrides(const std::string& config_json,
+                                   const std::vector<std::string>& sets) {
+  std::vector<const char*> ptrs;
+  for (const auto& s : sets) ptrs.push_back(s.c_str());
+  size_t len = 0;
+  mg_status st = mg_config_apply_overrides(config_json.c_str(), ptrs.data(), ptrs.size(), nullptr,
+                                           0, &len);
+  if (st != MG_STATUS_BUFFER_TOO_SMALL) detail::check(st);
+  std::string out(len + 1, '\0');
+  detail::check(mg_config_apply_overrides(config_json.c_str(), ptrs.data(), ptrs.size(), &out[0],
+                                          out.size(), &len));
+  out.resize(len);
+  return out;
+}
 
 /// The multigrid schedule of a config (JSON text with PySlowFast's section and key names).
 class Schedule {
@@ -296,7 +315,7 @@ class Trainer {
   Trainer(const std::string& config_json, const std::string& output_dir,
           const DistOptions& dist) {
     mg_dist_options o{};
-    detail::check(mg_dist_options_default(&o));
+    detail::check(mg_dist_options_default(&o, sizeof o));
     if (!dist.backend.empty()) o.backend = dist.backend.c_str();
     if (!dist.init_method.empty()) o.init_method = dist.init_method.c_str();
     o.rank = dist.rank;
@@ -309,7 +328,7 @@ class Trainer {
     handle_.reset(t);
   }
   /// This process's rank and the number of ranks.
-  std::pair<uint32_t, uint32_t> rank() {
+  std::pair<uint32_t, uint32_t> rank() const {
     uint32_t r = 0, w = 0;
     detail::check(mg_trainer_rank(get(), &r, &w));
     return {r, w};
@@ -320,13 +339,15 @@ class Trainer {
     detail::check(mg_trainer_resume(get(), &r));
     return r;
   }
-  uint64_t next_step() {
+  uint64_t next_step() const {
     uint64_t s = 0;
     detail::check(mg_trainer_next_step(get(), &s));
     return s;
   }
-  /// Trains to the end of the plan. An exception thrown by `progress` cancels the run at that
-  /// step (a checkpoint is written) and is rethrown here.
+  /// Trains to the end of the plan; a run stopped early (by `progress`, or a preemption notice)
+  /// returns too, with `cancelled` (and `preempted`) set. An exception thrown by `progress`
+  /// cancels the run at that step (a checkpoint is written) and is rethrown here. `progress`
+  /// must not call this Trainer: such a call throws mg::Error with MG_STATUS_BUSY.
   mg_summary fit(const Progress& progress = nullptr) {
     struct Ctx {
       const Progress* f;
@@ -342,9 +363,12 @@ class Trainer {
       }
     };
     mg_summary s{};
+    s.struct_size = sizeof s;
+    fitting_ = true;
     mg_status st = mg_trainer_fit(get(), progress ? +trampoline : nullptr, &ctx, &s);
+    fitting_ = false;
     if (ctx.error) std::rethrow_exception(ctx.error);
-    if (st != MG_STATUS_CANCELLED) detail::check(st);
+    detail::check(st);
     return s;
   }
   /// One SGD step on a host batch; bn_groups 0 and lr < 0 take the plan's values.
@@ -380,17 +404,22 @@ class Trainer {
   void load(const std::string& checkpoint_dir) {
     detail::check(mg_trainer_load(get(), checkpoint_dir.c_str()));
   }
-  /// The last metrics line (JSON); empty when nothing was logged.
+  /// The last metrics line (JSON); empty when nothing was logged. Throws MG_STATUS_BUSY inside
+  /// this Trainer's fit, where the C call could only return 0, as for "nothing logged".
   std::string last_metrics() const {
+    if (fitting_)
+      throw Error(MG_STATUS_BUSY, "Trainer::last_metrics: called inside this Trainer's fit");
     size_t n = mg_trainer_last_metrics(handle_.get(), nullptr, 0);
     std::string s(n, '\0');
     if (n > 0) mg_trainer_last_metrics(handle_.get(), &s[0], n + 1);
     return s;
   }
   mg_trainer* get() noexcept { return handle_.get(); }
+  const mg_trainer* get() const noexcept { return handle_.get(); }
 
  private:
   std::unique_ptr<mg_trainer, detail::Deleter<mg_trainer, mg_trainer_free>> handle_;
+  bool fitting_ = false;
 };
 
 }  // namespace mg

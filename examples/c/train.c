@@ -2,7 +2,7 @@
  * Trains the tiny SlowFast on the synthetic dataset through the C API: five steps driven by
  * the plan (shape, LR and BN groups from mg_plan_step, the batch from mg_dataset_load_step),
  * an evaluation, a checkpoint, then mg_trainer_fit with a progress callback that cancels after
- * three steps.
+ * three steps (a success: the summary says it stopped early).
  *
  *   multigrid gen-data --out /tmp/syn --clips 100 --frames 16 --size 40 --store --no-videos
  *   cc -std=c11 -Iinclude examples/c/train.c -Ltarget/release -lmultigrid -o train
@@ -66,7 +66,8 @@ int main(int argc, char **argv) {
   /* One process here; under torchrun, mpirun or srun the defaults take the rank and world
    * size from the launcher, and every rank runs this same program. */
   mg_dist_options dist;
-  mg_dist_options_default(&dist);
+  /* sizeof: the struct as this program knows it, so an older or newer library reads it right. */
+  if ((st = mg_dist_options_default(&dist, sizeof dist)) != MG_STATUS_OK) { fail("mg_dist_options_default", st); goto done; }
   dist.timeout_s = 600;
   st = mg_trainer_new_dist(config, argv[2], &dist, &trainer);
   if (st == MG_STATUS_UNSUPPORTED) {
@@ -107,7 +108,8 @@ int main(int argc, char **argv) {
 
   {
     uint64_t next = 0;
-    if ((st = mg_trainer_next_step(trainer, &next)) != MG_STATUS_OK) { fail("mg_trainer_next_step", st); goto done; }
+    const mg_trainer *view = trainer; /* queries take a const trainer */
+    if ((st = mg_trainer_next_step(view, &next)) != MG_STATUS_OK) { fail("mg_trainer_next_step", st); goto done; }
     printf("next step: %llu\n", (unsigned long long)next);
     mg_accuracy acc;
     if ((st = mg_trainer_evaluate(trainer, "val", &acc)) != MG_STATUS_OK) { fail("mg_trainer_evaluate", st); goto done; }
@@ -115,9 +117,11 @@ int main(int argc, char **argv) {
     if ((st = mg_trainer_save(trainer)) != MG_STATUS_OK) { fail("mg_trainer_save", st); goto done; }
     int calls = 0;
     mg_summary summary;
+    summary.struct_size = sizeof summary; /* the library writes the fields it and we both know */
     st = mg_trainer_fit(trainer, on_progress, &calls, &summary);
-    printf("fit -> %s after %d callbacks\n", mg_status_str(st), calls);
-    if (st != MG_STATUS_CANCELLED) { fail("mg_trainer_fit", st); goto done; }
+    if (st != MG_STATUS_OK) { fail("mg_trainer_fit", st); goto done; }
+    printf("fit -> %s after %d callbacks: %s at step %llu\n", mg_status_str(st), calls,
+           summary.cancelled ? "cancelled" : "finished", (unsigned long long)summary.steps);
     char metrics[1024];
     size_t full = mg_trainer_last_metrics(trainer, metrics, sizeof metrics);
     printf("last metrics: %s\n", full > 0 ? "present" : "missing");

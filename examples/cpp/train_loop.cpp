@@ -60,15 +60,26 @@ int main(int argc, char** argv) {
                   batch.step.crop_size, batch.step.bn_groups, batch.step.lr, loss,
                   std::isfinite(loss) ? "" : " (not finite!)");
     }
-    std::printf("next step: %llu\n", (unsigned long long)trainer.next_step());
+    // Queries are const: a const Trainer& answers them.
+    const mg::Trainer& view = trainer;
+    std::printf("next step: %llu\n", (unsigned long long)view.next_step());
     const mg_accuracy acc = trainer.evaluate("val");
     std::printf("val: top-1 %.1f%% over %llu clips\n", acc.top1, (unsigned long long)acc.clips);
 
     // A progress callback that cancels: fit stops after a checkpoint.
     int calls = 0;
     const mg_summary s = trainer.fit([&](const mg_progress&) { return ++calls == 2; });
-    std::printf("fit cancelled: %s after %d callbacks, %llu steps\n", s.cancelled ? "yes" : "no",
-                calls, (unsigned long long)s.steps);
+    std::printf("fit cancelled: %s after %d callbacks, %llu steps, preempted by signal %d\n",
+                s.cancelled ? "yes" : "no", calls, (unsigned long long)s.steps, s.preempted);
+
+    // The callback runs inside the trainer's fit: calling that trainer from it is refused (the
+    // exception cancels the run after a checkpoint and comes out of fit).
+    try {
+      trainer.fit([&](const mg_progress&) { return trainer.next_step() > 0; });
+    } catch (const mg::Error& e) {
+      std::printf("re-entrant call -> %s: %s\n", mg_status_str(e.status()), e.what());
+    }
+    std::printf("next step after it: %llu\n", (unsigned long long)view.next_step());
   } catch (const mg::Error& e) {
     if (e.status() == MG_STATUS_UNSUPPORTED) {
       std::printf("this libmultigrid has no trainer (built without libtorch)\n");

@@ -374,6 +374,23 @@ int mgb_autocast_state(int8_t device, int* enabled, int8_t* dtype, char* err, si
   });
 }
 
+// Makes `grad` the gradient of `param` (param.grad = grad): DDP's gradient_as_bucket_view,
+// where every gradient is a view into a flat bucket that autograd then accumulates into in
+// place, so the bucket's all-reduce needs no copy in or out. Shape, dtype and device must match.
+int mgb_set_grad(const at::Tensor* param, const at::Tensor* grad, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    TORCH_CHECK(param->sizes() == grad->sizes(), "gradient of shape ", grad->sizes(),
+                " for a parameter of shape ", param->sizes());
+    TORCH_CHECK(param->dtype() == grad->dtype() && param->device() == grad->device(),
+                "gradient of ", grad->toString(), " on ", grad->device(), " for a parameter of ",
+                param->toString(), " on ", param->device());
+    // A Tensor handle shares its TensorImpl: setting the grad through a copy of the handle
+    // sets it on the parameter itself.
+    at::Tensor p = *param;
+    p.mutable_grad() = *grad;
+  });
+}
+
 // One torch.optim.SGD step over n parameters of one weight-decay group, as PyTorch's
 // multi-tensor implementation (foreach=True) computes it, or, with `fused` and every tensor on
 // CUDA, as its fused kernel (fused=True). `bufs` are the momentum buffers (ignored when

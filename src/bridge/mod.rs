@@ -127,6 +127,12 @@ extern "C" {
         err: *mut c_char,
         err_len: usize,
     ) -> c_int;
+    pub fn mgb_set_grad(
+        param: *const C_tensor,
+        grad: *const C_tensor,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
     #[allow(clippy::too_many_arguments)]
     pub fn mgb_sgd_step(
         params: *const *const C_tensor,

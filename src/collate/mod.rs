@@ -61,8 +61,8 @@ pub struct Normalize {
 impl Default for Normalize {
     fn default() -> Self {
         Normalize {
-            mean: [0.45; 3],
-            std: [0.225; 3],
+            mean: crate::schedule::config::DEFAULT_MEAN,
+            std: crate::schedule::config::DEFAULT_STD,
             reverse_channels: false,
         }
     }

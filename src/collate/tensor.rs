@@ -6,15 +6,11 @@ use tch::{Device, Kind, Tensor};
 use super::{batch_len, collate_explicit, pack_slow, slow_indices, Clip, ClipParams, Normalize};
 use crate::error::{Error, Result};
 
-fn torch_err(e: tch::TchError) -> Error {
-    Error::Torch(e.to_string())
-}
-
 /// An uninitialised f32 CPU tensor, pinned when CUDA is available.
 pub fn empty_host(shape: &[i64]) -> Result<Tensor> {
-    let t = Tensor::f_empty(shape, (Kind::Float, Device::Cpu)).map_err(torch_err)?;
+    let t = Tensor::f_empty(shape, (Kind::Float, Device::Cpu))?;
     if tch::Cuda::is_available() {
-        t.f_pin_memory(Device::Cuda(0)).map_err(torch_err)
+        Ok(t.f_pin_memory(Device::Cuda(0))?)
     } else {
         Ok(t)
     }

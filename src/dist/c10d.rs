@@ -16,6 +16,7 @@ use crate::bridge::{
 };
 use crate::dist::{DistOptions, Launch};
 use crate::error::{Error, Result};
+use crate::schedule::InitMethod;
 
 /// Every key this crate writes lives under this prefix of the rendezvous store, so a store
 /// shared with torchrun's agent (or another library) keeps its keys apart.
@@ -39,11 +40,13 @@ pub struct Store {
     ptr: NonNull<c_void>,
 }
 
-// c10d's stores lock internally; the handle is an owned intrusive pointer.
+// SAFETY: c10d's stores lock internally, and the handle is an owned intrusive pointer that
+// no other Rust value aliases, so it may move to another thread.
 unsafe impl Send for Store {}
 
 impl Drop for Store {
     fn drop(&mut self) {
+        // SAFETY: the pointer came from the bridge, is owned by this Store and freed once, here.
         unsafe { mgb_store_free(self.ptr.as_ptr()) }
     }
 }
@@ -82,6 +85,8 @@ impl Store {
         let world = i64::try_from(world_size).unwrap_or(i64::MAX);
         let wait = !(is_server && port == 0) && world_size > 0;
         let mut out = std::ptr::null_mut();
+        // SAFETY: host_c outlives the call; `out` is written only on success; e/l is the bridge's
+        // error buffer (bridge::call).
         call(&format!("TCPStore at {host}:{port}"), |e, l| unsafe {
             mgb_store_tcp(
                 host_c.as_ptr(),
@@ -103,6 +108,7 @@ impl Store {
         let path_c = cstr("store path", path)?;
         let world = i64::try_from(world_size).unwrap_or(i64::MAX);
         let mut out = std::ptr::null_mut();
+        // SAFETY: path_c outlives the call; `out` is written only on success.
         call(&format!("FileStore at {path}"), |e, l| unsafe {
             mgb_store_file(path_c.as_ptr(), world, millis(timeout), &mut out, e, l)
         })?;
@@ -113,6 +119,8 @@ impl Store {
     pub fn prefixed(&self, prefix: &str) -> Result<Store> {
         let prefix_c = cstr("store prefix", prefix)?;
         let mut out = std::ptr::null_mut();
+        // SAFETY: self.ptr is a live store; prefix_c outlives the call; `out` is written only on
+        // success.
         call("PrefixStore", |e, l| unsafe {
             mgb_store_prefixed(self.ptr.as_ptr(), prefix_c.as_ptr(), &mut out, e, l)
         })?;
@@ -122,11 +130,13 @@ impl Store {
     /// The TCP port of the underlying TCPStore (the one picked when created with port 0); 0
     /// for a FileStore.
     pub fn port(&self) -> u16 {
+        // SAFETY: self.ptr is a live store; the bridge only reads it.
         unsafe { mgb_store_port(self.ptr.as_ptr()) }
     }
 
     /// How long [`Store::get`] waits for a missing key from now on.
     pub fn set_timeout(&self, timeout: Duration) -> Result<()> {
+        // SAFETY: self.ptr is a live store.
         call("set_timeout", |e, l| unsafe {
             mgb_store_set_timeout(self.ptr.as_ptr(), millis(timeout), e, l)
         })
@@ -134,6 +144,8 @@ impl Store {
 
     pub fn set(&self, key: &str, value: &[u8]) -> Result<()> {
         let key_c = cstr("store key", key)?;
+        // SAFETY: self.ptr is a live store; key_c and value outlive the call, which only
+        // reads them.
         call(&format!("set {key:?}"), |e, l| unsafe {
             mgb_store_set(
                 self.ptr.as_ptr(),
@@ -152,13 +164,18 @@ impl Store {
         let key_c = cstr("store key", key)?;
         let mut data: *mut u8 = std::ptr::null_mut();
         let mut len = 0usize;
+        // SAFETY: self.ptr is a live store; key_c outlives the call; data and len are written on
+        // success, with a buffer the bridge allocated.
         call(&format!("get {key:?}"), |e, l| unsafe {
             mgb_store_get(self.ptr.as_ptr(), key_c.as_ptr(), &mut data, &mut len, e, l)
         })?;
         if data.is_null() {
             return Ok(Vec::new());
         }
+        // SAFETY: not NULL (checked above): the bridge's buffer of `len` readable bytes.
         let v = unsafe { std::slice::from_raw_parts(data, len) }.to_vec();
+        // SAFETY: `data` was allocated by the bridge for this call and is freed once, after
+        // the copy.
         unsafe { mgb_free(data.cast()) };
         Ok(v)
     }
@@ -167,6 +184,7 @@ impl Store {
     pub fn add(&self, key: &str, delta: i64) -> Result<i64> {
         let key_c = cstr("store key", key)?;
         let mut out = 0i64;
+        // SAFETY: self.ptr is a live store; key_c outlives the call; `out` is written on success.
         call(&format!("add {key:?}"), |e, l| unsafe {
             mgb_store_add(self.ptr.as_ptr(), key_c.as_ptr(), delta, &mut out, e, l)
         })?;
@@ -174,57 +192,29 @@ impl Store {
     }
 }
 
-/// Where `init_method` says the ranks meet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum InitMethod {
-    Tcp { host: String, port: u16 },
-    File(String),
-}
-
+/// Where `init` (`run.dist_init_method`, or the C API's) says the ranks meet, with `env://`
+/// resolved to MASTER_ADDR:MASTER_PORT; true when torchrun's agent already serves that store.
 fn parse_init_method(init: &str, launch: &Launch) -> Result<(InitMethod, bool)> {
+    let method: InitMethod = init
+        .parse()
+        .map_err(|e| Error::InvalidArgument(format!("init method {e}")))?;
+    if method != InitMethod::Env {
+        return Ok((method, false));
+    }
     let bad = |why: &str| {
         Error::InvalidArgument(format!(
-            "init method {init:?}: {why} (expected env://, tcp://HOST:PORT or file:///PATH)"
+            "init method env://: {why} (set it, or use tcp://HOST:PORT or file:///PATH)"
         ))
     };
-    if init == "env://" || init.is_empty() {
-        let host = launch
-            .master_addr
-            .clone()
-            .ok_or_else(|| bad("MASTER_ADDR is not set"))?;
-        let port = launch
-            .master_port
-            .ok_or_else(|| bad("MASTER_PORT is not set"))?;
-        // torch honours TORCHELASTIC_USE_AGENT_STORE for env:// only.
-        return Ok((InitMethod::Tcp { host, port }, launch.agent_store));
-    }
-    if let Some(rest) = init.strip_prefix("tcp://") {
-        let rest = rest.split(['?', '/']).next().unwrap_or("");
-        let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("no port"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        let port: u16 = port.parse().map_err(|_| bad("the port is not a number"))?;
-        if port == 0 {
-            return Err(bad("port 0"));
-        }
-        return Ok((
-            InitMethod::Tcp {
-                host: host.to_string(),
-                port,
-            },
-            false,
-        ));
-    }
-    if let Some(path) = init.strip_prefix("file://") {
-        let path = path.split('?').next().unwrap_or("");
-        if path.is_empty() {
-            return Err(bad("no path"));
-        }
-        return Ok((InitMethod::File(path.to_string()), false));
-    }
-    Err(bad("unknown scheme"))
+    let host = launch
+        .master_addr
+        .clone()
+        .ok_or_else(|| bad("MASTER_ADDR is not set"))?;
+    let port = launch
+        .master_port
+        .ok_or_else(|| bad("MASTER_PORT is not set"))?;
+    // torch honours TORCHELASTIC_USE_AGENT_STORE for env:// only.
+    Ok((InitMethod::Tcp { host, port }, launch.agent_store))
 }
 
 /// The store every rank of the job meets at, as `torch.distributed.init_process_group` builds
@@ -244,6 +234,11 @@ pub fn rendezvous(options: &DistOptions, launch: &Launch) -> Result<Store> {
             Store::tcp(&host, port, is_server, launch.world_size, options.timeout)?
         }
         InitMethod::File(path) => Store::file(&path, launch.world_size, options.timeout)?,
+        InitMethod::Env => {
+            return Err(Error::InvalidArgument(
+                "env:// is resolved to MASTER_ADDR:MASTER_PORT before a store is made".into(),
+            ))
+        }
     };
     // torchrun's agent store outlives a restart of the workers: each attempt keeps its own
     // keys, as torch does, or a restarted rank could read the previous attempt's NCCL id.
@@ -337,6 +332,8 @@ mod nccl {
             let name_c = cstr("group name", name)?;
             let ranks: Vec<u64> = global_ranks.iter().map(|&r| r as u64).collect();
             let mut out = std::ptr::null_mut();
+            // SAFETY: store.ptr is live; name_c and ranks outlive the call; `out` is written
+            // only on success.
             call(&format!("ProcessGroupNCCL {name}"), |e, l| unsafe {
                 mgb_nccl_new(
                     store.ptr.as_ptr(),
@@ -359,6 +356,8 @@ mod nccl {
 
         fn all_reduce_sum(&self, tensors: &[Tensor]) -> Result<()> {
             let ptrs = pointers(tensors);
+            // SAFETY: self.ptr is a live process group; ptrs holds live tensor handles that outlive
+            // the call (the collective is waited on before it returns).
             call("all_reduce", |e, l| unsafe {
                 mgb_nccl_all_reduce_sum(self.ptr.as_ptr(), ptrs.as_ptr(), ptrs.len(), e, l)
             })
@@ -367,6 +366,7 @@ mod nccl {
 
     impl Drop for Group {
         fn drop(&mut self) {
+            // SAFETY: the group is owned by this value and freed once, here.
             unsafe { mgb_nccl_free(self.ptr.as_ptr()) }
         }
     }
@@ -390,7 +390,8 @@ mod nccl {
         timeout_ms: i64,
     }
 
-    // The process groups are owned and used through &mut self only.
+    // SAFETY: the process groups are owned and used through &mut self only, so moving the
+    // value to another thread cannot make two threads use a group at once.
     unsafe impl Send for Nccl {}
 
     impl Nccl {
@@ -507,8 +508,7 @@ mod nccl {
             }
             // NCCL makes a communicator at its first collective: one on one element, so a
             // failure to make it comes now.
-            let probe = Tensor::f_zeros([1], (Kind::Float, Device::Cuda(self.device)))
-                .map_err(|e| Error::Torch(e.to_string()))?;
+            let probe = Tensor::f_zeros([1], (Kind::Float, Device::Cuda(self.device)))?;
             self.all_reduce_sum_group(&[probe], group)
         }
         fn broadcast(&mut self, tensors: &[Tensor], root: usize) -> Result<()> {
@@ -522,6 +522,8 @@ mod nccl {
                 return Ok(());
             }
             let ptrs = pointers(tensors);
+            // SAFETY: the world group is live; ptrs holds live tensor handles that outlive the
+            // call.
             call("broadcast", |e, l| unsafe {
                 mgb_nccl_broadcast(
                     self.world.ptr.as_ptr(),
@@ -534,6 +536,7 @@ mod nccl {
             })
         }
         fn barrier(&mut self) -> Result<()> {
+            // SAFETY: the world group is live.
             call("barrier", |e, l| unsafe {
                 mgb_nccl_barrier(self.world.ptr.as_ptr(), e, l)
             })
@@ -543,13 +546,11 @@ mod nccl {
             if n == 0 {
                 return Ok(vec![Vec::new(); self.world_size]);
             }
-            let torch = |e: tch::TchError| Error::Torch(e.to_string());
             let device = Device::Cuda(self.device);
-            let input = Tensor::from_slice(values)
-                .f_to_device(device)
-                .map_err(torch)?;
-            let output = Tensor::f_zeros([(self.world_size * n) as i64], (Kind::Double, device))
-                .map_err(torch)?;
+            let input = Tensor::f_from_slice(values)?.f_to_device(device)?;
+            let output = Tensor::f_zeros([(self.world_size * n) as i64], (Kind::Double, device))?;
+            // SAFETY: the world group is live; input and output are live tensors sized as the
+            // bridge expects (n per rank, world_size x n out).
             call("all_gather", |e, l| unsafe {
                 mgb_nccl_all_gather(
                     self.world.ptr.as_ptr(),
@@ -559,8 +560,8 @@ mod nccl {
                     l,
                 )
             })?;
-            let host = output.f_to_device(Device::Cpu).map_err(torch)?;
-            let flat = Vec::<f64>::try_from(&host).map_err(torch)?;
+            let host = output.f_to_device(Device::Cpu)?;
+            let flat = Vec::<f64>::try_from(&host)?;
             Ok(flat.chunks(n).map(<[f64]>::to_vec).collect())
         }
     }

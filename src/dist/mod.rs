@@ -48,25 +48,18 @@ pub trait Collective: Send {
     fn all_gather_f64(&mut self, values: &[f64]) -> Result<Vec<Vec<f64>>>;
 }
 
-/// Which engine moves the data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// NCCL for CUDA devices, MPI for the CPU.
-    Auto,
-    Mpi,
-    Nccl,
-}
+/// Which engine moves the data (`run.dist_backend`): NCCL for CUDA devices and MPI for the CPU
+/// with `Auto`.
+pub use crate::schedule::DistBackend as Backend;
 
 impl Backend {
+    /// A backend named by a caller of the C API: "" is `auto`.
     pub fn parse(name: &str) -> Result<Backend> {
-        match name {
-            "auto" | "" => Ok(Backend::Auto),
-            "mpi" => Ok(Backend::Mpi),
-            "nccl" => Ok(Backend::Nccl),
-            other => Err(Error::InvalidArgument(format!(
-                "unknown distributed backend {other:?}: expected auto, mpi or nccl"
-            ))),
+        if name.is_empty() {
+            return Ok(Backend::Auto);
         }
+        name.parse()
+            .map_err(|e| Error::InvalidArgument(format!("distributed backend {e}")))
     }
 }
 
@@ -95,7 +88,8 @@ impl Default for DistOptions {
             world_size: None,
             local_rank: None,
             local_world_size: None,
-            timeout: Duration::from_secs(1800),
+            // run.dist_timeout_s's default: one source for both.
+            timeout: Duration::from_secs_f64(crate::schedule::RunConfig::default().dist_timeout_s),
         }
     }
 }
@@ -300,9 +294,10 @@ pub fn all_reduce_mean_bucketed(
     if world == 1 || tensors.is_empty() {
         return Ok(());
     }
-    let torch = |e: tch::TchError| Error::Torch(e.to_string());
     let kind = tensors[0].kind();
     let elem = kind.elt_size_in_bytes();
+    // A 0-dim tensor, not a scalar: tch's scalar overloads panic on a libtorch error.
+    let world_t = crate::model::scalar(world as f64)?;
     let sizes: Vec<usize> = tensors.iter().map(|t| t.numel()).collect();
     let ranges = buckets(&sizes, elem, first_bytes, bytes);
     let mut flat = Vec::with_capacity(ranges.len());
@@ -310,11 +305,10 @@ pub fn all_reduce_mean_bucketed(
         let views: Vec<Tensor> = tensors[r.clone()]
             .iter()
             .map(|t| t.f_reshape([-1]))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(torch)?;
-        let cat = Tensor::f_cat(&views, 0).map_err(torch)?;
+            .collect::<std::result::Result<_, _>>()?;
+        let cat = Tensor::f_cat(&views, 0)?;
         let mut cat = cat;
-        let _ = cat.f_div_scalar_(world as f64).map_err(torch)?;
+        let _ = cat.f_div_(&world_t)?;
         flat.push(cat);
     }
     comm.all_reduce_sum(&flat)?;
@@ -323,10 +317,8 @@ pub fn all_reduce_mean_bucketed(
             let mut offset = 0i64;
             for t in &tensors[r.clone()] {
                 let n = t.numel() as i64;
-                let part = bucket.f_narrow(0, offset, n).map_err(torch)?;
-                t.shallow_clone()
-                    .f_copy_(&part.f_view_as(t).map_err(torch)?)
-                    .map_err(torch)?;
+                let part = bucket.f_narrow(0, offset, n)?;
+                t.shallow_clone().f_copy_(&part.f_view_as(t)?)?;
                 offset += n;
             }
         }

@@ -78,15 +78,9 @@ impl SyncStats for GroupStats<'_> {
         self.group.len()
     }
 
-    fn all_reduce_mean(&self, x: &Tensor) -> Tensor {
-        match self.sum(x) {
-            Ok(s) => s / self.group.len() as f64,
-            Err(e) => {
-                self.error.borrow_mut().get_or_insert(e);
-                // NaN statistics make the loss NaN, which the step reports with the error.
-                x.full_like(f64::NAN)
-            }
-        }
+    fn all_reduce_mean(&self, x: &Tensor) -> Result<Tensor> {
+        let sum = self.sum(x)?;
+        Ok(sum.f_div(&crate::model::scalar(self.group.len() as f64)?)?)
     }
 }
 

@@ -28,7 +28,8 @@ pub const MG_STATUS_IO: mg_status = 6;
 pub const MG_STATUS_TORCH: mg_status = 7;
 /// CUDA was requested but is not available or not linked.
 pub const MG_STATUS_CUDA_UNAVAILABLE: mg_status = 8;
-/// A callback asked to stop.
+/// Returned by no function since mg_trainer_fit reports a stop its callback asked for as
+/// success (mg_summary.cancelled); kept so that the number is never given another meaning.
 pub const MG_STATUS_CANCELLED: mg_status = 9;
 /// The library was built without the feature this call needs.
 pub const MG_STATUS_UNSUPPORTED: mg_status = 10;
@@ -36,12 +37,19 @@ pub const MG_STATUS_UNSUPPORTED: mg_status = 10;
 pub const MG_STATUS_PANIC: mg_status = 11;
 /// A video could not be decoded, or a clip store is corrupt; the message names the file.
 pub const MG_STATUS_DATA: mg_status = 12;
+/// The handle is inside another call that this one may not overlap: a progress callback
+/// calling back into the trainer that runs it, or two threads on one trainer. The message
+/// names both calls.
+pub const MG_STATUS_BUSY: mg_status = 13;
 
 /// Errors as the boundary sees them: the library's, plus the argument checks of the C layer.
 #[derive(Debug)]
 pub(crate) enum FfiError {
     Null(&'static str),
     Invalid(String),
+    // Only trainers have calls to refuse, and without libtorch there are none.
+    #[cfg_attr(not(feature = "torch"), allow(dead_code))]
+    Busy(String),
     Lib(Error),
 }
 
@@ -56,6 +64,7 @@ impl FfiError {
         match self {
             FfiError::Null(_) => MG_STATUS_NULL_ARGUMENT,
             FfiError::Invalid(_) => MG_STATUS_INVALID_ARGUMENT,
+            FfiError::Busy(_) => MG_STATUS_BUSY,
             FfiError::Lib(e) => match e {
                 Error::Config(_) => MG_STATUS_INVALID_CONFIG,
                 Error::InvalidArgument(_) => MG_STATUS_INVALID_ARGUMENT,
@@ -75,7 +84,7 @@ impl FfiError {
     fn message(&self) -> String {
         match self {
             FfiError::Null(name) => format!("argument `{name}` is NULL"),
-            FfiError::Invalid(msg) => msg.clone(),
+            FfiError::Invalid(msg) | FfiError::Busy(msg) => msg.clone(),
             FfiError::Lib(e) => e.to_string(),
         }
     }
@@ -89,15 +98,18 @@ fn set_last_error(msg: String) {
     LAST_ERROR.with(|e| *e.borrow_mut() = msg);
 }
 
+/// Makes `e` the thread's last error, as a failure of export `name`, and gives its status.
+pub(crate) fn report(name: &str, e: &FfiError) -> mg_status {
+    set_last_error(format!("{name}: {}", e.message()));
+    e.status()
+}
+
 /// Runs an export's body: maps its error to a status and the thread's last-error text, and
 /// stops any panic here, since unwinding into C is undefined.
 pub(crate) fn guard(name: &str, body: impl FnOnce() -> Result<(), FfiError>) -> mg_status {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => MG_STATUS_OK,
-        Ok(Err(e)) => {
-            set_last_error(format!("{name}: {}", e.message()));
-            e.status()
-        }
+        Ok(Err(e)) => report(name, &e),
         Err(payload) => {
             let what = payload
                 .downcast_ref::<&str>()
@@ -198,6 +210,7 @@ pub extern "C" fn mg_status_str(status: mg_status) -> *const c_char {
         MG_STATUS_UNSUPPORTED => c"MG_STATUS_UNSUPPORTED",
         MG_STATUS_PANIC => c"MG_STATUS_PANIC",
         MG_STATUS_DATA => c"MG_STATUS_DATA",
+        MG_STATUS_BUSY => c"MG_STATUS_BUSY",
         _ => c"unknown status",
     };
     s.as_ptr()

@@ -2,8 +2,8 @@
 //! handle ownership live here; no logic of its own.
 //!
 //! Threading: handles may move between threads. Functions taking a `const` handle may run
-//! concurrently on the same handle; `mg_*_free` needs exclusive access. The last error message
-//! is per thread.
+//! concurrently on the same handle; the others need it to themselves, which the trainer's
+//! entry points check (train.rs). The last error message is per thread.
 #![allow(non_camel_case_types)]
 // These are C entry points: their pointer contracts are documented in the header, and C callers
 // cannot see a Rust `unsafe` marker anyway.
@@ -15,6 +15,7 @@ pub mod error;
 pub mod plan;
 pub mod schedule;
 pub mod train;
+mod versioned;
 
 use std::ffi::{c_char, CStr};
 
@@ -28,7 +29,7 @@ pub use train::*;
 /// Major version of this header; equals the crate version (tested).
 pub const MG_VERSION_MAJOR: u32 = 0;
 /// Minor version of this header.
-pub const MG_VERSION_MINOR: u32 = 1;
+pub const MG_VERSION_MINOR: u32 = 2;
 /// Patch version of this header.
 pub const MG_VERSION_PATCH: u32 = 0;
 
@@ -49,7 +50,7 @@ static VERSION: &CStr = {
 };
 
 /// The library version with the libtorch it was built against and whether CUDA is linked,
-/// e.g. "multigrid 0.1.0 (libtorch 2.11.0+cu130, CUDA linked)". Static; never free it.
+/// e.g. "multigrid 0.2.0 (libtorch 2.11.0+cu130, CUDA linked)". Static; never free it.
 #[no_mangle]
 pub extern "C" fn mg_version() -> *const c_char {
     VERSION.as_ptr()

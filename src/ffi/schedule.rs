@@ -54,6 +54,56 @@ pub extern "C" fn mg_schedule_new(
     })
 }
 
+/// Applies `num_sets` overrides `SECTION.KEY=VALUE` in order to `config_json` (the CLI's
+/// `--set`; PySlowFast's trailing opts: keys are case-insensitive, VALUE is JSON or else a
+/// string) and writes the resulting config, every key spelled out, NUL-terminated into `buf`
+/// (room for `capacity` bytes), its length without the NUL into `*len`. With `capacity` too
+/// small (`buf` may then be NULL), returns MG_STATUS_BUFFER_TOO_SMALL, writes nothing to `buf`
+/// and sets `*len` to the length needed (allocate `*len + 1`). `sets` may be NULL when
+/// `num_sets` is 0. Errors: MG_STATUS_INVALID_CONFIG (the config, or an override: malformed,
+/// an unknown section or key, a value the config refuses; the message names it).
+#[no_mangle]
+pub extern "C" fn mg_config_apply_overrides(
+    config_json: *const c_char,
+    sets: *const *const c_char,
+    num_sets: usize,
+    buf: *mut c_char,
+    capacity: usize,
+    len: *mut usize,
+) -> mg_status {
+    guard("mg_config_apply_overrides", || {
+        let json = c_str(config_json, "config_json")?;
+        let len = out_ptr(len, "len")?;
+        if num_sets > 0 && sets.is_null() {
+            return Err(FfiError::Null("sets"));
+        }
+        let overrides = (0..num_sets)
+            // SAFETY: `sets` holds `num_sets` pointers by contract (checked non-NULL above).
+            .map(|i| c_str(unsafe { *sets.add(i) }, "sets[i]"))
+            .collect::<Result<Vec<&str>, FfiError>>()?;
+        let mut config = crate::Config::from_json(json)?;
+        config.apply_overrides(&overrides)?;
+        let text = config.to_json_string();
+        if text.len() >= capacity {
+            *len = text.len();
+            return Err(FfiError::Lib(crate::Error::BufferTooSmall(format!(
+                "the config is {} bytes and a NUL, but the buffer holds {capacity}",
+                text.len()
+            ))));
+        }
+        if buf.is_null() {
+            return Err(FfiError::Null("buf"));
+        }
+        // SAFETY: `buf` holds `capacity` > text.len() bytes by contract.
+        unsafe {
+            std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
+            *buf.add(text.len()) = 0;
+        }
+        *len = text.len();
+        Ok(())
+    })
+}
+
 /// Frees a schedule; NULL is a no-op. Plans made from it stay valid.
 #[no_mangle]
 pub extern "C" fn mg_schedule_free(schedule: *mut mg_schedule) {

@@ -1,21 +1,173 @@
 //! C API of the trainer. Present in every build; without libtorch (`--no-default-features`)
 //! each call returns MG_STATUS_UNSUPPORTED.
 //!
-//! Threads: a trainer may move between threads but must not be used by two at once; every
-//! function here takes it exclusively. The progress callback runs on the calling thread.
+//! Threads: a trainer may move between threads. Calls through a `const mg_trainer *` only read
+//! it and may overlap each other; any other call needs the trainer to itself. Every entry point
+//! checks that (`Calls`), because the one overlap a correct-looking program makes is a progress
+//! callback calling back into the trainer that runs it: that would be a second `&mut` of a
+//! trainer in the middle of a step, and mg_trainer_free from there a use after free.
 
 use std::ffi::c_char;
 
 #[cfg(feature = "torch")]
 use super::error::{c_str, non_null};
 use super::error::{guard, mg_status, out_ptr, FfiError};
+use super::versioned::{self, AnyBits, Versioned};
 
 /// A SlowFast trainer over a config's schedule. Create with `mg_trainer_new`, free with
 /// `mg_trainer_free`.
 pub struct mg_trainer {
     #[cfg(feature = "torch")]
-    inner: crate::train::Trainer,
+    calls: Calls,
+    /// Reached only through the guards of `Calls`, which hand out `&mut` to one call at a time
+    /// and `&` to readers while no call that changes it runs. An UnsafeCell because a callback
+    /// re-entering with the same pointer must be able to look at `calls` (through `&mg_trainer`)
+    /// while the running call holds `&mut Trainer`: a `&mut mg_trainer` could not allow that.
+    #[cfg(feature = "torch")]
+    inner: std::cell::UnsafeCell<crate::train::Trainer>,
 }
+
+/// Every entry point's access to a trainer (see the module's doc).
+#[cfg(feature = "torch")]
+mod access {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use super::mg_trainer;
+    use crate::ffi::error::FfiError;
+
+    /// The calls inside one trainer: the low bits count readers, WRITING marks a call that
+    /// changes it. A try-lock: a call that would have to wait is refused instead, since the one
+    /// that holds the trainer may be the caller's own frame further up (a progress callback).
+    pub(super) struct Calls {
+        state: AtomicUsize,
+        /// The entry point that last took WRITING, named in the message of a call refused for it.
+        writer: Mutex<&'static str>,
+    }
+
+    const WRITING: usize = 1 << (usize::BITS - 1);
+
+    impl Calls {
+        pub(super) fn new() -> Self {
+            Calls {
+                state: AtomicUsize::new(0),
+                writer: Mutex::new(""),
+            }
+        }
+
+        fn writer(&self) -> &'static str {
+            *self.writer.lock().unwrap_or_else(|e| e.into_inner())
+        }
+
+        /// Takes the trainer for a call that changes it.
+        pub(super) fn claim(&self, name: &'static str) -> Result<(), FfiError> {
+            match self
+                .state
+                .compare_exchange(0, WRITING, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = name;
+                    Ok(())
+                }
+                Err(s) if s & WRITING != 0 => Err(FfiError::Busy(format!(
+                    "the trainer is inside {}: a call on a trainer cannot start while a call that \
+                     changes it runs (from its progress callback, or on another thread)",
+                    self.writer()
+                ))),
+                Err(s) => Err(FfiError::Busy(format!(
+                    "{} const call(s) on other threads are reading the trainer: a call that changes \
+                     it needs it to itself",
+                    s & !WRITING
+                ))),
+            }
+        }
+
+        fn release(&self) {
+            // Not a store of 0: a reader refused meanwhile may not have taken its count back yet.
+            self.state.fetch_and(!WRITING, Ordering::Release);
+        }
+
+        /// Counts a reader in, unless a call that changes the trainer runs.
+        fn read(&self) -> Result<(), FfiError> {
+            let s = self.state.fetch_add(1, Ordering::Acquire);
+            if s & WRITING != 0 {
+                self.state.fetch_sub(1, Ordering::Relaxed);
+                return Err(FfiError::Busy(format!(
+                    "the trainer is inside {}: a const query cannot run during a call that changes \
+                     the trainer (from its progress callback, or on another thread); make it before \
+                     or after that call",
+                    self.writer()
+                )));
+            }
+            Ok(())
+        }
+    }
+
+    /// The trainer for one call that changes it; released on drop, unwinding included.
+    pub(super) struct Exclusive<'a>(&'a mg_trainer);
+
+    impl Drop for Exclusive<'_> {
+        fn drop(&mut self) {
+            self.0.calls.release();
+        }
+    }
+
+    /// The trainer for one const query.
+    pub(super) struct Shared<'a>(&'a mg_trainer);
+
+    impl Drop for Shared<'_> {
+        fn drop(&mut self) {
+            self.0.calls.state.fetch_sub(1, Ordering::Release);
+        }
+    }
+
+    fn handle<'a>(t: *const mg_trainer) -> Result<&'a mg_trainer, FfiError> {
+        // SAFETY: a non-NULL trainer is a live handle by contract. Only `&` is ever made of an
+        // mg_trainer while it lives, so a re-entrant call's `&` aliases nothing mutable.
+        unsafe { t.as_ref() }.ok_or(FfiError::Null("trainer"))
+    }
+
+    pub(super) fn exclusive<'a>(
+        t: *mut mg_trainer,
+        name: &'static str,
+    ) -> Result<Exclusive<'a>, FfiError> {
+        let t = handle(t)?;
+        t.calls.claim(name)?;
+        Ok(Exclusive(t))
+    }
+
+    pub(super) fn shared<'a>(t: *const mg_trainer) -> Result<Shared<'a>, FfiError> {
+        let t = handle(t)?;
+        t.calls.read()?;
+        Ok(Shared(t))
+    }
+
+    impl std::ops::Deref for Exclusive<'_> {
+        type Target = crate::train::Trainer;
+        fn deref(&self) -> &Self::Target {
+            // SAFETY: this guard holds WRITING: no other guard of this trainer exists.
+            unsafe { &*self.0.inner.get() }
+        }
+    }
+
+    impl std::ops::DerefMut for Exclusive<'_> {
+        fn deref_mut(&mut self) -> &mut Self::Target {
+            // SAFETY: as in deref; `&mut self` keeps this the only reference made from the guard.
+            unsafe { &mut *self.0.inner.get() }
+        }
+    }
+
+    impl std::ops::Deref for Shared<'_> {
+        type Target = crate::train::Trainer;
+        fn deref(&self) -> &Self::Target {
+            // SAFETY: no Exclusive exists while a reader is counted in, so nothing mutates it.
+            unsafe { &*self.0.inner.get() }
+        }
+    }
+}
+
+#[cfg(feature = "torch")]
+use access::{exclusive, shared, Calls};
 
 /// Passed to the progress callback after every step.
 #[repr(C)]
@@ -32,20 +184,41 @@ pub struct mg_progress {
 }
 
 /// The end of `mg_trainer_fit`. Accuracies are percentages, NaN when not measured; the mean
-/// average precisions only for a multi-label task (`data.multi_label`).
+/// average precisions only for a multi-label task (`data.multi_label`). Versioned (see the
+/// preamble): `mg_summary s; s.struct_size = sizeof s;` before the call.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct mg_summary {
+    /// In: sizeof(mg_summary) in the caller's header. Out: the bytes the library wrote; a
+    /// field that ends past it was not written (the library predates it).
+    pub struct_size: usize,
     pub wall_seconds: f64,
+    /// The plan position reached: mg_trainer_next_step after the fit.
     pub steps: u64,
     pub clips_seen: u64,
     pub val_top1: f64,
     pub val_top5: f64,
+    pub val_map: f64,
     pub test_top1: f64,
     pub test_top5: f64,
-    pub cancelled: bool,
-    pub val_map: f64,
     pub test_map: f64,
+    /// The run stopped before the end of the plan, after writing a checkpoint: the progress
+    /// callback returned non-zero, or a preemption notice came (`preempted`). No final test
+    /// then.
+    pub cancelled: bool,
+    /// The signal of the preemption notice (SIGTERM, SIGUSR1) that stopped the run; 0 when
+    /// none did. The library installs no handler: `multigrid train` does, a host process
+    /// decides for itself.
+    pub preempted: i32,
+}
+
+// SAFETY: repr(C), struct_size first. No AnyBits: it holds a bool, and is only written.
+unsafe impl Versioned for mg_summary {
+    const NAME: &'static str = "mg_summary";
+    // The end of the first layout with struct_size, which ended with `preempted`: fields
+    // appended later leave it where it is.
+    const FIRST_SIZE: usize =
+        std::mem::offset_of!(mg_summary, preempted) + std::mem::size_of::<i32>();
 }
 
 /// Top-1 and top-5 accuracy in percent over `clips` clips; for a multi-label task the share
@@ -61,9 +234,19 @@ pub struct mg_accuracy {
 }
 
 /// Called after every step with `user_data`; a non-zero return stops training cleanly after a
-/// checkpoint, and `mg_trainer_fit` returns MG_STATUS_CANCELLED.
+/// checkpoint, and `mg_trainer_fit` returns MG_STATUS_OK with `cancelled` set in its summary.
+/// It must not call mg_trainer_* on the trainer that runs it (they give MG_STATUS_BUSY); other
+/// handles are fine.
 pub type mg_progress_fn =
     Option<extern "C" fn(user_data: *mut std::ffi::c_void, progress: *const mg_progress) -> i32>;
+
+#[cfg(feature = "torch")]
+fn new_handle(inner: crate::train::Trainer) -> *mut mg_trainer {
+    Box::into_raw(Box::new(mg_trainer {
+        calls: Calls::new(),
+        inner: std::cell::UnsafeCell::new(inner),
+    }))
+}
 
 #[cfg(not(feature = "torch"))]
 fn unsupported() -> Result<(), FfiError> {
@@ -87,7 +270,7 @@ pub extern "C" fn mg_trainer_new(
             let config = crate::Config::from_json(c_str(config_json, "config_json")?)?;
             let dir = c_str(output_dir, "output_dir")?;
             let inner = crate::train::Trainer::new(config, std::path::Path::new(dir))?;
-            *out = Box::into_raw(Box::new(mg_trainer { inner }));
+            *out = new_handle(inner);
             Ok(())
         }
         #[cfg(not(feature = "torch"))]
@@ -98,14 +281,16 @@ pub extern "C" fn mg_trainer_new(
     })
 }
 
-/// Distributed settings of `mg_trainer_new_dist`. Start from `mg_dist_options_default`, which
-/// leaves every field to the config's `run` section and the launcher's environment (torchrun's
-/// RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE / MASTER_ADDR / MASTER_PORT, mpirun's
-/// OMPI_COMM_WORLD_*, srun's SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID), and set the ones to
-/// give explicitly.
+/// Distributed settings of `mg_trainer_new_dist`. Start from `mg_dist_options_default(&o,
+/// sizeof o)`, which leaves every field to the config's `run` section and the launcher's
+/// environment (torchrun's RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE / MASTER_ADDR /
+/// MASTER_PORT, mpirun's OMPI_COMM_WORLD_*, srun's SLURM_PROCID / SLURM_NTASKS /
+/// SLURM_LOCALID), and set the ones to give explicitly. Versioned (see the preamble).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct mg_dist_options {
+    /// sizeof(mg_dist_options) in the caller's header; mg_dist_options_default sets it.
+    pub struct_size: usize,
     /// "auto", "nccl" or "mpi"; NULL: the config's run.dist_backend.
     pub backend: *const c_char,
     /// "env://", "tcp://HOST:PORT" or "file:///PATH" (NCCL ranks' rendezvous); NULL: the
@@ -125,11 +310,20 @@ pub struct mg_dist_options {
     pub timeout_s: f64,
 }
 
-/// Fills `*out` with "everything from the config and the environment".
-#[no_mangle]
-pub extern "C" fn mg_dist_options_default(out: *mut mg_dist_options) -> mg_status {
-    guard("mg_dist_options_default", || {
-        *out_ptr(out, "out")? = mg_dist_options {
+// SAFETY: repr(C), struct_size first; pointers, integers and a float take any bits.
+unsafe impl Versioned for mg_dist_options {
+    const NAME: &'static str = "mg_dist_options";
+    // The end of the first layout with struct_size, which ended with `timeout_s`.
+    const FIRST_SIZE: usize =
+        std::mem::offset_of!(mg_dist_options, timeout_s) + std::mem::size_of::<f64>();
+}
+unsafe impl AnyBits for mg_dist_options {}
+
+impl Default for mg_dist_options {
+    /// Everything from the config and the environment.
+    fn default() -> Self {
+        mg_dist_options {
+            struct_size: std::mem::size_of::<mg_dist_options>(),
             backend: std::ptr::null(),
             init_method: std::ptr::null(),
             rank: -1,
@@ -137,8 +331,19 @@ pub extern "C" fn mg_dist_options_default(out: *mut mg_dist_options) -> mg_statu
             local_rank: -1,
             local_world_size: -1,
             timeout_s: 0.0,
-        };
-        Ok(())
+        }
+    }
+}
+
+/// Fills `*out`, whose type has `struct_size` bytes in the caller's header (pass `sizeof
+/// *out`), with "everything from the config and the environment", and sets its struct_size.
+#[no_mangle]
+pub extern "C" fn mg_dist_options_default(
+    out: *mut mg_dist_options,
+    struct_size: usize,
+) -> mg_status {
+    guard("mg_dist_options_default", || {
+        versioned::write_default(out, struct_size, "out", &mg_dist_options::default())
     })
 }
 
@@ -168,7 +373,8 @@ fn dist_options(
     d.local_rank = field(o.local_rank, "local_rank")?;
     d.local_world_size = field(o.local_world_size, "local_world_size")?;
     if o.timeout_s > 0.0 {
-        if !(o.timeout_s.is_finite() && o.timeout_s <= 86_400.0) {
+        if !(o.timeout_s.is_finite() && o.timeout_s <= crate::schedule::config::MAX_DIST_TIMEOUT_S)
+        {
             return Err(FfiError::Lib(crate::Error::InvalidArgument(format!(
                 "mg_dist_options.timeout_s is {}: at most 86400 seconds",
                 o.timeout_s
@@ -199,16 +405,19 @@ pub extern "C" fn mg_trainer_new_dist(
         let out = out_ptr(out, "out")?;
         #[cfg(feature = "torch")]
         {
+            // Before the config: a struct_size never set is the likelier mistake to report.
+            let given = (!dist.is_null())
+                .then(|| versioned::read_in(dist, "dist", mg_dist_options::default()))
+                .transpose()?;
             let config = crate::Config::from_json(c_str(config_json, "config_json")?)?;
             let dir = c_str(output_dir, "output_dir")?;
-            let options = if dist.is_null() {
-                crate::train::dist_options(&config.run)?
-            } else {
-                dist_options(&config, non_null(dist, "dist")?)?
+            let options = match given {
+                None => crate::train::dist_options(&config.run)?,
+                Some(o) => dist_options(&config, &o)?,
             };
             let inner =
                 crate::train::Trainer::with_dist(config, std::path::Path::new(dir), &options)?;
-            *out = Box::into_raw(Box::new(mg_trainer { inner }));
+            *out = new_handle(inner);
             Ok(())
         }
         #[cfg(not(feature = "torch"))]
@@ -222,7 +431,7 @@ pub extern "C" fn mg_trainer_new_dist(
 /// This trainer's rank and the job's number of ranks (0 and 1 for a single process).
 #[no_mangle]
 pub extern "C" fn mg_trainer_rank(
-    trainer: *mut mg_trainer,
+    trainer: *const mg_trainer,
     rank: *mut u32,
     world_size: *mut u32,
 ) -> mg_status {
@@ -231,7 +440,7 @@ pub extern "C" fn mg_trainer_rank(
         let world_size = out_ptr(world_size, "world_size")?;
         #[cfg(feature = "torch")]
         {
-            let t = trainer_mut(trainer)?;
+            let t = shared(trainer)?;
             *rank = t.rank() as u32;
             *world_size = t.world_size() as u32;
             Ok(())
@@ -244,15 +453,25 @@ pub extern "C" fn mg_trainer_rank(
     })
 }
 
-/// Frees a trainer; NULL is a no-op.
+/// Frees a trainer; NULL is a no-op. Called while a call on the trainer runs (from its progress
+/// callback) it frees nothing, since that call would go on with freed memory, and sets the last
+/// error.
 #[no_mangle]
 pub extern "C" fn mg_trainer_free(trainer: *mut mg_trainer) {
-    super::error::free_box("mg_trainer_free", trainer);
-}
-
-#[cfg(feature = "torch")]
-fn trainer_mut<'a>(t: *mut mg_trainer) -> Result<&'a mut crate::train::Trainer, FfiError> {
-    Ok(&mut out_ptr(t, "trainer")?.inner)
+    super::error::guard_value("mg_trainer_free", (), || {
+        #[cfg(feature = "torch")]
+        {
+            // SAFETY: a non-NULL trainer is a live handle by contract.
+            if let Some(t) = unsafe { trainer.as_ref() } {
+                // Taken for good, never released: nothing may enter between this and the free.
+                if let Err(e) = t.calls.claim("mg_trainer_free") {
+                    super::error::report("mg_trainer_free", &e);
+                    return;
+                }
+            }
+        }
+        super::error::free_box("mg_trainer_free", trainer);
+    })
 }
 
 /// Loads the newest checkpoint in the output directory; `*resumed` says whether one existed.
@@ -263,7 +482,7 @@ pub extern "C" fn mg_trainer_resume(trainer: *mut mg_trainer, resumed: *mut bool
         let resumed = out_ptr(resumed, "resumed")?;
         #[cfg(feature = "torch")]
         {
-            *resumed = trainer_mut(trainer)?.resume()?;
+            *resumed = exclusive(trainer, "mg_trainer_resume")?.resume()?;
             Ok(())
         }
         #[cfg(not(feature = "torch"))]
@@ -277,12 +496,12 @@ pub extern "C" fn mg_trainer_resume(trainer: *mut mg_trainer, resumed: *mut bool
 /// The plan step the trainer runs next: 0 on a new run, the checkpoint's after a resume or load,
 /// advanced by mg_trainer_train_step and mg_trainer_fit.
 #[no_mangle]
-pub extern "C" fn mg_trainer_next_step(trainer: *mut mg_trainer, step: *mut u64) -> mg_status {
+pub extern "C" fn mg_trainer_next_step(trainer: *const mg_trainer, step: *mut u64) -> mg_status {
     guard("mg_trainer_next_step", || {
         let step = out_ptr(step, "step")?;
         #[cfg(feature = "torch")]
         {
-            *step = trainer_mut(trainer)?.next_step();
+            *step = shared(trainer)?.next_step();
             Ok(())
         }
         #[cfg(not(feature = "torch"))]
@@ -295,11 +514,12 @@ pub extern "C" fn mg_trainer_next_step(trainer: *mut mg_trainer, step: *mut u64)
 
 /// Trains from the next step to the end of the schedule: the loader prepares batches in the
 /// background, evaluation and checkpoints follow the schedule's epochs, a final test runs at
-/// the end. `progress` may be NULL. A non-zero return of `progress` cancels after that step
-/// (a checkpoint is written). With several ranks every rank calls it, and a non-zero return
-/// on any rank cancels all of them after the same step: the next log point (every
-/// `run.log_period` steps, and at evaluations and checkpoints), where the ranks agree on it
-/// without a collective at every step.
+/// the end. `progress` may be NULL. A non-zero return of `progress` stops the run after that
+/// step (a checkpoint is written) and the call returns MG_STATUS_OK with `out->cancelled` set,
+/// as does a preemption notice (`out->preempted`). With several ranks every rank calls it, and
+/// a non-zero return on any rank cancels all of them after the same step: the next log point
+/// (every `run.log_period` steps, and at evaluations and checkpoints), where the ranks agree on
+/// it without a collective at every step. `out->struct_size` must be set (see the preamble).
 #[no_mangle]
 pub extern "C" fn mg_trainer_fit(
     trainer: *mut mg_trainer,
@@ -308,10 +528,11 @@ pub extern "C" fn mg_trainer_fit(
     out: *mut mg_summary,
 ) -> mg_status {
     guard("mg_trainer_fit", || {
-        let out = out_ptr(out, "out")?;
+        // Checked before the training, which it would otherwise follow by hours.
+        let out = versioned::Out::new(out, "out")?;
         #[cfg(feature = "torch")]
         {
-            let t = trainer_mut(trainer)?;
+            let mut t = exclusive(trainer, "mg_trainer_fit")?;
             let s = t.fit(&mut |p| {
                 let cp = mg_progress {
                     step: p.step,
@@ -323,29 +544,26 @@ pub extern "C" fn mg_trainer_fit(
                 progress.is_some_and(|f| f(user_data, &cp) != 0)
             })?;
             let acc = |a: Option<crate::train::Accuracy>| {
-                a.map_or((f64::NAN, f64::NAN), |a| (a.top1, a.top5))
+                a.map_or((f64::NAN, f64::NAN, f64::NAN), |a| {
+                    (a.top1, a.top5, a.map.unwrap_or(f64::NAN))
+                })
             };
-            let (v1, v5) = acc(s.final_val);
-            let (t1, t5) = acc(s.test);
-            let map = |a: Option<crate::train::Accuracy>| a.and_then(|a| a.map).unwrap_or(f64::NAN);
-            *out = mg_summary {
+            let (val_top1, val_top5, val_map) = acc(s.final_val);
+            let (test_top1, test_top5, test_map) = acc(s.test);
+            out.write(&mg_summary {
+                struct_size: std::mem::size_of::<mg_summary>(),
                 wall_seconds: s.wall_seconds,
                 steps: s.steps,
                 clips_seen: s.clips_seen,
-                val_top1: v1,
-                val_top5: v5,
-                test_top1: t1,
-                test_top5: t5,
+                val_top1,
+                val_top5,
+                val_map,
+                test_top1,
+                test_top5,
+                test_map,
                 cancelled: s.cancelled,
-                val_map: map(s.final_val),
-                test_map: map(s.test),
-            };
-            if s.cancelled {
-                return Err(FfiError::Lib(crate::Error::Cancelled(format!(
-                    "stopped by the progress callback after step {}; a checkpoint was written",
-                    s.steps
-                ))));
-            }
+                preempted: s.preempted.unwrap_or(0),
+            });
             Ok(())
         }
         #[cfg(not(feature = "torch"))]
@@ -451,9 +669,9 @@ pub extern "C" fn mg_trainer_train_step(
         let loss = out_ptr(loss, "loss")?;
         #[cfg(feature = "torch")]
         {
-            let t = trainer_mut(trainer)?;
+            let mut t = exclusive(trainer, "mg_trainer_train_step")?;
             let (groups, lr) = plan_or(bn_groups, lr)?;
-            let (slow, fast, n) = host_inputs(t, slow, slow_shape, fast, fast_shape)?;
+            let (slow, fast, n) = host_inputs(&t, slow, slow_shape, fast, fast_shape)?;
             non_null(labels, "labels")?;
             // SAFETY: the caller promises N labels.
             let lab = unsafe { std::slice::from_raw_parts(labels, n as usize) };
@@ -494,7 +712,7 @@ pub extern "C" fn mg_trainer_train_step_targets(
         let loss = out_ptr(loss, "loss")?;
         #[cfg(feature = "torch")]
         {
-            let t = trainer_mut(trainer)?;
+            let mut t = exclusive(trainer, "mg_trainer_train_step_targets")?;
             let (groups, lr) = plan_or(bn_groups, lr)?;
             let classes = t.config().model.num_classes;
             if num_classes != classes {
@@ -502,7 +720,7 @@ pub extern "C" fn mg_trainer_train_step_targets(
                     "num_classes {num_classes} is not the model's {classes} (model.num_classes)"
                 )));
             }
-            let (slow, fast, n) = host_inputs(t, slow, slow_shape, fast, fast_shape)?;
+            let (slow, fast, n) = host_inputs(&t, slow, slow_shape, fast, fast_shape)?;
             non_null(targets, "targets")?;
             let len = (n as usize)
                 .checked_mul(classes as usize)
@@ -548,7 +766,7 @@ pub extern "C" fn mg_trainer_evaluate(
         let out = out_ptr(out, "out")?;
         #[cfg(feature = "torch")]
         {
-            let t = trainer_mut(trainer)?;
+            let mut t = exclusive(trainer, "mg_trainer_evaluate")?;
             let split = c_str(split, "split")?;
             let a = t.evaluate_named(split)?;
             *out = mg_accuracy {
@@ -575,7 +793,7 @@ pub extern "C" fn mg_trainer_save(trainer: *mut mg_trainer) -> mg_status {
     guard("mg_trainer_save", || {
         #[cfg(feature = "torch")]
         {
-            trainer_mut(trainer)?.save_checkpoint()?;
+            exclusive(trainer, "mg_trainer_save")?.save_checkpoint()?;
             Ok(())
         }
         #[cfg(not(feature = "torch"))]
@@ -597,7 +815,7 @@ pub extern "C" fn mg_trainer_load(
         #[cfg(feature = "torch")]
         {
             let dir = c_str(checkpoint_dir, "checkpoint_dir")?;
-            trainer_mut(trainer)?.load_checkpoint(std::path::Path::new(dir))?;
+            exclusive(trainer, "mg_trainer_load")?.load_checkpoint(std::path::Path::new(dir))?;
             Ok(())
         }
         #[cfg(not(feature = "torch"))]
@@ -609,7 +827,8 @@ pub extern "C" fn mg_trainer_load(
 }
 
 /// Copies the last metrics line (JSON) into `buf` like mg_last_error_message: NUL-terminated,
-/// truncated to `len`, returns the full length; 0 when nothing was logged or on a NULL trainer.
+/// truncated to `len`, returns the full length; 0 when nothing was logged, on a NULL trainer,
+/// and during a call that changes the trainer (that one sets the last error: MG_STATUS_BUSY's).
 #[no_mangle]
 pub extern "C" fn mg_trainer_last_metrics(
     trainer: *const mg_trainer,
@@ -619,11 +838,17 @@ pub extern "C" fn mg_trainer_last_metrics(
     super::error::guard_value("mg_trainer_last_metrics", 0, || {
         #[cfg(feature = "torch")]
         {
-            // SAFETY: a non-NULL trainer is a live handle by contract.
-            let Some(t) = (unsafe { trainer.as_ref() }) else {
+            if trainer.is_null() {
                 return 0;
+            }
+            let t = match shared(trainer) {
+                Ok(t) => t,
+                Err(e) => {
+                    super::error::report("mg_trainer_last_metrics", &e);
+                    return 0;
+                }
             };
-            let text = match t.inner.last_metrics() {
+            let text = match t.last_metrics() {
                 serde_json::Value::Null => String::new(),
                 v => v.to_string(),
             };

@@ -11,6 +11,7 @@
 
 use tch::{nn, Kind, Tensor};
 
+use super::scalar;
 use crate::error::{Error, Result};
 
 /// How a training forward pass normalises: in `groups` groups of this process's batch, or
@@ -33,7 +34,7 @@ pub trait SyncStats {
     /// Ranks in the group.
     fn ranks(&self) -> usize;
     /// The mean over the group's ranks of `x`, differentiable.
-    fn all_reduce_mean(&self, x: &Tensor) -> Tensor;
+    fn all_reduce_mean(&self, x: &Tensor) -> Result<Tensor>;
 }
 
 pub const EPS: f64 = 1e-5;
@@ -100,15 +101,16 @@ impl GroupBatchNorm {
             return Ok(());
         }
         tch::no_grad(|| -> Result<()> {
-            let n = sums.batches as f64;
-            let mean_g = sums.mean.f_div_scalar(n)?;
-            let var_g = sums.square.f_div_scalar(n)? - mean_g.f_square()?;
+            let n = scalar(sums.batches as f64)?;
+            let mean_g = sums.mean.f_div(&n)?;
+            let var_g = sums.square.f_div(&n)?.f_sub(&mean_g.f_square()?)?;
             let mu = mean_g.f_mean_dim(0, false, Kind::Double)?;
-            let spread =
-                (&mean_g - mu.f_unsqueeze(0)?)
-                    .f_square()?
-                    .f_mean_dim(0, false, Kind::Double)?;
-            let var = var_g.f_mean_dim(0, false, Kind::Double)? + spread;
+            let spread = mean_g.f_sub(&mu.f_unsqueeze(0)?)?.f_square()?.f_mean_dim(
+                0,
+                false,
+                Kind::Double,
+            )?;
+            let var = var_g.f_mean_dim(0, false, Kind::Double)?.f_add(&spread)?;
             self.running_mean.shallow_clone().f_copy_(&mu)?;
             self.running_var.shallow_clone().f_copy_(&var)?;
             Ok(())
@@ -116,11 +118,28 @@ impl GroupBatchNorm {
     }
 
     /// Running statistics back to their initial values (mean 0, variance 1).
-    pub fn reset_running_stats(&self) {
+    pub fn reset_running_stats(&self) -> Result<()> {
         tch::no_grad(|| {
-            let _ = self.running_mean.shallow_clone().f_zero_();
-            let _ = self.running_var.shallow_clone().f_fill_(1.0);
-        });
+            let _ = self.running_mean.shallow_clone().f_zero_()?;
+            let _ = self
+                .running_var
+                .shallow_clone()
+                .f_fill_tensor_(&scalar(1.0)?)?;
+            Ok(())
+        })
+    }
+
+    /// running = (1 - momentum) running + momentum batch, for the mean and the variance, as
+    /// torch.nn.BatchNorm updates them. Call under `no_grad`.
+    fn update_running(&self, mean: &Tensor, var: &Tensor) -> Result<()> {
+        let (keep, take) = (scalar(1.0 - MOMENTUM)?, scalar(MOMENTUM)?);
+        for (running, batch) in [(&self.running_mean, mean), (&self.running_var, var)] {
+            let _ = running
+                .shallow_clone()
+                .f_mul_(&keep)?
+                .f_add_(&batch.f_mul(&take)?)?;
+        }
+        Ok(())
     }
 
     /// Errors: a group count that does not divide the batch (in training), libtorch's.
@@ -193,12 +212,10 @@ impl GroupBatchNorm {
         )?;
         tch::no_grad(|| -> Result<()> {
             let m = (xg.numel() as i64 / (c * k)) as f64;
-            let momentum = MOMENTUM;
             if let Some(sums) = self.precise.borrow_mut().as_mut() {
-                // native_batch_norm returns 1/sqrt(biased var + eps).
                 let mean = mean.f_to_kind(Kind::Double)?.f_view([k, c])?;
-                let biased = invstd.f_to_kind(Kind::Double)?.f_pow_tensor_scalar(-2.0)? - EPS;
-                let square = biased.f_view([k, c])? + mean.f_square()?;
+                let biased = biased_var(&invstd.f_to_kind(Kind::Double)?)?;
+                let square = biased.f_view([k, c])?.f_add(&mean.f_square()?)?;
                 if sums.batches == 0 {
                     sums.mean = mean;
                     sums.square = square;
@@ -208,31 +225,24 @@ impl GroupBatchNorm {
                         sums.mean.size()[0]
                     )));
                 } else {
-                    sums.mean = &sums.mean + mean;
-                    sums.square = &sums.square + square;
+                    sums.mean = sums.mean.f_add(&mean)?;
+                    sums.square = sums.square.f_add(&square)?;
                 }
                 sums.batches += 1;
                 return Ok(());
             }
             let mean = mean.f_to_kind(Kind::Float)?.f_view([k, c])?;
             // Running stats take the unbiased variance, as torch.nn.BatchNorm does.
-            let var = (invstd.f_to_kind(Kind::Float)?.f_pow_tensor_scalar(-2.0)? - EPS)
-                * (m / (m - 1.0).max(1.0));
-            let var = var.f_view([k, c])?;
-            let mu = mean.mean_dim(0, false, Kind::Float);
-            let pooled = var.mean_dim(0, false, Kind::Float)
-                + (&mean - mu.unsqueeze(0))
-                    .square()
-                    .mean_dim(0, false, Kind::Float);
-            let mut rm = self.running_mean.shallow_clone();
-            let mut rv = self.running_var.shallow_clone();
-            let _ = rm
-                .f_mul_scalar_(1.0 - momentum)
-                .and_then(|mut t| t.f_add_(&(mu * momentum)));
-            let _ = rv
-                .f_mul_scalar_(1.0 - momentum)
-                .and_then(|mut t| t.f_add_(&(pooled * momentum)));
-            Ok(())
+            let var = biased_var(&invstd.f_to_kind(Kind::Float)?)?
+                .f_mul(&scalar(m / (m - 1.0).max(1.0))?)?
+                .f_view([k, c])?;
+            let mu = mean.f_mean_dim(0, false, Kind::Float)?;
+            let spread =
+                mean.f_sub(&mu.f_unsqueeze(0)?)?
+                    .f_square()?
+                    .f_mean_dim(0, false, Kind::Float)?;
+            let pooled = var.f_mean_dim(0, false, Kind::Float)?.f_add(&spread)?;
+            self.update_running(&mu, &pooled)
         })?;
         Ok(y.f_reshape(size.as_slice())?)
     }
@@ -243,32 +253,39 @@ impl GroupBatchNorm {
     /// variance takes the unbiased estimate over all the group's values, as torch.nn.BatchNorm.
     fn forward_sync(&self, x: &Tensor, sync: &dyn SyncStats) -> Result<Tensor> {
         let size = x.size();
+        if size.len() < 2 {
+            return Err(Error::InvalidArgument(format!(
+                "BatchNorm input {size:?} has no channel dimension"
+            )));
+        }
         let c = size[1];
         let dims: Vec<i64> = (0..size.len() as i64).filter(|&d| d != 1).collect();
-        let xf = x.to_kind(Kind::Float);
-        let mean = xf.mean_dim(dims.as_slice(), false, Kind::Float);
-        let meansqr = (&xf * &xf).mean_dim(dims.as_slice(), false, Kind::Float);
-        let both = sync.all_reduce_mean(&Tensor::cat(&[mean, meansqr], 0));
-        let mean = both.narrow(0, 0, c);
-        let var = both.narrow(0, c, c) - mean.square();
+        let xf = x.f_to_kind(Kind::Float)?;
+        let mean = xf.f_mean_dim(dims.as_slice(), false, Kind::Float)?;
+        let meansqr = xf
+            .f_mul(&xf)?
+            .f_mean_dim(dims.as_slice(), false, Kind::Float)?;
+        let both = sync.all_reduce_mean(&Tensor::f_cat(&[mean, meansqr], 0)?)?;
+        let mean = both.f_narrow(0, 0, c)?;
+        let var = both.f_narrow(0, c, c)?.f_sub(&mean.f_square()?)?;
         tch::no_grad(|| {
             let m = (xf.numel() as i64 / c) as f64 * sync.ranks() as f64;
-            let momentum = MOMENTUM;
-            let unbiased = var.detach() * (m / (m - 1.0).max(1.0));
-            let mut rm = self.running_mean.shallow_clone();
-            let mut rv = self.running_var.shallow_clone();
-            let _ = rm
-                .f_mul_scalar_(1.0 - momentum)
-                .and_then(|mut t| t.f_add_(&(mean.detach() * momentum)));
-            let _ = rv
-                .f_mul_scalar_(1.0 - momentum)
-                .and_then(|mut t| t.f_add_(&(unbiased * momentum)));
-        });
-        let scale = &self.weight * (var + EPS).rsqrt();
-        let shift = &self.bias - &mean * &scale;
+            let unbiased = var.f_detach()?.f_mul(&scalar(m / (m - 1.0).max(1.0))?)?;
+            self.update_running(&mean.f_detach()?, &unbiased)
+        })?;
+        let scale = self.weight.f_mul(&var.f_add(&scalar(EPS)?)?.f_rsqrt()?)?;
+        let shift = self.bias.f_sub(&mean.f_mul(&scale)?)?;
         let mut shape = vec![1i64; size.len()];
         shape[1] = c;
-        let y = xf * scale.f_view(shape.as_slice())? + shift.f_view(shape.as_slice())?;
+        let y = xf
+            .f_mul(&scale.f_view(shape.as_slice())?)?
+            .f_add(&shift.f_view(shape.as_slice())?)?;
         Ok(y.f_to_kind(x.kind())?)
     }
+}
+
+/// The biased variance from native_batch_norm's 1 / sqrt(biased var + eps): 1 / invstd^2 - eps
+/// (what `pow(-2)` computes, without its panicking scalar).
+fn biased_var(invstd: &Tensor) -> Result<Tensor> {
+    Ok(invstd.f_square()?.f_reciprocal()?.f_sub(&scalar(EPS)?)?)
 }

@@ -35,13 +35,11 @@ impl Conv3d {
         padding: [i64; 3],
     ) -> Result<Conv3d> {
         let fan_out = (cout * k[0] * k[1] * k[2]) as f64;
-        let weight = p.f_var(
+        let weight = randn_var(
+            p,
             "weight",
             &[cout, cin, k[0], k[1], k[2]],
-            nn::Init::Randn {
-                mean: 0.0,
-                stdev: (2.0 / fan_out).sqrt(),
-            },
+            (2.0 / fan_out).sqrt(),
         )?;
         Ok(Conv3d {
             weight,
@@ -354,7 +352,7 @@ impl SlowFast {
             })?;
             // set_data swaps the storage under the same parameter, which the VarStore and the
             // optimizer share.
-            conv.weight.set_data(&w);
+            conv.weight.f_set_data(&w)?;
         }
         self.channels_last = on;
         Ok(())
@@ -609,23 +607,31 @@ fn pool_global(x: &[Tensor; 2]) -> Result<Tensor> {
     Ok(Tensor::f_cat(&pooled, 1)?)
 }
 
-/// The head's activation at evaluation (PySlowFast's MODEL.HEAD_ACT).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeadAct {
-    Softmax,
-    Sigmoid,
+/// `v` as a 0-dim CPU tensor, the constant operand of arithmetic that must return its errors.
+/// tch 0.24's `f_*_scalar` functions (and the `Tensor` operators) panic when libtorch fails,
+/// even the fallible ones: the `Scalar` they make is dropped before the error is read, and its
+/// `Drop` unwraps that error. A 0-dim tensor takes part in an op as a scalar does (no type
+/// promotion, any device), so the results are the same.
+pub(crate) fn scalar<T: tch::kind::Element>(v: T) -> Result<Tensor> {
+    Ok(Tensor::f_from_slice(&[v])?.f_view(())?)
 }
 
-impl HeadAct {
-    /// `model.head_act` by name; the config's validation admits only these two.
-    pub fn of(name: &str) -> HeadAct {
-        if name == "sigmoid" {
-            HeadAct::Sigmoid
-        } else {
-            HeadAct::Softmax
-        }
-    }
+/// A parameter `name` under `p` drawn from N(0, `stdev`^2): the draw of tch's `Init::Randn`
+/// (same seed, same values), scaled here because tch scales with a panicking operator.
+fn randn_var(p: &nn::Path, name: &str, dims: &[i64], stdev: f64) -> Result<Tensor> {
+    let unit = nn::Init::Randn {
+        mean: 0.0,
+        stdev: 1.0,
+    };
+    let mut w = p.f_var(name, dims, unit)?;
+    let _ = tch::no_grad(|| w.f_mul_(&scalar(stdev)?).map_err(Error::from))?;
+    Ok(w)
+}
 
+/// The head's activation at evaluation (PySlowFast's MODEL.HEAD_ACT), `model.head_act`.
+pub use crate::schedule::HeadAct;
+
+impl HeadAct {
     /// Over the last dimension, in float32 whatever the autocast dtype of the logits.
     fn apply(self, logits: &Tensor) -> Result<Tensor> {
         Ok(match self {
@@ -657,14 +663,7 @@ struct Linear {
 
 impl Linear {
     fn new(p: &nn::Path, cin: i64, cout: i64) -> Result<Linear> {
-        let weight = p.f_var(
-            "weight",
-            &[cout, cin],
-            nn::Init::Randn {
-                mean: 0.0,
-                stdev: 0.01,
-            },
-        )?;
+        let weight = randn_var(p, "weight", &[cout, cin], 0.01)?;
         let bias = p.f_var("bias", &[cout], nn::Init::Const(0.0))?;
         Ok(Linear { weight, bias })
     }

@@ -6,7 +6,20 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::choices::{
+    DatasetKind, DeviceChoice, DistBackend, EnsembleMethod, HeadAct, InitMethod, LossFunc,
+    MemoryFormat, PrecisionChoice, ValProtocol,
+};
 use crate::error::{config_err, Error, Result};
+
+/// PySlowFast's DATA.MEAN and DATA.STD: the normalisation every front end defaults to (the
+/// config, collation's `Normalize`, the bindings through the C API).
+pub const DEFAULT_MEAN: [f32; 3] = [0.45; 3];
+pub const DEFAULT_STD: [f32; 3] = [0.225; 3];
+
+/// `run.dist_timeout_s`'s bounds in seconds, which the C API's explicit timeout shares.
+pub const MAX_DIST_TIMEOUT_S: f64 = 86_400.0;
+pub const MIN_DIST_TIMEOUT_S: f64 = 1.0;
 
 /// Upper bounds of the config's numbers. Generous for any real run (Kinetics' recipe is 2 to 3
 /// orders of magnitude inside each), and small enough that every size derived from them (the
@@ -69,7 +82,7 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct RunConfig {
     /// `auto` (CUDA when present), `cpu` or `cuda:N`. Default auto.
-    pub device: String,
+    pub device: DeviceChoice,
     /// Seed of the data order, augmentation, init and dropout. Default 0.
     pub seed: u64,
     /// Training data: a directory with train.csv / val.csv / test.csv (video lists), where a
@@ -103,7 +116,7 @@ pub struct RunConfig {
     /// just trained. `centre`: the centred clip at `data.num_frames` and the test crop, the same
     /// view at every epoch, so accuracies of runs whose stages differ (baseline against
     /// multigrid) or of successive epochs compare without sampling noise. Default train.
-    pub val_protocol: String,
+    pub val_protocol: ValProtocol,
     /// Clips per evaluation batch. Default 16.
     pub eval_batch_size: usize,
     /// Final test: temporal views per video. Default 10.
@@ -113,7 +126,7 @@ pub struct RunConfig {
     /// Mixed precision: `auto` (bf16 autocast on CUDA, fp32 on the CPU), `fp32`, `bf16`
     /// (autocast) or `fp16` (autocast with a dynamic loss scaler, as torch.amp.GradScaler).
     /// Default auto.
-    pub precision: String,
+    pub precision: PrecisionChoice,
     /// cudnn.benchmark: pick the fastest convolution algorithm per shape (CUDA only). Default
     /// true, as the shapes of a multigrid run are few and known in advance.
     pub cudnn_benchmark: bool,
@@ -121,7 +134,7 @@ pub struct RunConfig {
     /// (NCDHW, PyTorch's default) or `channels_last_3d` (NDHWC, as
     /// `model.to(memory_format=torch.channels_last_3d)`; the values are the same either way).
     /// Default contiguous, which measured faster on the CPU (README, "Memory format").
-    pub memory_format: String,
+    pub memory_format: MemoryFormat,
     /// Run one forward and backward at every shape the plan still holds before the first step,
     /// so no stage pays its first-call costs (cuDNN autotuning, allocator growth) mid-run.
     /// Parameters, BN statistics and the optimizer are left untouched. Default null: on CUDA
@@ -129,11 +142,11 @@ pub struct RunConfig {
     pub warmup_shapes: Option<bool>,
     /// Collective engine when several processes train one model: `auto` (NCCL for CUDA ranks,
     /// MPI for CPU ranks), `nccl` or `mpi`. PySlowFast's DIST_BACKEND. Default auto.
-    pub dist_backend: String,
+    pub dist_backend: DistBackend,
     /// Where NCCL ranks meet: `env://` (MASTER_ADDR / MASTER_PORT, as torchrun sets them),
     /// `tcp://host:port` or `file:///path`. PySlowFast's INIT_METHOD. MPI ranks meet through
     /// their launcher. Default env://.
-    pub dist_init_method: String,
+    pub dist_init_method: InitMethod,
     /// Seconds a rank waits in a collective for the others before it exits non-zero, naming
     /// itself and the operation: a peer that died or hangs never leaves the job waiting forever.
     /// Default 1800 (PyTorch's NCCL default).
@@ -143,7 +156,7 @@ pub struct RunConfig {
 impl Default for RunConfig {
     fn default() -> Self {
         RunConfig {
-            device: "auto".into(),
+            device: DeviceChoice::Auto,
             seed: 0,
             data_dir: String::new(),
             num_workers: 2,
@@ -153,16 +166,16 @@ impl Default for RunConfig {
             auto_resume: true,
             precise_bn: true,
             precise_bn_batches: 200,
-            val_protocol: "train".into(),
+            val_protocol: ValProtocol::Train,
             eval_batch_size: 16,
             test_num_temporal_views: 10,
             test_num_spatial_crops: 3,
-            precision: "auto".into(),
+            precision: PrecisionChoice::Auto,
             cudnn_benchmark: true,
-            memory_format: "contiguous".into(),
+            memory_format: MemoryFormat::Contiguous,
             warmup_shapes: None,
-            dist_backend: "auto".into(),
-            dist_init_method: "env://".into(),
+            dist_backend: DistBackend::Auto,
+            dist_init_method: InitMethod::Env,
             dist_timeout_s: 1800.0,
         }
     }
@@ -193,10 +206,10 @@ pub struct ModelConfig {
     /// PySlowFast's MODEL.LOSS_FUNC: `cross_entropy` over class indices, or `bce_logit`
     /// (binary cross-entropy on the logits, mean over clips and classes) over the multi-hot
     /// targets of a multi-label dataset (`data.multi_label`). Default `cross_entropy`.
-    pub loss_func: String,
+    pub loss_func: LossFunc,
     /// PySlowFast's MODEL.HEAD_ACT, applied to the logits at evaluation: `softmax`, or
     /// `sigmoid` for multi-label scores. Default `softmax`.
-    pub head_act: String,
+    pub head_act: HeadAct,
 }
 
 impl Default for ModelConfig {
@@ -211,8 +224,8 @@ impl Default for ModelConfig {
             num_classes: 400,
             dropout_rate: 0.5,
             zero_init_final_bn: true,
-            loss_func: "cross_entropy".into(),
-            head_act: "softmax".into(),
+            loss_func: LossFunc::CrossEntropy,
+            head_act: HeadAct::Softmax,
         }
     }
 }
@@ -249,7 +262,7 @@ pub struct DataConfig {
     pub multi_label: bool,
     /// How the test views of a clip combine: `sum` of the scores, or their element-wise `max`
     /// (PySlowFast's Charades configs). Default `sum`.
-    pub ensemble_method: String,
+    pub ensemble_method: EnsembleMethod,
     /// Prefix joined to the frame paths of Charades and SSv2 frame lists; empty takes them
     /// relative to `run.data_dir`. Default "".
     pub path_prefix: String,
@@ -264,13 +277,13 @@ impl Default for DataConfig {
             test_crop_size: 256,
             train_jitter_scales: [256, 320],
             target_fps: 30,
-            mean: [0.45; 3],
-            std: [0.225; 3],
+            mean: DEFAULT_MEAN,
+            std: DEFAULT_STD,
             random_flip: true,
             inv_uniform_sample: false,
             reverse_input_channel: false,
             multi_label: false,
-            ensemble_method: "sum".into(),
+            ensemble_method: EnsembleMethod::Sum,
             path_prefix: String::new(),
         }
     }
@@ -292,7 +305,7 @@ pub struct TrainConfig {
     /// per-frame label sets; multi-label) or `ssv2` (frame lists and the label JSON files;
     /// frames sampled one per segment). Charades and SSv2 test on the val split, as PySlowFast
     /// does. Default `kinetics`.
-    pub dataset: String,
+    pub dataset: DatasetKind,
 }
 
 impl Default for TrainConfig {
@@ -301,7 +314,7 @@ impl Default for TrainConfig {
             batch_size: 64,
             eval_period: 10,
             checkpoint_period: 10,
-            dataset: "kinetics".into(),
+            dataset: DatasetKind::Kinetics,
         }
     }
 }
@@ -527,27 +540,6 @@ impl Config {
         self.validate_multigrid()?;
         self.validate_model()?;
         let r = &self.run;
-        let dev = r.device.as_str();
-        let cuda_n = dev
-            .strip_prefix("cuda:")
-            .map(|n| n.parse::<usize>().is_ok());
-        if !(dev == "auto" || dev == "cpu" || dev == "cuda" || cuda_n == Some(true)) {
-            return Err(config_err(format!(
-                "run.device must be auto, cpu, cuda or cuda:N, got {dev:?}"
-            )));
-        }
-        if !["contiguous", "channels_last_3d"].contains(&r.memory_format.as_str()) {
-            return Err(config_err(format!(
-                "run.memory_format must be contiguous or channels_last_3d, got {:?}",
-                r.memory_format
-            )));
-        }
-        if !["auto", "fp32", "bf16", "fp16"].contains(&r.precision.as_str()) {
-            return Err(config_err(format!(
-                "run.precision must be auto, fp32, bf16 or fp16, got {:?}",
-                r.precision
-            )));
-        }
         if r.num_workers == 0 || r.eval_batch_size == 0 || r.log_period == 0 {
             return Err(config_err(
                 "run.num_workers, run.eval_batch_size and run.log_period must be > 0",
@@ -572,27 +564,11 @@ impl Config {
                 r.test_num_temporal_views, r.test_num_spatial_crops
             )));
         }
-        if !["train", "centre"].contains(&r.val_protocol.as_str()) {
+        if !(r.dist_timeout_s.is_finite()
+            && (MIN_DIST_TIMEOUT_S..=MAX_DIST_TIMEOUT_S).contains(&r.dist_timeout_s))
+        {
             return Err(config_err(format!(
-                "run.val_protocol must be train or centre, got {:?}",
-                r.val_protocol
-            )));
-        }
-        if !["auto", "nccl", "mpi"].contains(&r.dist_backend.as_str()) {
-            return Err(config_err(format!(
-                "run.dist_backend must be auto, nccl or mpi, got {:?}",
-                r.dist_backend
-            )));
-        }
-        let init = r.dist_init_method.as_str();
-        if !(init == "env://" || init.starts_with("tcp://") || init.starts_with("file://")) {
-            return Err(config_err(format!(
-                "run.dist_init_method must be env://, tcp://HOST:PORT or file:///PATH, got {init:?}"
-            )));
-        }
-        if !(r.dist_timeout_s.is_finite() && (1.0..=86_400.0).contains(&r.dist_timeout_s)) {
-            return Err(config_err(format!(
-                "run.dist_timeout_s must be between 1 and 86400 seconds, got {}",
+                "run.dist_timeout_s must be between {MIN_DIST_TIMEOUT_S} and {MAX_DIST_TIMEOUT_S} seconds, got {}",
                 r.dist_timeout_s
             )));
         }
@@ -603,51 +579,25 @@ impl Config {
     /// mismatched pair (soft-label cross-entropy on multi-hot targets, or fail deep inside the
     /// loss), so it is refused here with the keys to change.
     fn validate_task(&self) -> Result<()> {
-        let one_of = |key: &str, v: &str, allowed: &[&str]| {
-            if allowed.contains(&v) {
-                Ok(())
-            } else {
-                Err(config_err(format!(
-                    "{key} must be one of {}, got {v:?}",
-                    allowed.join(", ")
-                )))
-            }
-        };
         let (t, d, m) = (&self.train, &self.data, &self.model);
-        one_of(
-            "train.dataset",
-            &t.dataset,
-            &["kinetics", "charades", "ssv2"],
-        )?;
-        one_of(
-            "model.loss_func",
-            &m.loss_func,
-            &["cross_entropy", "bce_logit"],
-        )?;
-        one_of("model.head_act", &m.head_act, &["softmax", "sigmoid"])?;
-        one_of("data.ensemble_method", &d.ensemble_method, &["sum", "max"])?;
-        if d.multi_label != (m.loss_func == "bce_logit") {
+        if d.multi_label != (m.loss_func == LossFunc::BceLogit) {
             return Err(config_err(format!(
-                "data.multi_label {} needs model.loss_func {}, got {:?}",
+                "data.multi_label {} needs model.loss_func {}, got {}",
                 d.multi_label,
                 if d.multi_label {
-                    "bce_logit"
+                    LossFunc::BceLogit
                 } else {
-                    "cross_entropy"
+                    LossFunc::CrossEntropy
                 },
                 m.loss_func
             )));
         }
-        if d.multi_label != (t.dataset == "charades") {
+        let charades = t.dataset == DatasetKind::Charades;
+        if d.multi_label != charades {
             return Err(config_err(format!(
-                "train.dataset {:?} gives {} labels: set data.multi_label to {}",
+                "train.dataset {} gives {} labels: set data.multi_label to {charades}",
                 t.dataset,
-                if t.dataset == "charades" {
-                    "multi-label"
-                } else {
-                    "single"
-                },
-                t.dataset == "charades"
+                if charades { "multi-label" } else { "single" },
             )));
         }
         if d.path_prefix.contains('\0') {

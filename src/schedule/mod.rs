@@ -5,12 +5,17 @@
 //! grouping and the eval/checkpoint epochs. What depends on the dataset, world size and seed
 //! lives in [`crate::plan`].
 
+pub mod choices;
 pub mod config;
 mod long_cycle;
 mod lr;
 
 use serde::Serialize;
 
+pub use choices::{
+    DatasetKind, DeviceChoice, DistBackend, EnsembleMethod, HeadAct, InitMethod, LossFunc,
+    MemoryFormat, PrecisionChoice, ValProtocol,
+};
 pub use config::{
     Config, DataConfig, LrPolicy, ModelConfig, MultigridConfig, RunConfig, SolverConfig,
     TrainConfig,

@@ -12,6 +12,8 @@ use tch::{Device, Kind, Tensor};
 
 use crate::bridge::{self, mgb_autocast_enter, mgb_autocast_exit};
 use crate::error::{Error, Result};
+use crate::model::scalar;
+use crate::schedule::PrecisionChoice;
 
 /// c10::DeviceType values.
 const DEVICE_CPU: i8 = 0;
@@ -29,20 +31,20 @@ pub enum Precision {
 
 impl Precision {
     /// `run.precision` on `device`: `auto` is bf16 on CUDA and fp32 on the CPU.
-    pub fn resolve(name: &str, device: Device) -> Result<Precision> {
-        match name {
-            "auto" if device.is_cuda() => Ok(Precision::Bf16),
-            "auto" | "fp32" => Ok(Precision::Fp32),
+    pub fn resolve(choice: PrecisionChoice, device: Device) -> Result<Precision> {
+        match choice {
+            PrecisionChoice::Auto if device.is_cuda() => Ok(Precision::Bf16),
+            PrecisionChoice::Auto | PrecisionChoice::Fp32 => Ok(Precision::Fp32),
             // CPU autocast of 3D convolutions is far slower than fp32 on CPUs without bf16
             // units, and libtorch 2.11's CPU path turned a tiny SlowFast to NaN after one step.
-            "bf16" | "fp16" if !device.is_cuda() => Err(Error::InvalidArgument(format!(
-                "precision {name} needs a CUDA device (got {device:?}); use fp32 or auto on the CPU"
-            ))),
-            "bf16" => Ok(Precision::Bf16),
-            "fp16" => Ok(Precision::Fp16),
-            other => Err(Error::InvalidArgument(format!(
-                "precision must be auto, fp32, bf16 or fp16, got {other:?}"
-            ))),
+            PrecisionChoice::Bf16 | PrecisionChoice::Fp16 if !device.is_cuda() => {
+                Err(Error::InvalidArgument(format!(
+                    "precision {choice} needs a CUDA device (got {device:?}); use fp32 or auto on \
+                     the CPU"
+                )))
+            }
+            PrecisionChoice::Bf16 => Ok(Precision::Bf16),
+            PrecisionChoice::Fp16 => Ok(Precision::Fp16),
         }
     }
 
@@ -155,31 +157,39 @@ impl Default for LossScaler {
 }
 
 impl LossScaler {
+    /// The loss times the scale. Panics when libtorch fails: [`LossScaler::f_scale_loss`]
+    /// returns the error instead.
     pub fn scale_loss(&self, loss: &Tensor) -> Tensor {
         loss * self.scale
     }
 
-    /// Divides the gradients by the scale in place; true when all of them are finite.
+    /// The loss times the scale.
+    pub fn f_scale_loss(&self, loss: &Tensor) -> Result<Tensor> {
+        Ok(loss.f_mul(&scalar(self.scale)?)?)
+    }
+
+    /// Divides the gradients by the scale in place; true when all of them are finite. Errors:
+    /// libtorch's (a gradient it cannot divide in place), which leave the gradients partly
+    /// unscaled: the step must not go on with them.
     pub fn unscale(&self, grads: &[Tensor]) -> Result<bool> {
         if grads.is_empty() {
             return Ok(true);
         }
-        let inv = 1.0 / self.scale;
+        let inv = scalar(1.0 / self.scale)?;
         // One sum per gradient and one sync: inf and NaN survive a sum, finite gradients of a
         // trained network do not overflow it.
-        let sums: Vec<Tensor> = tch::no_grad(|| {
+        let sums = tch::no_grad(|| {
             grads
                 .iter()
                 .map(|g| {
-                    let _ = g.shallow_clone().f_mul_scalar_(inv);
-                    g.sum(Kind::Float)
+                    let _ = g.shallow_clone().f_mul_(&inv)?;
+                    Ok(g.f_sum(Kind::Float)?)
                 })
-                .collect()
-        });
-        let total = Tensor::f_stack(&sums, 0)
-            .and_then(|t| t.f_sum(Kind::Float))
-            .and_then(|t| t.f_double_value(&[]))
-            .map_err(|e| Error::Torch(e.to_string()))?;
+                .collect::<Result<Vec<Tensor>>>()
+        })?;
+        let total = Tensor::f_stack(&sums, 0)?
+            .f_sum(Kind::Float)?
+            .f_double_value(&[])?;
         Ok(total.is_finite())
     }
 
@@ -198,24 +208,20 @@ impl LossScaler {
     }
 
     /// The state as two scalar tensors, for the optimizer's checkpoint file.
-    pub fn state(&self) -> Vec<(String, Tensor)> {
-        vec![
-            (SCALE_KEY.into(), Tensor::from(self.scale)),
-            (
-                TRACKER_KEY.into(),
-                Tensor::from(i64::from(self.growth_tracker)),
-            ),
-        ]
+    pub fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(vec![
+            (SCALE_KEY.into(), scalar(self.scale)?),
+            (TRACKER_KEY.into(), scalar(i64::from(self.growth_tracker))?),
+        ])
     }
 
     /// Takes the scaler's entries out of a checkpoint's optimizer state.
     pub fn take_state(&mut self, state: &mut Vec<(String, Tensor)>) -> Result<()> {
-        let torch = |e: tch::TchError| Error::Torch(e.to_string());
         let mut rest = Vec::with_capacity(state.len());
         for (k, t) in state.drain(..) {
             match k.as_str() {
-                SCALE_KEY => self.scale = t.f_double_value(&[]).map_err(torch)?,
-                TRACKER_KEY => self.growth_tracker = t.f_int64_value(&[]).map_err(torch)? as u32,
+                SCALE_KEY => self.scale = t.f_double_value(&[])?,
+                TRACKER_KEY => self.growth_tracker = t.f_int64_value(&[])? as u32,
                 _ => rest.push((k, t)),
             }
         }
@@ -271,12 +277,12 @@ mod tests {
         assert!(!s.unscale(&[g.shallow_clone(), bad]).unwrap());
         s.update(false);
         assert_eq!(s.scale, 65536.0);
-        let mut state = s.state();
+        let mut state = s.state().unwrap();
         state.push(("w".into(), Tensor::from(1.0)));
         let mut back = LossScaler::default();
         s.scale = 8.0;
         s.growth_tracker = 1;
-        let mut state2 = s.state();
+        let mut state2 = s.state().unwrap();
         back.take_state(&mut state2).unwrap();
         assert_eq!((back.scale, back.growth_tracker), (8.0, 1));
         LossScaler::default().take_state(&mut state).unwrap();

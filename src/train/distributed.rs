@@ -5,11 +5,11 @@
 
 use tch::{Kind, Tensor};
 
-use super::{torch, Trainer};
+use super::Trainer;
 use crate::dist::{self, Collective};
 use crate::error::{Error, Result};
 
-use crate::dist::{BUCKET_BYTES, FIRST_BUCKET_BYTES};
+use crate::dist::BUCKET_BYTES;
 
 /// `local` on this rank, and an error on every rank when any rank failed: what a step
 /// before a collective needs, so that no rank is left waiting for one that gave up. With one
@@ -118,8 +118,6 @@ impl Trainer {
     }
 
     /// Rank 0's parameters and buffers everywhere: at start and after loading a checkpoint.
-    /// Gradients are made defined (zeros), so every rank's buckets have the same layout even
-    /// for a parameter that a step leaves unused.
     pub(super) fn sync_from_rank0(&mut self) -> Result<()> {
         // Every load of weights ends here: the statistics are the loaded ones now.
         self.precise_at = None;
@@ -131,32 +129,16 @@ impl Trainer {
             .into_iter()
             .map(|(_, t)| t)
             .collect();
-        tch::no_grad(|| self.comm.broadcast(&vars, 0))?;
-        let params = self.variables_by_name(Some(true));
-        if params.iter().any(|(_, p)| !p.grad().defined()) {
-            let zero = params
-                .iter()
-                .map(|(_, p)| p.f_sum(Kind::Float).and_then(|s| s.f_mul_scalar(0.0)))
-                .try_fold(Tensor::from(0f32).to_device(self.device), |acc, t| {
-                    t.and_then(|t| acc.f_add(&t))
-                })
-                .map_err(torch)?;
-            zero.f_backward().map_err(torch)?;
-        }
-        Ok(())
+        tch::no_grad(|| self.comm.broadcast(&vars, 0))
     }
 
-    /// Every rank's gradients replaced by their mean over ranks, in DDP's buckets.
+    /// Every rank's gradients replaced by their mean over ranks: the flat buckets the
+    /// gradients live in (`grads.rs`), all-reduced as they are.
     pub(super) fn all_reduce_grads(&mut self) -> Result<()> {
         if !self.distributed() {
             return Ok(());
         }
-        let grads: Vec<Tensor> = self
-            .variables_by_name(Some(true))
-            .into_iter()
-            .map(|(_, p)| p.grad())
-            .collect();
-        dist::all_reduce_mean_bucketed(self.comm.as_mut(), &grads, FIRST_BUCKET_BYTES, BUCKET_BYTES)
+        self.grads.all_reduce_mean(self.comm.as_mut())
     }
 
     /// BN running statistics pooled over ranks, as PySlowFast aggregates sub-batch groups
@@ -184,29 +166,26 @@ impl Trainer {
             let moments: Vec<Tensor> = pairs
                 .iter()
                 .map(|(m, v)| {
-                    let (m, v) = (m.to_kind(Kind::Double), v.to_kind(Kind::Double));
-                    m.f_square()
-                        .and_then(|m2| v.f_add(&m2))
-                        .and_then(|second| Tensor::f_cat(&[m, second], 0))
+                    let (m, v) = (m.f_to_kind(Kind::Double)?, v.f_to_kind(Kind::Double)?);
+                    let second = v.f_add(&m.f_square()?)?;
+                    Ok(Tensor::f_cat(&[m, second], 0)?)
                 })
-                .collect::<std::result::Result<_, _>>()
-                .map_err(torch)?;
+                .collect::<Result<_>>()?;
             dist::all_reduce_mean_bucketed(
                 self.comm.as_mut(),
                 &moments,
                 BUCKET_BYTES,
                 BUCKET_BYTES,
             )?;
+            let zero = crate::model::scalar(0.0f64)?;
             for ((m, v), both) in pairs.iter().zip(&moments) {
                 let c = m.size()[0];
-                let mean = both.f_narrow(0, 0, c).map_err(torch)?;
-                let second = both.f_narrow(0, c, c).map_err(torch)?;
-                let var = second
-                    .f_sub(&mean.f_square().map_err(torch)?)
-                    .and_then(|v| v.f_clamp_min(0.0))
-                    .map_err(torch)?;
-                m.shallow_clone().f_copy_(&mean).map_err(torch)?;
-                v.shallow_clone().f_copy_(&var).map_err(torch)?;
+                let mean = both.f_narrow(0, 0, c)?;
+                let second = both.f_narrow(0, c, c)?;
+                // clamp_min with a tensor bound: tch's scalar overloads panic on a libtorch error.
+                let var = second.f_sub(&mean.f_square()?)?.f_clamp_min_tensor(&zero)?;
+                m.shallow_clone().f_copy_(&mean)?;
+                v.shallow_clone().f_copy_(&var)?;
             }
             Ok(())
         })

@@ -11,7 +11,8 @@ use crate::collate::{self, batch_len, eval_draw, slow_indices, FrameRule, Rng, V
 use crate::data::dataset::multi_hot;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::model::{HeadAct, HeadPool};
+use crate::model::HeadPool;
+use crate::schedule::{EnsembleMethod, ValProtocol};
 
 impl Trainer {
     /// `split` when every rank can open it, None when it is absent on every rank, and an error
@@ -129,7 +130,7 @@ impl Trainer {
     /// Validation's shape and views: `train` at `stage`'s shape (the base shape without one),
     /// `centre` at the test shape.
     pub(super) fn val_views(&self, stage: Option<usize>, epoch: u32) -> Result<(Serving, Views)> {
-        if self.config.run.val_protocol == "centre" {
+        if self.config.run.val_protocol == ValProtocol::Centre {
             let at = self.serving_test();
             return Ok((at, Views::Fixed(vec![(ViewMode::Val, at.s)])));
         }
@@ -188,8 +189,8 @@ impl Trainer {
         let rate = data.sampling_rate;
         let rule = dataset.frame_rule();
         let multi = data.multi_label;
-        let act = HeadAct::of(&self.config.model.head_act);
-        let max_ensemble = data.ensemble_method == "max";
+        let act = self.config.model.head_act;
+        let max_ensemble = data.ensemble_method == EnsembleMethod::Max;
         let classes = self.config.model.num_classes as usize;
         let fixed: &[(ViewMode, u32)] = match views {
             Views::Fixed(v) => v,
@@ -244,15 +245,15 @@ impl Trainer {
                     self.inputs(&slow, &fast, n as i64, i64::from(t), i64::from(s))?;
                 let p = tch::no_grad(|| self.model.eval_scores(&slow, &fast, pool, act))?;
                 scores = Some(match scores {
-                    Some(acc) if max_ensemble => acc.maximum(&p),
-                    Some(acc) => acc + p,
+                    Some(acc) if max_ensemble => acc.f_maximum(&p)?,
+                    Some(acc) => acc.f_add(&p)?,
                     None => p,
                 });
             }
             let Some(scores) = scores else { continue };
             if multi {
-                let sc = Vec::<f32>::try_from(scores.to_device(tch::Device::Cpu).flatten(0, -1))
-                    .map_err(super::torch)?;
+                let sc =
+                    Vec::<f32>::try_from(scores.f_to_device(tch::Device::Cpu)?.f_flatten(0, -1)?)?;
                 let mut row = vec![0f32; classes];
                 for (k, &i) in chunk.iter().enumerate() {
                     multi_hot(&dataset.labels_in(i, spans[k])?, &mut row)?;
@@ -272,12 +273,15 @@ impl Trainer {
                 .iter()
                 .map(|&i| dataset.label(i).map(i64::from))
                 .collect::<Result<_>>()?;
-            let labels = Tensor::from_slice(&labels).to_device(self.device);
+            let labels = Tensor::f_from_slice(&labels)?.f_to_device(self.device)?;
             let k5 = scores.size()[1].min(5);
-            let (_, top) = scores.topk(k5, 1, true, true);
-            let hit = top.eq_tensor(&labels.unsqueeze(1));
-            top1 += hit.narrow(1, 0, 1).sum(Kind::Int64).int64_value(&[]) as usize;
-            top5 += hit.sum(Kind::Int64).int64_value(&[]) as usize;
+            let (_, top) = scores.f_topk(k5, 1, true, true)?;
+            let hit = top.f_eq_tensor(&labels.f_unsqueeze(1)?)?;
+            let count_hits = |h: &Tensor| -> Result<usize> {
+                Ok(h.f_sum(Kind::Int64)?.f_int64_value(&[])? as usize)
+            };
+            top1 += count_hits(&hit.f_narrow(1, 0, 1)?)?;
+            top5 += count_hits(&hit)?;
             count += n;
         }
         let mut values = vec![top1 as f64, top5 as f64, count as f64];

@@ -6,6 +6,7 @@ pub mod checkpoint;
 mod distributed;
 mod eval;
 mod fit;
+pub mod grads;
 pub mod map;
 pub mod metrics;
 pub mod optim;
@@ -27,17 +28,17 @@ use crate::dist::{self, Collective, DistOptions, Launch};
 use crate::error::{Error, Result};
 use crate::model::SlowFast;
 use crate::plan::Plan;
-use crate::schedule::{Config, Schedule};
+use crate::schedule::{Config, DatasetKind, DeviceChoice, MemoryFormat, Schedule};
 use amp::{LossScaler, Precision};
+use grads::GradBuckets;
 use metrics::Metrics;
 use optim::Sgd;
 
-fn torch(e: tch::TchError) -> Error {
-    Error::Torch(e.to_string())
-}
+// Only for step.rs and distributed.rs, which still map with it: `?` through `From` is the
+// one conversion.
 
 fn loss_value(loss: &Tensor, step: u64) -> Result<f64> {
-    let v = loss.f_double_value(&[]).map_err(torch)?;
+    let v = loss.f_double_value(&[])?;
     if v.is_finite() {
         Ok(v)
     } else {
@@ -104,33 +105,29 @@ fn num_cpus() -> usize {
 /// The run section's distributed settings; ranks and sizes come from the environment.
 pub fn dist_options(run: &crate::schedule::RunConfig) -> Result<DistOptions> {
     Ok(DistOptions {
-        backend: dist::Backend::parse(&run.dist_backend)?,
-        init_method: run.dist_init_method.clone(),
+        backend: run.dist_backend,
+        init_method: run.dist_init_method.to_string(),
         timeout: std::time::Duration::from_secs_f64(run.dist_timeout_s),
         ..DistOptions::default()
     })
 }
 
-/// Resolves `auto`, `cpu`, `cuda`, `cuda:N`.
-pub fn parse_device(name: &str) -> Result<Device> {
+/// The device `run.device` names: `auto` is CUDA when present; `cuda` and `cuda:N` must exist.
+pub fn parse_device(choice: DeviceChoice) -> Result<Device> {
     let cuda = |n: usize| {
         if tch::Cuda::is_available() && n < tch::Cuda::device_count() as usize {
             Ok(Device::Cuda(n))
         } else {
             Err(Error::CudaUnavailable(format!(
-                "device {name} requested but CUDA is not available ({} devices)",
+                "device {choice} requested but CUDA is not available ({} devices)",
                 tch::Cuda::device_count()
             )))
         }
     };
-    match name {
-        "auto" => Ok(Device::cuda_if_available()),
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => cuda(0),
-        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-            Some(n) => cuda(n),
-            None => Err(Error::InvalidArgument(format!("unknown device {other:?}"))),
-        },
+    match choice {
+        DeviceChoice::Auto => Ok(Device::cuda_if_available()),
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Cuda(n) => cuda(n.unwrap_or(0)),
     }
 }
 
@@ -141,12 +138,12 @@ pub fn parse_device(name: &str) -> Result<Device> {
 pub fn open_split(config: &Config, split: &str) -> Result<Dataset> {
     let dir = Path::new(&config.run.data_dir);
     let prefix = &config.data.path_prefix;
-    match config.train.dataset.as_str() {
-        "charades" => Ok(Dataset::FrameLists(FrameLists::charades(
+    match config.train.dataset {
+        DatasetKind::Charades => Ok(Dataset::FrameLists(FrameLists::charades(
             dir, split, prefix,
         )?)),
-        "ssv2" => Ok(Dataset::FrameLists(FrameLists::ssv2(dir, split, prefix)?)),
-        _ => {
+        DatasetKind::Ssv2 => Ok(Dataset::FrameLists(FrameLists::ssv2(dir, split, prefix)?)),
+        DatasetKind::Kinetics => {
             let stores = [
                 dir.join(format!("{split}.mgstore")),
                 dir.join(format!("{split}.mgframes")),
@@ -164,9 +161,11 @@ pub fn open_split(config: &Config, split: &str) -> Result<Dataset> {
 /// must report rather than skip.
 pub fn find_split(config: &Config, split: &str) -> Result<Option<Dataset>> {
     let dir = Path::new(&config.run.data_dir);
-    let present = match config.train.dataset.as_str() {
-        "charades" | "ssv2" => crate::data::frame_list::split_exists(dir, split),
-        _ => ["mgstore", "mgframes", "csv"]
+    let present = match config.train.dataset {
+        DatasetKind::Charades | DatasetKind::Ssv2 => {
+            crate::data::frame_list::split_exists(dir, split)
+        }
+        DatasetKind::Kinetics => ["mgstore", "mgframes", "csv"]
             .map(|ext| format!("{split}.{ext}"))
             .iter()
             .any(|f| dir.join(f).exists()),
@@ -255,6 +254,8 @@ pub struct Trainer {
     resumed: bool,
     /// This rank's sync-BN groups, made at start.
     sync_bn_groups: Vec<Vec<usize>>,
+    /// Every parameter's gradient, as views into flat buckets (all-reduced as they are).
+    grads: GradBuckets,
 }
 
 impl Trainer {
@@ -272,8 +273,8 @@ impl Trainer {
     pub fn with_dist(config: Config, out_dir: &Path, options: &DistOptions) -> Result<Trainer> {
         let schedule = Schedule::new(config.clone())?;
         let launch = options.resolve()?;
-        let device = dist::rank_device(parse_device(&config.run.device)?, &launch);
-        let precision = Precision::resolve(&config.run.precision, device)?;
+        let device = dist::rank_device(parse_device(config.run.device)?, &launch);
+        let precision = Precision::resolve(config.run.precision, device)?;
         check_model_fits_schedule(&schedule)?;
         check_world_fits_schedule(&schedule, &launch)?;
         if device == Device::Cpu {
@@ -306,7 +307,9 @@ impl Trainer {
         tch::manual_seed((config.run.seed ^ rank_salt) as i64 & i64::MAX);
         let vs = nn::VarStore::new(device);
         let mut model = SlowFast::new(&vs.root(), &config.model)?;
-        model.set_channels_last(config.run.memory_format == "channels_last_3d")?;
+        model.set_channels_last(config.run.memory_format == MemoryFormat::ChannelsLast3d)?;
+        // After the layout is set: every gradient takes its parameter's strides.
+        let grads = GradBuckets::new(&vs, dist::FIRST_BUCKET_BYTES, dist::BUCKET_BYTES)?;
         let opt = Sgd::new(&vs, &config.solver);
         let opened = if launch.rank == 0 {
             std::fs::create_dir_all(out_dir)
@@ -348,6 +351,7 @@ impl Trainer {
             launch,
             resumed: false,
             sync_bn_groups: Vec::new(),
+            grads,
         };
         trainer.agree(opened, "open its output directory")?;
         trainer.check_ranks_agree()?;

@@ -67,18 +67,21 @@ impl Sgd {
     }
 
     /// The defined gradients, for the fp16 loss scaler.
-    pub fn grads(&self) -> Vec<Tensor> {
-        self.params
-            .iter()
-            .map(|(_, p, _)| p.grad())
-            .filter(Tensor::defined)
-            .collect()
+    pub fn grads(&self) -> Result<Vec<Tensor>> {
+        let mut out = Vec::with_capacity(self.params.len());
+        for (_, p, _) in &self.params {
+            let g = p.f_grad()?;
+            if g.defined() {
+                out.push(g);
+            }
+        }
+        Ok(out)
     }
 
     /// Zeroes every defined gradient in place (their storage, and any view of it, is kept).
     pub fn zero_grad(&mut self) -> Result<()> {
         for (_, p, _) in &self.params {
-            let mut g = p.grad();
+            let mut g = p.f_grad()?;
             if g.defined() {
                 let _ = g.f_zero_()?;
             }
@@ -94,7 +97,7 @@ impl Sgd {
         type Lists = (Vec<Tensor>, Vec<Tensor>, Vec<Tensor>);
         let mut groups: Vec<((u64, bool), Lists)> = Vec::new();
         for (name, p, wd) in &self.params {
-            let g = p.grad();
+            let g = p.f_grad()?;
             if !g.defined() {
                 continue;
             }

@@ -7,7 +7,7 @@ use tch::Tensor;
 
 use super::amp::LossScaler;
 use super::checkpoint::{self, InitReport, Manifest};
-use super::{torch, Trainer};
+use super::Trainer;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 use crate::schedule::Schedule;
@@ -140,8 +140,8 @@ impl Trainer {
     /// plan position, so a checkpoint from any number of ranks will do. Collective as
     /// `load_checkpoint`.
     pub fn load_weights(&mut self, dir: &Path) -> Result<()> {
-        let loaded = checkpoint::read_manifest(dir)
-            .and_then(|m| self.vs.load(dir.join(&m.model)).map_err(torch));
+        let loaded =
+            checkpoint::read_manifest(dir).and_then(|m| Ok(self.vs.load(dir.join(&m.model))?));
         self.agree(loaded, "read the checkpoint's weights")?;
         self.sync_from_rank0()
     }
@@ -163,13 +163,11 @@ impl Trainer {
     fn read_checkpoint(&mut self, dir: &Path) -> Result<()> {
         let m = checkpoint::read_manifest(dir)?;
         let next_step = self.resume_step(&m)?;
-        self.vs.load(dir.join(&m.model)).map_err(torch)?;
-        let state = Tensor::read_safetensors(dir.join(&m.optimizer)).map_err(torch)?;
-        let state = state
+        self.vs.load(dir.join(&m.model))?;
+        let mut state = Tensor::read_safetensors(dir.join(&m.optimizer))?
             .into_iter()
-            .map(|(k, t)| (k, t.to_device(self.device)))
-            .collect();
-        let mut state: Vec<(String, Tensor)> = state;
+            .map(|(k, t)| Ok((k, t.f_to_device(self.device)?)))
+            .collect::<Result<Vec<(String, Tensor)>>>()?;
         let mut scaler = LossScaler::default();
         scaler.take_state(&mut state)?;
         if let Some(s) = &mut self.scaler {
@@ -243,11 +241,10 @@ impl Trainer {
                     let tensors = tensors
                         .into_iter()
                         .map(|(k, t)| Ok((k, t.f_contiguous()?)))
-                        .collect::<std::result::Result<Vec<_>, tch::TchError>>()
-                        .map_err(torch)?;
+                        .collect::<Result<Vec<_>>>()?;
                     let named: Vec<(&str, &Tensor)> =
                         tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
-                    Tensor::write_safetensors(&named, dir.join(file)).map_err(torch)
+                    Ok(Tensor::write_safetensors(&named, dir.join(file))?)
                 };
                 write(
                     self.vs.variables().into_iter().collect(),
@@ -255,7 +252,7 @@ impl Trainer {
                 )?;
                 let mut state = self.opt.state();
                 if let Some(s) = &self.scaler {
-                    state.extend(s.state());
+                    state.extend(s.state()?);
                 }
                 write(state.into_iter().collect(), "optimizer.safetensors")
             },
@@ -394,15 +391,15 @@ impl Trainer {
         }
         tch::no_grad(|| -> Result<()> {
             for (var, t) in &copies {
-                var.shallow_clone().f_copy_(t).map_err(torch)?;
+                var.shallow_clone().f_copy_(t)?;
             }
             // PySlowFast's head init: weight ~ N(0, 0.01), bias 0.
             for (name, var) in &reinit {
                 let mut v = var.shallow_clone();
                 if name.ends_with(".weight") {
-                    let _ = v.f_normal_(0.0, 0.01).map_err(torch)?;
+                    let _ = v.f_normal_(0.0, 0.01)?;
                 } else {
-                    let _ = v.f_zero_().map_err(torch)?;
+                    let _ = v.f_zero_()?;
                 }
             }
             Ok(())

@@ -2,7 +2,7 @@
 
 use tch::{Device, Tensor};
 
-use super::{torch, Trainer};
+use super::Trainer;
 use crate::collate::slow_indices;
 use crate::data::{Batch, Loader};
 use crate::error::{Error, Result};
@@ -31,9 +31,7 @@ impl Trainer {
         shape: &[i64],
     ) -> Result<Tensor> {
         if !self.device.is_cuda() {
-            return Tensor::f_from_slice(host)
-                .and_then(|x| x.f_view(shape))
-                .map_err(torch);
+            return Ok(Tensor::f_from_slice(host)?.f_view(shape)?);
         }
         let numel: i64 = shape.iter().product();
         if numel != host.len() as i64 {
@@ -43,17 +41,13 @@ impl Trainer {
             )));
         }
         // Straight into pinned memory: one host copy, not a pageable tensor and then a pin.
-        let pinned = Tensor::f_empty(shape, (T::KIND, Device::Cpu))
-            .and_then(|t| t.f_pin_memory(self.device))
-            .map_err(torch)?;
+        let pinned = Tensor::f_empty(shape, (T::KIND, Device::Cpu))?.f_pin_memory(self.device)?;
         // SAFETY: `pinned` is a fresh contiguous CPU tensor of numel elements of kind T, and
         // `host` holds exactly numel values (checked above).
         unsafe {
             std::ptr::copy_nonoverlapping(host.as_ptr(), pinned.data_ptr().cast::<T>(), host.len())
         };
-        pinned
-            .f_to_device_(self.device, T::KIND, true, false)
-            .map_err(torch)
+        Ok(pinned.f_to_device_(self.device, T::KIND, true, false)?)
     }
 
     /// The loader's next batch, on its way to the device; None at the end of the plan.

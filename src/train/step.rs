@@ -3,7 +3,7 @@
 use tch::Tensor;
 
 use super::amp::Precision;
-use super::{amp, loss_value, torch, Trainer};
+use super::{amp, loss_value, Trainer};
 use crate::dist::sync_bn::GroupStats;
 use crate::error::{Error, Result};
 use crate::model::bn::{Bn, SyncStats};
@@ -32,7 +32,7 @@ fn training_loss(
         } else {
             logits.f_cross_entropy_loss::<Tensor>(labels, None, tch::Reduction::Mean, -100, 0.0)
         }
-        .map_err(torch)
+        .map_err(Error::from)
     })
 }
 
@@ -95,7 +95,7 @@ impl Trainer {
         // Labels on the host are checked there and then uploaded, so the check reads nothing
         // back from the device.
         self.check_labels(labels, n)?;
-        let labels = labels.f_to_device(self.device).map_err(torch)?;
+        let labels = labels.f_to_device(self.device)?;
         let loss = self.launch_step(slow, fast, &labels, groups, lr, step)?;
         // The update is applied: the position advances even when the loss turns out not
         // finite, so every rank stays at the same step (and the same collectives).
@@ -122,7 +122,7 @@ impl Trainer {
                 labels.f_min().and_then(|v| v.f_double_value(&[])),
                 labels.f_max().and_then(|v| v.f_double_value(&[])),
             );
-            let (lo, hi) = (lo.map_err(torch)?, hi.map_err(torch)?);
+            let (lo, hi) = (lo?, hi?);
             if !(lo >= 0.0 && hi <= 1.0) {
                 return Err(Error::InvalidArgument(format!(
                     "multi-label targets must lie in [0, 1], got {lo}..={hi}"
@@ -141,7 +141,7 @@ impl Trainer {
             labels.f_min().and_then(|v| v.f_int64_value(&[])),
             labels.f_max().and_then(|v| v.f_int64_value(&[])),
         );
-        let (lo, hi) = (lo.map_err(torch)?, hi.map_err(torch)?);
+        let (lo, hi) = (lo?, hi?);
         if lo < 0 || hi >= classes {
             return Err(Error::InvalidArgument(format!(
                 "labels must be class indices in 0..{classes} (model.num_classes), got {lo}..={hi}"
@@ -209,15 +209,15 @@ impl Trainer {
             )?;
             self.opt.zero_grad()?;
             let backward = match &self.scaler {
-                None => loss.f_backward(),
-                Some(scaler) => scaler.scale_loss(&loss).f_backward(),
+                None => loss.f_backward().map_err(Error::from),
+                Some(scaler) => scaler.f_scale_loss(&loss).and_then(|l| Ok(l.f_backward()?)),
             };
             if let Some(e) = stats.as_ref().and_then(GroupStats::take_error) {
                 return Err(e);
             }
-            backward.map_err(torch)?;
+            backward?;
             // Detached here, so no graph that calls back into `stats` outlives it.
-            loss.detach()
+            loss.f_detach()?
         };
         // Before the update and before the overflow check, so every rank steps (or skips)
         // alike.
@@ -225,13 +225,13 @@ impl Trainer {
         match &mut self.scaler {
             None => self.opt.step(lr)?,
             Some(scaler) => {
-                let finite = scaler.unscale(&self.opt.grads())?;
+                let finite = scaler.unscale(&self.opt.grads()?)?;
                 if finite {
                     self.opt.step(lr)?;
                 }
                 scaler.update(finite);
             }
         }
-        Ok(loss.detach())
+        Ok(loss.f_detach()?)
     }
 }

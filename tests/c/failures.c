@@ -32,6 +32,18 @@ static void check(const char *call, mg_status got, mg_status want, int line) {
 
 /* EXPECT(MG_STATUS_X, mg_function(...)): the call returns exactly that status. */
 #define EXPECT(want, call) check(#call, (call), (want), __LINE__)
+/* The thread's last error message contains `text`. */
+#define MESSAGE_HAS(text) message_has((text), __LINE__)
+
+static void message_has(const char *text, int line) {
+  cases++;
+  char msg[1024];
+  mg_last_error_message(msg, sizeof msg);
+  if (!strstr(msg, text)) {
+    fprintf(stderr, "line %d: the last error does not say \"%s\": %s\n", line, text, msg);
+    failed++;
+  }
+}
 /* Out-parameters are written only on success. */
 #define UNTOUCHED(cond)                                                   \
   do {                                                                    \
@@ -66,6 +78,33 @@ static void schedule_and_plan(void) {
   UNTOUCHED(s == (mg_schedule *)&cases);
   s = NULL;
   EXPECT(MG_STATUS_OK, mg_schedule_new(config, &s));
+
+  /* Overrides: the config back with them applied, or an error naming the bad one. */
+  char text[8192];
+  size_t text_len = 7;
+  const char *sets[] = {"SOLVER.BASE_LR=0.5", "run.precision=fp32"};
+  const char *bad_key[] = {"solver.base_lrr=0.5"};
+  const char *bad_value[] = {"run.precision=fp8"};
+  const char *no_eq[] = {"solver.base_lr"};
+  memset(text, 0x5a, sizeof text);
+  EXPECT(MG_STATUS_NULL_ARGUMENT, mg_config_apply_overrides(NULL, sets, 2, text, sizeof text, &text_len));
+  EXPECT(MG_STATUS_NULL_ARGUMENT, mg_config_apply_overrides(config, NULL, 2, text, sizeof text, &text_len));
+  EXPECT(MG_STATUS_NULL_ARGUMENT, mg_config_apply_overrides(config, sets, 2, text, sizeof text, NULL));
+  EXPECT(MG_STATUS_INVALID_CONFIG, mg_config_apply_overrides(config, bad_key, 1, text, sizeof text, &text_len));
+  MESSAGE_HAS("base_lrr");
+  EXPECT(MG_STATUS_INVALID_CONFIG, mg_config_apply_overrides(config, bad_value, 1, text, sizeof text, &text_len));
+  MESSAGE_HAS("run.precision: must be auto, fp32, bf16 or fp16, got \"fp8\"");
+  EXPECT(MG_STATUS_INVALID_CONFIG, mg_config_apply_overrides(config, no_eq, 1, text, sizeof text, &text_len));
+  MESSAGE_HAS("expected SECTION.KEY=VALUE");
+  UNTOUCHED(text_len == 7 && (unsigned char)text[0] == 0x5a);
+  EXPECT(MG_STATUS_BUFFER_TOO_SMALL, mg_config_apply_overrides(config, sets, 2, NULL, 0, &text_len));
+  UNTOUCHED((unsigned char)text[0] == 0x5a);
+  size_t needed = text_len;
+  EXPECT(MG_STATUS_BUFFER_TOO_SMALL, mg_config_apply_overrides(config, sets, 2, text, needed, &text_len));
+  UNTOUCHED((unsigned char)text[0] == 0x5a && text_len == needed);
+  EXPECT(MG_STATUS_OK, mg_config_apply_overrides(config, sets, 2, text, needed + 1, &text_len));
+  UNTOUCHED(text_len == needed && strlen(text) == needed && strstr(text, "\"base_lr\": 0.5") != NULL);
+  EXPECT(MG_STATUS_OK, mg_config_apply_overrides(config, NULL, 0, text, sizeof text, &text_len));
 
   size_t n = 7;
   uint32_t u = 7;
@@ -293,6 +332,69 @@ static int32_t cancel_at_once(void *user_data, const mg_progress *p) {
   return 1;
 }
 
+/* A newer header's structs: one field more than this library knows. */
+typedef struct {
+  mg_dist_options known;
+  uint64_t later;
+} newer_dist_options;
+typedef struct {
+  mg_summary known;
+  uint64_t later;
+} newer_summary;
+
+struct reentry {
+  mg_trainer *trainer;
+  mg_schedule *other;
+  int calls;
+};
+
+/* Calls back into the trainer that runs it: every call is refused, none touches the trainer
+ * fit is in the middle of (under ASan a free here would be a use after free in fit). */
+static int32_t reenter(void *user_data, const mg_progress *p) {
+  (void)p;
+  struct reentry *r = (struct reentry *)user_data;
+  mg_trainer *t = r->trainer;
+  r->calls++;
+  uint32_t rank = 7, world = 7;
+  uint64_t next = 7;
+  bool resumed = false;
+  double loss = 7.0;
+  static float buf[2 * 3 * 8 * 32 * 32];
+  int64_t shape[5] = {2, 3, 8, 32, 32}, labels[2] = {0, 1};
+  mg_accuracy acc;
+  memset(&acc, 0x5a, sizeof acc);
+  mg_summary sum;
+  sum.struct_size = sizeof sum;
+  sum.steps = 7;
+  EXPECT(MG_STATUS_BUSY, mg_trainer_rank(t, &rank, &world));
+  MESSAGE_HAS("mg_trainer_rank: the trainer is inside mg_trainer_fit");
+  EXPECT(MG_STATUS_BUSY, mg_trainer_next_step(t, &next));
+  MESSAGE_HAS("mg_trainer_next_step: the trainer is inside mg_trainer_fit");
+  EXPECT(MG_STATUS_BUSY, mg_trainer_resume(t, &resumed));
+  EXPECT(MG_STATUS_BUSY, mg_trainer_fit(t, reenter, r, &sum));
+  MESSAGE_HAS("mg_trainer_fit: the trainer is inside mg_trainer_fit");
+  EXPECT(MG_STATUS_BUSY, mg_trainer_train_step(t, buf, shape, buf, shape, labels, 1, 0.01, &loss));
+  MESSAGE_HAS("mg_trainer_train_step: the trainer is inside mg_trainer_fit");
+  EXPECT(MG_STATUS_BUSY, mg_trainer_train_step_targets(t, buf, shape, buf, shape, buf, 12, 1,
+                                                       0.01, &loss));
+  EXPECT(MG_STATUS_BUSY, mg_trainer_evaluate(t, "val", &acc));
+  EXPECT(MG_STATUS_BUSY, mg_trainer_save(t));
+  EXPECT(MG_STATUS_BUSY, mg_trainer_load(t, "."));
+  UNTOUCHED(rank == 7 && world == 7 && next == 7 && loss == 7.0 && sum.steps == 7);
+  UNTOUCHED(acc.clips == 0x5a5a5a5a5a5a5a5aull);
+  char metrics[64] = "untouched";
+  cases++;
+  if (mg_trainer_last_metrics(t, metrics, sizeof metrics) != 0) failed++;
+  UNTOUCHED(strcmp(metrics, "untouched") == 0);
+  MESSAGE_HAS("mg_trainer_last_metrics: the trainer is inside mg_trainer_fit");
+  mg_trainer_free(t); /* refused: fit goes on with this trainer */
+  MESSAGE_HAS("mg_trainer_free: the trainer is inside mg_trainer_fit");
+  /* Other handles are free to use. */
+  uint32_t epochs = 0;
+  EXPECT(MG_STATUS_OK, mg_schedule_max_epoch(r->other, &epochs));
+  return 1;
+}
+
 static void trainer(const char *data, const char *scratch) {
   char config[4096], out_dir[1024], path[4096], cmd_buf[8192];
   snprintf(config, sizeof config, TINY, "cpu", data);
@@ -316,22 +418,50 @@ static void trainer(const char *data, const char *scratch) {
   snprintf(cuda, sizeof cuda, TINY, "cuda:63", data); /* no machine has a 64th GPU */
   EXPECT(MG_STATUS_CUDA_UNAVAILABLE, mg_trainer_new(cuda, out_dir, &t));
   mg_dist_options o;
-  EXPECT(MG_STATUS_NULL_ARGUMENT, mg_dist_options_default(NULL));
-  EXPECT(MG_STATUS_OK, mg_dist_options_default(&o));
+  memset(&o, 0x5a, sizeof o);
+  EXPECT(MG_STATUS_NULL_ARGUMENT, mg_dist_options_default(NULL, sizeof o));
+  /* Sizes no mg_dist_options has: smaller than the first versioned one, or absurd. */
+  EXPECT(MG_STATUS_INVALID_ARGUMENT, mg_dist_options_default(&o, 0));
+  EXPECT(MG_STATUS_INVALID_ARGUMENT, mg_dist_options_default(&o, sizeof o - 1));
+  EXPECT(MG_STATUS_INVALID_ARGUMENT, mg_dist_options_default(&o, 1 << 20));
+  MESSAGE_HAS("struct_size is 1048576");
+  UNTOUCHED(o.rank == 0x5a5a5a5a);
+  EXPECT(MG_STATUS_OK, mg_dist_options_default(&o, sizeof o));
+  UNTOUCHED(o.struct_size == sizeof o && o.rank == -1); /* written: the call succeeded */
   o.rank = -2;
   EXPECT(MG_STATUS_INVALID_ARGUMENT, mg_trainer_new_dist(config, out_dir, &o, &t));
   o.rank = -1;
   o.timeout_s = NAN;
   EXPECT(MG_STATUS_INVALID_ARGUMENT, mg_trainer_new_dist(config, out_dir, &o, &t));
+  o.timeout_s = 0;
+  o.struct_size = 8; /* never set: below any mg_dist_options */
+  EXPECT(MG_STATUS_INVALID_ARGUMENT, mg_trainer_new_dist(config, out_dir, &o, &t));
+  MESSAGE_HAS("dist->struct_size is 8");
+  /* A newer header's struct: its extra field at 0 means "as before", set it is refused. */
+  newer_dist_options newer;
+  memset(&newer, 0x5a, sizeof newer);
+  EXPECT(MG_STATUS_OK, mg_dist_options_default(&newer.known, sizeof newer));
+  UNTOUCHED(newer.known.struct_size == sizeof newer && newer.later == 0); /* zeroed */
+  newer.later = 1;
+  EXPECT(MG_STATUS_INVALID_ARGUMENT, mg_trainer_new_dist(config, out_dir, &newer.known, &t));
+  MESSAGE_HAS("a field from a newer header");
   UNTOUCHED(t == (mg_trainer *)&cases);
+  newer.later = 0;
+  newer.known.rank = 0;
+  newer.known.world_size = 1;
+  t = NULL;
+  EXPECT(MG_STATUS_OK, mg_trainer_new_dist(config, out_dir, &newer.known, &t));
+  mg_trainer_free(t);
   t = NULL;
   EXPECT(MG_STATUS_OK, mg_trainer_new(config, out_dir, &t));
 
   uint32_t rank = 7, world = 7;
   uint64_t next = 7;
+  const mg_trainer *view = t; /* queries take a const trainer (-Werror: no cast needed) */
   EXPECT(MG_STATUS_NULL_ARGUMENT, mg_trainer_rank(NULL, &rank, &world));
-  EXPECT(MG_STATUS_NULL_ARGUMENT, mg_trainer_next_step(t, NULL));
+  EXPECT(MG_STATUS_NULL_ARGUMENT, mg_trainer_next_step(view, NULL));
   UNTOUCHED(rank == 7 && world == 7 && next == 7);
+  EXPECT(MG_STATUS_OK, mg_trainer_rank(view, &rank, &world));
 
   /* One host step: N=2, alpha 2, 8 frames at 32 px. */
   enum { N = 2, T = 8, S = 32 };
@@ -384,14 +514,56 @@ static void trainer(const char *data, const char *scratch) {
   EXPECT(MG_STATUS_NULL_ARGUMENT, mg_trainer_save(NULL));
   EXPECT(MG_STATUS_OK, mg_trainer_save(t));
 
-  /* Cancelled by the callback, then trained to the end: past the plan, its LR and BN groups no
-   * longer exist and must be given. */
+  /* A summary whose struct_size was never set is refused before any training. */
   mg_summary sum;
   memset(&sum, 0, sizeof sum);
-  EXPECT(MG_STATUS_CANCELLED, mg_trainer_fit(t, cancel_at_once, NULL, &sum));
-  UNTOUCHED(sum.cancelled); /* the documented exception: the summary says how far it got */
+  sum.steps = 7;
+  uint64_t before = 0, after = 0;
+  EXPECT(MG_STATUS_OK, mg_trainer_next_step(view, &before));
+  EXPECT(MG_STATUS_INVALID_ARGUMENT, mg_trainer_fit(t, cancel_at_once, NULL, &sum));
+  MESSAGE_HAS("out->struct_size is 0");
+  sum.struct_size = 8;
+  EXPECT(MG_STATUS_INVALID_ARGUMENT, mg_trainer_fit(t, cancel_at_once, NULL, &sum));
+  EXPECT(MG_STATUS_OK, mg_trainer_next_step(view, &after));
+  UNTOUCHED(sum.steps == 7 && sum.struct_size == 8 && before == after);
+
+  /* Cancelled by the callback: a success, and the summary says it stopped early. */
+  sum.struct_size = sizeof sum;
+  EXPECT(MG_STATUS_OK, mg_trainer_fit(t, cancel_at_once, NULL, &sum));
+  cases++;
+  if (!(sum.cancelled && sum.preempted == 0 && sum.steps == before + 1 &&
+        sum.struct_size == sizeof sum && isnan(sum.test_top1))) {
+    fprintf(stderr, "line %d: cancelled fit's summary: cancelled %d preempted %d steps %llu\n",
+            __LINE__, sum.cancelled, sum.preempted, (unsigned long long)sum.steps);
+    failed++;
+  }
+  /* A newer header's summary: the library writes what it knows and says how much. */
+  newer_summary big;
+  memset(&big, 0, sizeof big);
+  big.known.struct_size = sizeof big;
+  big.later = 0x5a5a5a5a5a5a5a5aull;
+  EXPECT(MG_STATUS_OK, mg_trainer_fit(t, cancel_at_once, NULL, &big.known));
+  UNTOUCHED(big.later == 0x5a5a5a5a5a5a5a5aull); /* not the library's to write */
+  cases++;
+  if (!(big.known.struct_size == sizeof(mg_summary) && big.known.cancelled)) failed++;
+
+  /* A progress callback that calls back into its own trainer: refused, then the trainer
+   * works on. */
+  mg_schedule *other = NULL;
+  EXPECT(MG_STATUS_OK, mg_schedule_new(config, &other));
+  struct reentry r = {t, other, 0};
+  EXPECT(MG_STATUS_OK, mg_trainer_fit(t, reenter, &r, &sum));
+  cases++;
+  if (r.calls != 1 || !sum.cancelled) failed++;
+  mg_schedule_free(other);
+  EXPECT(MG_STATUS_OK, mg_trainer_next_step(view, &after));
+
+  /* Trained to the end: past the plan, its LR and BN groups no longer exist and must be
+   * given. */
   EXPECT(MG_STATUS_NULL_ARGUMENT, mg_trainer_fit(t, NULL, NULL, NULL));
   EXPECT(MG_STATUS_OK, mg_trainer_fit(t, NULL, NULL, &sum));
+  cases++;
+  if (sum.cancelled) failed++;
   EXPECT(MG_STATUS_OUT_OF_RANGE,
          mg_trainer_train_step(t, slow, ss, fast, fs, labels, 0, 0.01, &loss));
   EXPECT(MG_STATUS_OUT_OF_RANGE,
@@ -412,6 +584,7 @@ static void trainer(const char *data, const char *scratch) {
   snprintf(fit_out, sizeof fit_out, "%s/fit-run", scratch);
   t = NULL;
   EXPECT(MG_STATUS_OK, mg_trainer_new(fit_config, fit_out, &t));
+  sum.struct_size = sizeof sum;
   EXPECT(MG_STATUS_DATA, mg_trainer_fit(t, NULL, NULL, &sum));
   mg_trainer_free(t);
 

@@ -18,6 +18,17 @@ pub fn schedule(name: &str) -> Schedule {
     Schedule::new(Config::from_file(config_path(name)).unwrap()).unwrap()
 }
 
+/// The tests' SlowFast: depth 18, width 8, 12 classes, no dropout.
+pub fn tiny_model() -> multigrid::schedule::ModelConfig {
+    multigrid::schedule::ModelConfig {
+        depth: 18,
+        width_per_group: 8,
+        num_classes: 12,
+        dropout_rate: 0.0,
+        ..Default::default()
+    }
+}
+
 pub fn kinetics() -> Schedule {
     schedule("kinetics_slowfast_8x8_r50_multigrid.json")
 }

@@ -24,6 +24,7 @@ from ._ffi import (  # noqa: F401  (re-exported)
     MG_VERSION_MAJOR,
     MG_VERSION_MINOR,
     MG_VERSION_PATCH,
+    MG_STATUS_BUSY,
     MG_STATUS_CANCELLED,
     MG_STATUS_UNSUPPORTED,
 )
@@ -34,7 +35,7 @@ except ImportError:  # numpy is optional
     _np = None
 
 __all__ = [
-    "Error", "version", "library_path", "Schedule", "Plan", "Dataset", "Trainer",
+    "Error", "version", "library_path", "apply_overrides", "Schedule", "Plan", "Dataset", "Trainer",
     "collate_explicit", "collate_step", "collate_step_len", "set_num_threads",
 ]
 
@@ -115,6 +116,17 @@ def _struct_dict(s):
     return out
 
 
+def _versioned_dict(s):
+    """The fields of a versioned output struct (struct_size first) that the library wrote: an
+    older library writes fewer than these declarations have, and says how many bytes."""
+    out = {}
+    for name, _ in s._fields_[1:]:
+        field = getattr(type(s), name)
+        if field.offset + field.size <= s.struct_size:
+            out[name] = getattr(s, name)
+    return out
+
+
 def _config_text(config):
     if isinstance(config, (dict, list)):
         return json.dumps(config)
@@ -122,6 +134,22 @@ def _config_text(config):
         with open(config) as f:
             return f.read()
     return config
+
+
+def apply_overrides(config, sets):
+    """`config` (a dict, JSON text or a path) with `SECTION.KEY=VALUE` overrides applied in
+    order, as the CLI's --set (keys case-insensitive, VALUE JSON or else a string): a dict with
+    every key spelled out. A bad override raises Error naming it."""
+    text = _config_text(config).encode()
+    items = [s.encode() for s in sets]
+    arr = C.cast((C.c_char_p * max(len(items), 1))(*items), C.POINTER(C.POINTER(C.c_char)))
+    length = C.c_size_t()
+    status = _L().mg_config_apply_overrides(text, arr, len(items), None, 0, C.byref(length))
+    if status != _ffi.MG_STATUS_BUFFER_TOO_SMALL:
+        _check(status)
+    buf = C.create_string_buffer(length.value + 1)
+    _check(_L().mg_config_apply_overrides(text, arr, len(items), buf, len(buf), C.byref(length)))
+    return json.loads(buf.value.decode())
 
 
 class _Handle:
@@ -513,9 +541,8 @@ class Trainer(_Handle):
             _check(_L().mg_trainer_new(_config_text(config).encode(), os.fsencode(output_dir), C.byref(h)))
         else:
             o = _ffi.mg_dist_options()
-            _check(_L().mg_dist_options_default(C.byref(o)))
-            known = {"backend", "init_method", "rank", "world_size", "local_rank",
-                     "local_world_size", "timeout_s"}
+            _check(_L().mg_dist_options_default(C.byref(o), C.sizeof(o)))
+            known = {name for name, _ in o._fields_} - {"struct_size"}
             unknown = set(dist) - known
             if unknown:
                 raise ValueError(f"unknown distributed settings {sorted(unknown)}; known: {sorted(known)}")
@@ -552,7 +579,9 @@ class Trainer(_Handle):
     def fit(self, progress=None):
         """Trains to the end of the plan. `progress(dict)` returning True cancels after a
         checkpoint; an exception it raises cancels too and is re-raised here. Returns the
-        summary dict (cancelled tells which)."""
+        summary dict: `cancelled` when the run stopped early (by `progress`, or a preemption
+        notice: `preempted` is then its signal number, else 0). `progress` must not use this
+        trainer: such a call raises Error (MG_STATUS_BUSY), which cancels the run."""
         error = []
 
         def trampoline(_user, p):
@@ -564,12 +593,28 @@ class Trainer(_Handle):
 
         cb = _ffi.mg_progress_fn(trampoline) if progress else _ffi.mg_progress_fn()
         s = _ffi.mg_summary()
-        status = _L().mg_trainer_fit(self._ptr(), cb, None, C.byref(s))
+        s.struct_size = C.sizeof(s)
+        self._fitting = True
+        try:
+            status = _L().mg_trainer_fit(self._ptr(), cb, None, C.byref(s))
+        finally:
+            self._fitting = False
         if error:
             raise error[0]
-        if status != MG_STATUS_CANCELLED:
-            _check(status)
-        return _struct_dict(s)
+        _check(status)
+        return _versioned_dict(s)
+
+    def _refuse_inside_fit(self, what):
+        # For the calls whose C function cannot say MG_STATUS_BUSY in its return value:
+        # mg_trainer_free (void; this object would forget a handle that was not freed) and
+        # mg_trainer_last_metrics (0, as when nothing was logged).
+        if getattr(self, "_fitting", False):
+            raise Error(MG_STATUS_BUSY, f"Trainer.{what}: called inside this trainer's fit (from "
+                        "its progress callback); call it after fit returns")
+
+    def close(self):
+        self._refuse_inside_fit("close")
+        super().close()
 
     def train_step(self, slow, fast, labels, bn_groups=0, lr=-1.0, slow_shape=None, fast_shape=None):
         """One SGD step on host arrays (float32 [N, 3, T, S, S], int64 [N]); bn_groups 0 and
@@ -613,6 +658,7 @@ class Trainer(_Handle):
 
     def last_metrics(self):
         """The last metrics line as a dict; None when nothing was logged."""
+        self._refuse_inside_fit("last_metrics")
         n = _L().mg_trainer_last_metrics(self._ptr(), None, 0)
         if n == 0:
             return None

@@ -4,7 +4,7 @@
 import ctypes as C
 
 MG_VERSION_MAJOR = 0
-MG_VERSION_MINOR = 1
+MG_VERSION_MINOR = 2
 MG_VERSION_PATCH = 0
 
 
@@ -89,6 +89,7 @@ class mg_stage(C.Structure):
 
 class mg_dist_options(C.Structure):
     _fields_ = [
+        ("struct_size", C.c_size_t),
         ("backend", C.c_char_p),
         ("init_method", C.c_char_p),
         ("rank", C.c_int32),
@@ -113,16 +114,18 @@ mg_progress_fn = C.CFUNCTYPE(C.c_int32, C.c_void_p, C.POINTER(mg_progress))
 
 class mg_summary(C.Structure):
     _fields_ = [
+        ("struct_size", C.c_size_t),
         ("wall_seconds", C.c_double),
         ("steps", C.c_uint64),
         ("clips_seen", C.c_uint64),
         ("val_top1", C.c_double),
         ("val_top5", C.c_double),
+        ("val_map", C.c_double),
         ("test_top1", C.c_double),
         ("test_top5", C.c_double),
-        ("cancelled", C.c_bool),
-        ("val_map", C.c_double),
         ("test_map", C.c_double),
+        ("cancelled", C.c_bool),
+        ("preempted", C.c_int32),
     ]
 
 
@@ -147,6 +150,7 @@ MG_STATUS_CANCELLED = 9
 MG_STATUS_UNSUPPORTED = 10
 MG_STATUS_PANIC = 11
 MG_STATUS_DATA = 12
+MG_STATUS_BUSY = 13
 
 
 # name: (restype, argtypes)
@@ -172,6 +176,7 @@ FUNCTIONS = {
     "mg_plan_step": (C.c_int32, [C.POINTER(mg_plan), C.c_uint64, C.POINTER(mg_step)]),
     "mg_plan_step_indices": (C.c_int32, [C.POINTER(mg_plan), C.c_uint64, C.POINTER(C.c_uint64), C.c_size_t, C.POINTER(C.c_size_t)]),
     "mg_schedule_new": (C.c_int32, [C.c_char_p, C.POINTER(C.POINTER(mg_schedule))]),
+    "mg_config_apply_overrides": (C.c_int32, [C.c_char_p, C.POINTER(C.POINTER(C.c_char)), C.c_size_t, C.c_char_p, C.c_size_t, C.POINTER(C.c_size_t)]),
     "mg_schedule_free": (None, [C.POINTER(mg_schedule)]),
     "mg_schedule_num_stages": (C.c_int32, [C.POINTER(mg_schedule), C.POINTER(C.c_size_t)]),
     "mg_schedule_stage": (C.c_int32, [C.POINTER(mg_schedule), C.c_size_t, C.POINTER(mg_stage)]),
@@ -179,7 +184,7 @@ FUNCTIONS = {
     "mg_schedule_lr_at": (C.c_int32, [C.POINTER(mg_schedule), C.c_double, C.POINTER(C.c_double)]),
     "mg_schedule_is_eval_epoch": (C.c_int32, [C.POINTER(mg_schedule), C.c_uint32, C.POINTER(C.c_bool)]),
     "mg_trainer_new": (C.c_int32, [C.c_char_p, C.c_char_p, C.POINTER(C.POINTER(mg_trainer))]),
-    "mg_dist_options_default": (C.c_int32, [C.POINTER(mg_dist_options)]),
+    "mg_dist_options_default": (C.c_int32, [C.POINTER(mg_dist_options), C.c_size_t]),
     "mg_trainer_new_dist": (C.c_int32, [C.c_char_p, C.c_char_p, C.POINTER(mg_dist_options), C.POINTER(C.POINTER(mg_trainer))]),
     "mg_trainer_rank": (C.c_int32, [C.POINTER(mg_trainer), C.POINTER(C.c_uint32), C.POINTER(C.c_uint32)]),
     "mg_trainer_free": (None, [C.POINTER(mg_trainer)]),

@@ -1,4 +1,5 @@
 """The Python bindings against the library of this checkout (MULTIGRID_LIB, else target/)."""
+import ctypes as C
 import importlib
 import json
 import os
@@ -87,6 +88,21 @@ def test_bad_config_names_the_key():
         mg.Schedule({"data": {"num_framez": 8}})
     assert e.value.name == "MG_STATUS_INVALID_CONFIG"
     assert "num_framez" in str(e.value)
+
+
+def test_overrides_apply_in_order_and_name_a_bad_one():
+    c = mg.apply_overrides(KINETICS, ["SOLVER.BASE_LR=0.4", "run.precision=fp32", "solver.base_lr=0.2"])
+    assert c["solver"]["base_lr"] == 0.2 and c["run"]["precision"] == "fp32"
+    assert c["multigrid"]["long_cycle"] is True
+    with mg.Schedule(c) as s:
+        assert s.num_stages == 13
+    with pytest.raises(mg.Error) as e:
+        mg.apply_overrides(KINETICS, ["run.precision=fp8"])
+    assert e.value.name == "MG_STATUS_INVALID_CONFIG"
+    assert 'run.precision: must be auto, fp32, bf16 or fp16, got "fp8"' in str(e.value)
+    with pytest.raises(mg.Error) as e:
+        mg.apply_overrides(KINETICS, ["nosuch.key=1"])
+    assert "no config section" in str(e.value)
 
 
 def test_closed_handles_refuse_use():
@@ -230,7 +246,9 @@ def test_trainer_steps_evaluates_and_cancels(data, tmp_path):
 
         seen = []
         summary = t.fit(lambda prog: seen.append(prog["step"]) or len(seen) == 2)
+        # A stop the callback asked for is a success: the summary says so.
         assert summary["cancelled"] and seen == [3, 4] and summary["steps"] == 5
+        assert summary["preempted"] == 0 and "struct_size" not in summary
 
         class Stop(Exception):
             pass
@@ -241,6 +259,49 @@ def test_trainer_steps_evaluates_and_cancels(data, tmp_path):
         with pytest.raises(Stop):
             t.fit(boom)
         assert t.next_step == 6
+
+        # The callback runs inside fit: a call on its own trainer is refused, which cancels
+        # the run (after one more step and a checkpoint) and comes out of fit.
+        for call in (lambda: t.next_step, lambda: t.save(), lambda: t.last_metrics(), t.close):
+            with pytest.raises(mg.Error) as e:
+                t.fit(lambda _: call())
+            assert e.value.status == mg.MG_STATUS_BUSY and e.value.name == "MG_STATUS_BUSY"
+            assert "inside" in str(e.value) and "fit" in str(e.value), str(e.value)
+        assert t.next_step == 10 and t.rank == (0, 1)
+
+
+def test_dist_options_default_checks_the_struct_size():
+    """mg_dist_options is versioned: the library writes the size the caller gives, refusing
+    sizes no mg_dist_options has, and zeroes the bytes past its own struct for a newer header."""
+    lib, ffi = mg._L(), mg._ffi
+    o = ffi.mg_dist_options()
+    o.rank = 7
+    for size in (0, 8, C.sizeof(o) - 1, 5000):
+        assert lib.mg_dist_options_default(C.byref(o), size) == mg._ffi.MG_STATUS_INVALID_ARGUMENT
+        assert "struct_size" in mg._last_error() and "mg_dist_options" in mg._last_error()
+    assert o.rank == 7 and o.struct_size == 0, "written on failure"
+    assert lib.mg_dist_options_default(C.byref(o), C.sizeof(o)) == mg._ffi.MG_STATUS_OK
+    assert (o.struct_size, o.rank, o.world_size, o.timeout_s) == (C.sizeof(o), -1, -1, 0.0)
+
+    class Newer(C.Structure):  # a later header's mg_dist_options, with one more field
+        _fields_ = [("known", ffi.mg_dist_options), ("later", C.c_uint64)]
+
+    n = Newer(later=99)
+    p = C.cast(C.pointer(n), C.POINTER(ffi.mg_dist_options))
+    assert lib.mg_dist_options_default(p, C.sizeof(n)) == mg._ffi.MG_STATUS_OK
+    assert (n.known.struct_size, n.known.rank, n.later) == (C.sizeof(n), -1, 0)
+
+
+def test_summary_dict_keeps_the_fields_the_library_wrote():
+    """An older library writes fewer bytes of mg_summary and says so in struct_size: the dict
+    leaves out what it did not write instead of showing zeros as values."""
+    s = mg._ffi.mg_summary(steps=5, cancelled=True, preempted=10)
+    s.struct_size = mg._ffi.mg_summary.cancelled.offset
+    d = mg._versioned_dict(s)
+    assert d["steps"] == 5 and "cancelled" not in d and "preempted" not in d
+    assert "struct_size" not in d
+    s.struct_size = C.sizeof(s)
+    assert mg._versioned_dict(s)["preempted"] == 10
 
 
 @pytest.mark.skipif(not has_torch(), reason="libmultigrid built without libtorch")

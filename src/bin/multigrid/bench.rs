@@ -412,6 +412,13 @@ fn per_shape_bench(
     Ok(())
 }
 
+/// A libtorch error as the CLI reports it: through the crate's conversion, so it reads as the
+/// library's own errors do.
+#[cfg(feature = "torch")]
+fn torch_message(e: tch::TchError) -> String {
+    multigrid::Error::from(e).to_string()
+}
+
 /// Options of `multigrid bench step`.
 #[cfg(feature = "torch")]
 pub struct StepOptions<'a> {
@@ -435,7 +442,12 @@ pub fn step_bench(o: &StepOptions) -> Result<(), String> {
     use multigrid::train::amp::{self, Precision};
     use multigrid::train::optim::Sgd;
     use tch::{nn, Kind, Tensor};
-    let device = multigrid::train::parse_device(o.device).map_err(|e| e.to_string())?;
+    let device = o
+        .device
+        .parse()
+        .map_err(|e| format!("--device {e}"))
+        .and_then(|d| multigrid::train::parse_device(d).map_err(|e| e.to_string()))?;
+    let e = torch_message;
     let precision = if o.autocast {
         Precision::Bf16
     } else {
@@ -482,21 +494,31 @@ pub fn step_bench(o: &StepOptions) -> Result<(), String> {
         model
             .set_channels_last(channels_last)
             .map_err(|e| e.to_string())?;
+        // Gradients in the new layout, in flat buckets, as the trainer keeps them.
+        let _grads = multigrid::train::grads::GradBuckets::new(
+            &vs,
+            multigrid::dist::FIRST_BUCKET_BYTES,
+            multigrid::dist::BUCKET_BYTES,
+        )
+        .map_err(|e| e.to_string())?;
         // A fresh optimizer per row, as the reference's fresh process: momentum kept from a row
         // in the other layout would make every update mix layouts.
         let mut opt = Sgd::new(&vs, &SolverConfig::default());
         let alpha = i64::from(cfg.alpha);
-        let slow = Tensor::randn([n, 3, t / alpha, s, s], (Kind::Float, device));
-        let fast = Tensor::randn([n, 3, t, s, s], (Kind::Float, device));
-        let labels = Tensor::randint(400, [n], (Kind::Int64, device));
+        let slow = Tensor::f_randn([n, 3, t / alpha, s, s], (Kind::Float, device)).map_err(e)?;
+        let fast = Tensor::f_randn([n, 3, t, s, s], (Kind::Float, device)).map_err(e)?;
+        let labels = Tensor::f_randint(400, [n], (Kind::Int64, device)).map_err(e)?;
         let mut step = || -> Result<(), String> {
             let logits = amp::autocast(device, precision, || model.forward(&slow, &fast, 1, true))
                 .map_err(|e| e.to_string())?;
             let loss = logits
-                .to_kind(Kind::Float)
-                .cross_entropy_for_logits(&labels);
+                .f_to_kind(Kind::Float)
+                .and_then(|l| {
+                    l.f_cross_entropy_loss::<Tensor>(&labels, None, tch::Reduction::Mean, -100, 0.0)
+                })
+                .map_err(e)?;
             opt.zero_grad().map_err(|e| e.to_string())?;
-            loss.backward();
+            loss.f_backward().map_err(e)?;
             opt.step(0.01).map_err(|e| e.to_string())?;
             Ok(())
         };
@@ -570,9 +592,13 @@ pub fn sgd_bench(o: &SgdOptions) -> Result<(), String> {
     use multigrid::schedule::{ModelConfig, SolverConfig};
     use multigrid::train::optim::Sgd;
     use tch::{nn, Kind, Tensor};
-    let device = multigrid::train::parse_device(o.device).map_err(|e| e.to_string())?;
+    let device = o
+        .device
+        .parse()
+        .map_err(|e| format!("--device {e}"))
+        .and_then(|d| multigrid::train::parse_device(d).map_err(|e| e.to_string()))?;
     std::fs::create_dir_all(o.work_dir).map_err(|e| format!("{}: {e}", o.work_dir.display()))?;
-    let e = |e: tch::TchError| e.to_string();
+    let e = torch_message;
     let solver = SolverConfig {
         momentum: 0.9,
         nesterov: true,
@@ -611,12 +637,13 @@ pub fn sgd_bench(o: &SgdOptions) -> Result<(), String> {
     let mut saved: Vec<(String, Tensor)> = vars
         .iter()
         .map(|(n, t)| {
-            (
-                format!("param.{n}"),
-                t.detach().to_device(tch::Device::Cpu).copy(),
-            )
+            let host = t.f_detach()?.f_to_device(tch::Device::Cpu)?;
+            let mut copy = host.f_zeros_like()?;
+            copy.f_copy_(&host)?;
+            Ok((format!("param.{n}"), copy))
         })
-        .collect();
+        .collect::<Result<_, tch::TchError>>()
+        .map_err(e)?;
     let lrs: Vec<f64> = (0..20)
         .map(|k| 0.1 * (1.0 + (k as f64 * 0.7).sin()))
         .collect();
@@ -624,9 +651,11 @@ pub fn sgd_bench(o: &SgdOptions) -> Result<(), String> {
         let mut first = Vec::new();
         for (name, t) in &vars {
             let g = Tensor::f_randn(t.size(), (Kind::Float, tch::Device::Cpu)).map_err(e)?;
-            saved.push((format!("grad.{k}.{name}"), g.copy()));
+            let mut copy = g.f_zeros_like().map_err(e)?;
+            copy.f_copy_(&g).map_err(e)?;
+            saved.push((format!("grad.{k}.{name}"), copy));
             let g = g.f_to_device(device).map_err(e)?;
-            let mut grad = t.grad();
+            let mut grad = t.f_grad().map_err(e)?;
             if grad.defined() {
                 grad.f_copy_(&g).map_err(e)?;
             } else {
@@ -637,13 +666,19 @@ pub fn sgd_bench(o: &SgdOptions) -> Result<(), String> {
             // The first backward of a leaf creates its gradient.
             let total = first
                 .iter()
-                .try_fold(Tensor::from(0f32).to_device(device), |a, b| a.f_add(b))
+                .try_fold(
+                    Tensor::f_zeros([], (Kind::Float, device)).map_err(e)?,
+                    |a, b| a.f_add(b),
+                )
                 .map_err(e)?;
             total.f_backward().map_err(e)?;
         }
         opt.step(*lr).map_err(|e| e.to_string())?;
     }
-    saved.push(("lrs".into(), Tensor::from_slice(&lrs).to_kind(Kind::Double)));
+    let lrs = Tensor::f_from_slice(&lrs)
+        .and_then(|t| t.f_to_kind(Kind::Double))
+        .map_err(e)?;
+    saved.push(("lrs".into(), lrs));
     let inputs = o.work_dir.join("sgd_in.safetensors");
     let refs: Vec<(&str, &Tensor)> = saved.iter().map(|(n, t)| (n.as_str(), t)).collect();
     Tensor::write_safetensors(&refs, &inputs).map_err(e)?;
@@ -674,8 +709,13 @@ pub fn sgd_bench(o: &SgdOptions) -> Result<(), String> {
         let w = want
             .get(&format!("param.{name}"))
             .ok_or_else(|| format!("the reference has no {name}"))?;
-        let got = got.to_device(tch::Device::Cpu);
-        let rel = (&got - w).abs().max().double_value(&[]) / w.abs().max().double_value(&[]);
+        let largest = |t: &Tensor| t.f_abs()?.f_max()?.f_double_value(&[]);
+        let diff = got
+            .f_to_device(tch::Device::Cpu)
+            .and_then(|g| g.f_sub(w))
+            .and_then(|d| largest(&d))
+            .map_err(e)?;
+        let rel = diff / largest(w).map_err(e)?;
         worst = worst.max(rel);
     }
     let verdict = if worst < 1e-6 { "PASS" } else { "FAIL" };
@@ -694,7 +734,7 @@ pub fn sgd_bench(o: &SgdOptions) -> Result<(), String> {
     SlowFast::new(&vs.root(), &r50).map_err(|e| e.to_string())?;
     let mut opt = Sgd::new(&vs, &solver);
     opt.set_fused(o.fused);
-    let mut total = Tensor::from(0f32).to_device(device);
+    let mut total = Tensor::f_zeros([], (Kind::Float, device)).map_err(e)?;
     for (_, t) in trainable(&vs) {
         total = total.f_add(&t.f_sum(Kind::Float).map_err(e)?).map_err(e)?;
     }

@@ -172,6 +172,7 @@ fn train_clips_per_s(run: &Path) -> Result<f64, String> {
 /// One rank of the bandwidth measurement (under mpirun).
 pub fn worker(out: &Path) -> Result<(), String> {
     let err = |e: multigrid::Error| e.to_string();
+    let torch = |e: tch::TchError| err(e.into());
     let options = DistOptions::default();
     let launch = options.resolve().map_err(err)?;
     if let Some(n) = launch.cpu_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -181,7 +182,7 @@ pub fn worker(out: &Path) -> Result<(), String> {
     let mut comm = dist::connect(&options, &launch, Device::Cpu).map_err(err)?;
     let mut rows = Vec::new();
     for bytes in SIZES {
-        let t = Tensor::ones([(bytes / 4) as i64], (Kind::Float, Device::Cpu));
+        let t = Tensor::f_ones([(bytes / 4) as i64], (Kind::Float, Device::Cpu)).map_err(torch)?;
         comm.all_reduce_sum(&[t.shallow_clone()]).map_err(err)?;
         let reps = if bytes > 32 << 20 { 5 } else { 20 };
         comm.barrier().map_err(err)?;
@@ -203,7 +204,11 @@ pub fn worker(out: &Path) -> Result<(), String> {
         .filter(|(_, t)| t.requires_grad())
         .collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
-    let grads: Vec<Tensor> = named.iter().map(|(_, t)| t.zeros_like()).collect();
+    let grads: Vec<Tensor> = named
+        .iter()
+        .map(|(_, t)| t.f_zeros_like())
+        .collect::<Result<_, _>>()
+        .map_err(torch)?;
     let params: i64 = grads.iter().map(|g| g.numel() as i64).sum();
     dist::all_reduce_mean_bucketed(comm.as_mut(), &grads, 1 << 20, 25 << 20).map_err(err)?;
     comm.barrier().map_err(err)?;
@@ -214,16 +219,15 @@ pub fn worker(out: &Path) -> Result<(), String> {
     let r50_gradient_seconds = start.elapsed().as_secs_f64() / 3.0;
     // An R50 training step (forward and backward) at a shape a 2-core machine can afford.
     let (n, t, s) = (2i64, 8i64, 112i64);
-    let slow = Tensor::randn([n, 3, t / 4, s, s], (Kind::Float, Device::Cpu));
-    let fast = Tensor::randn([n, 3, t, s, s], (Kind::Float, Device::Cpu));
-    let labels = Tensor::zeros([n], (Kind::Int64, Device::Cpu));
+    let slow = Tensor::f_randn([n, 3, t / 4, s, s], (Kind::Float, Device::Cpu)).map_err(torch)?;
+    let fast = Tensor::f_randn([n, 3, t, s, s], (Kind::Float, Device::Cpu)).map_err(torch)?;
+    let labels = Tensor::f_zeros([n], (Kind::Int64, Device::Cpu)).map_err(torch)?;
     let step = || -> Result<(), String> {
-        let loss = model
-            .forward(&slow, &fast, 1, true)
-            .map_err(|e| e.to_string())?
-            .cross_entropy_for_logits(&labels);
-        loss.backward();
-        Ok(())
+        let logits = model.forward(&slow, &fast, 1, true).map_err(err)?;
+        logits
+            .f_cross_entropy_loss::<Tensor>(&labels, None, tch::Reduction::Mean, -100, 0.0)
+            .and_then(|loss| loss.f_backward())
+            .map_err(torch)
     };
     step()?;
     let start = Instant::now();

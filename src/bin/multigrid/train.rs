@@ -21,7 +21,7 @@ pub struct Overrides {
 pub fn load_config(path: &Path, o: &Overrides) -> Result<Config, String> {
     let mut c = Config::from_file(path).map_err(|e| e.to_string())?;
     if let Some(d) = &o.device {
-        c.run.device = d.clone();
+        c.run.device = d.parse().map_err(|e| format!("--device {e}"))?;
     }
     if let Some(d) = &o.data {
         c.run.data_dir = d.to_string_lossy().into_owned();
@@ -47,7 +47,7 @@ pub fn launch(config: &Path, nproc: usize, o: &Overrides) -> Result<bool, String
         );
     }
     let c = load_config(config, o)?;
-    let device = multigrid::train::parse_device(&c.run.device).map_err(|e| e.to_string())?;
+    let device = multigrid::train::parse_device(c.run.device).map_err(|e| e.to_string())?;
     let ended = super::launch::spawn_ranks(
         nproc,
         device.is_cuda(),
