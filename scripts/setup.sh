@@ -40,7 +40,7 @@ else
   # pytest runs the Python bindings' tests.
   # nvidia-cuda-crt and nvidia-cuda-cccl (cuda-toolkit 13.0.2's pins, matching the wheel's
   # CUDA) hold crt/host_config.h and nv/target, which ProcessGroupNCCL.hpp includes: build.rs
-  # compiles the NCCL backend of src/dist/c10d.cpp only when they are there.
+  # compiles the NCCL backend of the C++ bridge (src/bridge/bridge.cpp) only when they are there.
   stamp=.venv/.multigrid-venv-4-torch-$TORCH_VERSION
   if [ ! -e "$stamp" ]; then
     pkgs=(nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85)

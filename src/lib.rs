@@ -12,7 +12,7 @@ mod bridge;
 pub mod collate;
 pub mod data;
 #[cfg(feature = "torch")]
-pub mod dist;
+pub mod distributed;
 pub mod error;
 pub mod ffi;
 #[cfg(feature = "torch")]

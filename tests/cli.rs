@@ -181,3 +181,33 @@ fn train_set_overrides_are_checked() {
         "{e}"
     );
 }
+
+/// `demo` and `bench speedup` empty their --out before training (a run left there would be
+/// resumed), but only of what they write: a user's file there is an error naming it, found
+/// before the minutes of data generation, and the file is left as it was.
+#[cfg(feature = "torch")]
+#[test]
+fn demo_and_speedup_refuse_an_output_directory_they_did_not_write() {
+    let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli_foreign_out");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(out.join("baseline")).unwrap();
+    std::fs::write(out.join("thesis.tex"), "precious").unwrap();
+    let data = out.join("no-data-yet");
+    for args in [
+        vec!["demo", "--out"],
+        vec!["bench", "speedup", "--seeds", "1", "--out"],
+    ] {
+        let mut a = args.clone();
+        a.push(out.to_str().unwrap());
+        a.extend(["--data", data.to_str().unwrap()]);
+        let r = multigrid(&a);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success(), "{args:?} accepted it");
+        assert!(err.contains("which this command did not write"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(out.join("thesis.tex")).unwrap(),
+            "precious"
+        );
+        assert!(!data.exists(), "{args:?} generated data first");
+    }
+}

@@ -5,8 +5,8 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use multigrid::dist::c10d::{self, Store};
-use multigrid::dist::{DistOptions, Launch};
+use multigrid::distributed::c10d::{self, Store};
+use multigrid::distributed::{DistOptions, Launch};
 
 const LOOPBACK: &str = "127.0.0.1";
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -319,7 +319,7 @@ fn nccl_ranks_in_processes(world: usize) {
 /// ranks apart. A build without NCCL fails here with the reason (Unsupported): a GPU machine
 /// is where the NCCL backend must work.
 fn nccl_rank_checks(r: usize, world: usize, port: u16) {
-    use multigrid::dist::Collective;
+    use multigrid::distributed::Collective;
     use tch::{Device, Kind, Tensor};
 
     let device = Device::Cuda(r);

@@ -635,7 +635,7 @@ mod trainer {
 
     /// Asks for a preemption, as a SIGUSR1 handler would, from the first step's callback.
     extern "C" fn preempt(_: *mut c_void, _: *const mg_progress) -> i32 {
-        multigrid::dist::signals::request(libc::SIGUSR1);
+        multigrid::distributed::signals::request(libc::SIGUSR1);
         0
     }
 
@@ -700,7 +700,7 @@ mod trainer {
             "{s:?}"
         );
         assert_eq!(
-            multigrid::dist::signals::pending(),
+            multigrid::distributed::signals::pending(),
             None,
             "the notice was taken"
         );

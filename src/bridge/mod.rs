@@ -1,6 +1,6 @@
 //! The one C++ bridge: every call into libtorch's C++ API that tch does not expose, in
 //! `bridge.cpp` (compiled by build.rs against the wheel's headers) behind a C ABI declared
-//! here. c10d's stores and ProcessGroupNCCL (used by [`crate::dist`]), sync BN's
+//! here. c10d's stores and ProcessGroupNCCL (used by [`crate::distributed`]), sync BN's
 //! differentiable all-reduce, autocast's dtype and CPU switch ([`crate::train::amp`]), and
 //! PyTorch's multi-tensor and fused SGD kernels ([`crate::train::optim`]).
 //!

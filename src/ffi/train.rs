@@ -351,10 +351,10 @@ pub extern "C" fn mg_dist_options_default(
 fn dist_options(
     config: &crate::Config,
     o: &mg_dist_options,
-) -> Result<crate::dist::DistOptions, FfiError> {
+) -> Result<crate::distributed::DistOptions, FfiError> {
     let mut d = crate::train::dist_options(&config.run)?;
     if !o.backend.is_null() {
-        d.backend = crate::dist::Backend::parse(c_str(o.backend, "backend")?)?;
+        d.backend = crate::distributed::Backend::parse(c_str(o.backend, "backend")?)?;
     }
     if !o.init_method.is_null() {
         d.init_method = c_str(o.init_method, "init_method")?.to_string();

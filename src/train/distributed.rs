@@ -6,10 +6,10 @@
 use tch::{Kind, Tensor};
 
 use super::Trainer;
-use crate::dist::{self, Collective};
+use crate::distributed::{self as dist, Collective};
 use crate::error::{Error, Result};
 
-use crate::dist::BUCKET_BYTES;
+use crate::distributed::BUCKET_BYTES;
 
 /// `local` on this rank, and an error on every rank when any rank failed: what a step
 /// before a collective needs, so that no rank is left waiting for one that gave up. With one

@@ -164,10 +164,10 @@ impl Trainer {
             });
             // One rank alone stops at once; ranks agree at log points, where they already
             // exchange the loss, rather than with a collective at every step. A preemption
-            // notice (SIGTERM, SIGUSR1: crate::dist::signals) stops every rank the same way,
+            // notice (SIGTERM, SIGUSR1: crate::distributed::signals) stops every rank the same way,
             // so a signal waits at most run.log_period steps.
             cancel_asked |= asked;
-            let signal = crate::dist::signals::pending();
+            let signal = crate::distributed::signals::pending();
             let cancel = if log_point || !self.distributed() {
                 let agreed = self.any_rank_each(&[cancel_asked, signal.is_some()])?;
                 if agreed[1] {
@@ -192,7 +192,7 @@ impl Trainer {
             if cancel {
                 cancelled = true;
                 if preempted.is_some() {
-                    crate::dist::signals::clear();
+                    crate::distributed::signals::clear();
                 }
                 break;
             }
@@ -218,7 +218,7 @@ impl Trainer {
             "top1": final_val.map(|a| a.top1), "top5": final_val.map(|a| a.top5),
             "test_top1": test.map(|a| a.top1), "test_top5": test.map(|a| a.top5),
             "map": final_val.and_then(|a| a.map), "test_map": test.and_then(|a| a.map), "cancelled": cancelled,
-            "preempted": preempted.map(crate::dist::signals::name),
+            "preempted": preempted.map(crate::distributed::signals::name),
         }))?;
         Ok(summary)
     }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use tch::{nn, Tensor};
 
 use crate::bridge::{self, mgb_set_grad};
-use crate::dist;
+use crate::distributed as dist;
 use crate::error::{Error, Result};
 
 pub struct GradBuckets {

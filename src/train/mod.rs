@@ -24,7 +24,7 @@ use tch::{nn, Device, Tensor};
 
 use crate::data::frame_list::FrameLists;
 use crate::data::Dataset;
-use crate::dist::{self, Collective, DistOptions, Launch};
+use crate::distributed::{self as dist, Collective, DistOptions, Launch};
 use crate::error::{Error, Result};
 use crate::model::SlowFast;
 use crate::plan::Plan;
@@ -215,7 +215,7 @@ pub struct Summary {
     /// Stopped before the end of the plan, after writing a checkpoint: by the progress
     /// callback, or by a preemption notice.
     pub cancelled: bool,
-    /// The preemption notice (SIGTERM, SIGUSR1; see [`crate::dist::signals`]) that stopped the
+    /// The preemption notice (SIGTERM, SIGUSR1; see [`crate::distributed::signals`]) that stopped the
     /// run, when one did.
     pub preempted: Option<i32>,
 }

@@ -4,7 +4,7 @@ use tch::Tensor;
 
 use super::amp::Precision;
 use super::{amp, loss_value, Trainer};
-use crate::dist::sync_bn::GroupStats;
+use crate::distributed::sync_bn::GroupStats;
 use crate::error::{Error, Result};
 use crate::model::bn::{Bn, SyncStats};
 use crate::model::SlowFast;

@@ -497,8 +497,8 @@ pub fn step_bench(o: &StepOptions) -> Result<(), String> {
         // Gradients in the new layout, in flat buckets, as the trainer keeps them.
         let _grads = multigrid::train::grads::GradBuckets::new(
             &vs,
-            multigrid::dist::FIRST_BUCKET_BYTES,
-            multigrid::dist::BUCKET_BYTES,
+            multigrid::distributed::FIRST_BUCKET_BYTES,
+            multigrid::distributed::BUCKET_BYTES,
         )
         .map_err(|e| e.to_string())?;
         // A fresh optimizer per row, as the reference's fresh process: momentum kept from a row

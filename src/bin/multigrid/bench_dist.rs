@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use multigrid::dist::{self, DistOptions};
+use multigrid::distributed::{self as dist, DistOptions};
 use multigrid::model::SlowFast;
 use multigrid::schedule::ModelConfig;
 use tch::{nn, Device, Kind, Tensor};
@@ -49,7 +49,7 @@ pub fn bench(o: &Options) -> Result<(), String> {
     );
     let report = o.out.join("collectives.json");
     run(
-        super::launch::mpirun(o.ranks)
+        super::spawn::mpirun(o.ranks)
             .arg(&exe)
             .args(["bench", "dist", "--worker", "--out"])
             .arg(o.out),
@@ -210,11 +210,16 @@ pub fn worker(out: &Path) -> Result<(), String> {
         .collect::<Result<_, _>>()
         .map_err(torch)?;
     let params: i64 = grads.iter().map(|g| g.numel() as i64).sum();
-    dist::all_reduce_mean_bucketed(comm.as_mut(), &grads, 1 << 20, 25 << 20).map_err(err)?;
+    // The trainer's buckets; the first call warms the engine up.
+    let reduce = |comm: &mut dyn dist::Collective| {
+        dist::all_reduce_mean_bucketed(comm, &grads, dist::FIRST_BUCKET_BYTES, dist::BUCKET_BYTES)
+            .map_err(err)
+    };
+    reduce(comm.as_mut())?;
     comm.barrier().map_err(err)?;
     let start = Instant::now();
     for _ in 0..3 {
-        dist::all_reduce_mean_bucketed(comm.as_mut(), &grads, 1 << 20, 25 << 20).map_err(err)?;
+        reduce(comm.as_mut())?;
     }
     let r50_gradient_seconds = start.elapsed().as_secs_f64() / 3.0;
     // An R50 training step (forward and backward) at a shape a 2-core machine can afford.

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use multigrid::dist::{BUCKET_BYTES, FIRST_BUCKET_BYTES};
+use multigrid::distributed::{BUCKET_BYTES, FIRST_BUCKET_BYTES};
 use multigrid::model::SlowFast;
 use multigrid::{Config, Plan, Schedule};
 use serde::{Deserialize, Serialize};
@@ -374,7 +374,8 @@ pub fn run(o: &Args) -> Result<(), String> {
     let gradients: Vec<Gradient> = [("fp32", 4usize), ("bf16", 2)]
         .into_iter()
         .map(|(grads, elem)| {
-            let ranges = multigrid::dist::buckets(&sizes, elem, FIRST_BUCKET_BYTES, BUCKET_BYTES);
+            let ranges =
+                multigrid::distributed::buckets(&sizes, elem, FIRST_BUCKET_BYTES, BUCKET_BYTES);
             let buckets: Vec<f64> = ranges
                 .into_iter()
                 .map(|r| (sizes[r].iter().sum::<usize>() * elem) as f64)

@@ -53,8 +53,13 @@ pub fn run(o: &Options) -> Result<(), String> {
         return Err("--seeds must be at least 1".into());
     }
     if !o.report_only {
+        // Before the data, which takes minutes: a wrong --out fails at once.
+        super::train::clear_own_output(&o.out, |name| {
+            KINDS.iter().any(|k| name.starts_with(&format!("{k}-s")))
+                || name == "speedup.json"
+                || name.starts_with("accuracy_vs_time.")
+        })?;
         ensure_data(&o.data, o.clips, o.task)?;
-        let _ = std::fs::remove_dir_all(&o.out);
         for seed in 0..o.seeds {
             for (kind, config) in KINDS.iter().zip(configs(o.task, o.quick)) {
                 eprintln!("== {kind}, seed {seed}: {config}");

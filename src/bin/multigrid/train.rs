@@ -48,13 +48,13 @@ pub fn launch(config: &Path, nproc: usize, o: &Overrides) -> Result<bool, String
     }
     let c = load_config(config, o)?;
     let device = multigrid::train::parse_device(c.run.device).map_err(|e| e.to_string())?;
-    let ended = super::launch::spawn_ranks(
+    let ended = super::spawn::spawn_ranks(
         nproc,
         device.is_cuda(),
-        &super::launch::args_without_nproc(),
+        &super::spawn::args_without_nproc(),
         std::time::Duration::from_secs_f64(c.run.dist_timeout_s),
     )?;
-    Ok(ended == super::launch::Ended::Preempted)
+    Ok(ended == super::spawn::Ended::Preempted)
 }
 
 pub fn train(
@@ -67,7 +67,7 @@ pub fn train(
     let c = load_config(config, overrides)?;
     let classes = c.model.num_classes;
     // Before the trainer starts: a notice that comes while it loads is kept for the first step.
-    multigrid::dist::signals::install(&multigrid::dist::signals::PREEMPTION)
+    multigrid::distributed::signals::install(&multigrid::distributed::signals::PREEMPTION)
         .map_err(|e| e.to_string())?;
     let mut t = Trainer::new(c, out).map_err(|e| format!("{e}"))?;
     let (rank, world) = (t.rank(), t.world_size());
@@ -149,7 +149,7 @@ pub fn train(
         eprintln!(
             "multigrid: {} received: stopped after step {} with a checkpoint; the same command \
              continues from it (run.auto_resume)",
-            multigrid::dist::signals::name(signal),
+            multigrid::distributed::signals::name(signal),
             summary.steps.saturating_sub(1)
         );
     }
@@ -192,6 +192,36 @@ pub fn eval(
         a.top1, a.top5, a.clips
     );
     Ok(())
+}
+
+/// Empties `out` before `demo` or `speedup` trains into it (a run directory left there would be
+/// resumed). Only what those commands write is removed: the entries `own` names, each run
+/// directory holding a `metrics.jsonl` or a `config.json`; anything else makes it an error naming the entry, so a
+/// mistyped `--out` never deletes a user's files.
+pub fn clear_own_output(out: &Path, own: impl Fn(&str) -> bool) -> Result<(), String> {
+    let entries = match std::fs::read_dir(out) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot read {}: {e}", out.display())),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("cannot read {}: {e}", out.display()))?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // A run directory holds its metrics, or at least the config `compare` wrote first.
+        let run = ["metrics.jsonl", "config.json"]
+            .iter()
+            .any(|f| path.join(f).exists());
+        let ours = own(&name) && (!path.is_dir() || run);
+        if !ours {
+            return Err(format!(
+                "{} holds {name}, which this command did not write: give --out an empty or new \
+                 directory, or one of this command's earlier outputs",
+                out.display()
+            ));
+        }
+    }
+    std::fs::remove_dir_all(out).map_err(|e| format!("cannot empty {}: {e}", out.display()))
 }
 
 /// An error's message, with the rank it happened on when there are several.
@@ -258,24 +288,45 @@ pub fn ensure_data(data: &Path, clips: u32, task: super::data::Task) -> Result<(
     })
 }
 
+/// The demo's configs, compiled in, so an installed `multigrid demo` runs from any directory:
+/// (run name, the file it came from, its text).
+const DEMO_CONFIGS: [(&str, &str, &str); 2] = [
+    (
+        "baseline",
+        "configs/synthetic_slowfast_tiny.json",
+        include_str!("../../../configs/synthetic_slowfast_tiny.json"),
+    ),
+    (
+        "multigrid",
+        "configs/synthetic_slowfast_tiny_multigrid.json",
+        include_str!("../../../configs/synthetic_slowfast_tiny_multigrid.json"),
+    ),
+];
+
 /// Trains the baseline config and then the multigrid one into `out/baseline` and
-/// `out/multigrid`, prints the side-by-side table and writes the accuracy-vs-time plot.
+/// `out/multigrid` (each run's config written there first, as `config.json`), prints the
+/// side-by-side table and writes the accuracy-vs-time plot.
 pub fn compare(
-    configs: [&str; 2],
+    configs: [(&str, &str, &str); 2],
     data: &Path,
     out: &Path,
     overrides: &Overrides,
 ) -> Result<Vec<(&'static str, Summary)>, String> {
-    let _ = std::fs::remove_dir_all(out);
     let mut rows = Vec::new();
-    for (name, config) in ["baseline", "multigrid"].into_iter().zip(configs) {
-        eprintln!("== {name}: {config}");
+    for ((name, source, text), kind) in configs.into_iter().zip(["baseline", "multigrid"]) {
+        debug_assert_eq!(name, kind);
+        eprintln!("== {kind}: {source}");
+        let dir = out.join(kind);
+        let config = dir.join("config.json");
+        std::fs::create_dir_all(&dir)
+            .and_then(|_| std::fs::write(&config, text))
+            .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
         let o = Overrides {
             data: Some(data.to_path_buf()),
             ..overrides.clone()
         };
-        let s = train(Path::new(config), &out.join(name), false, None, &o)?;
-        rows.push((name, s));
+        let s = train(&config, &dir, false, None, &o)?;
+        rows.push((kind, s));
     }
     let fmt =
         |a: Option<multigrid::train::Accuracy>| a.map_or("-".into(), |a| format!("{:.1}", a.top1));
@@ -306,15 +357,34 @@ pub fn compare(
 /// The main job: synthetic data if missing, baseline and multigrid training of the tiny
 /// SlowFast, a side-by-side table and the accuracy-vs-time plot.
 pub fn demo(data: &Path, out: &Path, overrides: &Overrides) -> Result<(), String> {
+    // Before the data, which takes minutes: a wrong --out fails at once.
+    clear_own_output(out, |name| {
+        ["baseline", "multigrid"].contains(&name) || name.starts_with("accuracy_vs_time.")
+    })?;
     ensure_data(data, 3000, super::data::Task::Simple)?;
-    compare(
-        [
-            "configs/synthetic_slowfast_tiny.json",
-            "configs/synthetic_slowfast_tiny_multigrid.json",
-        ],
-        data,
-        out,
-        overrides,
-    )
-    .map(drop)
+    compare(DEMO_CONFIGS, data, out, overrides).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_the_commands_own_outputs_are_cleared() {
+        let out = std::env::temp_dir().join(format!("mg-own-output-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let own = |name: &str| name == "baseline" || name == "chart.svg";
+        // Missing: nothing to do.
+        super::clear_own_output(&out, own).unwrap();
+        std::fs::create_dir_all(out.join("baseline")).unwrap();
+        std::fs::write(out.join("baseline/metrics.jsonl"), "").unwrap();
+        std::fs::write(out.join("chart.svg"), "").unwrap();
+        super::clear_own_output(&out, own).unwrap();
+        assert!(!out.exists());
+        // A directory of the right name without a run in it is not ours.
+        std::fs::create_dir_all(out.join("baseline")).unwrap();
+        std::fs::write(out.join("baseline/notes.txt"), "mine").unwrap();
+        let e = super::clear_own_output(&out, own).unwrap_err();
+        assert!(e.contains("holds baseline"), "{e}");
+        assert!(out.join("baseline/notes.txt").exists());
+        std::fs::remove_dir_all(&out).unwrap();
+    }
 }

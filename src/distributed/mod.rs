@@ -8,7 +8,7 @@
 #[cfg(mg_c10d)]
 pub mod c10d;
 // The shim in c10d.cpp is built whenever libtorch is (build.rs), so sync BN always is.
-pub mod launch;
+pub mod environment;
 #[cfg(feature = "mpi")]
 mod mpi;
 pub mod signals;
@@ -20,7 +20,7 @@ use std::time::Duration;
 use tch::{Device, Tensor};
 
 use crate::error::{Error, Result};
-pub use launch::{Launch, Launcher};
+pub use environment::{Launch, Launcher};
 pub use watchdog::Watchdog;
 
 /// What every engine offers the trainer. Every rank must issue the same calls in the same order

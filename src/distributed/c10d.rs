@@ -14,7 +14,7 @@ use crate::bridge::{
     self, mgb_free, mgb_store_add, mgb_store_file, mgb_store_free, mgb_store_get, mgb_store_port,
     mgb_store_prefixed, mgb_store_set, mgb_store_set_timeout, mgb_store_tcp,
 };
-use crate::dist::{DistOptions, Launch};
+use crate::distributed::{DistOptions, Launch};
 use crate::error::{Error, Result};
 use crate::schedule::InitMethod;
 
@@ -306,7 +306,7 @@ mod nccl {
     use tch::{Device, Kind, Tensor};
 
     use super::{call, cstr, millis, rendezvous, Store};
-    use crate::dist::{Collective, DistOptions, Launch};
+    use crate::distributed::{Collective, DistOptions, Launch};
     use crate::error::{Error, Result};
 
     use crate::bridge::{
@@ -586,7 +586,7 @@ impl Nccl {
 }
 
 #[cfg(not(mg_nccl))]
-impl crate::dist::Collective for Nccl {
+impl crate::distributed::Collective for Nccl {
     fn rank(&self) -> usize {
         match self.never {}
     }

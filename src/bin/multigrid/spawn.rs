@@ -7,7 +7,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus};
 use std::time::Duration;
 
-use multigrid::dist::signals::{self, EXIT_PREEMPTED};
+use multigrid::distributed::signals::{self, EXIT_PREEMPTED};
 
 /// How the ranks ended, when none failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub enum Ended {
 /// Signals sent to this process reach the ranks: SIGTERM and SIGUSR1 (a scheduler's notice)
 /// as SIGUSR1 through mpirun, which forwards that one to every rank where it would kill the
 /// job at SIGTERM, and as themselves to CUDA ranks; both make the ranks checkpoint and stop
-/// (`multigrid::dist::signals`). SIGINT and a second notice are forwarded as they are, which
+/// (`multigrid::distributed::signals`). SIGINT and a second notice are forwarded as they are, which
 /// ends the ranks at once.
 pub fn spawn_ranks(
     nproc: usize,
@@ -140,8 +140,8 @@ fn supervise(mut children: Vec<(String, Child)>, through_mpirun: bool) -> Result
 fn agent_store(
     nproc: usize,
     timeout: Duration,
-) -> Result<(Option<multigrid::dist::c10d::Store>, u16), String> {
-    let store = multigrid::dist::c10d::Store::tcp("127.0.0.1", 0, true, nproc, timeout)
+) -> Result<(Option<multigrid::distributed::c10d::Store>, u16), String> {
+    let store = multigrid::distributed::c10d::Store::tcp("127.0.0.1", 0, true, nproc, timeout)
         .map_err(|e| format!("cannot start the rendezvous store: {e}"))?;
     let port = store.port();
     Ok((Some(store), port))
