@@ -635,7 +635,7 @@ mod trainer {
 
     /// Asks for a preemption, as a SIGUSR1 handler would, from the first step's callback.
     extern "C" fn preempt(_: *mut c_void, _: *const mg_progress) -> i32 {
-        multigrid::distributed::signals::request(libc::SIGUSR1);
+        mg_request_preemption(libc::SIGUSR1);
         0
     }
 

@@ -82,6 +82,10 @@ inline std::string apply_overrides(const std::string& config_json,
   return out;
 }
 
+/// SIGTERM and SIGUSR1 become preemption notices: a running Trainer::fit checkpoints and returns
+/// with `preempted` set (mg_preemption_install).
+inline void install_preemption() { detail::check(mg_preemption_install()); }
+
 /// The multigrid schedule of a config (JSON text with PySlowFast's section and key names).
 class Schedule {
  public:

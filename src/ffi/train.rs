@@ -512,6 +512,40 @@ pub extern "C" fn mg_trainer_next_step(trainer: *const mg_trainer, step: *mut u6
     })
 }
 
+/// Makes SIGTERM and SIGUSR1 preemption notices for this process, as `multigrid train` does
+/// (Slurm's `--signal`, Kubernetes' termination): a running mg_trainer_fit then finishes its
+/// step, writes a checkpoint with the other ranks and returns MG_STATUS_OK with
+/// `out->preempted` set. It replaces the process's handlers for those two signals; a host that
+/// keeps its own calls mg_request_preemption from them instead. Returns MG_STATUS_OK: its one
+/// failure, sigaction refusing one of these two signals (INVALID_ARGUMENT), POSIX rules out.
+#[no_mangle]
+pub extern "C" fn mg_preemption_install() -> mg_status {
+    guard("mg_preemption_install", || {
+        #[cfg(feature = "torch")]
+        {
+            let s = crate::distributed::signals::PREEMPTION;
+            crate::distributed::signals::install(&s)?;
+            Ok(())
+        }
+        #[cfg(not(feature = "torch"))]
+        {
+            unsupported()
+        }
+    })
+}
+
+/// Records `signal` as a preemption notice, as the handler mg_preemption_install sets does: one
+/// atomic store, safe inside a signal handler (Python's signal handlers run only between
+/// bytecodes, never during mg_trainer_fit: install ours instead). A build without libtorch
+/// ignores it.
+#[no_mangle]
+pub extern "C" fn mg_request_preemption(signal: i32) {
+    #[cfg(feature = "torch")]
+    crate::distributed::signals::request(signal);
+    #[cfg(not(feature = "torch"))]
+    let _ = signal;
+}
+
 /// Trains from the next step to the end of the schedule: the loader prepares batches in the
 /// background, evaluation and checkpoints follow the schedule's epochs, a final test runs at
 /// the end. `progress` may be NULL. A non-zero return of `progress` stops the run after that

@@ -35,7 +35,8 @@ except ImportError:  # numpy is optional
     _np = None
 
 __all__ = [
-    "Error", "version", "library_path", "apply_overrides", "Schedule", "Plan", "Dataset", "Trainer",
+    "Error", "version", "library_path", "apply_overrides", "install_preemption", "request_preemption",
+    "Schedule", "Plan", "Dataset", "Trainer",
     "collate_explicit", "collate_step", "collate_step_len", "set_num_threads",
 ]
 
@@ -150,6 +151,18 @@ def apply_overrides(config, sets):
     buf = C.create_string_buffer(length.value + 1)
     _check(_L().mg_config_apply_overrides(text, arr, len(items), buf, len(buf), C.byref(length)))
     return json.loads(buf.value.decode())
+
+
+def install_preemption():
+    """SIGTERM and SIGUSR1 become preemption notices, handled in C (a Python signal handler
+    would not run during Trainer.fit): fit finishes its step, checkpoints and returns its
+    summary with `preempted` set."""
+    _check(_L().mg_preemption_install())
+
+
+def request_preemption(signal):
+    """Records `signal` as a preemption notice, as the installed handler does."""
+    _L().mg_request_preemption(int(signal))
 
 
 class _Handle:

@@ -190,6 +190,8 @@ FUNCTIONS = {
     "mg_trainer_free": (None, [C.POINTER(mg_trainer)]),
     "mg_trainer_resume": (C.c_int32, [C.POINTER(mg_trainer), C.POINTER(C.c_bool)]),
     "mg_trainer_next_step": (C.c_int32, [C.POINTER(mg_trainer), C.POINTER(C.c_uint64)]),
+    "mg_preemption_install": (C.c_int32, []),
+    "mg_request_preemption": (None, [C.c_int32]),
     "mg_trainer_fit": (C.c_int32, [C.POINTER(mg_trainer), mg_progress_fn, C.c_void_p, C.POINTER(mg_summary)]),
     "mg_trainer_train_step": (C.c_int32, [C.POINTER(mg_trainer), C.POINTER(C.c_float), C.POINTER(C.c_int64), C.POINTER(C.c_float), C.POINTER(C.c_int64), C.POINTER(C.c_int64), C.c_uint32, C.c_double, C.POINTER(C.c_double)]),
     "mg_trainer_train_step_targets": (C.c_int32, [C.POINTER(mg_trainer), C.POINTER(C.c_float), C.POINTER(C.c_int64), C.POINTER(C.c_float), C.POINTER(C.c_int64), C.POINTER(C.c_float), C.c_uint32, C.c_uint32, C.c_double, C.POINTER(C.c_double)]),

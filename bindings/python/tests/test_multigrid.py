@@ -269,6 +269,15 @@ def test_trainer_steps_evaluates_and_cancels(data, tmp_path):
             assert "inside" in str(e.value) and "fit" in str(e.value), str(e.value)
         assert t.next_step == 10 and t.rank == (0, 1)
 
+        # A preemption notice (what the handler of mg.install_preemption records) stops fit
+        # after one step with a checkpoint; the summary names the signal.
+        import signal
+
+        mg.request_preemption(signal.SIGUSR1)
+        summary = t.fit()
+        assert summary["cancelled"] and summary["preempted"] == signal.SIGUSR1
+        assert t.next_step == 11
+
 
 def test_dist_options_default_checks_the_struct_size():
     """mg_dist_options is versioned: the library writes the size the caller gives, refusing
