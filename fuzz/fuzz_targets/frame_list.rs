@@ -44,23 +44,7 @@ fn inside(dir: &Path, p: &Path) -> bool {
 }
 
 fn config(multi_label: bool) -> String {
-    let cfg = TinyConfig {
-        num_frames: 2,
-        crop: 4,
-        jitter: [4, 6],
-        sampling_rate: 1,
-        batch_size: 1,
-        max_epoch: 2,
-        long_cycle: false,
-        short_cycle: false,
-        random_flip: true,
-        inv_uniform_sample: false,
-        reverse_input_channel: false,
-        bn_base_size: 1,
-        epoch_factor: 1.0,
-        mean: 0.45,
-        std: 0.225,
-    };
+    let cfg = TinyConfig::first_steps();
     let mut v: serde_json::Value = serde_json::from_str(&cfg.json()).expect("tiny config");
     v["train"]["dataset"] = (if multi_label { "charades" } else { "ssv2" }).into();
     v["data"]["multi_label"] = multi_label.into();

@@ -39,23 +39,7 @@ fn inside(dir: &Path, p: &Path) -> bool {
 }
 
 fn load_first_step(ds: *const ffi::mg_dataset, len: u64, seed: u64) {
-    let cfg = TinyConfig {
-        num_frames: 2,
-        crop: 4,
-        jitter: [4, 6],
-        sampling_rate: 1,
-        batch_size: 1,
-        max_epoch: 2,
-        long_cycle: false,
-        short_cycle: false,
-        random_flip: true,
-        inv_uniform_sample: false,
-        reverse_input_channel: false,
-        bn_base_size: 1,
-        epoch_factor: 1.0,
-        mean: 0.45,
-        std: 0.225,
-    };
+    let cfg = TinyConfig::first_steps();
     let Some(h) = Handles::new(&cfg.json(), len, 1, 0, seed) else {
         return;
     };

@@ -217,6 +217,28 @@ pub struct TinyConfig {
 }
 
 impl TinyConfig {
+    /// What the dataset targets load their first steps with: T=2, S=4, batch 1 on one rank,
+    /// jitter [4, 6], one stage, flip on.
+    pub fn first_steps() -> TinyConfig {
+        TinyConfig {
+            num_frames: 2,
+            crop: 4,
+            jitter: [4, 6],
+            sampling_rate: 1,
+            batch_size: 1,
+            max_epoch: 2,
+            long_cycle: false,
+            short_cycle: false,
+            random_flip: true,
+            inv_uniform_sample: false,
+            reverse_input_channel: false,
+            bn_base_size: 1,
+            epoch_factor: 1.0,
+            mean: 0.45,
+            std: 0.225,
+        }
+    }
+
     pub fn read(r: &mut Reader) -> TinyConfig {
         let num_frames = 1 + u32::from(r.u8() % 8);
         let crop = 1 + u32::from(r.u8() % 16);
@@ -399,21 +421,9 @@ pub fn load_first_steps(ds: *const ffi::mg_dataset, len: u64, level: u8) {
     // T=2, S=4, batch 1 on one rank, jitter [4, 6], alpha 2; flip and the long cycle from the
     // mode byte's upper bits, so both draws are covered.
     let cfg = TinyConfig {
-        num_frames: 2,
-        crop: 4,
-        jitter: [4, 6],
-        sampling_rate: 1,
-        batch_size: 1,
-        max_epoch: 2,
-        long_cycle: false,
-        short_cycle: false,
         random_flip: level & 4 != 0,
         inv_uniform_sample: level & 8 != 0,
-        reverse_input_channel: false,
-        bn_base_size: 1,
-        epoch_factor: 1.0,
-        mean: 0.45,
-        std: 0.225,
+        ..TinyConfig::first_steps()
     };
     let Some(h) = Handles::new(&cfg.json(), len, 1, 0, u64::from(level)) else {
         return;
