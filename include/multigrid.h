@@ -45,7 +45,7 @@
  *   mg_schedule_stage: OUT_OF_RANGE (index >= mg_schedule_num_stages).
  *   mg_schedule_lr_at: INVALID_ARGUMENT (epoch negative, NaN or infinite).
  *   mg_schedule_num_stages, mg_schedule_max_epoch, mg_schedule_is_eval_epoch,
- *     mg_plan_total_steps, mg_dataset_len: NULL_ARGUMENT only.
+ *     mg_plan_total_steps, mg_dataset_len, mg_default_normalization: NULL_ARGUMENT only.
  *   mg_dist_options_default: INVALID_ARGUMENT (struct_size below the first versioned
  *     mg_dist_options or above 4096 bytes).
  *   mg_trainer_save: NULL_ARGUMENT; IO (the checkpoint cannot be written).
@@ -485,6 +485,13 @@ extern "C" {
  * e.g. "multigrid 0.2.0 (libtorch 2.11.0+cu130, CUDA linked)". Static; never free it.
  */
 const char *mg_version(void);
+
+/**
+ * Writes the default normalisation, PySlowFast's DATA.MEAN and DATA.STD (the config's
+ * `data.mean` and `data.std` defaults), into `mean[3]` and `std[3]`: the one source the
+ * bindings' defaults come from.
+ */
+mg_status mg_default_normalization(float *mean, float *std);
 
 /**
  * Collates `num_clips` clips with explicit parameters into `out`, f32 [N, 3, T, S, S]

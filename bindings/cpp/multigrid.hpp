@@ -199,6 +199,18 @@ inline BatchLen collate_step_len(const Plan& plan, uint64_t step, uint32_t alpha
   return n;
 }
 
+/// PySlowFast's DATA.MEAN and DATA.STD, the config's defaults (mg_default_normalization).
+inline std::array<float, 3> default_mean() {
+  std::array<float, 3> mean{}, std{};
+  detail::check(mg_default_normalization(mean.data(), std.data()));
+  return mean;
+}
+inline std::array<float, 3> default_std() {
+  std::array<float, 3> mean{}, std{};
+  detail::check(mg_default_normalization(mean.data(), std.data()));
+  return std;
+}
+
 /// Collates decoded clips (uint8 HWC frames) with explicit parameters into out [N, 3, T, S, S].
 inline void collate_explicit(const std::vector<mg_clip>& clips,
                              const std::vector<mg_clip_params>& params, uint32_t num_frames,
@@ -213,8 +225,8 @@ inline void collate_explicit(const std::vector<mg_clip>& clips,
 inline std::vector<float> collate_explicit(const std::vector<mg_clip>& clips,
                                            const std::vector<mg_clip_params>& params,
                                            uint32_t num_frames, uint32_t crop_size,
-                                           const std::array<float, 3>& mean = {0.45f, 0.45f, 0.45f},
-                                           const std::array<float, 3>& std = {0.225f, 0.225f, 0.225f}) {
+                                           const std::array<float, 3>& mean = default_mean(),
+                                           const std::array<float, 3>& std = default_std()) {
   std::vector<float> out(clips.size() * 3ull * num_frames * crop_size * crop_size);
   collate_explicit(clips, params, num_frames, crop_size, mean, std, out.data(), out.size());
   return out;

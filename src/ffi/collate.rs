@@ -91,6 +91,20 @@ fn out_slice<'a>(p: *mut f32, len: usize, name: &'static str) -> Result<&'a mut 
     Ok(unsafe { std::slice::from_raw_parts_mut(p, len) })
 }
 
+/// Writes the default normalisation, PySlowFast's DATA.MEAN and DATA.STD (the config's
+/// `data.mean` and `data.std` defaults), into `mean[3]` and `std[3]`: the one source the
+/// bindings' defaults come from.
+#[no_mangle]
+pub extern "C" fn mg_default_normalization(mean: *mut f32, std: *mut f32) -> mg_status {
+    guard("mg_default_normalization", || {
+        let mean = out_slice(mean, 3, "mean")?;
+        let std = out_slice(std, 3, "std")?;
+        mean.copy_from_slice(&crate::schedule::config::DEFAULT_MEAN);
+        std.copy_from_slice(&crate::schedule::config::DEFAULT_STD);
+        Ok(())
+    })
+}
+
 /// Collates `num_clips` clips with explicit parameters into `out`, f32 [N, 3, T, S, S]
 /// (N = num_clips, T = num_frames, S = crop_size), normalised as (x / 255 - mean) / std.
 /// `out_len` counts floats and must equal N*3*T*S*S. Everything is checked before anything is

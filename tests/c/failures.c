@@ -79,6 +79,14 @@ static void schedule_and_plan(void) {
   s = NULL;
   EXPECT(MG_STATUS_OK, mg_schedule_new(config, &s));
 
+  /* The default normalisation, the one source of the bindings' defaults. */
+  float norm_mean[3] = {7, 7, 7}, norm_std[3] = {7, 7, 7};
+  EXPECT(MG_STATUS_NULL_ARGUMENT, mg_default_normalization(NULL, norm_std));
+  EXPECT(MG_STATUS_NULL_ARGUMENT, mg_default_normalization(norm_mean, NULL));
+  UNTOUCHED(norm_mean[0] == 7 && norm_std[0] == 7);
+  EXPECT(MG_STATUS_OK, mg_default_normalization(norm_mean, norm_std));
+  UNTOUCHED(norm_mean[0] == 0.45f && norm_mean[2] == 0.45f && norm_std[1] == 0.225f);
+
   /* Overrides: the config back with them applied, or an error naming the bad one. */
   char text[8192];
   size_t text_len = 7;

@@ -35,7 +35,8 @@ except ImportError:  # numpy is optional
     _np = None
 
 __all__ = [
-    "Error", "version", "library_path", "apply_overrides", "install_preemption", "request_preemption",
+    "Error", "version", "library_path", "apply_overrides", "default_normalization",
+    "install_preemption", "request_preemption",
     "Schedule", "Plan", "Dataset", "Trainer",
     "collate_explicit", "collate_step", "collate_step_len", "set_num_threads",
 ]
@@ -428,9 +429,21 @@ def _clips(clips):
     return arr, keep
 
 
-def collate_explicit(clips, params, num_frames, crop_size, mean=(0.45,) * 3, std=(0.225,) * 3):
+def default_normalization():
+    """PySlowFast's DATA.MEAN and DATA.STD, the config's defaults: (mean, std), 3 floats each."""
+    mean, std = (C.c_float * 3)(), (C.c_float * 3)()
+    _check(_L().mg_default_normalization(mean, std))
+    return tuple(mean), tuple(std)
+
+
+def collate_explicit(clips, params, num_frames, crop_size, mean=None, std=None):
     """Collates clips with explicit parameters (dicts with start_frame, stride, short_side,
-    crop_x, crop_y, flip) into a float32 [N, 3, T, S, S] batch."""
+    crop_x, crop_y, flip) into a float32 [N, 3, T, S, S] batch. `mean` and `std` default to
+    default_normalization()'s."""
+    if mean is None or std is None:
+        default_mean, default_std = default_normalization()
+        mean = default_mean if mean is None else mean
+        std = default_std if std is None else std
     if len(clips) != len(params):
         raise ValueError(f"{len(clips)} clips but {len(params)} parameter sets")
     carr, keep = _clips(clips)

@@ -156,6 +156,7 @@ MG_STATUS_BUSY = 13
 # name: (restype, argtypes)
 FUNCTIONS = {
     "mg_version": (C.c_char_p, []),
+    "mg_default_normalization": (C.c_int32, [C.POINTER(C.c_float), C.POINTER(C.c_float)]),
     "mg_collate_explicit": (C.c_int32, [C.POINTER(mg_clip), C.POINTER(mg_clip_params), C.c_size_t, C.c_uint32, C.c_uint32, C.POINTER(C.c_float), C.POINTER(C.c_float), C.POINTER(C.c_float), C.c_size_t]),
     "mg_collate_step_len": (C.c_int32, [C.POINTER(mg_plan), C.c_uint64, C.c_uint32, C.POINTER(C.c_size_t), C.POINTER(C.c_size_t)]),
     "mg_collate_step": (C.c_int32, [C.POINTER(mg_plan), C.c_uint64, C.POINTER(mg_clip), C.c_size_t, C.c_uint32, C.POINTER(C.c_float), C.c_size_t, C.POINTER(C.c_float), C.c_size_t]),

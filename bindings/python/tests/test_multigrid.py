@@ -105,6 +105,12 @@ def test_overrides_apply_in_order_and_name_a_bad_one():
     assert "no config section" in str(e.value)
 
 
+def test_default_normalization_is_the_configs():
+    mean, std = mg.default_normalization()
+    assert mean == pytest.approx((0.45,) * 3) and std == pytest.approx((0.225,) * 3)
+    assert mg.apply_overrides(KINETICS, [])["data"]["mean"] == pytest.approx(list(mean))
+
+
 def test_closed_handles_refuse_use():
     s = mg.Schedule(KINETICS)
     s.close()
