@@ -403,6 +403,8 @@ typedef struct mg_accuracy {
 
 
 
+
+
 /**
  * Success.
  */

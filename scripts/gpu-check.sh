@@ -84,10 +84,14 @@ fi
   fi
   # Seconds per step against PyTorch in the same run: every recipe shape in bf16, both layouts;
   # fp32 at the largest and smallest batch.
+  # On CUDA each row also times the step captured as a CUDA graph and replayed.
+  graphs=()
+  [ "$device" = cpu ] || graphs=(--cuda-graphs)
   check step-bf16 240 "$bin" bench step --device "$device" "${model[@]}" --shapes "$shapes" \
-    --steps 10 --memory-format contiguous,channels_last_3d --autocast --python "$python"
+    --steps 10 --memory-format contiguous,channels_last_3d --autocast --python "$python" \
+    "${graphs[@]}"
   check step-fp32 120 "$bin" bench step --device "$device" "${model[@]}" --shapes "$few_shapes" \
-    --steps 10 --memory-format contiguous,channels_last_3d --python "$python"
+    --steps 10 --memory-format contiguous,channels_last_3d --python "$python" "${graphs[@]}"
   # Gradients live in flat buckets with their parameters' strides (src/train/grads.rs): the
   # channels-last rows above must not draw libtorch's layout-contract warning.
   check grad-layout 5 bash -c "! grep -h 'layout contract' '$out/step-bf16.out' '$out/step-fp32.out'"
@@ -104,6 +108,32 @@ fi
       --data "$out/data" --set run.precision="$precision" --set solver.max_epoch=18 \
       --set run.log_period=20
   done
+  # CUDA graphs per shape (run.cuda_graphs): the same runs captured and replayed must train
+  # alike (losses within float tolerance; cuDNN's algorithms already differ run to run) and
+  # report their step time against the eager runs above.
+  if [ "$device" != cpu ]; then
+    for precision in bf16 fp32; do
+      check "graphs-$precision" 180 trained "$out/graphs-$precision" "$bin" train \
+        --config configs/synthetic_slowfast_tiny_multigrid.json --device "$device" \
+        --data "$out/data" --set run.precision="$precision" --set solver.max_epoch=18 \
+        --set run.log_period=20 --set run.cuda_graphs=true
+      check "graphs-equal-$precision" 10 says_pass "$python" - "$out/train-$precision" \
+        "$out/graphs-$precision" <<'PY'
+import json, sys
+def lines(run):
+    return [json.loads(l) for l in open(run + "/metrics.jsonl")]
+eager, graphs = lines(sys.argv[1]), lines(sys.argv[2])
+loss = lambda m: {v["step"]: v["loss"] for v in m if v["type"] == "train"}
+a, b = loss(eager), loss(graphs)
+steps = sorted(set(a) & set(b))[:10]
+worst = max(abs(a[s] - b[s]) / max(abs(a[s]), 1e-6) for s in steps)
+step_s = lambda m: next(v["step_s"] for v in m if v["type"] == "timing")
+print(f"steps {steps[0]}..{steps[-1]}: largest relative loss difference {worst:.2e}; "
+      f"step time eager {step_s(eager):.2f} s, graphs {step_s(graphs):.2f} s")
+print("PASS" if worst < 2e-2 else "FAIL")
+PY
+    done
+  fi
   # NCCL at world size 1, started through torchrun's environment with the backend named: the
   # trainer then runs its broadcast, bucketed gradient all-reduce and all-gathers through
   # ProcessGroupNCCL (tests/dist.rs proves the same path through MPI changes nothing).

@@ -4,6 +4,20 @@ seeded weights and inputs, so tests/pyslowfast.rs can check the Rust model again
 Python. Only numbers are written; no PySlowFast code is copied.
 
     pyslowfast_fixture.py SLOWFAST_DIR OUT_DIR [SLOWFAST_COMMIT]
+    pyslowfast_fixture.py frames SLOWFAST_DIR OUT_DIR [SLOWFAST_COMMIT]
+    pyslowfast_fixture.py config SLOWFAST_DIR OUT_DIR DEFAULTS_JSON [SLOWFAST_COMMIT]
+
+`frames` (tests/frame_channels.rs's JPEG frames and what PySlowFast loads from them) and
+`config` (PySlowFast's config defaults and loader, for src/schedule/pyslowfast/ and
+tests/config_yaml.rs) are described at frames_main and config_main below; the run without a
+mode writes the model fixtures described here. `frames` also needs OpenCV in the venv
+(`--no-deps` keeps the project's numpy):
+
+    /tmp/psf-venv/bin/pip install --no-deps opencv-python-headless
+    /tmp/psf-venv/bin/python scripts/pyslowfast_fixture.py frames /tmp/SlowFast \
+        tests/fixtures/pyslowfast_frames
+    /tmp/psf-venv/bin/python scripts/pyslowfast_fixture.py config /tmp/SlowFast \
+        tests/fixtures/pyslowfast_config src/schedule/pyslowfast/defaults.json
 
 SLOWFAST_DIR is a work tree of github.com/facebookresearch/SlowFast (only `slowfast/` is needed);
 its commit is read with `git -C SLOWFAST_DIR rev-parse HEAD` or taken from the third argument.
@@ -115,36 +129,42 @@ OURS = {
 OURS_D18 = dict(OURS, depth=18, width_per_group=8, beta_inv=8)
 
 
+_INSTALLED = {}
+
+
+def _unavailable(name):
+    def fail(*_a, **_k):
+        raise RuntimeError(f"{name} is a stub in pyslowfast_fixture.py")
+
+    return type(name.rsplit(".", 1)[-1], (), {"__init__": fail})
+
+
+def module(name, members=(), package=False, path=None):
+    """Installs a stub module `name` (unless its top-level package is installed and not
+    slowfast) whose members are classes that raise when called; `path` makes it a package
+    whose submodules load from that directory without running its __init__."""
+    import importlib.util
+
+    top = name.split(".")[0]
+    if top != "slowfast":
+        if top not in _INSTALLED:
+            _INSTALLED[top] = importlib.util.find_spec(top) is not None
+        if _INSTALLED[top]:
+            return
+    m = types.ModuleType(name)
+    if package or path:
+        m.__path__ = [path] if path else []
+    for member in members:
+        setattr(m, member, _unavailable(f"{name}.{member}"))
+    sys.modules[name] = m
+    parent, _, child = name.rpartition(".")
+    if parent in sys.modules:
+        setattr(sys.modules[parent], child, m)
+
+
 def stub_missing_modules():
     """sys.modules entries for PySlowFast imports that are not installed; every member is a class
     that raises when called, so a stub that is reached fails loudly."""
-    import importlib.util
-
-    def unavailable(name):
-        def fail(*_a, **_k):
-            raise RuntimeError(f"{name} is a stub in pyslowfast_fixture.py")
-
-        return type(name.rsplit(".", 1)[-1], (), {"__init__": fail})
-
-    installed = {}
-
-    def module(name, members=(), package=False):
-        top = name.split(".")[0]
-        if top != "slowfast":
-            if top not in installed:
-                installed[top] = importlib.util.find_spec(top) is not None
-            if installed[top]:
-                return
-        m = types.ModuleType(name)
-        if package:
-            m.__path__ = []
-        for member in members:
-            setattr(m, member, unavailable(f"{name}.{member}"))
-        sys.modules[name] = m
-        parent, _, child = name.rpartition(".")
-        if parent in sys.modules:
-            setattr(sys.modules[parent], child, m)
-
     module("pytorchvideo", package=True)
     module("pytorchvideo.layers", package=True)
     module("pytorchvideo.layers.batch_norm", ["NaiveSyncBatchNorm1d", "NaiveSyncBatchNorm3d"])
@@ -273,19 +293,273 @@ def generated(name, shape):
     return v.reshape(shape)
 
 
+def slowfast_commit(slowfast_dir, commit):
+    if commit is not None:
+        return commit
+    return subprocess.run(
+        ["git", "-C", slowfast_dir, "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+# The test clip of `frames`: FRAME_COUNT frames of FRAME_SIZE x FRAME_SIZE, normalised with
+# per-channel means and stds that differ, so a channel normalised with another channel's
+# numbers shows.
+FRAME_SIZE = 16
+FRAME_COUNT = 4
+FRAME_MEAN = [0.40, 0.45, 0.50]
+FRAME_STD = [0.20, 0.225, 0.25]
+FRAME_ALPHA = 2
+
+
+def frame_rgb(f):
+    """Frame f of the test clip, RGB uint8 [H, W, 3]: 8x8 blocks of one colour each. A flat
+    block aligned with JPEG's 8x8 grid is DC-only, which every decoder reconstructs alike (to
+    a grey level); red is 200-230, green 100-145 and blue 20-95, so swapped channels are far
+    apart."""
+    import numpy as np
+
+    img = np.zeros((FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
+    blocks = FRAME_SIZE // 8
+    for by in range(blocks):
+        for bx in range(blocks):
+            k = (f * blocks + by) * blocks + bx
+            rgb = (200 + (k % 4) * 10, 100 + k * 3, 20 + k * 5)
+            img[by * 8 : by * 8 + 8, bx * 8 : bx * 8 + 8] = rgb
+    return img
+
+
+def frames_main(slowfast_dir, out_dir, commit):
+    """Writes OUT_DIR/{000001..}.jpg, FRAME_COUNT JPEG frames (cv2.imencode, quality 95, 4:4:4
+    chroma) of frame_rgb, and OUT_DIR/expected.json: what PySlowFast's Charades and SSv2
+    loading does with them (slowfast/datasets/charades.py and ssv2.py, less the spatial
+    sampling, which is the identity at this size): utils.retry_load_images (cv2.imdecode:
+    BGR), utils.tensor_normalize with DATA.MEAN / DATA.STD, T H W C -> C T H W, then
+    utils.pack_pathway_output with DATA.REVERSE_INPUT_CHANNEL False and True (MODEL.ARCH
+    slowfast, SLOWFAST.ALPHA FRAME_ALPHA). tests/frame_channels.rs loads the same frames
+    through our Charades frame list and compares.
+
+    expected.json: frames (file names), height, width, mean, std, alpha; cv2_bgr (the decoded
+    uint8 values, T H W C, BGR); reverse_input_channel_false / _true: {fast: [3, T, H, W],
+    slow: [3, T / alpha, H, W]}, flattened, rounded to 6 decimals; slowfast_commit, opencv,
+    torch."""
+    import cv2
+    import torch
+
+    commit = slowfast_commit(slowfast_dir, commit)
+    sys.path.insert(0, os.path.abspath(slowfast_dir))
+    import slowfast  # noqa: F401  (the real package; its datasets/__init__ is skipped below)
+
+    # utils.py alone: the datasets package's __init__ imports every dataset (av, pandas, ...),
+    # and utils.py's augmentation imports (torchvision, PIL, scipy) are not on this path.
+    datasets = os.path.join(os.path.abspath(slowfast_dir), "slowfast", "datasets")
+    module("slowfast.datasets", path=datasets)
+    module("slowfast.datasets.transform", ["create_random_augment"])
+    module("slowfast.datasets.random_erasing", ["RandomErasing"])
+    module("torchvision", package=True)
+    module("torchvision.transforms")
+    from slowfast.config.defaults import get_cfg
+    from slowfast.datasets import utils
+
+    os.makedirs(out_dir, exist_ok=True)
+    names = []
+    for f in range(FRAME_COUNT):
+        ok, jpeg = cv2.imencode(
+            ".jpg",
+            frame_rgb(f)[:, :, ::-1],  # cv2 encodes BGR
+            [
+                cv2.IMWRITE_JPEG_QUALITY,
+                95,
+                cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
+            ],
+        )
+        assert ok
+        names.append(f"{f + 1:06d}.jpg")
+        with open(os.path.join(out_dir, names[-1]), "wb") as out:
+            out.write(jpeg.tobytes())
+
+    cfg = get_cfg()
+    cfg.MODEL.ARCH = "slowfast"
+    cfg.SLOWFAST.ALPHA = FRAME_ALPHA
+    cfg.DATA.MEAN = FRAME_MEAN
+    cfg.DATA.STD = FRAME_STD
+    # charades.py / ssv2.py, in their order.
+    frames = torch.as_tensor(utils.retry_load_images([os.path.join(out_dir, n) for n in names], 1))
+    decoded = frames.clone()
+    frames = utils.tensor_normalize(frames, cfg.DATA.MEAN, cfg.DATA.STD)
+    frames = frames.permute(3, 0, 1, 2)
+
+    def values(t):
+        return [round(v, 6) for v in t.flatten().tolist()]
+
+    expected = {
+        "frames": names,
+        "height": FRAME_SIZE,
+        "width": FRAME_SIZE,
+        "mean": FRAME_MEAN,
+        "std": FRAME_STD,
+        "alpha": FRAME_ALPHA,
+        "cv2_bgr": decoded.flatten().tolist(),
+    }
+    for flag in (False, True):
+        cfg.DATA.REVERSE_INPUT_CHANNEL = flag
+        slow, fast = utils.pack_pathway_output(cfg, frames.clone())
+        expected[f"reverse_input_channel_{str(flag).lower()}"] = {
+            "fast": values(fast),
+            "slow": values(slow),
+        }
+    expected.update(slowfast_commit=commit, opencv=cv2.__version__, torch=torch.__version__)
+    with open(os.path.join(out_dir, "expected.json"), "w") as out:
+        json.dump(expected, out)
+        out.write("\n")
+    print(f"SlowFast {commit}, OpenCV {cv2.__version__}: {len(names)} frames")
+
+
+# PySlowFast's shipped configs whose keys `config` writes as fixtures, and the cases whose
+# merged configs it records: (fixture YAML, KEY VALUE opts). child.yaml and grandchild.yaml are
+# written by hand (they inherit the shipped K400 multigrid config through _BASE_).
+SHIPPED_CONFIGS = [
+    "Kinetics/SLOWFAST_8x8_R50.yaml",
+    "Kinetics/SLOWFAST_8x8_R50_stepwise.yaml",
+    "Kinetics/SLOWFAST_8x8_R50_stepwise_multigrid.yaml",
+    "Charades/SLOWFAST_16x8_R50.yaml",
+    "Charades/SLOWFAST_16x8_R50_multigrid.yaml",
+    "SSv2/SLOWFAST_16x8_R50.yaml",
+    "SSv2/SLOWFAST_16x8_R50_multigrid.yaml",
+]
+CONFIG_CASES = [(c.replace("/", "_"), []) for c in SHIPPED_CONFIGS] + [
+    ("child.yaml", []),
+    ("grandchild.yaml", []),
+    (
+        "Kinetics_SLOWFAST_8x8_R50_stepwise_multigrid.yaml",
+        [
+            "MULTIGRID.LONG_CYCLE", "False",
+            "MULTIGRID.SHORT_CYCLE", "False",
+            "TRAIN.BATCH_SIZE", "32",
+            "NUM_GPUS", "4",
+            "NUM_SHARDS", "2",
+            "SOLVER.STEPS", "[0, 50, 80]",
+            "SOLVER.LRS", "[1, 0.1, 0.01]",
+            "SOLVER.MAX_EPOCH", "100",
+            "SOLVER.BASE_LR_SCALE_NUM_SHARDS", "True",
+            "DATA.MEAN", "(0.4, 0.45, 0.5)",
+            "DATA.PATH_TO_DATA_DIR", "/data/k400",
+            "RNG_SEED", "7",
+        ],
+    ),
+]
+
+
+def plain(v):
+    """A config value as JSON holds it: tuples as lists, CfgNodes as dicts."""
+    if isinstance(v, (list, tuple)):
+        return [plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: plain(x) for k, x in v.items()}
+    return v
+
+
+def flatten(node, prefix=""):
+    for k, v in node.items():
+        if isinstance(v, dict):
+            yield from flatten(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", plain(v)
+
+
+def config_main(slowfast_dir, out_dir, defaults_path, commit):
+    """Writes what src/schedule/pyslowfast/ and tests/config_yaml.rs read of PySlowFast's
+    config system (slowfast/config/defaults.py on fvcore's CfgNode):
+
+      DEFAULTS_JSON           every key of get_cfg() with its default, in PySlowFast's order:
+                              {"slowfast_commit", "fvcore", "keys": [[KEY, VALUE], ...]}
+                              (tuples as lists, None and the infinite floats as null)
+      OUT_DIR/<Dataset>_<name>.yaml
+                              for each of SHIPPED_CONFIGS, the keys that file sets, with the
+                              values PySlowFast's loader gives them (merge_from_file)
+      OUT_DIR/expected.json   for each of CONFIG_CASES, PySlowFast's config after
+                              get_cfg(), merge_from_file (fvcore's _BASE_ inheritance),
+                              merge_from_list(opts) and assert_and_infer_cfg, as the keys whose
+                              value differs from the default: [{"yaml", "opts", "set": {KEY:
+                              VALUE}}], plus slowfast_commit and fvcore
+    """
+    import math
+
+    import fvcore
+    import yaml
+
+    commit = slowfast_commit(slowfast_dir, commit)
+    sys.path.insert(0, os.path.abspath(slowfast_dir))
+    from slowfast.config.defaults import assert_and_infer_cfg, get_cfg
+
+    fv = getattr(fvcore, "__version__", "unknown")
+    defaults = dict(flatten(get_cfg()))
+    with open(defaults_path, "w") as out:
+        out.write(f'{{"slowfast_commit": "{commit}", "fvcore": "{fv}", "keys": [\n')
+        # JSON has no infinity: CONTRASTIVE.DELTA_CLIPS_MIN / MAX (-inf, inf) are written null.
+        finite = {
+            k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in defaults.items()
+        }
+        out.write(",\n".join(json.dumps([k, v], allow_nan=False) for k, v in finite.items()))
+        out.write("\n]}\n")
+
+    # Sections as blocks, lists in one line, as the shipped files write them.
+    class dumper(yaml.SafeDumper):
+        pass
+
+    dumper.add_representer(
+        list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True)
+    )
+    os.makedirs(out_dir, exist_ok=True)
+    for shipped in SHIPPED_CONFIGS:
+        path = os.path.join(slowfast_dir, "configs", shipped)
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+        cfg = get_cfg()
+        cfg.merge_from_file(path)
+
+        def pick(raw_node, cfg_node):
+            return {
+                k: pick(v, cfg_node[k]) if isinstance(v, dict) else plain(cfg_node[k])
+                for k, v in raw_node.items()
+            }
+
+        with open(os.path.join(out_dir, shipped.replace("/", "_")), "w") as out:
+            out.write(
+                f"# Written by scripts/pyslowfast_fixture.py config: the keys that SlowFast's\n"
+                f"# configs/{shipped} sets (commit {commit[:12]}), with the values\n"
+                f"# PySlowFast's loader gives them.\n"
+            )
+            yaml.dump(pick(raw, cfg), out, Dumper=dumper, sort_keys=False)
+
+    cases = []
+    for name, opts in CONFIG_CASES:
+        cfg = get_cfg()
+        cfg.merge_from_file(os.path.join(out_dir, name))
+        cfg.merge_from_list(list(opts))
+        cfg = assert_and_infer_cfg(cfg)
+        changed = {k: v for k, v in flatten(cfg) if v != defaults[k]}
+        cases.append({"yaml": name, "opts": opts, "set": changed})
+    with open(os.path.join(out_dir, "expected.json"), "w") as out:
+        json.dump({"slowfast_commit": commit, "fvcore": fv, "cases": cases}, out, indent=1)
+        out.write("\n")
+    print(f"SlowFast {commit}: {len(defaults)} default keys, {len(cases)} cases")
+
+
 def main():
+    if len(sys.argv) >= 2 and sys.argv[1] == "frames" and len(sys.argv) in (4, 5):
+        return frames_main(sys.argv[2], sys.argv[3], (sys.argv[4:] or [None])[0])
+    if len(sys.argv) >= 2 and sys.argv[1] == "config" and len(sys.argv) in (5, 6):
+        return config_main(sys.argv[2], sys.argv[3], sys.argv[4], (sys.argv[5:] or [None])[0])
     if len(sys.argv) not in (3, 4):
         sys.exit(__doc__)
     slowfast_dir, out_dir = sys.argv[1], sys.argv[2]
     sys.path.insert(0, os.path.abspath(slowfast_dir))
-    commit = sys.argv[3] if len(sys.argv) == 4 else None
-    if commit is None:
-        commit = subprocess.run(
-            ["git", "-C", slowfast_dir, "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+    commit = slowfast_commit(slowfast_dir, sys.argv[3] if len(sys.argv) == 4 else None)
 
     stub_missing_modules()
     import fvcore

@@ -211,3 +211,45 @@ fn demo_and_speedup_refuse_an_output_directory_they_did_not_write() {
         assert!(!data.exists(), "{args:?} generated data first");
     }
 }
+
+/// PySlowFast's YAML and trailing KEY VALUE options through the command line: `config
+/// --from-yaml` prints what they map to; `train` takes them as PySlowFast's run_net does, and
+/// refuses KEY VALUE options after one of our JSON configs.
+#[test]
+fn pyslowfast_yaml_and_options_on_the_command_line() {
+    let yaml = "tests/fixtures/pyslowfast_config/Kinetics_SLOWFAST_8x8_R50_stepwise_multigrid.yaml";
+    let out = multigrid(&["config", "--from-yaml", yaml, "TRAIN.BATCH_SIZE", "16"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(c["train"]["batch_size"], 16);
+    assert_eq!(c["multigrid"]["long_cycle"], true);
+
+    let out = multigrid(&["config", "--from-yaml", yaml, "SOLVER.NOPE", "1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SOLVER.NOPE"), "{err}");
+
+    // `train` exists in the libtorch build only.
+    if !cfg!(feature = "torch") {
+        return;
+    }
+    let json = config_path("synthetic_slowfast_tiny_multigrid.json");
+    let tmp = std::env::temp_dir().join(format!("mg-cli-opts-{}", std::process::id()));
+    let out = multigrid(&[
+        "train",
+        "--config",
+        json.to_str().unwrap(),
+        "--output-dir",
+        tmp.to_str().unwrap(),
+        "SOLVER.BASE_LR",
+        "0.1",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("use --set SECTION.KEY=VALUE"), "{err}");
+    assert!(!tmp.exists(), "nothing written for a refused command line");
+}

@@ -319,6 +319,29 @@ fn two_ranks_equal_one_process_with_twice_the_batch() {
     );
 }
 
+/// The gradients' all-reduce started from autograd's hooks during backward (the default)
+/// trains the same model as the one after backward: bucket by bucket, the same sums.
+#[test]
+fn overlapped_and_waited_gradient_all_reduce_train_the_same_model() {
+    let (root, config) = setup("dist_overlap");
+    let (on, off) = (root.join("on"), root.join("off"));
+    let lr = "solver.base_lr=0.002";
+    ok(&train(&config, &on, Some(2), &["--set", lr]));
+    let waited = ["--set", lr, "--set", "run.overlap_grad_reduce=false"];
+    ok(&train(&config, &off, Some(2), &waited));
+    let last = |run: &Path| {
+        let list = multigrid::train::checkpoint::list(&run.join("checkpoints")).unwrap();
+        checkpoint_params(&list.last().unwrap().1)
+    };
+    let (a, b) = (last(&on), last(&off));
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        // Two ranks: every sum is a + b either way, so not a bit differs.
+        assert!(ta.equal(tb), "{na} differs");
+    }
+}
+
 /// The pids of the processes whose parent is `parent`, from /proc.
 fn children(parent: u32) -> Vec<u32> {
     let mut out = Vec::new();

@@ -196,3 +196,58 @@ fn loss_on_a_fixed_batch_falls() {
         "without updates the loss still fell, {start0:.4} to {end0:.4}: the test cannot tell"
     );
 }
+
+/// The learning rate a captured CUDA graph reads on the device (`Lr::Device`) steps as the
+/// value does, with momentum, Nesterov and weight decay, over changing learning rates.
+#[test]
+fn a_learning_rate_read_on_the_device_steps_as_the_value_does() {
+    use multigrid::train::optim::Lr;
+    let build = || {
+        tch::manual_seed(11);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let root = vs.root();
+        let init = nn::Init::Randn {
+            mean: 0.0,
+            stdev: 1.0,
+        };
+        let _ = (&root / "conv").var("weight", &[4, 3, 3], init);
+        let _ = (&root / "conv_bn").var("weight", &[4], init);
+        vs
+    };
+    for nesterov in [false, true] {
+        let (a, b) = (build(), build());
+        let solver = SolverConfig {
+            momentum: 0.9,
+            nesterov,
+            weight_decay: 1e-2,
+            ..SolverConfig::default()
+        };
+        let (mut by_value, mut on_device) = (Sgd::new(&a, &solver), Sgd::new(&b, &solver));
+        let lr_t = Tensor::zeros([], (Kind::Float, Device::Cpu));
+        for k in 0..10 {
+            let lr = 0.1 * (1.0 + (k as f64 * 0.7).sin());
+            for (vs, seed) in [(&a, k), (&b, k)] {
+                tch::manual_seed(100 + seed);
+                let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+                vars.sort_by(|x, y| x.0.cmp(&y.0));
+                for (_, mut t) in vars {
+                    let g = Tensor::randn(t.size(), (Kind::Float, Device::Cpu));
+                    let y = (&t * &g).sum(Kind::Float);
+                    t.zero_grad();
+                    y.backward();
+                }
+            }
+            by_value.step(lr).unwrap();
+            let _ = lr_t.shallow_clone().fill_(lr);
+            on_device.step_with(Lr::Device(&lr_t)).unwrap();
+        }
+        let (va, vb) = (a.variables(), b.variables());
+        for (name, x) in &va {
+            let rel = ((x - &vb[name]).abs().max() / x.abs().max()).double_value(&[]);
+            assert!(
+                rel < 1e-6,
+                "nesterov {nesterov}: {name} differs by {rel} relative"
+            );
+        }
+    }
+}

@@ -306,3 +306,25 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     assert!(!success, "{text}");
     assert!(text.contains("no usable checkpoint"), "{text}");
 }
+
+/// `run.cuda_graphs` on a machine without CUDA says why it cannot capture and trains exactly as
+/// without it; `run.cudnn_benchmark = "auto"` is accepted and changes nothing on the CPU.
+#[test]
+fn cuda_graphs_without_cuda_say_why_and_change_nothing() {
+    let (root, config) = setup_in("train_graphs", 40, 3);
+    let plain = fit(&config, &root.join("plain"), serde_json::json!({}));
+    let asked = fit(
+        &config,
+        &root.join("graphs"),
+        serde_json::json!({"cuda_graphs": true, "cudnn_benchmark": "auto"}),
+    );
+    let (captured, why) = asked.cuda_graphs();
+    assert_eq!(captured, 0);
+    let why = why.expect("no reason given");
+    assert!(why.contains("needs a CUDA device"), "{why}");
+    assert_eq!(plain.cuda_graphs(), (0, None), "not asked, nothing to say");
+    let (a, b) = (params(&plain), params(&asked));
+    for ((na, ta), (_, tb)) in a.iter().zip(&b) {
+        assert!(ta.equal(tb), "{na} differs");
+    }
+}

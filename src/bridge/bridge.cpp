@@ -18,13 +18,24 @@
 
 // The differentiable all-reduce of sync BN: an autograd Function, which tch cannot define.
 #include <torch/csrc/autograd/custom_function.h>
+// Gradient-ready hooks on the accumulators, as DDP's reducer registers them.
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
 
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 
 #ifdef MG_NCCL
+// Device-generic events and stream guards (c10_cuda's implementations, reached through the
+// guard registry), not their CUDA-inline twins, which would call the CUDA runtime from here.
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/core/Event.h>
+#include <c10/core/StreamGuard.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+
+#include <optional>
 #endif
 
 #include <chrono>
@@ -298,6 +309,31 @@ int mgb_nccl_all_reduce_sum(void* pg, const at::Tensor* const* ts, size_t n, cha
   });
 }
 
+// Starts summing *t over the group in place and returns at once: *work is a handle for
+// mgb_work_wait (the sum runs on NCCL's stream, ordered after what is queued on the current
+// one) and mgb_work_free.
+int mgb_nccl_all_reduce_start(void* pg, const at::Tensor* t, void** work, char* err,
+                             size_t err_len) {
+  return guarded(err, err_len, [&] {
+    std::vector<at::Tensor> args{*t};
+    c10d::AllreduceOptions o;
+    o.reduceOp = c10d::ReduceOp::SUM;
+    auto w = static_cast<MgNccl*>(pg)->pg->allreduce(args, o);
+    *work = new c10::intrusive_ptr<c10d::Work>(std::move(w));
+  });
+}
+
+// Makes the current stream wait for the collective (the host does not wait for the device)
+// and reports its failure.
+int mgb_work_wait(void* work, char* err, size_t err_len) {
+  return guarded(err, err_len,
+                 [&] { (*static_cast<c10::intrusive_ptr<c10d::Work>*>(work))->wait(); });
+}
+
+void mgb_work_free(void* work) {
+  delete static_cast<c10::intrusive_ptr<c10d::Work>*>(work);
+}
+
 int mgb_nccl_broadcast(void* pg, const at::Tensor* const* ts, size_t n, int64_t root, char* err,
                       size_t err_len) {
   return guarded(err, err_len, [&] {
@@ -331,6 +367,100 @@ int mgb_nccl_all_gather(void* pg, const at::Tensor* input, const at::Tensor* out
     at::Tensor outt = *output;
     static_cast<MgNccl*>(pg)->pg->_allgather_base(outt, in)->wait();
   });
+}
+
+// CUDA graphs: one captured training step per multigrid shape, replayed for every later step
+// of that shape (torch.cuda.graph's protocol, in C++).
+
+namespace {
+
+// A graph, and while it is being captured, the side stream the capture runs on (capture cannot
+// use the default stream) with the guard that made it current, and autocast's cache setting.
+struct MgGraph {
+  at::cuda::CUDAGraph graph;
+  std::optional<c10::StreamGuard> guard;
+  bool autocast_cache = true;
+};
+
+}  // namespace
+
+// A memory pool id for graphs to share (torch.cuda.graph_pool_handle()).
+int mgb_graph_pool(uint64_t* first, uint64_t* second, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    auto id = at::cuda::graph_pool_handle();
+    *first = id.first;
+    *second = id.second;
+  });
+}
+
+int mgb_graph_new(void** out, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] { *out = new MgGraph(); });
+}
+
+void mgb_graph_free(void* graph) {
+  try {
+    delete static_cast<MgGraph*>(graph);
+  } catch (...) {
+  }
+}
+
+// Starts capturing on `device`: a side stream that first waits for the current one becomes
+// current, and autocast's cast cache is off (cached casts made during capture would be freed
+// when autocast exits, their memory reused inside the graph). mgb_graph_capture_end must
+// follow, whatever happens in between.
+int mgb_graph_capture_begin(void* graph, int64_t device, uint64_t pool_first,
+                            uint64_t pool_second, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    auto* g = static_cast<MgGraph*>(graph);
+    auto index = static_cast<c10::DeviceIndex>(device);
+    c10::Stream current = c10::cuda::getCurrentCUDAStream(index).unwrap();
+    c10::Stream side = c10::cuda::getStreamFromPool(false, index).unwrap();
+    c10::Event ready(c10::DeviceType::CUDA);
+    ready.record(current);
+    ready.block(side);
+    g->guard.emplace(side);
+    g->autocast_cache = at::autocast::is_autocast_cache_enabled();
+    at::autocast::set_autocast_cache_enabled(false);
+    try {
+      g->graph.capture_begin({pool_first, pool_second});
+    } catch (...) {
+      at::autocast::set_autocast_cache_enabled(g->autocast_cache);
+      g->guard.reset();
+      throw;
+    }
+  });
+}
+
+// Ends the capture (after a failed step too: CUDA then reports why the capture is invalid),
+// makes the previous stream current again and has it wait for the side stream.
+int mgb_graph_capture_end(void* graph, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    auto* g = static_cast<MgGraph*>(graph);
+    at::autocast::set_autocast_cache_enabled(g->autocast_cache);
+    c10::Stream side = c10::cuda::getCurrentCUDAStream().unwrap();
+    std::exception_ptr failure;
+    try {
+      g->graph.capture_end();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    g->guard.reset();
+    c10::Event done(c10::DeviceType::CUDA);
+    done.record(side);
+    done.block(c10::cuda::getCurrentCUDAStream().unwrap());
+    if (failure) {
+      try {
+        g->graph.reset();
+      } catch (...) {
+      }
+      std::rethrow_exception(failure);
+    }
+  });
+}
+
+// Runs the captured work on the current stream.
+int mgb_graph_replay(void* graph, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] { static_cast<MgGraph*>(graph)->graph.replay(); });
 }
 
 #endif  // MG_NCCL
@@ -391,16 +521,79 @@ int mgb_set_grad(const at::Tensor* param, const at::Tensor* grad, char* err, siz
   });
 }
 
+// Called with the index of a parameter once its gradient has been accumulated into its .grad,
+// on the thread that runs that part of backward (a CUDA device's autograd thread, or the
+// caller's for the CPU). Must not throw.
+typedef void (*mgb_ready_fn)(void* user, size_t index);
+
+namespace {
+
+// The hooks of mgb_grad_hooks_new: the accumulators are held, since autograd keeps only weak
+// references to them and a new accumulator would carry no hook.
+struct MgHooks {
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
+  std::vector<uintptr_t> keys;
+};
+
+}  // namespace
+
+// One post hook on each of n parameters' gradient accumulators (DDP's autograd_hook): fn(user,
+// i) runs when the i-th parameter's gradient is ready. Each must be a leaf that requires grad.
+// *out is freed by mgb_grad_hooks_free, which removes the hooks.
+int mgb_grad_hooks_new(const at::Tensor* const* params, size_t n, mgb_ready_fn fn, void* user,
+                       void** out, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    auto hooks = std::make_unique<MgHooks>();
+    for (size_t i = 0; i < n; ++i) {
+      const at::Tensor& p = *params[i];
+      TORCH_CHECK(p.is_leaf() && p.requires_grad(), "parameter ", i,
+                  " is not a leaf tensor that requires grad");
+      auto acc = torch::autograd::impl::grad_accumulator(p);
+      TORCH_CHECK(acc != nullptr, "parameter ", i, " has no gradient accumulator");
+      uintptr_t key = acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+          [fn, user, i](const torch::autograd::variable_list& outputs,
+                        const torch::autograd::variable_list&) {
+            fn(user, i);
+            return outputs;
+          }));
+      hooks->accumulators.push_back(std::move(acc));
+      hooks->keys.push_back(key);
+    }
+    *out = hooks.release();
+  });
+}
+
+void mgb_grad_hooks_free(void* hooks) {
+  auto* h = static_cast<MgHooks*>(hooks);
+  try {
+    for (size_t i = 0; i < h->accumulators.size(); ++i) {
+      h->accumulators[i]->del_post_hook(h->keys[i]);
+    }
+  } catch (...) {
+  }
+  delete h;
+}
+
+// *t = v everywhere, as a kernel on t's device (no copy from the host, so nothing waits).
+int mgb_fill(const at::Tensor* t, double v, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    at::Tensor x = *t;
+    x.fill_(v);
+  });
+}
+
 // One torch.optim.SGD step over n parameters of one weight-decay group, as PyTorch's
 // multi-tensor implementation (foreach=True) computes it, or, with `fused` and every tensor on
 // CUDA, as its fused kernel (fused=True). `bufs` are the momentum buffers (ignored when
 // momentum is 0), allocated by the caller in each parameter's layout; with `first_step` they
 // are set to the first update direction, as torch.optim.SGD's clone of it. The grads may be
-// overwritten (with nesterov and no weight decay, as PyTorch's own foreach path does).
+// overwritten (with nesterov and no weight decay, as PyTorch's own foreach path does). With
+// `lr_t` (a 0-dim tensor on the parameters' device, else null) the learning rate is read
+// from it on the device, so a captured CUDA graph follows the schedule's LR.
 int mgb_sgd_step(const at::Tensor* const* params, const at::Tensor* const* grads,
-                 const at::Tensor* const* bufs, size_t n, double lr, double weight_decay,
-                 double momentum, double dampening, int nesterov, int first_step, int fused,
-                 char* err, size_t err_len) {
+                 const at::Tensor* const* bufs, size_t n, double lr, const at::Tensor* lr_t,
+                 double weight_decay, double momentum, double dampening, int nesterov,
+                 int first_step, int fused, char* err, size_t err_len) {
   return guarded(err, err_len, [&] {
     if (n == 0) {
       return;
@@ -411,6 +604,11 @@ int mgb_sgd_step(const at::Tensor* const* params, const at::Tensor* const* grads
     std::vector<at::Tensor> b;
     if (momentum != 0.0) {
       b = tensors_of(bufs, n);
+    }
+    if (fused && lr_t != nullptr) {
+      at::_fused_sgd_(p, g, b, weight_decay, momentum, *lr_t, dampening, nesterov != 0,
+                      /*maximize=*/false, first_step != 0);
+      return;
     }
     if (fused) {
       at::_fused_sgd_(p, g, b, weight_decay, momentum, lr, dampening, nesterov != 0,
@@ -432,7 +630,11 @@ int mgb_sgd_step(const at::Tensor* const* params, const at::Tensor* const* grads
         d = b;
       }
     }
-    at::_foreach_add_(p, d, -lr);
+    if (lr_t != nullptr) {
+      at::_foreach_sub_(p, at::_foreach_mul(d, *lr_t));
+    } else {
+      at::_foreach_add_(p, d, -lr);
+    }
   });
 }
 

@@ -2,7 +2,8 @@
 //! `bridge.cpp` (compiled by build.rs against the wheel's headers) behind a C ABI declared
 //! here. c10d's stores and ProcessGroupNCCL (used by [`crate::distributed`]), sync BN's
 //! differentiable all-reduce, autocast's dtype and CPU switch ([`crate::train::amp`]), and
-//! PyTorch's multi-tensor and fused SGD kernels ([`crate::train::optim`]).
+//! PyTorch's multi-tensor and fused SGD kernels ([`crate::train::optim`]), and the hooks that
+//! tell when a parameter's gradient is ready ([`crate::train::grads`]).
 //!
 //! The symbols are prefixed `mgb_`, apart from the public C API's `mg_`. Every entry point
 //! that can fail catches C++ exceptions and reports them through an error buffer, which
@@ -32,6 +33,10 @@ pub(crate) fn call(what: &str, f: impl FnOnce(*mut c_char, usize) -> c_int) -> R
 /// Sums `t` over a group of ranks in place (the Rust side of sync BN's all-reduce); returns 0,
 /// or non-zero after writing a message into (err, len).
 pub(crate) type ReduceFn = extern "C" fn(*mut c_void, *mut C_tensor, *mut c_char, usize) -> c_int;
+
+/// Told the index of a parameter whose gradient autograd has just accumulated (see
+/// `mgb_grad_hooks_new`); runs inside backward, so it must not unwind.
+pub(crate) type ReadyFn = extern "C" fn(*mut c_void, usize);
 
 extern "C" {
     pub fn mgb_store_tcp(
@@ -127,6 +132,17 @@ extern "C" {
         err: *mut c_char,
         err_len: usize,
     ) -> c_int;
+    pub fn mgb_grad_hooks_new(
+        params: *const *const C_tensor,
+        n: usize,
+        f: ReadyFn,
+        user: *mut c_void,
+        out: *mut *mut c_void,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+    pub fn mgb_grad_hooks_free(hooks: *mut c_void);
+    pub fn mgb_fill(t: *const C_tensor, v: f64, err: *mut c_char, err_len: usize) -> c_int;
     pub fn mgb_set_grad(
         param: *const C_tensor,
         grad: *const C_tensor,
@@ -140,6 +156,7 @@ extern "C" {
         bufs: *const *const C_tensor,
         n: usize,
         lr: f64,
+        lr_t: *const C_tensor,
         weight_decay: f64,
         momentum: f64,
         dampening: f64,
@@ -174,6 +191,15 @@ extern "C" {
         err: *mut c_char,
         err_len: usize,
     ) -> c_int;
+    pub fn mgb_nccl_all_reduce_start(
+        pg: *mut c_void,
+        t: *const c_void,
+        work: *mut *mut c_void,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+    pub fn mgb_work_wait(work: *mut c_void, err: *mut c_char, err_len: usize) -> c_int;
+    pub fn mgb_work_free(work: *mut c_void);
     pub fn mgb_nccl_broadcast(
         pg: *mut c_void,
         ts: *const *const c_void,
@@ -182,6 +208,24 @@ extern "C" {
         err: *mut c_char,
         err_len: usize,
     ) -> c_int;
+    pub fn mgb_graph_pool(
+        first: *mut u64,
+        second: *mut u64,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+    pub fn mgb_graph_new(out: *mut *mut c_void, err: *mut c_char, err_len: usize) -> c_int;
+    pub fn mgb_graph_free(graph: *mut c_void);
+    pub fn mgb_graph_capture_begin(
+        graph: *mut c_void,
+        device: i64,
+        pool_first: u64,
+        pool_second: u64,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+    pub fn mgb_graph_capture_end(graph: *mut c_void, err: *mut c_char, err_len: usize) -> c_int;
+    pub fn mgb_graph_replay(graph: *mut c_void, err: *mut c_char, err_len: usize) -> c_int;
     pub fn mgb_nccl_barrier(pg: *mut c_void, err: *mut c_char, err_len: usize) -> c_int;
     pub fn mgb_nccl_all_gather(
         pg: *mut c_void,

@@ -58,6 +58,24 @@ pub struct Normalize {
     pub reverse_channels: bool,
 }
 
+impl Normalize {
+    /// What this normalisation means for frames that PySlowFast decodes as BGR, applied to the
+    /// same frames decoded as RGB. PySlowFast reads Charades' and SSv2's JPEG frames with cv2
+    /// (BGR), normalises decoded channel c with mean[c] and std[c], and DATA.REVERSE_INPUT_CHANNEL
+    /// then reverses the channels, so the network sees RGB with the flag and BGR without it; its
+    /// Kinetics videos decode as RGB (PyAV), so there the flag gives BGR, as `self` does on RGB
+    /// pixels. The result feeds the network PySlowFast's channel order, with each decoded
+    /// channel normalised by PySlowFast's mean and std for it.
+    pub fn for_bgr_decoder(self) -> Normalize {
+        let reversed = |a: [f32; 3]| [a[2], a[1], a[0]];
+        Normalize {
+            mean: reversed(self.mean),
+            std: reversed(self.std),
+            reverse_channels: !self.reverse_channels,
+        }
+    }
+}
+
 impl Default for Normalize {
     fn default() -> Self {
         Normalize {

@@ -1,6 +1,6 @@
 //! A dataset is a list of labelled clips: PySlowFast's `path label` CSV files of videos, or a
 //! clip store. [`load_batch`] turns a plan step into its collated batch, replacing clips that
-//! fail to decode.
+//! fail to decode (through the one batch assembler, [`super::assemble`]).
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +10,7 @@ use crate::collate::{
 use crate::error::{Error, Result};
 use crate::plan::{Plan, Step};
 
+use super::assemble::{pack, Assembly, ClipsLoaded, Failures, Labels};
 use super::frame_list::FrameLists;
 use super::frame_store::FrameStore;
 use super::store::ClipStore;
@@ -459,16 +460,6 @@ pub struct BatchSpec {
     pub classes: Option<usize>,
 }
 
-/// What [`load_clips`] loaded besides the pixels: the clips actually used (after
-/// replacements), their labels (one class each) or multi-hot targets, and the failures.
-#[derive(Debug, Default)]
-pub struct ClipsLoaded {
-    pub indices: Vec<u64>,
-    pub labels: Vec<i64>,
-    pub targets: Vec<f32>,
-    pub failures: Vec<String>,
-}
-
 /// Checks `step` against `dataset` and `alpha` and lists its clips.
 pub fn batch_spec(dataset: &Dataset, plan: &Plan, step: &Step, alpha: u32) -> Result<BatchSpec> {
     if plan.dataset_size() != dataset.len() as u64 {
@@ -494,6 +485,13 @@ pub fn batch_spec(dataset: &Dataset, plan: &Plan, step: &Step, alpha: u32) -> Re
             .multi_label
             .then_some(config.model.num_classes as usize),
     })
+}
+
+impl BatchSpec {
+    fn labels(&self) -> Labels {
+        self.classes
+            .map_or(Labels::Classes, |classes| Labels::MultiHot { classes })
+    }
 }
 
 /// Collates clips `range` of `spec` into `fast` (their [range.len(), 3, T, S, S] values) with
@@ -522,101 +520,42 @@ pub fn load_clips(
         )));
     }
     let (t, s) = (step.num_frames, step.crop_size);
-    let norm = collate::normalize_of(plan);
     let data = &plan.schedule().config().data;
     let rule = dataset.frame_rule();
-    let mut loaded = ClipsLoaded {
-        indices: indices.to_vec(),
-        targets: vec![0f32; spec.classes.unwrap_or(0) * indices.len()],
-        ..ClipsLoaded::default()
+    let epoch = u64::from(step.epoch);
+    let draw = |index, frames, height, width| {
+        collate::train_draw(
+            &mut Rng::new(plan.seed(), epoch, index),
+            rule,
+            true,
+            frames,
+            height,
+            width,
+            t,
+            s,
+            [step.sampling_rate_min, step.sampling_rate_max],
+            [step.jitter_min, step.jitter_max],
+            data.inv_uniform_sample,
+            data.random_flip,
+        )
     };
-    for (k, index) in loaded.indices.iter_mut().enumerate() {
-        let mut replace = Rng::new(plan.seed() ^ 0xFA11, u64::from(step.epoch), *index);
-        let mut attempt = 0;
-        loop {
-            let mut rng = Rng::new(plan.seed(), u64::from(step.epoch), *index);
-            let choose = |frames, h, w| {
-                collate::train_draw(
-                    &mut rng,
-                    rule,
-                    true,
-                    frames,
-                    h,
-                    w,
-                    t,
-                    s,
-                    [step.sampling_rate_min, step.sampling_rate_max],
-                    [step.jitter_min, step.jitter_max],
-                    data.inv_uniform_sample,
-                    data.random_flip,
-                )
-            };
-            match dataset.collate_clip(
-                *index as usize,
-                t,
-                s,
-                &norm,
-                data.target_fps,
-                choose,
-                &mut fast[k * one..(k + 1) * one],
-            ) {
-                Ok(span) => {
-                    match spec.classes {
-                        Some(classes) => multi_hot(
-                            &dataset.labels_in(*index as usize, span)?,
-                            &mut loaded.targets[k * classes..(k + 1) * classes],
-                        )?,
-                        None => loaded
-                            .labels
-                            .push(i64::from(dataset.label(*index as usize)?)),
-                    }
-                    break;
-                }
-                Err(e) => {
-                    loaded.failures.push(format!("clip {index}: {e}"));
-                    attempt += 1;
-                    if attempt > MAX_REPLACEMENTS {
-                        return Err(Error::Data(format!(
-                            "step {}: {} clips in a row failed, last: {e}",
-                            step.step, attempt
-                        )));
-                    }
-                    let last = dataset.len() as u64 - 1;
-                    *index = match u32::try_from(last) {
-                        Ok(last) => u64::from(replace.int_inclusive(0, last)),
-                        Err(_) => replace.next_u64() % (last + 1),
-                    };
-                }
-            }
-        }
-    }
-    Ok(loaded)
+    let replace = Failures::Replace {
+        max: MAX_REPLACEMENTS,
+        seed: plan.seed(),
+        epoch,
+    };
+    Assembly::new(dataset, plan, [t, s], spec.alpha, &draw)
+        .labels(spec.labels())
+        .failures(replace, format!("step {}", step.step))
+        .fill(&mut indices.iter().copied(), fast)
 }
 
 /// The batch of `spec` whose clips were all loaded into `fast` (`loaded` in clip order): packs
 /// the slow pathway when `spec.alpha` > 0.
 pub fn finish_batch(spec: BatchSpec, fast: Vec<f32>, loaded: ClipsLoaded) -> Result<Batch> {
     let step = &spec.step;
-    let (t, s, n) = (step.num_frames, step.crop_size, spec.indices.len());
-    let slow = if spec.alpha > 0 {
-        let ts = collate::slow_indices(t, spec.alpha).len() as u32;
-        let mut slow = vec![0f32; batch_len(n, ts, s)];
-        collate::pack_slow(&fast, n, t, s, spec.alpha, &mut slow)?;
-        Some(slow)
-    } else {
-        None
-    };
-    Ok(Batch {
-        step: step.step,
-        num_frames: t,
-        crop_size: s,
-        indices: loaded.indices,
-        labels: loaded.labels,
-        targets: spec.classes.map(|_| loaded.targets),
-        slow,
-        fast,
-        failures: loaded.failures,
-    })
+    let shape = [step.num_frames, step.crop_size];
+    pack(step.step, shape, spec.alpha, spec.labels(), fast, loaded)
 }
 
 /// Collates the batch of plan step `step` from `dataset` on the calling thread ([`load_clips`]

@@ -391,7 +391,10 @@ impl FrameLists {
             height: h,
             width: w,
         };
-        collate::collate_gathered(clip, draw.params, s, norm, out)?;
+        // PySlowFast decodes these JPEG frames with cv2 (BGR) where we decode RGB: the config's
+        // normalisation and DATA.REVERSE_INPUT_CHANNEL mean what they mean for BGR frames.
+        let norm = norm.for_bgr_decoder();
+        collate::collate_gathered(clip, draw.params, s, &norm, out)?;
         Ok([idx[0], idx[idx.len() - 1]])
     }
 }

@@ -382,7 +382,7 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 }
 
 /// Writes `bytes` to `path` through `path.tmp` and a rename, so `path` is never half written.
-fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
+pub(super) fn write_atomic(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
     let tmp: PathBuf = path.with_file_name(name);

@@ -20,9 +20,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::dataset::{
-    batch_spec, finish_batch, load_clips, Batch, BatchSpec, ClipsLoaded, Dataset,
-};
+use super::assemble::ClipsLoaded;
+use super::dataset::{batch_spec, finish_batch, load_clips, Batch, BatchSpec, Dataset};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
 

@@ -310,9 +310,33 @@ mod nccl {
     use crate::error::{Error, Result};
 
     use crate::bridge::{
-        mgb_nccl_all_gather, mgb_nccl_all_reduce_sum, mgb_nccl_barrier, mgb_nccl_broadcast,
-        mgb_nccl_free, mgb_nccl_new,
+        mgb_nccl_all_gather, mgb_nccl_all_reduce_start, mgb_nccl_all_reduce_sum, mgb_nccl_barrier,
+        mgb_nccl_broadcast, mgb_nccl_free, mgb_nccl_new, mgb_work_free, mgb_work_wait,
     };
+
+    /// A collective in flight (c10d's Work), freed on drop.
+    struct Work {
+        ptr: NonNull<c_void>,
+        /// Kept alive until the collective is waited for.
+        _tensor: Tensor,
+    }
+
+    impl Work {
+        fn wait(&self) -> Result<()> {
+            // SAFETY: ptr is a live Work handle owned by this value.
+            call("all_reduce", |e, l| unsafe {
+                mgb_work_wait(self.ptr.as_ptr(), e, l)
+            })
+        }
+    }
+
+    impl Drop for Work {
+        fn drop(&mut self) {
+            // SAFETY: the handle is owned by this value and freed once, here. c10d's Work
+            // keeps its own references to the tensors it uses.
+            unsafe { mgb_work_free(self.ptr.as_ptr()) }
+        }
+    }
 
     /// One ProcessGroupNCCL; shut down and freed on drop.
     struct Group {
@@ -380,7 +404,9 @@ mod nccl {
 
     /// NCCL through c10d's ProcessGroupNCCL, one process per GPU.
     pub struct Nccl {
-        // Dropped in this order: sub-groups, the world group, then the store.
+        // Dropped in this order: collectives in flight, sub-groups, the world group, then the
+        // store.
+        started: Vec<Work>,
         groups: HashMap<Vec<usize>, Group>,
         world: Group,
         store: Store,
@@ -426,6 +452,7 @@ mod nccl {
                 &[],
             )?;
             Ok(Nccl {
+                started: Vec::new(),
                 groups: HashMap::new(),
                 world,
                 store,
@@ -479,6 +506,36 @@ mod nccl {
                 return Ok(());
             }
             self.world.all_reduce_sum(tensors)
+        }
+        fn start_all_reduce_sum(&mut self, tensor: &Tensor) -> Result<()> {
+            let mut out = std::ptr::null_mut();
+            // SAFETY: the world group is live; the tensor handle outlives the call and the
+            // Work keeps a clone of it; `out` is written only on success.
+            call("all_reduce", |e, l| unsafe {
+                mgb_nccl_all_reduce_start(
+                    self.world.ptr.as_ptr(),
+                    tensor.as_ptr().cast::<c_void>(),
+                    &mut out,
+                    e,
+                    l,
+                )
+            })?;
+            let ptr = NonNull::new(out)
+                .ok_or_else(|| Error::Torch("c10d returned no work handle".into()))?;
+            self.started.push(Work {
+                ptr,
+                _tensor: tensor.shallow_clone(),
+            });
+            Ok(())
+        }
+        fn wait_started(&mut self) -> Result<()> {
+            let mut first_error = Ok(());
+            for w in self.started.drain(..) {
+                if let Err(e) = w.wait() {
+                    first_error = first_error.and(Err(e));
+                }
+            }
+            first_error
         }
         fn all_reduce_sum_group(&mut self, tensors: &[Tensor], group: &[usize]) -> Result<()> {
             let ascending = group.windows(2).all(|w| w[0] < w[1]);

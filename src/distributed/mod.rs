@@ -41,6 +41,18 @@ pub trait Collective: Send {
     /// that a failure to create it comes at start rather than in a training step. Collective:
     /// every rank calls it, each with its own group, as many times and in the same order.
     fn create_group(&mut self, group: &[usize]) -> Result<()>;
+    /// Starts summing `tensor` (contiguous, on the rank's device) over all ranks in place and
+    /// returns without waiting: the sum is complete once [`Collective::wait_started`] returns.
+    /// Every rank must start the same sums in the same order. An engine without non-blocking
+    /// collectives sums at once (the default).
+    fn start_all_reduce_sum(&mut self, tensor: &Tensor) -> Result<()> {
+        self.all_reduce_sum(std::slice::from_ref(tensor))
+    }
+    /// Completes every sum [`Collective::start_all_reduce_sum`] started, in the order started
+    /// (on CUDA the current stream waits for them, not the host).
+    fn wait_started(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Overwrites each tensor with rank `root`'s.
     fn broadcast(&mut self, tensors: &[Tensor], root: usize) -> Result<()>;
     fn barrier(&mut self) -> Result<()>;

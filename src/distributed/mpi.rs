@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use mpi::collective::SystemOperation;
+use mpi::request::{Request, StaticScope};
 use mpi::topology::{Color, Communicator, SimpleCommunicator};
 use mpi::traits::*;
 use parking_lot::Mutex;
@@ -78,6 +79,8 @@ pub struct Mpi {
     /// Sub-communicators for sync-BN groups, keyed by their ranks.
     groups: HashMap<Vec<usize>, World>,
     watchdog: Watchdog,
+    /// Sums started by `start_all_reduce_sum`, not yet waited for.
+    started: Vec<Started>,
 }
 
 impl Mpi {
@@ -105,6 +108,7 @@ impl Mpi {
             size,
             groups: HashMap::new(),
             watchdog: Watchdog::new(rank, size, options.timeout),
+            started: Vec::new(),
         })
     }
 }
@@ -145,7 +149,83 @@ where
         .collect()
 }
 
-fn reduce_on(comm: &SimpleCommunicator, tensors: &[Tensor]) -> Result<()> {
+/// A non-blocking sum in flight: MPI reads `send` and writes into the tensor's storage until
+/// the request completes, so both live here until then. Dropping it waits.
+struct InFlight<T: mpi::datatype::Equivalence + 'static> {
+    request: Option<Request<'static, [T], StaticScope>>,
+    /// A leaked box, freed once the request is complete.
+    send: *mut [T],
+    _tensor: Tensor,
+}
+
+impl<T: mpi::datatype::Equivalence + Copy + 'static> InFlight<T> {
+    /// # Safety
+    /// `t` is a contiguous CPU tensor of T's kind whose storage nothing else touches until the
+    /// returned value is waited for or dropped.
+    unsafe fn start(comm: &SimpleCommunicator, t: &Tensor) -> InFlight<T> {
+        let recv: &'static mut [T] = storage::<T>(t);
+        let send: &'static [T] = Box::leak(recv.to_vec().into_boxed_slice());
+        let send_ptr = send as *const [T] as *mut [T];
+        let request =
+            comm.immediate_all_reduce_into(StaticScope, send, recv, SystemOperation::sum());
+        InFlight {
+            request: Some(request),
+            send: send_ptr,
+            _tensor: t.shallow_clone(),
+        }
+    }
+
+    /// Lets MPI move the sum on (Open MPI progresses non-blocking collectives only inside MPI
+    /// calls).
+    fn progress(&mut self) {
+        if let Some(r) = self.request.take() {
+            self.request = r.test().err();
+        }
+    }
+
+    fn wait(&mut self) {
+        if let Some(r) = self.request.take() {
+            r.wait_without_status();
+        }
+    }
+}
+
+impl<T: mpi::datatype::Equivalence + 'static> Drop for InFlight<T> {
+    fn drop(&mut self) {
+        if let Some(r) = self.request.take() {
+            r.wait_without_status();
+        }
+        // SAFETY: `send` came from Box::leak in `start`, and MPI no longer reads it.
+        drop(unsafe { Box::from_raw(self.send) });
+    }
+}
+
+enum Started {
+    F32(InFlight<f32>),
+    F64(InFlight<f64>),
+}
+
+// SAFETY: the request and buffers are used only through `&mut Mpi` (MPI_THREAD_SERIALIZED
+// allows any thread, one at a time), and nothing else holds the leaked send buffer.
+unsafe impl Send for Started {}
+
+impl Started {
+    fn progress(&mut self) {
+        match self {
+            Started::F32(f) => f.progress(),
+            Started::F64(f) => f.progress(),
+        }
+    }
+    fn wait(&mut self) {
+        match self {
+            Started::F32(f) => f.wait(),
+            Started::F64(f) => f.wait(),
+        }
+    }
+}
+
+/// Contiguous CPU tensors of f32 or f64, what the bindings reduce.
+fn check_reducible(tensors: &[Tensor]) -> Result<()> {
     for t in tensors {
         check_cpu(t)?;
         if !matches!(t.kind(), Kind::Float | Kind::Double) {
@@ -155,6 +235,11 @@ fn reduce_on(comm: &SimpleCommunicator, tensors: &[Tensor]) -> Result<()> {
             )));
         }
     }
+    Ok(())
+}
+
+fn reduce_on(comm: &SimpleCommunicator, tensors: &[Tensor]) -> Result<()> {
+    check_reducible(tensors)?;
     // MPI_IN_PLACE is not portable through the bindings, so each tensor's values are copied
     // into a send buffer and reduced back into the tensor.
     let mut f32s: Vec<(Vec<f32>, &mut [f32])> = Vec::new();
@@ -195,6 +280,38 @@ impl Collective for Mpi {
     fn all_reduce_sum(&mut self, tensors: &[Tensor]) -> Result<()> {
         let _watch = self.watchdog.watch("all-reduce");
         reduce_on(&self.comm.0, tensors)
+    }
+
+    fn start_all_reduce_sum(&mut self, tensor: &Tensor) -> Result<()> {
+        check_reducible(std::slice::from_ref(tensor))?;
+        for s in &mut self.started {
+            s.progress();
+        }
+        if tensor.numel() == 0 {
+            return Ok(());
+        }
+        // SAFETY: a contiguous CPU tensor of the matching kind (checked); the caller leaves it
+        // alone until `wait_started`, and `self.started` keeps it alive until then.
+        let started = unsafe {
+            if tensor.kind() == Kind::Double {
+                Started::F64(InFlight::start(&self.comm.0, tensor))
+            } else {
+                Started::F32(InFlight::start(&self.comm.0, tensor))
+            }
+        };
+        self.started.push(started);
+        Ok(())
+    }
+
+    fn wait_started(&mut self) -> Result<()> {
+        if self.started.is_empty() {
+            return Ok(());
+        }
+        let _watch = self.watchdog.watch("gradient all-reduce");
+        for mut s in self.started.drain(..) {
+            s.wait();
+        }
+        Ok(())
     }
 
     fn all_reduce_sum_group(&mut self, tensors: &[Tensor], group: &[usize]) -> Result<()> {

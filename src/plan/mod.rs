@@ -74,6 +74,21 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// What [`Plan::new`] requires of the world size, for a caller with no dataset yet (the
+    /// CLI's `plan` without `--dataset-size`): above 0, and dividing `train.batch_size`.
+    pub fn check_world_size(schedule: &Schedule, world_size: u32) -> Result<()> {
+        if world_size == 0 {
+            return Err(Error::InvalidArgument("world_size must be > 0".into()));
+        }
+        let b0 = schedule.config().train.batch_size;
+        if b0 % world_size != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "train.batch_size {b0} does not divide by world_size {world_size}"
+            )));
+        }
+        Ok(())
+    }
+
     pub fn new(
         schedule: &Schedule,
         dataset_size: u64,
@@ -89,20 +104,13 @@ impl Plan {
                 "dataset_size {dataset_size} is above the limit of {MAX_DATASET} clips"
             )));
         }
-        if world_size == 0 {
-            return Err(Error::InvalidArgument("world_size must be > 0".into()));
-        }
+        Plan::check_world_size(schedule, world_size)?;
         if rank >= world_size {
             return Err(Error::InvalidArgument(format!(
                 "rank {rank} is not below world_size {world_size}"
             )));
         }
         let b0 = schedule.config().train.batch_size;
-        if b0 % world_size != 0 {
-            return Err(Error::InvalidArgument(format!(
-                "train.batch_size {b0} does not divide by world_size {world_size}"
-            )));
-        }
         let shard_len = dataset_size.div_ceil(u64::from(world_size));
         let mut layouts = Vec::with_capacity(schedule.stages().len());
         for (i, stage) in schedule.stages().iter().enumerate() {

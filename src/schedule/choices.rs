@@ -267,6 +267,39 @@ impl std::str::FromStr for InitMethod {
 
 through_strings!(InitMethod);
 
+/// `run.cudnn_benchmark`: `true` (cudnn.benchmark: autotune every shape's convolutions),
+/// `false` (cuDNN's heuristics), or `"auto"`: per shape, whether autotuning repays itself over
+/// the steps the plan holds at that shape (measured at warm-up; see `train::cudnn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "serde_json::Value", into = "serde_json::Value")]
+pub enum CudnnBenchmark {
+    On,
+    Off,
+    Auto,
+}
+
+impl TryFrom<serde_json::Value> for CudnnBenchmark {
+    type Error = String;
+    fn try_from(v: serde_json::Value) -> Result<CudnnBenchmark, String> {
+        match v {
+            serde_json::Value::Bool(true) => Ok(CudnnBenchmark::On),
+            serde_json::Value::Bool(false) => Ok(CudnnBenchmark::Off),
+            serde_json::Value::String(s) if s == "auto" => Ok(CudnnBenchmark::Auto),
+            other => Err(format!("must be true, false or \"auto\", got {other}")),
+        }
+    }
+}
+
+impl From<CudnnBenchmark> for serde_json::Value {
+    fn from(v: CudnnBenchmark) -> serde_json::Value {
+        match v {
+            CudnnBenchmark::On => true.into(),
+            CudnnBenchmark::Off => false.into(),
+            CudnnBenchmark::Auto => "auto".into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,5 +355,24 @@ mod tests {
             let e = bad.parse::<InitMethod>().unwrap_err();
             assert!(e.contains(why) && e.contains(bad), "{e}");
         }
+    }
+
+    #[test]
+    fn cudnn_benchmark_is_a_bool_or_auto() {
+        for (json, want) in [
+            ("true", CudnnBenchmark::On),
+            ("false", CudnnBenchmark::Off),
+            ("\"auto\"", CudnnBenchmark::Auto),
+        ] {
+            let v: CudnnBenchmark = serde_json::from_str(json).unwrap();
+            assert_eq!(v, want);
+            assert_eq!(serde_json::to_string(&v).unwrap(), json);
+        }
+        let e = serde_json::from_str::<CudnnBenchmark>("\"yes\"").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("must be true, false or \"auto\", got \"yes\""),
+            "{e}"
+        );
     }
 }

@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::choices::{
-    DatasetKind, DeviceChoice, DistBackend, EnsembleMethod, HeadAct, InitMethod, LossFunc,
-    MemoryFormat, PrecisionChoice, ValProtocol,
+    CudnnBenchmark, DatasetKind, DeviceChoice, DistBackend, EnsembleMethod, HeadAct, InitMethod,
+    LossFunc, MemoryFormat, PrecisionChoice, ValProtocol,
 };
 use crate::error::{config_err, Error, Result};
 
@@ -127,9 +127,12 @@ pub struct RunConfig {
     /// (autocast) or `fp16` (autocast with a dynamic loss scaler, as torch.amp.GradScaler).
     /// Default auto.
     pub precision: PrecisionChoice,
-    /// cudnn.benchmark: pick the fastest convolution algorithm per shape (CUDA only). Default
-    /// true, as the shapes of a multigrid run are few and known in advance.
-    pub cudnn_benchmark: bool,
+    /// cudnn.benchmark: pick the fastest convolution algorithm per shape (CUDA only): `true`,
+    /// `false` (cuDNN's heuristics) or `"auto"`, which measures at warm-up, per shape, whether
+    /// autotuning repays itself over the steps the plan holds at that shape (cuDNN's search
+    /// costs seconds per shape, which a shape of few steps never wins back). Default true, as
+    /// the shapes of a multigrid run are few and known in advance.
+    pub cudnn_benchmark: CudnnBenchmark,
     /// Memory layout of the network's activations and convolution weights: `contiguous`
     /// (NCDHW, PyTorch's default) or `channels_last_3d` (NDHWC, as
     /// `model.to(memory_format=torch.channels_last_3d)`; the values are the same either way).
@@ -140,6 +143,12 @@ pub struct RunConfig {
     /// Parameters, BN statistics and the optimizer are left untouched. Default null: on CUDA
     /// only.
     pub warmup_shapes: Option<bool>,
+    /// Capture one training step per (shape, BN groups) as a CUDA graph after two eager steps
+    /// of it, and replay it for every later step of that shape: one launch instead of
+    /// thousands of kernels. One process on CUDA, bf16 or fp32 (fp16's overflow check and
+    /// several ranks' collectives run eagerly); a capture that fails says why and the run goes
+    /// on eagerly. Default false until the GPU check measures it faster.
+    pub cuda_graphs: bool,
     /// Collective engine when several processes train one model: `auto` (NCCL for CUDA ranks,
     /// MPI for CPU ranks), `nccl` or `mpi`. PySlowFast's DIST_BACKEND. Default auto.
     pub dist_backend: DistBackend,
@@ -151,6 +160,11 @@ pub struct RunConfig {
     /// itself and the operation: a peer that died or hangs never leaves the job waiting forever.
     /// Default 1800 (PyTorch's NCCL default).
     pub dist_timeout_s: f64,
+    /// With several ranks, start each gradient bucket's all-reduce as soon as backward has
+    /// produced its gradients, while backward goes on (DDP's reducer); false waits for the
+    /// whole backward first. Steps where sync BN pools statistics over ranks always wait.
+    /// Default true.
+    pub overlap_grad_reduce: bool,
 }
 
 impl Default for RunConfig {
@@ -171,12 +185,14 @@ impl Default for RunConfig {
             test_num_temporal_views: 10,
             test_num_spatial_crops: 3,
             precision: PrecisionChoice::Auto,
-            cudnn_benchmark: true,
+            cudnn_benchmark: CudnnBenchmark::On,
             memory_format: MemoryFormat::Contiguous,
             warmup_shapes: None,
+            cuda_graphs: false,
             dist_backend: DistBackend::Auto,
             dist_init_method: InitMethod::Env,
             dist_timeout_s: 1800.0,
+            overlap_grad_reduce: true,
         }
     }
 }
@@ -254,7 +270,11 @@ pub struct DataConfig {
     pub random_flip: bool,
     /// Draw the short side uniformly in 1/size instead of size. Default false.
     pub inv_uniform_sample: bool,
-    /// Feed BGR instead of RGB (Caffe2-converted weights). Default false.
+    /// PySlowFast's DATA.REVERSE_INPUT_CHANNEL: reverse the channels of the decoded frames, as
+    /// PySlowFast does per dataset. Kinetics videos decode as RGB, so true feeds BGR; Charades'
+    /// and SSv2's JPEG frames decode as BGR in PySlowFast (cv2), so true feeds RGB and false
+    /// BGR (their shipped configs set it for an RGB-trained Kinetics checkpoint). Mean and std
+    /// apply to the decoded channels in PySlowFast's order. Default false.
     pub reverse_input_channel: bool,
     /// Each clip has a set of labels (Charades): the batch carries multi-hot targets and
     /// evaluation reports mean average precision. Needs `model.loss_func` `bce_logit`.

@@ -9,12 +9,13 @@ pub mod choices;
 pub mod config;
 mod long_cycle;
 mod lr;
+pub mod pyslowfast;
 
 use serde::Serialize;
 
 pub use choices::{
-    DatasetKind, DeviceChoice, DistBackend, EnsembleMethod, HeadAct, InitMethod, LossFunc,
-    MemoryFormat, PrecisionChoice, ValProtocol,
+    CudnnBenchmark, DatasetKind, DeviceChoice, DistBackend, EnsembleMethod, HeadAct, InitMethod,
+    LossFunc, MemoryFormat, PrecisionChoice, ValProtocol,
 };
 pub use config::{
     Config, DataConfig, LrPolicy, ModelConfig, MultigridConfig, RunConfig, SolverConfig,

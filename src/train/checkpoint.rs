@@ -428,93 +428,11 @@ pub struct PythExport {
     pub notes: Vec<String>,
 }
 
-/// The f64 a config's f32 was written as (0.45, not 0.44999998807907104).
-fn f32_decimal(v: f32) -> f64 {
-    v.to_string().parse().unwrap_or(f64::from(v))
-}
-
-/// Our config under PySlowFast's key names, where it has them (the base config: PySlowFast's
-/// multigrid rewrites its solver and shape keys per stage at run time).
+/// Our config under PySlowFast's key names (the base config: PySlowFast's multigrid rewrites
+/// its solver and shape keys per stage at run time), from the table that also reads
+/// PySlowFast's YAML configs.
 pub fn pyslowfast_cfg(c: &Config, world_size: u32) -> serde_json::Value {
-    let policy = serde_json::to_value(c.solver.lr_policy).unwrap_or_default();
-    serde_json::json!({
-        "BN": {
-            "NORM_TYPE": "batchnorm",
-            "WEIGHT_DECAY": 0.0,
-            "USE_PRECISE_STATS": c.run.precise_bn,
-            "NUM_BATCHES_PRECISE": c.run.precise_bn_batches,
-        },
-        "DATA": {
-            "NUM_FRAMES": c.data.num_frames,
-            "SAMPLING_RATE": c.data.sampling_rate,
-            "TRAIN_JITTER_SCALES": c.data.train_jitter_scales,
-            "TRAIN_CROP_SIZE": c.data.train_crop_size,
-            "TEST_CROP_SIZE": c.data.test_crop_size,
-            "TARGET_FPS": c.data.target_fps,
-            "MEAN": c.data.mean.map(f32_decimal),
-            "STD": c.data.std.map(f32_decimal),
-            "RANDOM_FLIP": c.data.random_flip,
-            "INV_UNIFORM_SAMPLE": c.data.inv_uniform_sample,
-            "REVERSE_INPUT_CHANNEL": c.data.reverse_input_channel,
-        },
-        "DATA_LOADER": {"NUM_WORKERS": c.run.num_workers},
-        "MODEL": {
-            "ARCH": "slowfast",
-            "MODEL_NAME": "SlowFast",
-            "NUM_CLASSES": c.model.num_classes,
-            "DROPOUT_RATE": c.model.dropout_rate,
-        },
-        "MULTIGRID": {
-            "LONG_CYCLE": c.multigrid.long_cycle,
-            "SHORT_CYCLE": c.multigrid.short_cycle,
-            "EPOCH_FACTOR": c.multigrid.epoch_factor,
-            "LONG_CYCLE_FACTORS": c.multigrid.long_cycle_factors,
-            "SHORT_CYCLE_FACTORS": c.multigrid.short_cycle_factors,
-            "BN_BASE_SIZE": c.multigrid.bn_base_size,
-            "EVAL_FREQ": c.multigrid.eval_freq,
-        },
-        "RESNET": {
-            "DEPTH": c.model.depth,
-            "WIDTH_PER_GROUP": c.model.width_per_group,
-            "TRANS_FUNC": if c.model.depth == 18 { "basic_transform" } else { "bottleneck_transform" },
-            "ZERO_INIT_FINAL_BN": c.model.zero_init_final_bn,
-        },
-        "SLOWFAST": {
-            "ALPHA": c.model.alpha,
-            "BETA_INV": c.model.beta_inv,
-            "FUSION_CONV_CHANNEL_RATIO": c.model.fusion_conv_channel_ratio,
-            "FUSION_KERNEL_SZ": c.model.fusion_kernel_sz,
-        },
-        "SOLVER": {
-            "OPTIMIZING_METHOD": "sgd",
-            "BASE_LR": c.solver.base_lr,
-            "LR_POLICY": policy,
-            "STEPS": c.solver.steps,
-            "LRS": c.solver.lrs,
-            "MAX_EPOCH": c.solver.max_epoch,
-            "GAMMA": c.solver.gamma,
-            "WARMUP_EPOCHS": c.solver.warmup_epochs,
-            "WARMUP_START_LR": c.solver.warmup_start_lr,
-            "COSINE_END_LR": c.solver.cosine_end_lr,
-            "COSINE_AFTER_WARMUP": c.solver.cosine_after_warmup,
-            "MOMENTUM": c.solver.momentum,
-            "DAMPENING": c.solver.dampening,
-            "WEIGHT_DECAY": c.solver.weight_decay,
-            "NESTEROV": c.solver.nesterov,
-        },
-        "TEST": {
-            "BATCH_SIZE": c.run.eval_batch_size,
-            "NUM_ENSEMBLE_VIEWS": c.run.test_num_temporal_views,
-            "NUM_SPATIAL_CROPS": c.run.test_num_spatial_crops,
-        },
-        "TRAIN": {
-            "BATCH_SIZE": c.train.batch_size,
-            "EVAL_PERIOD": c.train.eval_period,
-            "CHECKPOINT_PERIOD": c.train.checkpoint_period,
-        },
-        "NUM_GPUS": world_size,
-        "RNG_SEED": c.run.seed,
-    })
+    crate::schedule::pyslowfast::to_pyslowfast(c, world_size)
 }
 
 /// Writes checkpoint `ckpt` (a checkpoint directory, or a run directory for its newest) as a

@@ -119,8 +119,12 @@ impl Trainer {
 
     /// Rank 0's parameters and buffers everywhere: at start and after loading a checkpoint.
     pub(super) fn sync_from_rank0(&mut self) -> Result<()> {
-        // Every load of weights ends here: the statistics are the loaded ones now.
+        // Every load of weights ends here: the statistics are the loaded ones now, and graphs
+        // captured on the previous tensors are stale (a load may swap a parameter's storage).
         self.precise_at = None;
+        if let Some(graphs) = &mut self.graphs {
+            graphs.clear();
+        }
         if !self.distributed() {
             return Ok(());
         }

@@ -7,9 +7,8 @@ use tch::{Kind, Tensor};
 
 use super::precise_bn::Serving;
 use super::{find_split, open_split, Accuracy, Trainer};
-use crate::collate::{self, batch_len, eval_draw, slow_indices, FrameRule, Rng, ViewMode};
-use crate::data::dataset::multi_hot;
-use crate::data::Dataset;
+use crate::collate::{self, eval_draw, FrameRule, Rng, ViewMode};
+use crate::data::{Assembly, Dataset, Labels};
 use crate::error::{Error, Result};
 use crate::model::HeadPool;
 use crate::schedule::{EnsembleMethod, ValProtocol};
@@ -196,11 +195,8 @@ impl Trainer {
             Views::Fixed(v) => v,
             Views::Train { .. } => &[(ViewMode::Val, 0)],
         };
-        let norm = collate::normalize_of(&self.plan);
-        let one = batch_len(1, t, s);
         let bs = self.config.run.eval_batch_size;
         let alpha = self.config.model.alpha;
-        let ts = slow_indices(t, alpha).len() as u32;
         let pool = self.head_pool();
         let (mut top1, mut top5, mut count) = (0usize, 0usize, 0usize);
         // Multi-label: each clip's combined scores and targets in clip order; each clip is
@@ -211,38 +207,38 @@ impl Trainer {
         } else {
             (Vec::new(), Vec::new())
         };
+        // The first view's batch records the clips' classes (Charades' from its frames).
+        let truth = if multi {
+            Labels::MultiHot { classes }
+        } else {
+            Labels::Classes
+        };
+        let seed = self.config.run.seed ^ 0x7A1;
         // Rank r scores clips r, r + W, ...: every clip exactly once, no padding duplicates.
         let (rank, world) = (self.launch.rank, self.launch.world_size);
         let indices: Vec<usize> = (rank..dataset.len()).step_by(world).collect();
         for chunk in indices.chunks(bs) {
             let n = chunk.len();
             let mut scores: Option<Tensor> = None;
-            let mut spans = vec![[0u32; 2]; n];
+            let (mut labels, mut targets) = (Vec::new(), None);
             for (v, &(view, short)) in fixed.iter().enumerate() {
-                let mut fast = vec![0f32; n * one];
-                for (k, &i) in chunk.iter().enumerate() {
-                    let out = &mut fast[k * one..(k + 1) * one];
-                    let span = match views {
-                        Views::Train { epoch } => {
-                            let mut rng =
-                                Rng::new(self.config.run.seed ^ 0x7A1, u64::from(*epoch), i as u64);
-                            let choose = |f, h, w| at.draw(&mut rng, data, rule, false, f, h, w);
-                            dataset.collate_clip(i, t, s, &norm, data.target_fps, choose, out)?
-                        }
-                        Views::Fixed(_) => {
-                            let choose =
-                                |f, h, w| eval_draw(rule, view, f, h, w, t, s, rate, short);
-                            dataset.collate_clip(i, t, s, &norm, data.target_fps, choose, out)?
-                        }
-                    };
-                    if v == 0 {
-                        spans[k] = span;
+                let draw = |index, frames, height, width| match views {
+                    Views::Train { epoch } => {
+                        let mut rng = Rng::new(seed, u64::from(*epoch), index);
+                        at.draw(&mut rng, data, rule, false, frames, height, width)
                     }
+                    Views::Fixed(_) => {
+                        eval_draw(rule, view, frames, height, width, t, s, rate, short)
+                    }
+                };
+                let recorded = if v == 0 { truth } else { Labels::None };
+                let batch = Assembly::new(dataset, &self.plan, [t, s], alpha, &draw)
+                    .labels(recorded)
+                    .assemble(self.next_step, n, &mut chunk.iter().map(|&i| i as u64))?;
+                let (slow, fast) = self.inputs(&batch)?;
+                if v == 0 {
+                    (labels, targets) = (batch.labels, batch.targets);
                 }
-                let mut slow = vec![0f32; batch_len(n, ts, s)];
-                collate::pack_slow(&fast, n, t, s, alpha, &mut slow)?;
-                let (slow, fast) =
-                    self.inputs(&slow, &fast, n as i64, i64::from(t), i64::from(s))?;
                 let p = tch::no_grad(|| self.model.eval_scores(&slow, &fast, pool, act))?;
                 scores = Some(match scores {
                     Some(acc) if max_ensemble => acc.f_maximum(&p)?,
@@ -251,14 +247,13 @@ impl Trainer {
                 });
             }
             let Some(scores) = scores else { continue };
-            if multi {
+            if let Some(targets) = targets {
                 let sc =
                     Vec::<f32>::try_from(scores.f_to_device(tch::Device::Cpu)?.f_flatten(0, -1)?)?;
-                let mut row = vec![0f32; classes];
                 for (k, &i) in chunk.iter().enumerate() {
-                    multi_hot(&dataset.labels_in(i, spans[k])?, &mut row)?;
+                    let row = &targets[k * classes..(k + 1) * classes];
                     let clip = &sc[k * classes..(k + 1) * classes];
-                    let (h1, h5) = hits(clip, &row);
+                    let (h1, h5) = hits(clip, row);
                     top1 += usize::from(h1);
                     top5 += usize::from(h5);
                     for c in 0..classes {
@@ -269,10 +264,6 @@ impl Trainer {
                 count += n;
                 continue;
             }
-            let labels: Vec<i64> = chunk
-                .iter()
-                .map(|&i| dataset.label(i).map(i64::from))
-                .collect::<Result<_>>()?;
             let labels = Tensor::f_from_slice(&labels)?.f_to_device(self.device)?;
             let k5 = scores.size()[1].min(5);
             let (_, top) = scores.f_topk(k5, 1, true, true)?;

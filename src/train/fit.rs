@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use serde_json::json;
-
+use super::metrics::{
+    EvalRecord, Record, ShapeTiming, SummaryRecord, TimingRecord, TrainRecord, WarmupRecord,
+};
 use super::stage::Staged;
 use super::{loss_value, Progress, Summary, Trainer};
 use crate::data::{Loader, LoaderOptions};
@@ -44,9 +45,22 @@ impl Trainer {
         {
             let t0 = Instant::now();
             let shapes = self.warm_up()?;
-            self.write_metrics(json!({
-                "type": "warmup", "shapes": shapes, "seconds": t0.elapsed().as_secs_f64(),
-            }))?;
+            let cudnn_searched = self.cudnn.as_ref().map(|plan| {
+                let mut searched: Vec<[u32; 4]> = plan
+                    .by_shape
+                    .iter()
+                    .filter(|(_, &on)| on)
+                    .map(|(&shape, _)| shape)
+                    .collect();
+                searched.sort_unstable();
+                searched
+            });
+            let line = Record::Warmup(WarmupRecord {
+                shapes,
+                seconds: t0.elapsed().as_secs_f64(),
+                cudnn_searched,
+            });
+            self.write_metrics(line.to_value()?)?;
         }
         // (start, clips, the loss summed on the device, the window's first step).
         let first_step = self.next_step;
@@ -58,6 +72,7 @@ impl Trainer {
         let mut cancelled = false;
         let mut preempted = None;
         let mut timing = Timing::new(self.precise_seconds);
+        let grad_reduce_at_start = self.grad_reduce_seconds;
         let mut next = timing.time_data(|| self.next_staged(&mut loader))?;
         timing.attribute_data(next.as_ref().map(|b| self.shape_of(b)));
         while let Some(cur) = next.take() {
@@ -126,12 +141,22 @@ impl Trainer {
                 let loss = self.sum_over_ranks(&[last_loss])?[0] / world;
                 let secs = window.0.elapsed().as_secs_f64();
                 let stats = loader.stats();
-                self.write_metrics(json!({
-                    "type": "train", "step": step.step, "epoch": step.epoch, "stage": step.stage,
-                    "shape": [n, t, s], "bn_groups": step.bn_groups, "bn_sync_ranks": step.bn_sync_ranks, "lr": step.lr, "loss": loss,
-                    "clips_per_s": window.1 as f64 / secs.max(1e-9), "data_wait_s": stats.wait_seconds,
-                    "data_failures": stats.failures, "wall_s": wall, "clips_seen": self.clips_seen,
-                }))?;
+                let line = Record::Train(TrainRecord {
+                    step: step.step,
+                    epoch: step.epoch,
+                    stage: step.stage,
+                    shape: [n, t, s].map(|v| v as u64),
+                    bn_groups: step.bn_groups,
+                    bn_sync_ranks: step.bn_sync_ranks,
+                    lr: step.lr,
+                    loss,
+                    clips_per_s: window.1 as f64 / secs.max(1e-9),
+                    data_wait_s: stats.wait_seconds,
+                    data_failures: stats.failures,
+                    wall_s: wall,
+                    clips_seen: self.clips_seen,
+                });
+                self.write_metrics(line.to_value()?)?;
                 window.0 = Instant::now();
                 window.1 = 0;
             }
@@ -141,13 +166,21 @@ impl Trainer {
                 timing.eval_s += t0.elapsed().as_secs_f64();
                 let wall = self.wall_seconds();
                 if let Some((a, shape)) = acc {
-                    self.write_metrics(json!({
-                        "type": "eval", "split": "val", "step": step.step, "epoch": step.epoch,
-                        "top1": a.top1, "top5": a.top5, "map": a.map, "clips": a.clips, "wall_s": wall,
-                        "clips_seen": self.clips_seen, "shape": shape,
-                        "protocol": self.config.run.val_protocol,
-                        "seconds": t0.elapsed().as_secs_f64(),
-                    }))?;
+                    let line = Record::Eval(EvalRecord {
+                        split: "val".into(),
+                        step: step.step,
+                        epoch: step.epoch,
+                        top1: a.top1,
+                        top5: a.top5,
+                        map: a.map,
+                        clips: a.clips as u64,
+                        wall_s: wall,
+                        clips_seen: self.clips_seen,
+                        shape: Some(shape),
+                        protocol: Some(self.config.run.val_protocol),
+                        seconds: Some(t0.elapsed().as_secs_f64()),
+                    });
+                    self.write_metrics(line.to_value()?)?;
                 }
                 final_val = acc.map(|(a, _)| a);
             }
@@ -202,8 +235,12 @@ impl Trainer {
         let test = if cancelled { None } else { self.test()? };
         timing.eval_s += t0.elapsed().as_secs_f64();
         let wall = self.wall_seconds();
-        let line = timing.line(self.precise_seconds, |t, s| self.model.macs(t, s));
-        self.write_metrics(line)?;
+        let mut line = timing.line(self.precise_seconds, |t, s| self.model.macs(t, s));
+        if let Record::Timing(t) = &mut line {
+            t.grad_reduce_s = self.grad_reduce_seconds - grad_reduce_at_start;
+            t.cuda_graphs = self.cuda_graphs().0;
+        }
+        self.write_metrics(line.to_value()?)?;
         let summary = Summary {
             wall_seconds: wall,
             steps: self.next_step,
@@ -213,13 +250,20 @@ impl Trainer {
             cancelled,
             preempted,
         };
-        self.write_metrics(json!({
-            "type": "summary", "wall_s": wall, "steps": summary.steps, "clips_seen": summary.clips_seen,
-            "top1": final_val.map(|a| a.top1), "top5": final_val.map(|a| a.top5),
-            "test_top1": test.map(|a| a.top1), "test_top5": test.map(|a| a.top5),
-            "map": final_val.and_then(|a| a.map), "test_map": test.and_then(|a| a.map), "cancelled": cancelled,
-            "preempted": preempted.map(crate::distributed::signals::name),
-        }))?;
+        let line = Record::Summary(SummaryRecord {
+            wall_s: wall,
+            steps: summary.steps,
+            clips_seen: summary.clips_seen,
+            top1: final_val.map(|a| a.top1),
+            top5: final_val.map(|a| a.top5),
+            test_top1: test.map(|a| a.top1),
+            test_top5: test.map(|a| a.top5),
+            map: final_val.and_then(|a| a.map),
+            test_map: test.and_then(|a| a.map),
+            cancelled,
+            preempted: preempted.map(crate::distributed::signals::name),
+        });
+        self.write_metrics(line.to_value()?)?;
         Ok(summary)
     }
 }
@@ -304,23 +348,32 @@ impl Timing {
     /// The `timing` metrics line. `work` is clips x frames x crop^2 summed over steps, what the
     /// multigrid paper scales the batch by; `macs` the forward pass's multiply-adds (`macs_of`
     /// frames and crop, per clip), which fall more slowly than `work` at small crops.
-    fn line(&self, precise_seconds: f64, macs_of: impl Fn(i64, i64) -> f64) -> serde_json::Value {
-        let shapes: Vec<serde_json::Value> = self
+    fn line(&self, precise_seconds: f64, macs_of: impl Fn(i64, i64) -> f64) -> Record {
+        let shapes = self
             .shapes
             .iter()
-            .map(|(&(stage, t, s, n), e)| {
-                let (steps, seconds, clips) = (e.steps, e.seconds, e.clips);
-                json!({"stage": stage, "frames": t, "crop": s, "batch": n, "steps": steps,
-                       "seconds": seconds, "clips": clips, "data_wait_s": e.data_wait,
-                       "work": clips as f64 * t as f64 * (s * s) as f64,
-                       "macs": clips as f64 * macs_of(t, s)})
+            .map(|(&(stage, t, s, n), e)| ShapeTiming {
+                stage,
+                frames: t as u64,
+                crop: s as u64,
+                batch: n as u64,
+                steps: e.steps,
+                seconds: e.seconds,
+                clips: e.clips,
+                data_wait_s: e.data_wait,
+                work: e.clips as f64 * t as f64 * (s * s) as f64,
+                macs: Some(e.clips as f64 * macs_of(t, s)),
             })
             .collect();
-        json!({
-            "type": "timing", "shapes": shapes,
-            "step_s": self.shapes.values().map(|v| v.seconds).sum::<f64>(),
-            "data_wait_s": self.data_s, "eval_s": self.eval_s, "checkpoint_s": self.checkpoint_s,
-            "precise_bn_s": precise_seconds - self.precise_at_start,
+        Record::Timing(TimingRecord {
+            shapes,
+            step_s: self.shapes.values().map(|v| v.seconds).sum::<f64>(),
+            data_wait_s: self.data_s,
+            eval_s: self.eval_s,
+            checkpoint_s: self.checkpoint_s,
+            precise_bn_s: precise_seconds - self.precise_at_start,
+            grad_reduce_s: 0.0,
+            cuda_graphs: 0,
         })
     }
 }

@@ -3,10 +3,12 @@
 
 pub mod amp;
 pub mod checkpoint;
+pub mod cudnn;
 mod distributed;
 mod eval;
 mod fit;
 pub mod grads;
+pub mod graphs;
 pub mod map;
 pub mod metrics;
 pub mod optim;
@@ -28,7 +30,7 @@ use crate::distributed::{self as dist, Collective, DistOptions, Launch};
 use crate::error::{Error, Result};
 use crate::model::SlowFast;
 use crate::plan::Plan;
-use crate::schedule::{Config, DatasetKind, DeviceChoice, MemoryFormat, Schedule};
+use crate::schedule::{Config, CudnnBenchmark, DatasetKind, DeviceChoice, MemoryFormat, Schedule};
 use amp::{LossScaler, Precision};
 use grads::GradBuckets;
 use metrics::Metrics;
@@ -256,6 +258,14 @@ pub struct Trainer {
     sync_bn_groups: Vec<Vec<usize>>,
     /// Every parameter's gradient, as views into flat buckets (all-reduced as they are).
     grads: GradBuckets,
+    /// Seconds the host spent after backward waiting for the gradients' all-reduce: the
+    /// communication the step did not hide (on CUDA, the time to queue it).
+    grad_reduce_seconds: f64,
+    /// CUDA graphs per shape (`run.cuda_graphs`), where the run can use them.
+    graphs: Option<graphs::StepGraphs>,
+    /// Per shape, whether cudnn.benchmark is on (`run.cudnn_benchmark = "auto"`, decided at
+    /// warm-up).
+    cudnn: Option<cudnn::CudnnPlan>,
 }
 
 impl Trainer {
@@ -298,7 +308,7 @@ impl Trainer {
             config.run.seed,
         )?);
         if device.is_cuda() {
-            tch::Cuda::cudnn_set_benchmark(config.run.cudnn_benchmark);
+            tch::Cuda::cudnn_set_benchmark(config.run.cudnn_benchmark == CudnnBenchmark::On);
         }
         // Each rank draws its own initial weights (rank 0 the single-process ones); the
         // broadcast below replaces them with rank 0's, so a broadcast that did nothing could
@@ -352,11 +362,21 @@ impl Trainer {
             resumed: false,
             sync_bn_groups: Vec::new(),
             grads,
+            grad_reduce_seconds: 0.0,
+            graphs: None,
+            cudnn: None,
         };
         trainer.agree(opened, "open its output directory")?;
         trainer.check_ranks_agree()?;
         trainer.sync_bn_groups = trainer.create_sync_bn_groups()?;
         trainer.sync_from_rank0()?;
+        if trainer.config.run.cuda_graphs {
+            let fp16 = trainer.scaler.is_some();
+            match graphs::unsupported(trainer.device, fp16, trainer.distributed()) {
+                Some(reason) => eprintln!("multigrid: warning: {reason}; steps run eagerly"),
+                None => trainer.graphs = Some(graphs::StepGraphs::new(trainer.device)?),
+            }
+        }
         Ok(trainer)
     }
 
@@ -392,6 +412,31 @@ impl Trainer {
     /// group smaller than the world).
     pub fn sync_bn_groups(&self) -> &[Vec<usize>] {
         &self.sync_bn_groups
+    }
+    /// Seconds spent after backward waiting for the gradients' all-reduce, over every step of
+    /// this trainer: the communication backward did not hide (`run.overlap_grad_reduce`).
+    pub fn grad_reduce_seconds(&self) -> f64 {
+        self.grad_reduce_seconds
+    }
+    /// How many (shape, BN groups) have a captured CUDA graph, and why graphs are off when
+    /// `run.cuda_graphs` asked for them and they are not (or stopped) serving.
+    pub fn cuda_graphs(&self) -> (usize, Option<String>) {
+        match &self.graphs {
+            Some(g) => (g.captured(), g.disabled.clone()),
+            None if self.config.run.cuda_graphs => {
+                let fp16 = self.scaler.is_some();
+                (
+                    0,
+                    graphs::unsupported(self.device, fp16, self.distributed()),
+                )
+            }
+            None => (0, None),
+        }
+    }
+    /// What `run.cudnn_benchmark = "auto"` decided at warm-up (None before, or with another
+    /// setting).
+    pub fn cudnn_plan(&self) -> Option<&cudnn::CudnnPlan> {
+        self.cudnn.as_ref()
     }
     /// Whether this trainer goes on from a checkpoint it loaded.
     pub fn resumed(&self) -> bool {

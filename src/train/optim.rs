@@ -18,6 +18,13 @@ use crate::bridge::{self, mgb_sgd_step};
 use crate::error::{Error, Result};
 use crate::schedule::SolverConfig;
 
+/// A learning rate: a value, or a 0-dim f32 tensor on the parameters' device.
+#[derive(Clone, Copy)]
+pub enum Lr<'a> {
+    Value(f64),
+    Device(&'a Tensor),
+}
+
 pub struct Sgd {
     params: Vec<(String, Tensor, f64)>,
     momentum_buffers: BTreeMap<String, Tensor>,
@@ -92,6 +99,12 @@ impl Sgd {
     /// torch.optim.SGD's update with learning rate `lr`, over the parameters that have a
     /// gradient; a parameter's first update sets its momentum buffer, as torch's clone does.
     pub fn step(&mut self, lr: f64) -> Result<()> {
+        self.step_with(Lr::Value(lr))
+    }
+
+    /// [`Sgd::step`] with the learning rate given as a value, or read on the device from a
+    /// 0-dim f32 tensor there (what a captured CUDA graph needs: the value at replay).
+    pub fn step_with(&mut self, lr: Lr) -> Result<()> {
         let momentum = self.momentum != 0.0;
         // (weight decay, first step) -> (params, grads, buffers): one kernel launch each.
         type Lists = (Vec<Tensor>, Vec<Tensor>, Vec<Tensor>);
@@ -125,6 +138,10 @@ impl Sgd {
             lists.1.push(g);
             lists.2.push(buf);
         }
+        let (lr, lr_t) = match lr {
+            Lr::Value(v) => (v, std::ptr::null()),
+            Lr::Device(t) => (f64::NAN, t.as_ptr()),
+        };
         for ((wd, first), (params, grads, bufs)) in &groups {
             let ptrs =
                 |v: &[Tensor]| -> Vec<*const C_tensor> { v.iter().map(|t| t.as_ptr()).collect() };
@@ -132,8 +149,8 @@ impl Sgd {
             let fused = self.fused;
             bridge::call(if fused { "fused SGD" } else { "SGD" }, |e, l| {
                 // SAFETY: p, g and b hold params.len() live tensor handles each (b's undefined
-                // when momentum is 0, which the bridge then does not read); the tensors outlive
-                // the call.
+                // when momentum is 0, which the bridge then does not read); lr_t is null or a
+                // live handle; the tensors outlive the call.
                 unsafe {
                     mgb_sgd_step(
                         p.as_ptr(),
@@ -141,6 +158,7 @@ impl Sgd {
                         b.as_ptr(),
                         p.len(),
                         lr,
+                        lr_t,
                         f64::from_bits(*wd),
                         self.momentum,
                         self.dampening,

@@ -1,12 +1,13 @@
 //! PySlowFast's precise BN, at the shape the statistics will serve.
 
 use super::Trainer;
-use crate::collate::{self, batch_len, slow_indices, Draw, FrameRule, Rng};
+use crate::collate::{self, Draw, FrameRule, Rng};
+use crate::data::{Assembly, Failures};
 use crate::error::{Error, Result};
 use crate::schedule::DataConfig;
 
 /// Clips that fail to load in a row before precise BN gives up, as the training collator.
-const MAX_FAILED_IN_A_ROW: usize = 10;
+const MAX_FAILED_IN_A_ROW: u32 = 10;
 
 /// The shape an evaluation scores at, and the training-style draws that precise BN takes its
 /// batches from for it.
@@ -135,56 +136,34 @@ impl Trainer {
             .skip(self.launch.rank)
             .step_by(world)
             .collect();
-        let mut pool = share.iter().copied().cycle();
+        let mut pool = share.iter().map(|&i| i as u64).cycle();
         let data = &self.config.data;
         let rule = self.train.frame_rule();
-        let norm = collate::normalize_of(&self.plan);
-        let alpha = self.config.model.alpha;
-        let one = batch_len(1, t, s);
+        let step = self.next_step;
+        let draw = |index, frames, height, width| {
+            let mut rng = Rng::new(seed, step, index);
+            at.draw(&mut rng, data, rule, true, frames, height, width)
+        };
+        let retry = Failures::Retry {
+            max_in_a_row: MAX_FAILED_IN_A_ROW,
+        };
+        let assembly = Assembly::new(
+            &self.train,
+            &self.plan,
+            [t, s],
+            self.config.model.alpha,
+            &draw,
+        )
+        .failures(retry, "precise BN");
         let started = std::time::Instant::now();
         let mut failures = 0usize;
         let bn = self.model.batch_norms();
         bn.iter().for_each(|b| b.start_precise());
         let run = (|| -> Result<()> {
             for _ in 0..batches {
-                let mut fast = vec![0f32; n * one];
-                for k in 0..n {
-                    let mut failed = 0;
-                    loop {
-                        let Some(index) = pool.next() else {
-                            return Err(Error::Data("precise BN: no train clips".into()));
-                        };
-                        let mut rng = Rng::new(seed, self.next_step, index as u64);
-                        let choose = |f, h, w| at.draw(&mut rng, data, rule, true, f, h, w);
-                        let out = &mut fast[k * one..(k + 1) * one];
-                        match self.train.collate_clip(
-                            index,
-                            t,
-                            s,
-                            &norm,
-                            data.target_fps,
-                            choose,
-                            out,
-                        ) {
-                            Ok(_) => break,
-                            Err(e) if failed >= MAX_FAILED_IN_A_ROW => {
-                                return Err(Error::Data(format!(
-                                    "precise BN: {} clips in a row failed to load, the last: {e}",
-                                    failed + 1
-                                )))
-                            }
-                            Err(_) => {
-                                failed += 1;
-                                failures += 1;
-                            }
-                        }
-                    }
-                }
-                let ts = slow_indices(t, alpha).len();
-                let mut slow = vec![0f32; batch_len(n, ts as u32, s)];
-                collate::pack_slow(&fast, n, t, s, alpha, &mut slow)?;
-                let (slow, fast) =
-                    self.inputs(&slow, &fast, n as i64, i64::from(t), i64::from(s))?;
+                let batch = assembly.assemble(step, n, &mut pool)?;
+                failures += batch.failures.len();
+                let (slow, fast) = self.inputs(&batch)?;
                 let _ = tch::no_grad(|| self.model.forward(&slow, &fast, groups, true))?;
             }
             Ok(())

@@ -8,18 +8,15 @@ use crate::data::{Batch, Loader};
 use crate::error::{Error, Result};
 
 impl Trainer {
-    pub(super) fn inputs(
-        &self,
-        slow: &[f32],
-        fast: &[f32],
-        n: i64,
-        t: i64,
-        s: i64,
-    ) -> Result<(Tensor, Tensor)> {
-        let ts = slow_indices(t as u32, self.config.model.alpha).len() as i64;
+    /// A batch's pathways on the device, whoever assembled it (training, precise BN,
+    /// evaluation): slow [N, 3, T/alpha, S, S] and fast [N, 3, T, S, S].
+    pub(super) fn inputs(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
+        let n = batch.len() as i64;
+        let (t, s) = (i64::from(batch.num_frames), i64::from(batch.crop_size));
+        let ts = slow_indices(batch.num_frames, self.config.model.alpha).len() as i64;
         Ok((
-            self.upload(slow, &[n, 3, ts, s, s])?,
-            self.upload(fast, &[n, 3, t, s, s])?,
+            self.upload(batch.slow.as_deref().unwrap_or(&[]), &[n, 3, ts, s, s])?,
+            self.upload(&batch.fast, &[n, 3, t, s, s])?,
         ))
     }
 
@@ -60,9 +57,7 @@ impl Trainer {
 
     pub(super) fn stage(&self, batch: Batch) -> Result<Staged> {
         let n = batch.len() as i64;
-        let (t, s) = (i64::from(batch.num_frames), i64::from(batch.crop_size));
-        let (slow, fast) =
-            self.inputs(batch.slow.as_deref().unwrap_or(&[]), &batch.fast, n, t, s)?;
+        let (slow, fast) = self.inputs(&batch)?;
         // Class indices [N], or a multi-label task's targets [N, classes].
         let labels = match &batch.targets {
             Some(targets) => {

@@ -2,12 +2,24 @@
 
 use tch::Tensor;
 
-use super::amp::Precision;
+use std::time::Instant;
+
+use super::amp::{LossScaler, Precision};
+use super::graphs::{self, Next, StepGraphs};
+use super::optim::Lr;
 use super::{amp, loss_value, Trainer};
 use crate::distributed::sync_bn::GroupStats;
 use crate::error::{Error, Result};
 use crate::model::bn::{Bn, SyncStats};
 use crate::model::SlowFast;
+
+/// Backward from `loss`, scaled first when fp16 has a loss scaler.
+fn backward(scaler: Option<&LossScaler>, loss: &Tensor) -> Result<()> {
+    match scaler {
+        None => Ok(loss.f_backward()?),
+        Some(scaler) => Ok(scaler.f_scale_loss(loss)?.f_backward()?),
+    }
+}
 
 /// The loss of a training-mode forward pass, under the run's autocast: cross-entropy over
 /// class indices [N], or, for multi-hot float targets [N, classes], PySlowFast's `bce_logit`
@@ -190,15 +202,72 @@ impl Trainer {
         } else {
             1
         };
-        let loss = {
-            let stats = if sync_ranks > 1 {
-                Some(GroupStats::new(self.comm.as_mut(), sync_ranks)?)
-            } else {
-                None
-            };
+        if let Some(cudnn) = &self.cudnn {
+            let size = fast.size();
+            let at = |i: usize| size.get(i).map_or(0, |&v| v as u32);
+            cudnn.enter([at(0), at(2), at(3), bn_groups as u32]);
+        }
+        let loss = match self.graphs.take() {
+            Some(mut graphs) => {
+                let loss = self.graph_step(&mut graphs, (slow, fast, labels), bn_groups, lr);
+                self.graphs = Some(graphs);
+                loss?
+            }
+            None => self.eager_step((slow, fast, labels), bn_groups, sync_ranks, Lr::Value(lr))?,
+        };
+        if let Some(cudnn) = &self.cudnn {
+            // The step's convolutions are queued with their algorithms; evaluation and precise
+            // BN, which may come next, use the heuristics.
+            cudnn.leave();
+        }
+        self.rebuild_buckets_once()?;
+        Ok(loss)
+    }
+
+    /// A step where `run.cuda_graphs` is on: replayed when its shape has a graph, captured
+    /// after two eager steps at it, eager otherwise (and for good after a failed capture). The
+    /// SGD reads the learning rate from the device in every case, so eager and replayed steps
+    /// compute alike.
+    fn graph_step(
+        &mut self,
+        graphs: &mut StepGraphs,
+        batch: (&Tensor, &Tensor, &Tensor),
+        bn_groups: i64,
+        lr: f64,
+    ) -> Result<Tensor> {
+        graphs.set_lr(lr)?;
+        let lr_t = graphs.lr.shallow_clone();
+        let key = graphs::key(batch.0, batch.1, batch.2, bn_groups);
+        match graphs.next(&key) {
+            Next::Replay(captured) => captured.replay(batch.0, batch.1, batch.2),
+            Next::Eager => self.eager_step(batch, bn_groups, 1, Lr::Device(&lr_t)),
+            Next::Capture => {
+                let device = self.device;
+                let captured = graphs.capture(key, device, batch, |slow, fast, labels, lr| {
+                    self.eager_step((slow, fast, labels), bn_groups, 1, Lr::Device(lr))
+                })?;
+                match captured {
+                    Some(loss) => Ok(loss),
+                    None => self.eager_step(batch, bn_groups, 1, Lr::Device(&lr_t)),
+                }
+            }
+        }
+    }
+
+    /// Forward, backward, the gradients' mean over ranks and SGD, queued on the device; the
+    /// loss stays there.
+    fn eager_step(
+        &mut self,
+        (slow, fast, labels): (&Tensor, &Tensor, &Tensor),
+        bn_groups: i64,
+        sync_ranks: usize,
+        lr: Lr,
+    ) -> Result<Tensor> {
+        let loss = if sync_ranks > 1 {
+            let stats = GroupStats::new(self.comm.as_mut(), sync_ranks)?;
             let bn = Bn {
                 groups: bn_groups,
-                sync: stats.as_ref().map(|s| s as &dyn SyncStats),
+                sync: Some(&stats as &dyn SyncStats),
             };
             let loss = training_loss(
                 &self.model,
@@ -208,30 +277,88 @@ impl Trainer {
                 bn,
             )?;
             self.opt.zero_grad()?;
-            let backward = match &self.scaler {
-                None => loss.f_backward().map_err(Error::from),
-                Some(scaler) => scaler.f_scale_loss(&loss).and_then(|l| Ok(l.f_backward()?)),
-            };
-            if let Some(e) = stats.as_ref().and_then(GroupStats::take_error) {
+            let backward = backward(self.scaler.as_ref(), &loss);
+            if let Some(e) = stats.take_error() {
                 return Err(e);
             }
             backward?;
-            // Detached here, so no graph that calls back into `stats` outlives it.
-            loss.f_detach()?
-        };
-        // Before the update and before the overflow check, so every rank steps (or skips)
-        // alike.
-        self.all_reduce_grads()?;
+            // Sync BN's collectives ran inside this backward, from autograd's threads: the
+            // gradients' all-reduce waits for the end of it rather than sharing the engine.
+            drop(stats);
+            let t0 = Instant::now();
+            self.all_reduce_grads()?;
+            self.grad_reduce_seconds += t0.elapsed().as_secs_f64();
+            loss
+        } else {
+            let loss = training_loss(
+                &self.model,
+                self.device,
+                self.precision,
+                (slow, fast, labels),
+                Bn::groups(bn_groups),
+            )?;
+            self.opt.zero_grad()?;
+            // Each bucket's all-reduce starts from autograd's hooks as soon as its gradients
+            // are in (grads.rs), unless the run asks to wait for the whole backward.
+            let overlap = self.distributed() && self.config.run.overlap_grad_reduce;
+            if overlap {
+                self.grads.arm(self.comm.as_mut())?;
+            }
+            let backward = backward(self.scaler.as_ref(), &loss);
+            let t0 = Instant::now();
+            // Before the update and before the overflow check, so every rank steps (or skips)
+            // alike; after a failed backward too, so no rank is left in a collective.
+            let reduced = match (overlap, &backward) {
+                (true, _) => self.grads.finish(self.comm.as_mut()),
+                (false, Ok(())) => self.all_reduce_grads(),
+                (false, Err(_)) => Ok(()),
+            };
+            self.grad_reduce_seconds += t0.elapsed().as_secs_f64();
+            backward?;
+            reduced?;
+            loss
+        }
+        // Detached, so no graph that calls back into sync BN outlives the step.
+        .f_detach()?;
         match &mut self.scaler {
-            None => self.opt.step(lr)?,
+            None => self.opt.step_with(lr)?,
             Some(scaler) => {
                 let finite = scaler.unscale(&self.opt.grads()?)?;
                 if finite {
-                    self.opt.step(lr)?;
+                    self.opt.step_with(lr)?;
                 }
                 scaler.update(finite);
             }
         }
-        Ok(loss.f_detach()?)
+        Ok(loss)
+    }
+
+    /// After the first backward: the gradient buckets laid out again in the order backward
+    /// produced the gradients, where it differs from the one assumed (DDP's rebuild_buckets),
+    /// so the first bucket is complete first. Every rank must agree on it, or none rebuilds.
+    fn rebuild_buckets_once(&mut self) -> Result<()> {
+        let Some(order) = self.grads.take_observed_order() else {
+            return Ok(());
+        };
+        let mut rebuild = self.grads.differs(&order);
+        if self.distributed() {
+            let bytes: Vec<u8> = order
+                .iter()
+                .flat_map(|&i| (i as u64).to_le_bytes())
+                .collect();
+            let mine = [
+                f64::from(crc32fast::hash(&bytes)),
+                f64::from(u8::from(rebuild)),
+            ];
+            let all = self.comm.all_gather_f64(&mine)?;
+            rebuild = all.iter().all(|v| v[0] == mine[0] && v[1] == 1.0);
+        }
+        if rebuild {
+            self.grads.rebuild(&order)?;
+            if let Some(graphs) = &mut self.graphs {
+                graphs.clear();
+            }
+        }
+        Ok(())
     }
 }

@@ -1,14 +1,17 @@
 //! Warm-up over the shapes the plan still holds.
 
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use super::{amp, Trainer};
 use crate::collate::slow_indices;
 use crate::error::Result;
+use crate::schedule::CudnnBenchmark;
 
 impl Trainer {
     /// One forward and backward at every shape still ahead in the plan, and one evaluation
     /// forward, so that cuDNN autotuning and allocator growth happen before the first step.
+    /// With `run.cudnn_benchmark = "auto"` on CUDA, it also decides per shape whether cuDNN's
+    /// search is worth it (`cudnn.rs`).
     /// Parameters, BN statistics and the optimizer state are restored, so training is the same
     /// with or without it.
     pub fn warm_up(&mut self) -> Result<usize> {
@@ -24,26 +27,15 @@ impl Trainer {
                 Ok((t, saved))
             })
             .collect::<Result<Vec<(Tensor, Tensor)>>>()?;
-        let alpha = self.config.model.alpha;
-        let input = |n: u32, t: u32, s: u32| {
-            let ts = slow_indices(t, alpha).len() as i64;
-            let (n, t, s) = (i64::from(n), i64::from(t), i64::from(s));
-            let opts = (Kind::Float, self.device);
-            (
-                Tensor::f_randn([n, 3, ts, s, s], opts),
-                Tensor::f_randn([n, 3, t, s, s], opts),
-            )
-        };
-        for &[n, t, s, groups] in &shapes {
-            let (slow, fast) = input(n, t, s);
-            let (slow, fast) = (slow?, fast?);
-            let labels = Tensor::f_zeros([i64::from(n)], (Kind::Int64, self.device))?;
-            let loss = self.training_loss(&slow, &fast, &labels, i64::from(groups))?;
-            loss.f_backward()?;
+        if self.device.is_cuda() && self.config.run.cudnn_benchmark == CudnnBenchmark::Auto {
+            self.cudnn = Some(self.warm_up_deciding(&shapes)?);
+        } else {
+            for &shape in &shapes {
+                self.warm_step(shape)?;
+            }
         }
         let (t, s) = (self.config.data.num_frames, self.config.data.test_crop_size);
-        let (slow, fast) = input(self.config.run.eval_batch_size as u32, t, s);
-        let (slow, fast) = (slow?, fast?);
+        let (slow, fast) = self.random_input(self.config.run.eval_batch_size as u32, t, s)?;
         let _ = tch::no_grad(|| {
             amp::autocast(self.device, self.precision, || {
                 self.model.forward(&slow, &fast, 1, false)
@@ -56,13 +48,29 @@ impl Trainer {
             }
             Ok(())
         })?;
-        if self.device.is_cuda() {
-            // Waits for the warm-up's kernels (all on the current stream) as
-            // tch::Cuda::synchronize would, but an asynchronous CUDA error surfacing here comes
-            // back as an error, where tch::Cuda::synchronize panics.
-            let _ = Tensor::f_zeros([1], (Kind::Float, self.device))?.f_to_device(Device::Cpu)?;
-        }
+        self.wait_for_device()?;
         self.warmed_up = true;
         Ok(shapes.len())
+    }
+
+    /// Random clips of `n` x `t` frames x `s`^2 pixels, both pathways, on the device.
+    fn random_input(&self, n: u32, t: u32, s: u32) -> Result<(Tensor, Tensor)> {
+        let ts = slow_indices(t, self.config.model.alpha).len() as i64;
+        let (n, t, s) = (i64::from(n), i64::from(t), i64::from(s));
+        let opts = (Kind::Float, self.device);
+        Ok((
+            Tensor::f_randn([n, 3, ts, s, s], opts)?,
+            Tensor::f_randn([n, 3, t, s, s], opts)?,
+        ))
+    }
+
+    /// One forward and backward at (batch, frames, crop, BN groups) on random clips; the
+    /// gradients it leaves are zeroed before training.
+    pub(super) fn warm_step(&mut self, [n, t, s, groups]: [u32; 4]) -> Result<()> {
+        let (slow, fast) = self.random_input(n, t, s)?;
+        let labels = Tensor::f_zeros([i64::from(n)], (Kind::Int64, self.device))?;
+        let loss = self.training_loss(&slow, &fast, &labels, i64::from(groups))?;
+        loss.f_backward()?;
+        Ok(())
     }
 }

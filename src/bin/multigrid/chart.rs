@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use multigrid::train::metrics::{read_records, Record};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -19,29 +20,27 @@ pub struct Curve {
 
 /// The curves of the run in `dir` from its metrics.jsonl.
 pub fn read(dir: &Path, name: &str, group: usize, shade: usize) -> Result<Curve, String> {
-    let text = std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let records = read_records(&dir.join("metrics.jsonl")).map_err(|e| e.to_string())?;
+    Ok(curve(&records, name, group, shade))
+}
+
+/// A run's curves from its records: val top-1 of the evaluations, loss of the train lines.
+pub fn curve(records: &[Record], name: &str, group: usize, shade: usize) -> Curve {
     let (mut acc, mut loss) = (Vec::new(), Vec::new());
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let Some(wall) = v["wall_s"].as_f64() else {
-            continue;
-        };
-        match v["type"].as_str() {
-            Some("eval") => acc.extend(v["top1"].as_f64().map(|a| (wall, a))),
-            Some("train") => loss.extend(v["loss"].as_f64().map(|l| (wall, l))),
+    for r in records {
+        match r {
+            Record::Eval(e) if e.top1.is_finite() => acc.push((e.wall_s, e.top1)),
+            Record::Train(t) if t.loss.is_finite() => loss.push((t.wall_s, t.loss)),
             _ => {}
         }
     }
-    Ok(Curve {
+    Curve {
         name: name.to_string(),
         group,
         shade,
         acc,
         loss,
-    })
+    }
 }
 
 /// Where plotters finds its font: DejaVu Sans (Debian's fonts-dejavu-core, installed by

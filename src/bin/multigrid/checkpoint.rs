@@ -4,9 +4,19 @@ use std::path::Path;
 
 use multigrid::train::checkpoint;
 
+use crate::train::load_config;
+use crate::{CheckpointCommand, Overrides};
+
+pub fn run(c: &CheckpointCommand) -> Result<(), String> {
+    match c {
+        CheckpointCommand::Import(a) => import(&a.input, &a.out_dir, &a.config, a.trust_pickle),
+        CheckpointCommand::Export(a) => export(&a.ckpt_dir, &a.output),
+    }
+}
+
 /// `checkpoint import IN.pyth OUT_DIR --config CFG.json`.
-pub fn import(src: &Path, out: &Path, config: &Path, trust_pickle: bool) -> Result<(), String> {
-    let c = super::train::load_config(config, &super::train::Overrides::default())?;
+fn import(src: &Path, out: &Path, config: &Path, trust_pickle: bool) -> Result<(), String> {
+    let c = load_config(config, &Overrides::default())?;
     let found = checkpoint::import_pyth(src, out, &c, trust_pickle).map_err(|e| e.to_string())?;
     for note in &found.notes {
         eprintln!("multigrid: {note}");
@@ -26,7 +36,7 @@ pub fn import(src: &Path, out: &Path, config: &Path, trust_pickle: bool) -> Resu
 }
 
 /// `checkpoint export CKPT_DIR OUT.pyth`.
-pub fn export(ckpt: &Path, out: &Path) -> Result<(), String> {
+fn export(ckpt: &Path, out: &Path) -> Result<(), String> {
     let done = checkpoint::export_pyth(ckpt, out).map_err(|e| e.to_string())?;
     for note in &done.notes {
         eprintln!("multigrid: {note}");

@@ -4,23 +4,12 @@
 use multigrid::{Config, Plan, Schedule};
 use serde_json::json;
 
-pub fn cmd_plan(
-    path: &std::path::Path,
-    dataset_size: Option<u64>,
-    world_size: u32,
-    as_json: bool,
-) -> Result<(), String> {
+pub fn run(a: &crate::PlanArgs) -> Result<(), String> {
+    let (path, dataset_size, world_size, as_json) =
+        (&a.config, a.dataset_size, a.world_size, a.json);
     let schedule = Schedule::new(Config::from_file(path).map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
-    if world_size == 0 {
-        return Err("--world-size must be > 0".into());
-    }
-    let b0 = schedule.config().train.batch_size;
-    if b0 % world_size != 0 {
-        return Err(format!(
-            "train.batch_size {b0} does not divide by --world-size {world_size}"
-        ));
-    }
+    Plan::check_world_size(&schedule, world_size).map_err(|e| format!("--world-size: {e}"))?;
     let plans = match dataset_size {
         Some(n) => {
             let plan = Plan::new(&schedule, n, world_size, 0, 0).map_err(|e| e.to_string())?;

@@ -1,29 +1,37 @@
 //! `multigrid bench dist`: what data-parallel training costs on this machine. The engines'
 //! all-reduce bus bandwidth against memcpy, one SlowFast R50 gradient (DDP's buckets) against
-//! an R50 training step, and the tiny trainer's clips/s as 1 rank x N threads against N ranks
-//! x 1 thread. The ranks are this executable again under mpirun (`--worker`); NCCL needs CUDA
-//! devices and is reported as such when there are none.
+//! an R50 training step, the tiny trainer's clips/s as 1 rank x N threads against N ranks x 1
+//! thread, and how much of the gradients' all-reduce the step still waits for after backward,
+//! overlapped with it and not. The ranks are this executable again under mpirun (`--worker`);
+//! NCCL needs CUDA devices and is reported as such when there are none.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use multigrid::data::Task;
 use multigrid::distributed::{self as dist, DistOptions};
 use multigrid::model::SlowFast;
 use multigrid::schedule::ModelConfig;
+use multigrid::train::metrics::{read_records, Record};
 use tch::{nn, Device, Kind, Tensor};
+
+use crate::gen_data::ensure_stores;
+use crate::DistArgs;
 
 /// Message sizes of the bandwidth sweep, in bytes; the last is one R50 gradient (34.6M f32).
 const SIZES: [usize; 4] = [1 << 20, 16 << 20, 64 << 20, 138_280_000];
 
-pub struct Options<'a> {
-    pub ranks: usize,
-    pub out: &'a Path,
-    pub config: &'a Path,
-    pub data: &'a Path,
+pub fn run(a: &DistArgs) -> Result<(), String> {
+    if a.worker {
+        worker(&a.out)
+    } else {
+        ensure_stores(&a.data, 3000, Task::Simple)?;
+        bench(a)
+    }
 }
 
-fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
+fn run_command(cmd: &mut Command, what: &str) -> Result<(), String> {
     let status = cmd
         .status()
         .map_err(|e| format!("{what}: cannot start: {e}"))?;
@@ -34,8 +42,8 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
     }
 }
 
-pub fn bench(o: &Options) -> Result<(), String> {
-    std::fs::create_dir_all(o.out).map_err(|e| format!("{}: {e}", o.out.display()))?;
+fn bench(o: &DistArgs) -> Result<(), String> {
+    std::fs::create_dir_all(&o.out).map_err(|e| format!("{}: {e}", o.out.display()))?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
@@ -48,17 +56,17 @@ pub fn bench(o: &Options) -> Result<(), String> {
         }
     );
     let report = o.out.join("collectives.json");
-    run(
-        super::spawn::mpirun(o.ranks)
+    run_command(
+        crate::spawn::mpirun(o.ranks)
             .arg(&exe)
             .args(["bench", "dist", "--worker", "--out"])
-            .arg(o.out),
+            .arg(&o.out),
         "the MPI bandwidth ranks",
     )?;
     let text =
         std::fs::read_to_string(&report).map_err(|e| format!("{}: {e}", report.display()))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    let memcpy = super::bench::memcpy_gbps(1.0);
+    let memcpy = super::memcpy_gbps(1.0);
     println!("\nall-reduce over {} MPI ranks (bus bandwidth = 2(n-1)/n x bytes / time), single-thread memcpy {memcpy:.2} GB/s", o.ranks);
     println!(
         "{:>12} {:>10} {:>12} {:>12}",
@@ -87,14 +95,14 @@ pub fn bench(o: &Options) -> Result<(), String> {
 
     // Training throughput: the same run as one process with every core, and as ranks with one
     // thread each (the cores split between them).
-    let train = |name: &str, ranks: Option<usize>| -> Result<f64, String> {
+    let train = |name: &str, ranks: Option<usize>, extra: &[&str]| -> Result<f64, String> {
         let dir = o.out.join(name);
         let _ = std::fs::remove_dir_all(&dir);
         let mut cmd = Command::new(&exe);
         cmd.args(["train", "--config"])
-            .arg(o.config)
+            .arg(&o.config)
             .arg("--data")
-            .arg(o.data)
+            .arg(&o.data)
             .arg("--output-dir")
             .arg(&dir)
             // One epoch at the config's base shape: long enough for a steady rate, short
@@ -116,11 +124,22 @@ pub fn bench(o: &Options) -> Result<(), String> {
         if let Some(n) = ranks {
             cmd.args(["--nproc-per-node", &n.to_string()]);
         }
-        run(&mut cmd, name)?;
+        cmd.args(extra);
+        run_command(&mut cmd, name)?;
         train_clips_per_s(&dir)
     };
-    let one = train("one_process", None)?;
-    let many = train("ranks", Some(o.ranks))?;
+    let one = train("one_process", None, &[])?;
+    let many = train("ranks", Some(o.ranks), &[])?;
+    // The same ranks with the gradients' all-reduce after the whole backward.
+    let waited = train(
+        "ranks_waited",
+        Some(o.ranks),
+        &["--set", "run.overlap_grad_reduce=false"],
+    )?;
+    let (exposed, exposed_waited) = (
+        exposed_reduce_per_step(&o.out.join("ranks"))?,
+        exposed_reduce_per_step(&o.out.join("ranks_waited"))?,
+    );
     println!(
         "\ntraining ({}): 1 rank x {cores} threads {one:.1} clips/s, {} ranks x {} thread(s) {many:.1} clips/s: ratio {:.2}",
         o.config.display(),
@@ -128,10 +147,19 @@ pub fn bench(o: &Options) -> Result<(), String> {
         (cores / o.ranks).max(1),
         many / one
     );
+    println!(
+        "gradient all-reduce the step waits for after backward: {:.2} ms/step overlapped with \
+         backward ({many:.1} clips/s), {:.2} ms/step after it ({waited:.1} clips/s)",
+        exposed * 1e3,
+        exposed_waited * 1e3
+    );
     let summary = serde_json::json!({
         "cores": cores, "ranks": o.ranks, "memcpy_gbps": memcpy, "collectives": v,
         "train_clips_per_s_one_process": one, "train_clips_per_s_ranks": many,
         "ranks_over_one_process": many / one,
+        "train_clips_per_s_ranks_reduce_after_backward": waited,
+        "exposed_grad_reduce_s_per_step": exposed,
+        "exposed_grad_reduce_s_per_step_after_backward": exposed_waited,
     });
     let path = o.out.join("dist.json");
     let tmp = path.with_extension("json.tmp");
@@ -141,25 +169,38 @@ pub fn bench(o: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// Seconds per step that rank 0 waited after backward for the gradients' all-reduce (the
+/// timing line's `grad_reduce_s` over its steps).
+fn exposed_reduce_per_step(run: &Path) -> Result<f64, String> {
+    let records = read_records(&run.join("metrics.jsonl")).map_err(|e| e.to_string())?;
+    records
+        .iter()
+        .find_map(|r| match r {
+            Record::Timing(t) => {
+                let steps: u64 = t.shapes.iter().map(|s| s.steps).sum();
+                Some(t.grad_reduce_s / steps.max(1) as f64)
+            }
+            _ => None,
+        })
+        .ok_or_else(|| format!("{}: no timing line", run.display()))
+}
+
 /// Clips per second over the training steps of a run (logged every step): each step's clips,
 /// from the run's cumulative count over all ranks, over that step's time. Evaluation and
 /// checkpoints fall outside these windows. The first step pays one-time costs and is left out.
 fn train_clips_per_s(run: &Path) -> Result<f64, String> {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl"))
-        .map_err(|e| format!("{}: {e}", run.display()))?;
+    let records = read_records(&run.join("metrics.jsonl")).map_err(|e| e.to_string())?;
     let (mut clips, mut seconds) = (0.0, 0.0);
     let mut seen: Option<f64> = None;
-    for v in text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["type"] == "train")
-    {
-        let total = v["clips_seen"].as_f64().unwrap_or(0.0);
-        let rate = v["clips_per_s"].as_f64().unwrap_or(0.0);
+    for r in records.iter().filter_map(|r| match r {
+        Record::Train(t) => Some(t),
+        _ => None,
+    }) {
+        let total = r.clips_seen as f64;
         if let Some(before) = seen.replace(total) {
-            if rate > 0.0 {
+            if r.clips_per_s > 0.0 {
                 clips += total - before;
-                seconds += (total - before) / rate;
+                seconds += (total - before) / r.clips_per_s;
             }
         }
     }
@@ -170,7 +211,7 @@ fn train_clips_per_s(run: &Path) -> Result<f64, String> {
 }
 
 /// One rank of the bandwidth measurement (under mpirun).
-pub fn worker(out: &Path) -> Result<(), String> {
+fn worker(out: &Path) -> Result<(), String> {
     let err = |e: multigrid::Error| e.to_string();
     let torch = |e: tch::TchError| err(e.into());
     let options = DistOptions::default();
