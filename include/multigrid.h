@@ -123,6 +123,14 @@
 #define MG_VERSION_PATCH 0
 
 /**
+ * mg_trainer_init_from's `flags`: load what maps and list the rest in the report (the model's
+ * tensors that keep their initial values, the file's that map to nothing), as PySlowFast's
+ * loader prints them, instead of failing naming them; for a 2D ImageNet ResNet, whose weights
+ * cover only the slow pathway of a SlowFast.
+ */
+#define MG_INIT_SKIP_MISSING 1
+
+/**
  * A dataset: a clip store, a video list, or Charades' or SSv2's frame lists. Create with
  * `mg_dataset_open_store`, `mg_dataset_open_video_list` or `mg_dataset_open_frame_lists`,
  * free with `mg_dataset_free`.
@@ -728,6 +736,14 @@ mg_status mg_schedule_stage(const struct mg_schedule *schedule, size_t index, st
 mg_status mg_schedule_max_epoch(const struct mg_schedule *schedule, uint32_t *out);
 
 /**
+ * The `alpha` to pass to mg_collate_step, mg_collate_step_len and the dataset loaders for
+ * this config's network: `model.alpha` for SlowFast (two pathways: slow and fast), 0 for a
+ * single-pathway `model.arch` (c2d, i3d, slow), which takes the clip alone as `fast`, with
+ * NULL `slow` in mg_trainer_train_step.
+ */
+mg_status mg_schedule_collate_alpha(const struct mg_schedule *schedule, uint32_t *out);
+
+/**
  * LR at a fractional epoch, warm-up included. Errors: MG_STATUS_INVALID_ARGUMENT for a
  * negative or non-finite epoch.
  */
@@ -822,7 +838,8 @@ mg_status mg_trainer_fit(struct mg_trainer *trainer,
 
 /**
  * One SGD step on a host batch: `slow` [N, 3, Ts, S, S] and `fast` [N, 3, T, S, S] (f32,
- * shapes as int64 arrays of 5), `labels` N class indices. `bn_groups` 0 and a negative `lr`
+ * shapes as int64 arrays of 5; a single-pathway `model.arch`, whose mg_schedule_collate_alpha
+ * is 0, takes the clip as `fast` and NULL `slow` and `slow_shape`), `labels` N class indices. `bn_groups` 0 and a negative `lr`
  * take the plan's values at the trainer's position (mg_trainer_next_step), which advances by
  * one, so checkpoints and resume line up with mg_trainer_fit. `*loss` receives the
  * cross-entropy. With several ranks every rank calls it with its own shard's batch of the
@@ -878,6 +895,29 @@ mg_status mg_trainer_save(struct mg_trainer *trainer);
  * plan position). With several ranks every rank calls it (rank 0's values are then broadcast).
  */
 mg_status mg_trainer_load(struct mg_trainer *trainer, const char *checkpoint_dir);
+
+/**
+ * Initialises the model from another run's weights, as PySlowFast's TRAIN.CHECKPOINT_FILE_PATH
+ * (fine-tuning: the optimizer, plan position and clock start afresh; a classifier of another
+ * class count is re-initialised). `path`: our checkpoint directory or `.safetensors`, a
+ * PySlowFast `.pyth`, a PySlowFast Caffe2 `.pkl` (CHECKPOINT_TYPE caffe2), or a 2D ImageNet
+ * ResNet with torchvision's names (`.pth` or `.safetensors`), inflated to 3D as PySlowFast's
+ * CHECKPOINT_INFLATE; `.pyth`, `.pkl` and `.pth` are read by the package's Python
+ * (scripts/pyth.py, needs torch). `flags`: 0 or MG_INIT_SKIP_MISSING. On success, what was
+ * loaded as JSON (`source`, `loaded`, `reinitialised`, `checkpoint_classes`, `notes`,
+ * `inflated`, `skipped`, `unused`) is copied into `report` as mg_last_error_message copies
+ * (NUL-terminated, truncated to `report_len`; NULL with 0 for none) and its full length to
+ * `*report_size` (may be NULL). With several ranks every rank calls it; rank 0 reads the file
+ * and its values are broadcast. Errors: MG_STATUS_NULL_ARGUMENT, MG_STATUS_INVALID_ARGUMENT
+ * (an unknown flag), MG_STATUS_IO and MG_STATUS_DATA (a file that cannot be read or converted;
+ * tensors that do not map, named, without MG_INIT_SKIP_MISSING), MG_STATUS_TORCH.
+ */
+mg_status mg_trainer_init_from(struct mg_trainer *trainer,
+                               const char *path,
+                               uint32_t flags,
+                               char *report,
+                               size_t report_len,
+                               size_t *report_size);
 
 /**
  * Copies the last metrics line (JSON) into `buf` like mg_last_error_message: NUL-terminated,

@@ -6,6 +6,18 @@ Python. Only numbers are written; no PySlowFast code is copied.
     pyslowfast_fixture.py SLOWFAST_DIR OUT_DIR [SLOWFAST_COMMIT]
     pyslowfast_fixture.py frames SLOWFAST_DIR OUT_DIR [SLOWFAST_COMMIT]
     pyslowfast_fixture.py config SLOWFAST_DIR OUT_DIR DEFAULTS_JSON [SLOWFAST_COMMIT]
+    pyslowfast_fixture.py resnet SLOWFAST_DIR OUT_DIR [SLOWFAST_COMMIT]
+
+    pyslowfast_fixture.py resume SLOWFAST_DIR OUTPUT_DIR
+
+`resume` (tests/checkpoint_io.rs) writes nothing: it resumes from the newest .pyth under
+OUTPUT_DIR/checkpoints as PySlowFast's tools/train_net.py does and prints what happened as
+JSON; see resume_main.
+`resnet` (PySlowFast's single-pathway ResNet: C2D, I3D-NL, Slow, Slow-NL; tests/pyslowfast.rs's
+`resnet_*` tests) is described at resnet_main:
+
+    /tmp/psf-venv/bin/python scripts/pyslowfast_fixture.py resnet /tmp/SlowFast \
+        tests/fixtures/pyslowfast_resnet
 
 `frames` (tests/frame_channels.rs's JPEG frames and what PySlowFast loads from them) and
 `config` (PySlowFast's config defaults and loader, for src/schedule/pyslowfast/ and
@@ -197,7 +209,8 @@ def stub_missing_modules():
     module("slowfast.datasets.utils", ["pack_pathway_output"])
 
 
-def pyslowfast_cfg(get_cfg, norm_type, num_splits, ours=OURS):
+def pyslowfast_cfg(get_cfg, norm_type, num_splits, ours=OURS, nonlocal_=None):
+    """PySlowFast's cfg of the SlowFast `ours`; `nonlocal_`: NONLOCAL.* keys to set."""
     cfg = get_cfg()
     basic = ours["depth"] == 18
     keys = {
@@ -235,6 +248,7 @@ def pyslowfast_cfg(get_cfg, norm_type, num_splits, ours=OURS):
         "BN.NORM_TYPE": norm_type,
         "BN.NUM_SPLITS": num_splits,
     }
+    keys.update(nonlocal_ or {})
     for key, value in keys.items():
         node = cfg
         *path, leaf = key.split(".")
@@ -550,7 +564,403 @@ def config_main(slowfast_dir, out_dir, defaults_path, commit):
     print(f"SlowFast {commit}: {len(defaults)} default keys, {len(cases)} cases")
 
 
+def resume_main(slowfast_dir, output_dir):
+    """PySlowFast's own resume of a multigrid `checkpoint export` (TRAIN.AUTO_RESUME): its
+    checkpoint.get_last_checkpoint finds the file by PySlowFast's name under OUTPUT_DIR; the
+    config is the .pyth's `cfg` merged into get_cfg() (yacs: a key PySlowFast lacks or a value
+    of another type is an error); then train_net.train's steps: init_multigrid and
+    update_long_cycle(cfg, 0) with the long cycle, build_model, construct_optimizer,
+    load_checkpoint (model and optimizer.load_state_dict) -> start_epoch, and with the long
+    cycle update_long_cycle(cfg, start_epoch) and, where the shape changes, a new model and
+    optimizer loaded again from the same file (train_net asserts its name). Prints
+    {"start_epoch", "file", "loads": [{"when", "norm_type", "groups", "ok", "error",
+    "momentum", "shapes_match"}]}; `shapes_match`: every loaded momentum buffer has its
+    parameter's shape (load_state_dict maps by position and checks only group sizes).
+
+    Departures, all outside what is checked: the model is built on the CPU (NUM_GPUS 0 while
+    build_model runs, restored after); pytorchvideo's NaiveSyncBatchNorm3d (sync_batchnorm) is
+    replaced by a BatchNorm3d subclass, the same _NormBase for construct_optimizer's groups."""
+    sys.path.insert(0, os.path.abspath(slowfast_dir))
+    stub_missing_modules()
+    import tempfile
+
+    import torch
+
+    class NaiveSyncBatchNorm3d(torch.nn.BatchNorm3d):
+        def __init__(self, num_sync_devices=1, global_sync=False, **kwargs):
+            super().__init__(**kwargs)
+
+    if "pytorchvideo.layers.batch_norm" in sys.modules:
+        sys.modules["pytorchvideo.layers.batch_norm"].NaiveSyncBatchNorm3d = NaiveSyncBatchNorm3d
+    import slowfast.models.optimizer as optim
+    import slowfast.utils.checkpoint as cu
+    from slowfast.config.defaults import assert_and_infer_cfg, get_cfg
+    from slowfast.models import build_model
+    from slowfast.utils.multigrid import MultigridSchedule
+
+    if hasattr(sys.modules.get("slowfast.models.batchnorm_helper"), "NaiveSyncBatchNorm3d"):
+        sys.modules["slowfast.models.batchnorm_helper"].NaiveSyncBatchNorm3d = NaiveSyncBatchNorm3d
+    torch.set_num_threads(1)
+    if not cu.has_checkpoint(output_dir):
+        raise SystemExit(f"no checkpoint under {output_dir}/checkpoints")
+    last = cu.get_last_checkpoint(output_dir, task="")
+    saved = torch.load(last, map_location="cpu", weights_only=False)
+    cfg = get_cfg()
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        f.write(saved["cfg"])
+        f.flush()
+        cfg.merge_from_file(f.name)
+    cfg = assert_and_infer_cfg(cfg)
+    cfg.OUTPUT_DIR = output_dir
+
+    def build():
+        gpus, cfg.NUM_GPUS = cfg.NUM_GPUS, 0
+        try:
+            model = build_model(cfg)
+        finally:
+            cfg.NUM_GPUS = gpus
+        return model, optim.construct_optimizer(model, cfg)
+
+    def load(when, path):
+        model, optimizer = build()
+        out = {"when": when, "norm_type": cfg.BN.NORM_TYPE,
+               "groups": [len(g["params"]) for g in optimizer.param_groups]}
+        try:
+            epoch = cu.load_checkpoint(path, model, False, optimizer)
+        except Exception as e:  # noqa: BLE001  (reported, the caller decides)
+            out.update(ok=False, error=f"{type(e).__name__}: {e}")
+            return out, None
+        pairs = [(p, optimizer.state.get(p, {}).get("momentum_buffer"))
+                 for g in optimizer.param_groups for p in g["params"]]
+        out.update(ok=True, error=None,
+                   momentum=sum(1 for _, b in pairs if b is not None),
+                   shapes_match=all(b is None or b.shape == p.shape for p, b in pairs))
+        return out, epoch
+
+    multigrid = None
+    if cfg.MULTIGRID.LONG_CYCLE or cfg.MULTIGRID.SHORT_CYCLE:
+        multigrid = MultigridSchedule()
+        cfg = multigrid.init_multigrid(cfg)
+        if cfg.MULTIGRID.LONG_CYCLE:
+            cfg, _ = multigrid.update_long_cycle(cfg, cur_epoch=0)
+    first, epoch = load("start", last)
+    loads = [first]
+    start_epoch = None if epoch is None else epoch + 1
+    if epoch is None and cfg.MULTIGRID.LONG_CYCLE:
+        # train_net stops here; for the report, the model of the epoch the file resumes at.
+        cfg, _ = multigrid.update_long_cycle(cfg, int(saved["epoch"]) + 1)
+        loads.append(load(f"direct, epoch {int(saved['epoch']) + 1}", last)[0])
+    if cfg.MULTIGRID.LONG_CYCLE and start_epoch is not None and start_epoch < cfg.SOLVER.MAX_EPOCH:
+        cfg, changed = multigrid.update_long_cycle(cfg, start_epoch)
+        if changed:
+            assert "{:05d}.pyth".format(start_epoch) in last, last
+            loads.append(load(f"long-cycle change at epoch {start_epoch}", last)[0])
+    print(json.dumps({"start_epoch": start_epoch, "file": last, "loads": loads}))
+
+
+# `resnet`: PySlowFast's single-pathway ResNet (MODEL_NAME ResNet) per MODEL.ARCH, R50 at
+# width 8, 4 clips of 8 frames at 64 px, weights and input from generated() (only outputs and
+# names are stored). Non-local blocks after blocks 1, 3 of res3 and 1, 3, 5 of res4 (I3D-NL's
+# NONLOCAL.LOCATION).
+RESNET_NETS = {
+    "i3d_nl": dict(arch="i3d", instantiation="softmax", nonlocal_=True),
+    "slow": dict(arch="slow", instantiation="dot_product", nonlocal_=False),
+    "c2d": dict(arch="c2d", instantiation="softmax", nonlocal_=False),
+    # Frame groups (NONLOCAL.GROUP 2 at res3 and res4) and a temporal pool of the keys (res4).
+    "slow_nl": dict(
+        arch="slow",
+        instantiation="dot_product",
+        nonlocal_=True,
+        group=[[1], [2], [2], [1]],
+        pool=[[[1, 2, 2]], [[1, 2, 2]], [[2, 2, 2]], [[1, 2, 2]]],
+    ),
+}
+RESNET_WIDTH = 8
+RESNET_CROP = 64
+NL_LOCATION = [[[]], [[1, 3]], [[1, 3, 5]], [[]]]
+# SlowFast-NL (SLOWFAST_NLN_8x8_R50.yaml's non-local blocks, on the slow pathway) at depth 50,
+# width 8, in resnet_main as `slowfast_nl`: weights and inputs generated.
+SLOWFAST_NL = dict(OURS, width_per_group=8)
+SLOWFAST_NL_KEYS = {
+    "NONLOCAL.LOCATION": [[[], []], [[1, 3], []], [[1, 3, 5], []], [[], []]],
+    "NONLOCAL.GROUP": [[1, 1], [1, 1], [1, 1], [1, 1]],
+    "NONLOCAL.POOL": [[[1, 2, 2], [1, 2, 2]]] * 4,
+    "NONLOCAL.INSTANTIATION": "softmax",
+}
+
+# The nets trained for SGD_STEPS steps by resnet_sgd_losses (I3D-NL R50 and Slow R50), at
+# width SGD_WIDTH from PySlowFast's own initialisation under torch.manual_seed(SGD_SEED).
+SGD_NETS = ("i3d_nl", "slow")
+SGD_STEPS = 8
+SGD_LR = 0.01
+SGD_WIDTH = 4
+SGD_SEED = 0
+
+
+def sgd_labels(step):
+    """The labels of SGD step `step`: clip i is class (3 i + step) mod 10."""
+    return [(3 * i + step) % 10 for i in range(N)]
+
+
+def resnet_sgd_losses(model, cfg):
+    """PySlowFast's training step on `model` (float64, train mode, BatchNorm3d) for SGD_STEPS
+    steps: construct_optimizer with SOLVER's defaults (momentum 0.9, Nesterov, dampening 0,
+    weight decay 1e-4, BN.WEIGHT_DECAY 0) at BASE_LR SGD_LR, cross-entropy (MODEL.LOSS_FUNC's
+    default) on generated `input/sgd<k>` with sgd_labels(k). Returns the SGD_STEPS losses, each
+    before its update, as train_net.train_epoch computes them."""
+    import torch
+    import slowfast.models.optimizer as optim
+
+    cfg.SOLVER.BASE_LR = SGD_LR
+    opt = optim.construct_optimizer(model, cfg)
+    loss_fun = torch.nn.CrossEntropyLoss(reduction="mean")
+    losses = []
+    for k in range(SGD_STEPS):
+        x = torch.from_numpy(generated(f"input/sgd{k}", (N, 3, FRAMES, RESNET_CROP, RESNET_CROP)))
+        loss = loss_fun(model([x.double()]), torch.tensor(sgd_labels(k)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def load_generated(model):
+    """Loads generated() weights and buffers into `model` by name (num_batches_tracked kept);
+    returns its state_dict."""
+    import torch
+
+    sd = {
+        k: v if k.endswith("num_batches_tracked") else torch.from_numpy(generated(k, tuple(v.shape)))
+        for k, v in model.state_dict().items()
+    }
+    model.load_state_dict(sd, strict=True)
+    return sd
+
+
+def names_and_shapes(sd):
+    """[name, shape] of every tensor of a state_dict but num_batches_tracked."""
+    return [[k, list(v.shape)] for k, v in sd.items() if not k.endswith("num_batches_tracked")]
+
+
+def resnet_cfg(get_cfg, net, norm_type, num_splits, depth=50, width=RESNET_WIDTH):
+    """PySlowFast's cfg for RESNET_NETS[net], and the Rust ModelConfig (JSON) of the same
+    network."""
+    spec = RESNET_NETS[net]
+    cfg = get_cfg()
+    location = NL_LOCATION if spec["nonlocal_"] else [[[]]] * 4
+    group = spec.get("group", [[1]] * 4)
+    pool = spec.get("pool", [[[1, 2, 2]]] * 4)
+    keys = {
+        "NUM_GPUS": 0,
+        "MODEL.ARCH": spec["arch"],
+        "MODEL.MODEL_NAME": "ResNet",
+        "MODEL.NUM_CLASSES": 10,
+        "MODEL.DROPOUT_RATE": 0.0,
+        "MODEL.HEAD_ACT": "softmax",
+        "RESNET.DEPTH": depth,
+        "RESNET.WIDTH_PER_GROUP": width,
+        "RESNET.NUM_GROUPS": 1,
+        "RESNET.TRANS_FUNC": "bottleneck_transform",
+        "RESNET.STRIDE_1X1": False,
+        "RESNET.ZERO_INIT_FINAL_BN": True,
+        "RESNET.NUM_BLOCK_TEMP_KERNEL": [[3], [4], [23 if depth == 101 else 6], [3]],
+        "NONLOCAL.LOCATION": location,
+        "NONLOCAL.GROUP": group,
+        "NONLOCAL.POOL": pool,
+        "NONLOCAL.INSTANTIATION": spec["instantiation"],
+        "DATA.NUM_FRAMES": FRAMES,
+        "DATA.TRAIN_CROP_SIZE": RESNET_CROP,
+        "DATA.INPUT_CHANNEL_NUM": [3],
+        "DETECTION.ENABLE": False,
+        "MULTIGRID.SHORT_CYCLE": False,
+        "BN.NORM_TYPE": norm_type,
+        "BN.NUM_SPLITS": num_splits,
+    }
+    for key, value in keys.items():
+        node = cfg
+        *path, leaf = key.split(".")
+        for p in path:
+            node = getattr(node, p)
+        assert hasattr(node, leaf), key
+        setattr(node, leaf, value)
+    ours = {
+        "arch": spec["arch"],
+        "depth": depth,
+        "width_per_group": width,
+        "num_classes": 10,
+        "dropout_rate": 0.0,
+        "zero_init_final_bn": True,
+        "nonlocal_location": location,
+        "nonlocal_group": group,
+        "nonlocal_pool": pool,
+        "nonlocal_instantiation": spec["instantiation"],
+    }
+    return cfg, keys, ours
+
+
+def resnet_main(slowfast_dir, out_dir, commit):
+    """Writes OUT_DIR/outputs.safetensors and config.json for tests/pyslowfast.rs's ResNet
+    tests. Per net <k> of RESNET_NETS, each also `_f64` (a float64 run, rounded to float32):
+      <k>/eval_probs       [4,10] eval-mode forward (head softmax) on generated `input/clip`
+                           [4,3,8,64,64]
+      <k>/eval_logits      head.projection's output before that softmax
+      <k>/eval_probs_wide  [2,10] eval on clips 0|2 and 1|3 side by side along W (64x128): the
+                           fixed AvgPool3d scores 1x3 positions, softmax averaged
+      <k>/train_logits     train mode, BatchNorm3d
+      <k>/train_logits_bn2 train mode, SubBatchNorm3d NUM_SPLITS 2
+    bn_stats.safetensors: `<k>/<bn>.running_mean|running_var`, the running statistics of every
+    BN (generated `input/calib` [4,3,8,64,64] through the model in train mode, momentum 1, float64,
+    rounded), which replace the generated ones.
+    config.json: per net PySlowFast's cfg keys, our ModelConfig and the state_dict's names and
+    shapes (without num_batches_tracked); `i3d_nl_r101`: names and shapes of I3D-NL R101;
+    for SGD_NETS, `sgd`: {"model": our ModelConfig at SGD_WIDTH, "losses": resnet_sgd_losses
+    in float64}, from the weights PySlowFast's build_model initialises under
+    torch.manual_seed(SGD_SEED), stored in sgd_weights.safetensors as `<k>/<name>` (float32;
+    running statistics and num_batches_tracked left out: training mode does not read them)."""
+    sys.path.insert(0, os.path.abspath(slowfast_dir))
+    commit = slowfast_commit(slowfast_dir, commit)
+    stub_missing_modules()
+    import torch
+    from safetensors.torch import save_file
+    from slowfast.config.defaults import get_cfg
+    from slowfast.models import build_model
+    from slowfast.utils.checkpoint import normal_to_sub_bn
+
+    torch.set_num_threads(2)
+    outputs = {}
+    nets = {}
+    x = torch.from_numpy(generated("input/clip", (N, 3, FRAMES, RESNET_CROP, RESNET_CROP)))
+    wide = torch.cat([x[: N // 2], x[N // 2 :]], dim=4)
+    calib = torch.from_numpy(generated("input/calib", (N, 3, FRAMES, RESNET_CROP, RESNET_CROP)))
+    stats = {}
+    sgd_weights = {}
+    for net in RESNET_NETS:
+        cfg, keys, ours = resnet_cfg(get_cfg, net, "batchnorm", 1)
+        model = build_model(cfg)
+        sd = load_generated(model)
+        # Running statistics of a calibration batch (generated `input/calib`; momentum 1, in
+        # float64), so eval mode neither explodes nor equals train mode; stored rounded to
+        # float32, and those rounded values are the model's here too.
+        with torch.no_grad():
+            m64 = copy.deepcopy(model).double().train()
+            bns = [b for b in m64.modules() if isinstance(b, torch.nn.BatchNorm3d)]
+            for b in bns:
+                b.momentum = 1.0
+            m64([calib.double()])
+            calibrated = {
+                k: v.float()
+                for k, v in m64.state_dict().items()
+                if k.endswith("running_mean") or k.endswith("running_var")
+            }
+        sd.update(calibrated)
+        model.load_state_dict(sd, strict=True)
+        stats.update({f"{net}/{k}": v for k, v in calibrated.items()})
+        cfg2, _, _ = resnet_cfg(get_cfg, net, "sub_batchnorm", 2)
+        sub = build_model(cfg2)
+        sub.load_state_dict(normal_to_sub_bn(copy.deepcopy(sd), sub.state_dict()), strict=True)
+        with torch.no_grad():
+            for dtype, suffix in ((torch.float32, ""), (torch.float64, "_f64")):
+                m = copy.deepcopy(model).to(dtype).eval()
+                captured = []
+                hook = m.head.projection.register_forward_hook(
+                    lambda _m, _i, o: captured.append(o)
+                )
+                outputs[f"{net}/eval_probs{suffix}"] = m([x.to(dtype)])
+                hook.remove()
+                outputs[f"{net}/eval_logits{suffix}"] = captured[0].reshape(N, -1)
+                outputs[f"{net}/eval_probs_wide{suffix}"] = m([wide.to(dtype)])
+                outputs[f"{net}/train_logits{suffix}"] = m.train()([x.to(dtype)])
+                s = copy.deepcopy(sub).to(dtype).train()
+                outputs[f"{net}/train_logits_bn2{suffix}"] = s([x.to(dtype)])
+        for key in ("eval_logits", "eval_probs_wide", "train_logits", "train_logits_bn2"):
+            a, b = outputs[f"{net}/{key}"].double(), outputs[f"{net}/{key}_f64"]
+            print(f"{net}/{key}: max {b.abs().max():.2f}, float32 - float64 {(a - b).abs().max():.2e}")
+        apart = (outputs[f"{net}/train_logits_bn2_f64"] - outputs[f"{net}/train_logits_f64"]).abs()
+        print(f"{net}: bn2 - bn1 train logits {apart.max():.2e}")
+        nets[net] = {
+            "model": ours,
+            "pyslowfast_cfg": keys,
+            "state_dict": names_and_shapes(sd),
+        }
+        if net in SGD_NETS:
+            cfg_s, _, ours_s = resnet_cfg(get_cfg, net, "batchnorm", 1, width=SGD_WIDTH)
+            torch.manual_seed(SGD_SEED)
+            init = build_model(cfg_s)
+            sgd_weights.update(
+                {
+                    f"{net}/{k}": v.detach().float().contiguous()
+                    for k, v in init.state_dict().items()
+                    if not k.endswith(("num_batches_tracked", "running_mean", "running_var"))
+                }
+            )
+            losses = resnet_sgd_losses(init.double().train(), cfg_s)
+            nets[net]["sgd"] = {"model": ours_s, "losses": losses}
+            print(f"{net}: SGD losses {[round(v, 4) for v in losses]}")
+    # SlowFast-NL: slow `input/slow_nl` [4,3,2,64,64] and fast `input/clip`; eval and train
+    # logits (1 and 2 BN groups), float64, as `slowfast_nl/<key>_f64`.
+    cfg, keys = pyslowfast_cfg(get_cfg, "batchnorm", 1, SLOWFAST_NL, SLOWFAST_NL_KEYS)
+    cfg.DATA.TRAIN_CROP_SIZE = RESNET_CROP
+    keys["DATA.TRAIN_CROP_SIZE"] = RESNET_CROP
+    model = build_model(cfg)
+    sd = load_generated(model)
+    cfg2, _ = pyslowfast_cfg(get_cfg, "sub_batchnorm", 2, SLOWFAST_NL, SLOWFAST_NL_KEYS)
+    cfg2.DATA.TRAIN_CROP_SIZE = RESNET_CROP
+    sub = build_model(cfg2)
+    sub.load_state_dict(normal_to_sub_bn(copy.deepcopy(sd), sub.state_dict()), strict=True)
+    slow = torch.from_numpy(generated("input/slow_nl", (N, 3, FRAMES // 4, RESNET_CROP, RESNET_CROP)))
+    with torch.no_grad():
+        m = copy.deepcopy(model).double().eval()
+        captured = []
+        hook = m.head.projection.register_forward_hook(lambda _m, _i, o: captured.append(o))
+        m([slow.double(), x.double()])
+        hook.remove()
+        outputs["slowfast_nl/eval_logits_f64"] = captured[0].reshape(N, -1)
+        outputs["slowfast_nl/train_logits_f64"] = m.train()([slow.double(), x.double()])
+        s2 = copy.deepcopy(sub).double().train()
+        outputs["slowfast_nl/train_logits_bn2_f64"] = s2([slow.double(), x.double()])
+    ours = dict(
+        SLOWFAST_NL,
+        nonlocal_location=SLOWFAST_NL_KEYS["NONLOCAL.LOCATION"],
+        nonlocal_instantiation="softmax",
+    )
+    nets["slowfast_nl"] = {
+        "model": ours,
+        "pyslowfast_cfg": keys,
+        "state_dict": names_and_shapes(sd),
+    }
+    print(f"slowfast_nl: eval logits max {outputs['slowfast_nl/eval_logits_f64'].abs().max():.2f}")
+    cfg, keys, ours = resnet_cfg(get_cfg, "i3d_nl", "batchnorm", 1, depth=101)
+    sd = build_model(cfg).state_dict()
+    nets["i3d_nl_r101"] = {
+        "model": ours,
+        "pyslowfast_cfg": keys,
+        "state_dict": names_and_shapes(sd),
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    save_file(
+        {k: v.contiguous().float() for k, v in outputs.items()},
+        os.path.join(out_dir, "outputs.safetensors"),
+    )
+    save_file(stats, os.path.join(out_dir, "bn_stats.safetensors"))
+    save_file(sgd_weights, os.path.join(out_dir, "sgd_weights.safetensors"))
+    config = {
+        "nets": nets,
+        "input": {"name": "input/clip", "batch": N, "num_frames": FRAMES, "crop": RESNET_CROP},
+        "weights_and_input": "generated (scripts/pyslowfast_fixture.py, generated())",
+        "slowfast_commit": commit,
+        "torch": torch.__version__,
+    }
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(config, f, indent=1)
+        f.write("\n")
+
+
 def main():
+    if len(sys.argv) >= 2 and sys.argv[1] == "resnet" and len(sys.argv) in (4, 5):
+        return resnet_main(sys.argv[2], sys.argv[3], (sys.argv[4:] or [None])[0])
+    if len(sys.argv) == 4 and sys.argv[1] == "resume":
+        return resume_main(sys.argv[2], sys.argv[3])
     if len(sys.argv) >= 2 and sys.argv[1] == "frames" and len(sys.argv) in (4, 5):
         return frames_main(sys.argv[2], sys.argv[3], (sys.argv[4:] or [None])[0])
     if len(sys.argv) >= 2 and sys.argv[1] == "config" and len(sys.argv) in (5, 6):

@@ -12,6 +12,10 @@ torch only (safetensors files are read and written here, without the safetensors
         JOB names model/optimizer safetensors files and the output .pyth, with the epoch, the
         cfg (nested dict of PySlowFast keys), the SGD settings and the loss scaler's constants.
         The .pyth is written to a temporary file renamed into place.
+    pyth.py caffe2 IN.pkl OUT.safetensors [--trust-pickle]
+        A PySlowFast Caffe2 checkpoint (CHECKPOINT_TYPE caffe2: a pickled dict, its arrays
+        under "blobs" or at the top) as safetensors, blob names unchanged (multigrid converts
+        them). Only numpy arrays and plain containers are unpickled, unless --trust-pickle.
 
 Errors: one line on stderr, exit status 1; 3 when torch is missing.
 """
@@ -305,6 +309,70 @@ def cmd_import(src, out_dir, trust):
     print(json.dumps({"epoch": epoch, "tensors": len(state), "momentum": sum(1 for k in optimizer if not k.startswith("amp.")), "notes": notes}))
 
 
+# --- Caffe2 ---------------------------------------------------------------------------------
+
+# What a pickle of numpy arrays needs: the array and dtype reconstructors (numpy 1 and 2
+# spellings), OrderedDict, and the string codec Python 3 writes protocol-2 bytes with; nothing
+# that runs other code.
+CAFFE2_GLOBALS = {
+    ("_codecs", "encode"),
+    ("collections", "OrderedDict"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "scalar"),
+}
+
+
+def cmd_caffe2(src, out, trust):
+    import pickle
+
+    import numpy as np
+
+    class Arrays(pickle.Unpickler):
+        def find_class(self, module, name):
+            if trust or (module, name) in CAFFE2_GLOBALS:
+                return super().find_class(module, name)
+            raise Fail(
+                f"{src}: the pickle asks for {module}.{name}, which a Caffe2 checkpoint of arrays "
+                "does not hold (if you trust the file, --trust-pickle runs the code stored in it)"
+            )
+
+    try:
+        with open(src, "rb") as f:
+            ckpt = Arrays(f, encoding="latin1").load()
+    except FileNotFoundError:
+        raise Fail(f"{src}: no such file")
+    except Fail:
+        raise
+    except Exception as e:
+        raise Fail(f"{src}: not a pickle: {type(e).__name__}: {e}")
+    blobs = ckpt.get("blobs", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(blobs, dict):
+        raise Fail(f"{src}: not a Caffe2 checkpoint: a {type(ckpt).__name__}, not a dict of blobs")
+    state, notes = OrderedDict(), []
+    left = []
+    for k, v in blobs.items():
+        t = None
+        if isinstance(v, np.ndarray) and v.dtype.kind in "fiub":
+            try:
+                t = torch.from_numpy(np.ascontiguousarray(v)).clone()
+            except TypeError:
+                pass
+        if t is None or t.dtype not in NAMES:
+            left.append(str(k))
+        else:
+            state[str(k)] = t
+    if left:
+        notes.append(f"{len(left)} Caffe2 blobs are not numeric arrays and were left out: {', '.join(sorted(left)[:6])}")
+    if not state:
+        raise Fail(f"{src}: the Caffe2 checkpoint holds no arrays")
+    write_safetensors(state, out)
+    print(json.dumps({"epoch": None, "tensors": len(state), "momentum": 0, "notes": notes}))
+
+
 # --- export ---------------------------------------------------------------------------------
 
 
@@ -361,10 +429,16 @@ def cmd_export(job_path):
             raise Fail(f"{job['model']}: {n} has no running_var beside it")
     state = read_safetensors(job["optimizer"]) if job.get("optimizer") else OrderedDict()
     params = [n for n in names if not is_buffer(n)]
-    bn = [n for n in params if is_bn_param(n)]
-    other = [n for n in params if not is_bn_param(n)]
-    index = {n: i for i, n in enumerate(bn + other)}
     s = job["solver"]
+    if job.get("norm_type") == "sub_batchnorm":
+        # SubBatchNorm3d holds the BN scale and shift itself and is no _NormBase, so
+        # construct_optimizer finds no BN parameters: one group, in module order, with
+        # SOLVER.WEIGHT_DECAY (the empty BN group is dropped).
+        bn, other = [], params
+    else:
+        bn = [n for n in params if is_bn_param(n)]
+        other = [n for n in params if not is_bn_param(n)]
+    index = {n: i for i, n in enumerate(bn + other)}
     opt_state = {}
     for name, buf in state.items():
         if name.startswith("amp."):
@@ -420,6 +494,11 @@ def main(argv):
             if any(a != "--trust-pickle" for a in extra):
                 raise Fail(f"unknown import option {extra}")
             cmd_import(argv[1], argv[2], "--trust-pickle" in extra)
+        elif len(argv) >= 3 and argv[0] == "caffe2":
+            extra = argv[3:]
+            if any(a != "--trust-pickle" for a in extra):
+                raise Fail(f"unknown caffe2 option {extra}")
+            cmd_caffe2(argv[1], argv[2], "--trust-pickle" in extra)
         elif len(argv) == 2 and argv[0] == "export":
             cmd_export(argv[1])
         else:

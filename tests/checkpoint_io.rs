@@ -73,6 +73,13 @@ struct Trained {
 }
 
 impl Trained {
+    /// An empty directory `name` under the shared root.
+    fn fresh(&self, name: &str) -> PathBuf {
+        let dir = self.root.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
     fn checkpoint(&self) -> PathBuf {
         multigrid::train::checkpoint::resolve(&self.run).unwrap()
     }
@@ -94,6 +101,9 @@ impl Trained {
 fn trained() -> &'static Trained {
     static RUN: OnceLock<Trained> = OnceLock::new();
     RUN.get_or_init(|| {
+        // The library's own conversions (init_from of a .pkl or .pth) find Python by
+        // $MG_PYTHON too; set while the other tests wait here, before any reads it.
+        std::env::set_var("MG_PYTHON", python());
         // Per process, so that two test runs at once do not share files; those of finished
         // runs are removed.
         let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
@@ -547,4 +557,554 @@ fn train_init_from_a_pyth_and_resume_wins() {
     let e = train(&[os("--resume")]);
     assert!(e.contains("resumed at step"), "{e}");
     assert!(!e.contains("initialised"), "{e}");
+}
+
+/// Writes our weights under Caffe2's blob names, as PySlowFast's Caffe2 SlowFast, I3D, C2D and
+/// Slow checkpoints name them (non-local blocks `nonlocal_convS_B_*`), into a pickle of numpy
+/// arrays (`{"blobs": ...}`, protocol 2 as Python 2 wrote them) with solver state beside them;
+/// argv: model.safetensors, out.pkl, then extra blob names to add, or `squeeze=NAME` to write
+/// our tensor NAME without its trailing dimensions of one.
+const CAFFE2_WRITER: &str = r#"
+import pickle, re, sys
+import numpy as np
+from pyth import read_safetensors
+BN = {"weight": "s", "bias": "b", "running_mean": "rm", "running_var": "riv"}
+def c2(n):
+    if n.startswith("head.projection."):
+        return "pred_" + n[len("head.projection.")]
+    m = re.fullmatch(r"s1\.pathway(\d)_stem\.(conv|bn)\.(\w+)", n)
+    if m:
+        p, kind, f = m.groups()
+        return ("t_" if p == "1" else "") + ("conv1_w" if kind == "conv" else "res_conv1_bn_" + BN[f])
+    m = re.fullmatch(r"s(\d)_fuse\.(conv_f2s|bn)\.(\w+)", n)
+    if m:
+        s, kind, f = m.groups()
+        base = "t_pool1_subsample" if s == "1" else f"t_res{s}_1_branch2b_bn_subsample"
+        return base + ("_w" if kind == "conv_f2s" else "_bn_" + BN[f])
+    m = re.fullmatch(r"s(\d)\.pathway0_nonlocal(\d+)\.(?:conv_(theta|phi|g|out)|bn)\.(\w+)", n)
+    if m:
+        s, b, conv, f = m.groups()
+        return f"nonlocal_conv{s}_{b}_" + (f"{conv}_{f[0]}" if conv else "bn_" + BN[f])
+    m = re.fullmatch(r"s(\d)\.pathway(\d)_res(\d+)\.(branch1|branch2\.[a-c])(_bn)?\.(\w+)", n)
+    s, p, b, conv, bn, f = m.groups()
+    base = ("t_" if p == "1" else "") + f"res{s}_{b}_" + conv.replace(".", "")
+    return base + ("_bn_" + BN[f] if bn else "_w")
+squeeze = {a[len("squeeze="):] for a in sys.argv[3:] if a.startswith("squeeze=")}
+blobs = {}
+for n, t in read_safetensors(sys.argv[1]).items():
+    a = t.numpy()
+    if n in squeeze:
+        shape = list(a.shape)
+        while shape and shape[-1] == 1:
+            shape.pop()
+        a = a.reshape(shape)
+    blobs[c2(n)] = a
+    blobs[c2(n) + "_momentum"] = np.zeros_like(a)
+blobs["lr"] = np.array([0.1], dtype=np.float32)
+blobs["model_iter"] = np.array([1000], dtype=np.int64)
+for extra in sys.argv[3:]:
+    if not extra.startswith("squeeze="):
+        blobs[extra] = np.ones((2, 2), dtype=np.float32)
+with open(sys.argv[2], "wb") as f:
+    pickle.dump({"blobs": blobs}, f, protocol=2)
+"#;
+
+/// A PySlowFast Caffe2 checkpoint (`.pkl`, CHECKPOINT_TYPE caffe2) loads bit for bit under
+/// the converted names; a blob that maps to nothing is named in the error, or listed with
+/// skip_missing; a pickle that asks for more than arrays is refused.
+#[test]
+fn a_caffe2_pkl_loads_bit_exact_and_unmapped_blobs_are_named() {
+    use multigrid::train::checkpoint::InitOptions;
+    let t = trained();
+    let dir = t.fresh("caffe2");
+    let model = t.checkpoint().join("model.safetensors");
+    let saved = read(&model);
+    let pkl = dir.join("SLOWFAST_tiny.pkl");
+    python_ok(CAFFE2_WRITER, &[&model, &pkl]);
+    let mut tr =
+        multigrid::train::Trainer::new(t.config_with(serde_json::json!({})), &dir.join("run"))
+            .unwrap();
+    let r = tr.init_from(&pkl).unwrap();
+    assert_eq!(r.loaded, saved.len());
+    assert!(r.skipped.is_empty() && r.unused.is_empty() && r.reinitialised.is_empty());
+    assert!(
+        r.notes.iter().any(|n| n.contains("Caffe2")),
+        "{:?}",
+        r.notes
+    );
+    let loaded: BTreeMap<String, Tensor> = sorted_vars(&tr).into_iter().collect();
+    assert_bit_equal(&saved, &loaded, "Caffe2 .pkl");
+
+    // A non-local block's blob maps to nothing of this model (it has none): named, with the
+    // name it converts to, or listed on request.
+    let extra = "nonlocal_conv3_1_theta_w";
+    let pkl2 = dir.join("with_nonlocal.pkl");
+    python_ok(CAFFE2_WRITER, &[&model, &pkl2, Path::new(extra)]);
+    let e = tr.init_from(&pkl2).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!(
+            "{extra} (a Caffe2 blob), as s3.pathway0_nonlocal1.conv_theta.weight, maps to no tensor"
+        )) && e.contains("--init-skip-missing"),
+        "{e}"
+    );
+    let r = tr
+        .init_from_with(&pkl2, InitOptions { skip_missing: true })
+        .unwrap();
+    assert_eq!(r.loaded, saved.len());
+    assert_eq!(r.unused.len(), 1, "{:?}", r.unused);
+    assert!(r.unused[0].starts_with(extra), "{:?}", r.unused);
+
+    // Only arrays are unpickled: a pickle that would call a function is refused.
+    let evil = dir.join("evil.pkl");
+    python_ok(
+        "import os, pickle, sys\npickle.dump({'blobs': {}, 'f': os.getcwd}, open(sys.argv[1], 'wb'))",
+        &[&evil],
+    );
+    let e = tr.init_from(&evil).unwrap_err().to_string();
+    assert!(e.contains("getcwd") && e.contains("--trust-pickle"), "{e}");
+}
+
+/// Writes a 2D ResNet with torchvision's names (basic blocks, as resnet18, at this test's
+/// width: stem 8 channels, stages of 32, 64, 128, 256, a 1000-class fc; with `bottleneck`,
+/// as resnet50: 3, 4, 6, 3 blocks of 1x1, 3x3, 1x1 convolutions, 8 << i channels inside, the
+/// same outputs) as .pth and .safetensors; argv: out.pth, out.safetensors[, bottleneck].
+const RESNET2D_WRITER: &str = r#"
+import sys, torch
+from collections import OrderedDict
+from pyth import write_safetensors
+torch.manual_seed(0)
+sd = OrderedDict()
+def bn(p, c):
+    sd[p + ".weight"] = torch.rand(c) + 0.5
+    sd[p + ".bias"] = torch.randn(c)
+    sd[p + ".running_mean"] = torch.randn(c)
+    sd[p + ".running_var"] = torch.rand(c) + 0.5
+    sd[p + ".num_batches_tracked"] = torch.tensor(7)
+bottleneck = sys.argv[3:] == ["bottleneck"]
+sd["conv1.weight"] = torch.randn(8, 3, 7, 7)
+bn("bn1", 8)
+cin = 8
+for i in range(4):
+    cout = 32 << i
+    inner = 8 << i
+    for b in range([3, 4, 6, 3][i] if bottleneck else 2):
+        p = f"layer{i + 1}.{b}"
+        if bottleneck:
+            sd[p + ".conv1.weight"] = torch.randn(inner, cin if b == 0 else cout, 1, 1)
+            bn(p + ".bn1", inner)
+            sd[p + ".conv2.weight"] = torch.randn(inner, inner, 3, 3)
+            bn(p + ".bn2", inner)
+            sd[p + ".conv3.weight"] = torch.randn(cout, inner, 1, 1)
+            bn(p + ".bn3", cout)
+        else:
+            sd[p + ".conv1.weight"] = torch.randn(cout, cin if b == 0 else cout, 3, 3)
+            bn(p + ".bn1", cout)
+            sd[p + ".conv2.weight"] = torch.randn(cout, cout, 3, 3)
+            bn(p + ".bn2", cout)
+        if b == 0:
+            sd[p + ".downsample.0.weight"] = torch.randn(cout, cin, 1, 1)
+            bn(p + ".downsample.1", cout)
+    cin = cout
+sd["fc.weight"] = torch.randn(1000, 256)
+sd["fc.bias"] = torch.randn(1000)
+torch.save(sd, sys.argv[1])
+write_safetensors(sd, sys.argv[2])
+"#;
+
+/// A 2D ImageNet ResNet (torchvision's names, .safetensors or .pth) is inflated onto the slow
+/// pathway as PySlowFast's CHECKPOINT_INFLATE: each kernel repeated over the temporal size and
+/// divided by it; the fast pathway, the lateral connections and the head do not map: an
+/// error names them, or, skipped, they are listed and keep their initial values.
+#[test]
+fn a_2d_imagenet_resnet_inflates_onto_the_slow_pathway() {
+    use multigrid::train::checkpoint::InitOptions;
+    let t = trained();
+    let dir = t.fresh("resnet2d");
+    let (pth, st) = (dir.join("resnet.pth"), dir.join("resnet.safetensors"));
+    python_ok(RESNET2D_WRITER, &[&pth, &st]);
+    let w2d = read(&st);
+    let mut tr =
+        multigrid::train::Trainer::new(t.config_with(serde_json::json!({})), &dir.join("run"))
+            .unwrap();
+    let before: BTreeMap<String, Tensor> = sorted_vars(&tr)
+        .into_iter()
+        .map(|(k, v)| (k, v.copy()))
+        .collect();
+    let e = tr.init_from(&st).unwrap_err().to_string();
+    assert!(
+        e.contains("s1.pathway1_stem.bn.bias [1] is missing") && e.contains("--init-skip-missing"),
+        "{e}"
+    );
+    for (k, v) in sorted_vars(&tr) {
+        assert!(v.equal(&before[&k]), "{k} changed although the load failed");
+    }
+
+    let skip = InitOptions { skip_missing: true };
+    let r = tr.init_from_with(&st, skip).unwrap();
+    assert_eq!(r.checkpoint_classes, Some(1000));
+    assert_eq!(
+        r.reinitialised,
+        ["head.projection.bias", "head.projection.weight"]
+    );
+    // Every conv of the 2D net: stem, 2 per block, a shortcut per stage.
+    assert_eq!(r.inflated, 1 + 4 * (2 * 2 + 1));
+    assert!(r.unused.is_empty(), "{:?}", r.unused);
+    let skipped = r.skipped.join("\n");
+    for name in [
+        "s1.pathway1_stem.conv.weight",
+        "s1_fuse.conv_f2s.weight",
+        "s5.pathway1_res1.branch2.b_bn.running_var",
+    ] {
+        assert!(skipped.contains(name), "{name} not listed: {skipped}");
+    }
+    assert!(!skipped.contains("pathway0"), "{skipped}");
+    let after: BTreeMap<String, Tensor> = sorted_vars(&tr).into_iter().collect();
+    for (k, v) in &after {
+        if k.contains("pathway1") || k.contains("_fuse") {
+            assert!(v.equal(&before[k]), "{k} did not keep its initial values");
+        }
+    }
+    // A temporal kernel of 3 (res4): the 2D kernel / 3 at each of the 3 positions.
+    let a = &after["s4.pathway0_res1.branch2.a.weight"];
+    let k = &w2d["layer3.1.conv1.weight"];
+    assert_eq!(a.size(), [128, 128, 3, 3, 3]);
+    for i in 0..3 {
+        assert!(a.select(2, i).equal(&(k / 3.0)), "temporal position {i}");
+    }
+    // A temporal kernel of 1 whose input also holds the fast pathway's lateral channels: the
+    // slow channels are the 2D kernel, the lateral ones start at zero.
+    let a = &after["s2.pathway0_res0.branch2.a.weight"];
+    assert_eq!(a.size(), [32, 10, 1, 3, 3]);
+    assert!(a
+        .narrow(1, 0, 8)
+        .select(2, 0)
+        .equal(&w2d["layer1.0.conv1.weight"]));
+    assert_eq!(
+        a.narrow(1, 8, 2)
+            .abs()
+            .sum(tch::Kind::Float)
+            .double_value(&[]),
+        0.0
+    );
+    assert!(after["s1.pathway0_stem.bn.running_var"].equal(&w2d["bn1.running_var"]));
+    assert!(after["s3.pathway0_res0.branch1_bn.bias"].equal(&w2d["layer2.0.downsample.1.bias"]));
+
+    // The .pth, through Python, loads the same.
+    let mut other =
+        multigrid::train::Trainer::new(t.config_with(serde_json::json!({})), &dir.join("run2"))
+            .unwrap();
+    let r = other.init_from_with(&pth, skip).unwrap();
+    assert_eq!(r.inflated, 1 + 4 * (2 * 2 + 1));
+    for (k, v) in sorted_vars(&other) {
+        if k.contains("pathway0") {
+            assert!(
+                v.equal(&after[&k]),
+                "{k} differs between .pth and .safetensors"
+            );
+        }
+    }
+
+    // The CLI: --init-skip-missing lists what was not loaded.
+    let out = ok(multigrid(&[
+        os("train"),
+        os("--config"),
+        os(&t.config),
+        os("--output-dir"),
+        os(&dir.join("cli")),
+        os("--init-from"),
+        os(&pth),
+        os("--init-skip-missing"),
+    ]));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("not loaded (kept its initial values): s1.pathway1_stem.conv.weight")
+            && said.contains("inflated 21 2D kernels"),
+        "{said}"
+    );
+}
+
+/// An I3D (depth 50, as PySlowFast's I3D R50, at this test's width) with a non-local block
+/// after block 1 of res3, as PySlowFast's Caffe2 I3D-NL checkpoints have them
+/// (`nonlocal_conv3_1_*`).
+fn i3d_nonlocal(t: &Trained) -> multigrid::Config {
+    t.config_with(serde_json::json!({"model": {
+        "arch": "i3d", "depth": 50, "nonlocal_location": [[[]], [[1]], [[]], [[]]]}}))
+}
+
+/// PySlowFast's Caffe2 checkpoint of a single-pathway model (I3D with a non-local block: blob
+/// names `conv1_w`, `res_conv1_bn_s`, `res2_0_branch2a_w`, `nonlocal_conv3_1_theta_w`,
+/// `pred_w`, ...) loads bit for bit, a blob with its trailing ones dropped included.
+#[test]
+fn a_caffe2_pkl_of_an_i3d_with_nonlocal_loads_bit_exact() {
+    let t = trained();
+    let dir = t.fresh("caffe2_i3d");
+    // Random weights (not the initial ones), under our names.
+    let src = multigrid::train::Trainer::new(i3d_nonlocal(t), &dir.join("src")).unwrap();
+    tch::manual_seed(3);
+    let saved: BTreeMap<String, Tensor> = sorted_vars(&src)
+        .into_iter()
+        .map(|(k, v)| (k, Tensor::randn_like(&v)))
+        .collect();
+    assert!(saved.contains_key("s3.pathway0_nonlocal1.conv_theta.weight"));
+    assert!(saved.contains_key("s4.pathway0_res5.branch2.c_bn.running_var"));
+    let model = dir.join("i3d.safetensors");
+    let named: Vec<(&str, &Tensor)> = saved.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    Tensor::write_safetensors(&named, &model).unwrap();
+    let pkl = dir.join("I3D_NLN_tiny.pkl");
+    let squeezed = "s3.pathway0_nonlocal1.conv_out.weight";
+    python_ok(
+        CAFFE2_WRITER,
+        &[&model, &pkl, Path::new(&format!("squeeze={squeezed}"))],
+    );
+
+    let mut tr = multigrid::train::Trainer::new(i3d_nonlocal(t), &dir.join("run")).unwrap();
+    let r = tr.init_from(&pkl).unwrap();
+    assert_eq!(r.loaded, saved.len());
+    assert!(r.skipped.is_empty() && r.unused.is_empty() && r.reinitialised.is_empty());
+    let loaded: BTreeMap<String, Tensor> = sorted_vars(&tr).into_iter().collect();
+    assert_eq!(loaded[squeezed].size(), [64, 32, 1, 1, 1]);
+    assert_bit_equal(&saved, &loaded, "Caffe2 .pkl of an I3D-NL");
+
+    // Without the non-local block in the model, its blobs are named.
+    let mut plain = multigrid::train::Trainer::new(
+        t.config_with(serde_json::json!({"model": {"arch": "i3d", "depth": 50}})),
+        &dir.join("plain"),
+    )
+    .unwrap();
+    let e = plain.init_from(&pkl).unwrap_err().to_string();
+    assert!(
+        e.contains("nonlocal_conv3_1_bn_b (a Caffe2 blob), as s3.pathway0_nonlocal1.bn.bias"),
+        "{e}"
+    );
+}
+
+/// A 2D ImageNet ResNet-50 with torchvision's names inflates onto an I3D: the 5x7x7 stem and
+/// the 3x1x1 first convolutions are the 2D kernel / T at each temporal position, the 1x1x1 ones
+/// the 2D kernel; the non-local block, which has no 2D counterpart, is named, or with
+/// skip_missing listed and left at its initial values.
+#[test]
+fn a_2d_imagenet_resnet_inflates_onto_an_i3d_with_nonlocal() {
+    use multigrid::train::checkpoint::InitOptions;
+    let t = trained();
+    let dir = t.fresh("resnet2d_i3d");
+    let (pth, st) = (dir.join("resnet50.pth"), dir.join("resnet50.safetensors"));
+    python_ok(RESNET2D_WRITER, &[&pth, &st, Path::new("bottleneck")]);
+    let w2d = read(&st);
+    let mut tr = multigrid::train::Trainer::new(i3d_nonlocal(t), &dir.join("run")).unwrap();
+    let before: BTreeMap<String, Tensor> = sorted_vars(&tr)
+        .into_iter()
+        .map(|(k, v)| (k, v.copy()))
+        .collect();
+    let e = tr.init_from(&st).unwrap_err().to_string();
+    assert!(
+        e.contains("s3.pathway0_nonlocal1.bn.bias [64] is missing")
+            && e.contains("--init-skip-missing"),
+        "{e}"
+    );
+
+    let r = tr
+        .init_from_with(&st, InitOptions { skip_missing: true })
+        .unwrap();
+    assert_eq!(r.checkpoint_classes, Some(1000));
+    assert_eq!(
+        r.reinitialised,
+        ["head.projection.bias", "head.projection.weight"]
+    );
+    // The stem, 3 per block of 16, a shortcut per stage.
+    assert_eq!(r.inflated, 1 + 16 * 3 + 4);
+    assert!(r.unused.is_empty(), "{:?}", r.unused);
+    // Exactly the non-local block: 4 convolutions' weight and bias, its BN's 4 tensors.
+    assert_eq!(r.skipped.len(), 12, "{:?}", r.skipped);
+    for s in &r.skipped {
+        assert!(
+            s.starts_with("s3.pathway0_nonlocal1.") && s.ends_with("not in the checkpoint"),
+            "{s}"
+        );
+    }
+    let after: BTreeMap<String, Tensor> = sorted_vars(&tr).into_iter().collect();
+    for (k, v) in &after {
+        if k.contains("nonlocal") {
+            assert!(v.equal(&before[k]), "{k} did not keep its initial values");
+        }
+    }
+    // Kernel [T, ...] of `ours` is `theirs` / T at each of its T positions.
+    let inflated = |ours: &str, theirs: &str, shape: [i64; 5]| {
+        let (a, k) = (&after[ours], &w2d[theirs]);
+        assert_eq!(a.size(), shape, "{ours}");
+        let t = shape[2];
+        for i in 0..t {
+            let want = if t == 1 {
+                k.shallow_clone()
+            } else {
+                k / t as f64
+            };
+            assert!(a.select(2, i).equal(&want), "{ours} at {i}");
+        }
+    };
+    // I3D's res2 pattern [3], res3 [3, 1], res5 [1, 3].
+    #[rustfmt::skip]
+    let kernels: [(&str, &str, [i64; 5]); 7] = [
+        ("s1.pathway0_stem.conv.weight", "conv1.weight", [8, 3, 5, 7, 7]),
+        ("s2.pathway0_res0.branch2.a.weight", "layer1.0.conv1.weight", [8, 8, 3, 1, 1]),
+        ("s3.pathway0_res1.branch2.a.weight", "layer2.1.conv1.weight", [16, 64, 1, 1, 1]),
+        ("s3.pathway0_res2.branch2.a.weight", "layer2.2.conv1.weight", [16, 64, 3, 1, 1]),
+        ("s5.pathway0_res1.branch2.a.weight", "layer4.1.conv1.weight", [64, 256, 3, 1, 1]),
+        ("s4.pathway0_res5.branch2.b.weight", "layer3.5.conv2.weight", [32, 32, 1, 3, 3]),
+        ("s5.pathway0_res0.branch1.weight", "layer4.0.downsample.0.weight", [256, 128, 1, 1, 1]),
+    ];
+    for (ours, theirs, shape) in kernels {
+        inflated(ours, theirs, shape);
+    }
+    assert!(after["s4.pathway0_res3.branch2.c_bn.running_mean"]
+        .equal(&w2d["layer3.3.bn3.running_mean"]));
+    assert!(after["s1.pathway0_stem.bn.weight"].equal(&w2d["bn1.weight"]));
+}
+
+/// PySlowFast's resume (scripts/pyslowfast_fixture.py `resume`: its get_last_checkpoint,
+/// build_model, construct_optimizer, load_checkpoint and multigrid update_long_cycle, as
+/// tools/train_net.py calls them) of `dir`; None, with a line on stderr, without
+/// $MG_PYSLOWFAST (a SlowFast work tree) and $MG_PYSLOWFAST_PYTHON (the fixture script's
+/// venv, see its docstring).
+fn pyslowfast_resume(dir: &Path) -> Option<serde_json::Value> {
+    let (Some(slowfast), Some(py)) = (
+        std::env::var_os("MG_PYSLOWFAST"),
+        std::env::var_os("MG_PYSLOWFAST_PYTHON"),
+    ) else {
+        eprintln!(
+            "PySlowFast's resume not run: set MG_PYSLOWFAST (a SlowFast work tree) and \
+             MG_PYSLOWFAST_PYTHON (the venv of scripts/pyslowfast_fixture.py)"
+        );
+        return None;
+    };
+    let out = ok(Command::new(py)
+        .arg(common::repo().join("scripts/pyslowfast_fixture.py"))
+        .args([os("resume"), os(&slowfast), os(dir)])
+        .output()
+        .unwrap());
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(serde_json::from_str(text.lines().last().unwrap_or("")).unwrap())
+}
+
+/// The trained checkpoint with its manifest's config patched (section by section) and its
+/// completed epochs set, exported into the PySlowFast OUTPUT_DIR `name/out`; returns that
+/// directory and the export's stderr.
+fn export_as(name: &str, patch: serde_json::Value, completed: u32) -> (PathBuf, String) {
+    let t = trained();
+    let root = t.root.join(name);
+    let _ = std::fs::remove_dir_all(&root);
+    let ckpt = root.join("ckpt");
+    std::fs::create_dir_all(&ckpt).unwrap();
+    for e in std::fs::read_dir(t.checkpoint()).unwrap().flatten() {
+        std::fs::copy(e.path(), ckpt.join(e.file_name())).unwrap();
+    }
+    let path = ckpt.join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for (section, keys) in patch.as_object().unwrap() {
+        for (k, x) in keys.as_object().unwrap() {
+            m["config"][section][k] = x.clone();
+        }
+    }
+    m["completed_epochs"] = serde_json::json!(completed);
+    m["epoch"] = serde_json::json!(completed);
+    std::fs::write(&path, m.to_string()).unwrap();
+    let out = root.join("out");
+    let said = ok(multigrid(&[
+        os("checkpoint"),
+        os("export"),
+        os(&ckpt),
+        os(&out),
+    ]));
+    let file = out
+        .join("checkpoints")
+        .join(format!("checkpoint_epoch_{completed:05}.pyth"));
+    assert!(file.is_file(), "no {}", file.display());
+    let stdout = String::from_utf8_lossy(&said.stdout);
+    assert!(stdout.contains(&file.display().to_string()), "{stdout}");
+    (out, String::from_utf8_lossy(&said.stderr).into_owned())
+}
+
+fn load(r: &serde_json::Value, i: usize) -> &serde_json::Value {
+    &r["loads"][i]
+}
+
+/// A `checkpoint export` into an OUTPUT_DIR is PySlowFast's file
+/// (checkpoints/checkpoint_epoch_NNNNN.pyth) and resumes there: its cfg builds PySlowFast's
+/// model, and optimizer_state has the parameter groups of the model PySlowFast builds at the
+/// resume epoch (two with BatchNorm3d, one with SubBatchNorm3d, whose scale and shift are no
+/// BN parameters for construct_optimizer), so its optimizer.load_state_dict takes it
+/// (facebookresearch/SlowFast#478 is that error), every momentum buffer on a parameter of
+/// its shape. With the long cycle, train_net loads the file into epoch 0's model first and
+/// again into the resume epoch's where the shape changes: fine while both have the same BN
+/// layout; where they differ PySlowFast fails on any file, its own included, and the export
+/// says so.
+#[test]
+fn exported_pyth_resumes_in_pyslowfast_at_its_stage() {
+    let (plain, _) = export_as("psf-plain", serde_json::json!({}), 1);
+    let (sub, _) = export_as(
+        "psf-sub",
+        serde_json::json!({"multigrid": {"bn_base_size": 2}}),
+        1,
+    );
+    // Long cycle on one GPU, batch 4, BN_BASE_SIZE 8: stages of 32 and 16 clips are
+    // sub-batch BN, 8 plain BN, 4 sync BN. With the short cycle, as PySlowFast's
+    // get_long_cycle_schedule indexes its three shapes.
+    let lc = serde_json::json!({
+        "multigrid": {"long_cycle": true, "short_cycle": true},
+        "solver": {"steps": [0, 8], "lrs": [1, 0.1], "max_epoch": 16}
+    });
+    let s = multigrid::Schedule::new(trained().config_with(lc.clone())).unwrap();
+    let first_with = |b: u32| {
+        (1..s.max_epoch())
+            .find(|&e| s.stages()[s.stage_index_at(e)].batch_factor == b)
+            .unwrap()
+    };
+    let (e4, e2) = (first_with(4), first_with(2));
+    let (lc_sub, said_sub) = export_as("psf-lc-sub", lc.clone(), e4);
+    assert!(!said_sub.contains("SlowFast#478"), "{said_sub}");
+    let (lc_bn, said_bn) = export_as("psf-lc-bn", lc, e2);
+    assert!(said_bn.contains("SlowFast#478"), "{said_bn}");
+
+    let Some(r) = pyslowfast_resume(&plain) else {
+        return;
+    };
+    assert_eq!(r["start_epoch"], 1, "{r}");
+    let l = load(&r, 0);
+    assert_eq!(l["norm_type"], "batchnorm", "{r}");
+    assert_eq!(l["groups"].as_array().unwrap().len(), 2, "{r}");
+    assert!(l["ok"] == true && l["shapes_match"] == true, "{r}");
+    assert!(l["momentum"].as_u64().unwrap() > 0, "{r}");
+
+    let r = pyslowfast_resume(&sub).unwrap();
+    let l = load(&r, 0);
+    assert_eq!(l["norm_type"], "sub_batchnorm", "{r}");
+    assert_eq!(l["groups"].as_array().unwrap().len(), 1, "{r}");
+    assert!(l["ok"] == true && l["shapes_match"] == true, "{r}");
+
+    // Epoch 0 (32 clips) and the resume epoch (16) both sub-batch BN: both loads take it.
+    let r = pyslowfast_resume(&lc_sub).unwrap();
+    assert_eq!(r["start_epoch"], e4, "{r}");
+    assert_eq!(r["loads"].as_array().unwrap().len(), 2, "{r}");
+    for i in 0..2 {
+        let l = load(&r, i);
+        assert_eq!(l["norm_type"], "sub_batchnorm", "{r}");
+        assert!(l["ok"] == true && l["shapes_match"] == true, "{r}");
+    }
+    // The resume epoch's plain BN: its model takes the file, epoch 0's (train_net's first
+    // load) cannot take any file of that layout.
+    let r = pyslowfast_resume(&lc_bn).unwrap();
+    let (start, direct) = (load(&r, 0), load(&r, 1));
+    assert!(start["ok"] == false, "{r}");
+    assert!(
+        start["error"]
+            .as_str()
+            .unwrap()
+            .contains("different number of parameter groups"),
+        "{r}"
+    );
+    assert_eq!(direct["norm_type"], "batchnorm", "{r}");
+    assert!(
+        direct["ok"] == true && direct["shapes_match"] == true,
+        "{r}"
+    );
 }

@@ -250,9 +250,42 @@ fn bn_groups_of_bn_base_size_in_every_mode() {
         assert_eq!(g(1), (8, 1), "{:?}", s.mode());
         assert_eq!(g(2), (4, 1));
         assert_eq!(g(8), (1, 1));
-        // Sync BN across ranks belongs to the long cycle only, as in PySlowFast.
+        // Without multigrid.bn_sync_devices ranks below bn_base_size do not sync.
         assert_eq!(g(16), (1, 1));
     }
+}
+
+/// PySlowFast's sync_batchnorm baselines (Charades, SSv2: 16 clips on 8 GPUs, NUM_SYNC_DEVICES
+/// 4): without the long cycle, `multigrid.bn_sync_devices` pools 4 ranks of 2 clips.
+#[test]
+fn sync_bn_without_the_long_cycle_follows_bn_sync_devices() {
+    let s = Schedule::from_json(&kinetics_json_with(json!({
+        "train": {"batch_size": 16},
+        "multigrid": {"long_cycle": false, "short_cycle": false, "bn_sync_devices": 4}
+    })))
+    .unwrap();
+    let g = |world| {
+        let b = s.bn_grouping(0, world);
+        (b.groups, b.sync_ranks)
+    };
+    // 2 clips a rank: 4 ranks make the 8 clips of bn_base_size.
+    assert_eq!(g(8), (1, 4));
+    assert_eq!(g(4), (1, 2));
+    assert_eq!(g(2), (1, 1));
+    assert_eq!(g(1), (2, 1));
+    // 1 clip a rank would need 8 ranks; bn_sync_devices caps the group at 4.
+    assert_eq!(g(16), (1, 4));
+    // The long cycle sets its own sync groups.
+    let e = Schedule::from_json(&kinetics_json_with(
+        json!({"multigrid": {"bn_sync_devices": 4}}),
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("multigrid.bn_sync_devices"), "{e}");
+    let e = Schedule::from_json(&kinetics_json_with(json!({
+        "multigrid": {"long_cycle": false, "bn_sync_devices": 0}
+    })))
+    .unwrap_err();
+    assert!(e.to_string().contains("multigrid.bn_sync_devices"), "{e}");
 }
 
 #[test]

@@ -412,3 +412,26 @@ fn macs_match_the_published_counts() {
     assert!(quarter > 0.3 * full, "{quarter:.3e} vs {full:.3e}");
     assert!(count(&t, 8, 32) < 0.51 * full);
 }
+
+/// A single-pathway network refuses inputs it cannot take with an error naming why, before
+/// libtorch fails inside a pool: too few frames for I3D's temporal pool after res2, and a
+/// non-local block whose [1, 2, 2] pool does not fit res4's map at 16 pixels.
+#[test]
+fn single_pathway_inputs_it_cannot_take_are_named() {
+    let c = ModelConfig {
+        arch: multigrid::schedule::Arch::I3d,
+        nonlocal_location: vec![vec![vec![]], vec![vec![]], vec![vec![1]], vec![vec![]]],
+        ..tiny()
+    };
+    let vs = nn::VarStore::new(Device::Cpu);
+    let m = multigrid::model::Network::new(&vs.root(), &c).unwrap();
+    let none = Tensor::zeros([2, 3, 0, 32, 32], (Kind::Float, Device::Cpu));
+    let clip = |t: i64, s: i64| Tensor::randn([2, 3, t, s, s], (Kind::Float, Device::Cpu));
+    let e = m.forward(&none, &clip(1, 32), 1, false).unwrap_err();
+    assert!(e.to_string().contains("temporal pool"), "{e}");
+    let e = m.forward(&none, &clip(4, 16), 1, false).unwrap_err();
+    assert!(e.to_string().contains("does not fit"), "{e}");
+    assert!(e.to_string().contains("res4"), "{e}");
+    let logits = tch::no_grad(|| m.forward(&none, &clip(4, 32), 1, false)).unwrap();
+    assert_eq!(logits.size(), [2, 12]);
+}

@@ -207,6 +207,34 @@ fn bad_plan_arguments() {
     assert!(e.to_string().contains("BN groups"), "{e}");
 }
 
+/// A baseline with sync BN over 4 ranks (PySlowFast's Charades and SSv2 baselines): every
+/// step of an 8-rank plan syncs 4 ranks of 2 clips, so BN sees 8 clips as on 8 GPUs there.
+#[test]
+fn baseline_sync_bn_over_bn_sync_devices_ranks() {
+    let s = Schedule::from_json(&kinetics_json_with(json!({
+        "train": {"batch_size": 16},
+        "multigrid": {"long_cycle": false, "short_cycle": false, "bn_sync_devices": 4}
+    })))
+    .unwrap();
+    for rank in [0, 5] {
+        let p = Plan::new(&s, 1000, 8, rank, 0).unwrap();
+        for k in [0, p.total_steps() / 2, p.total_steps() - 1] {
+            let st = p.step(k).unwrap();
+            assert_eq!(st.batch_size, 2);
+            assert_eq!((st.bn_groups, st.bn_sync_ranks), (1, 4));
+            assert_eq!(st.batch_size * st.bn_sync_ranks / st.bn_groups, 8);
+        }
+    }
+    // Sync devices 3 on 8 ranks of 2 clips (bn_base_size 6): 3 does not group 8 ranks, which
+    // the trainer refuses at start (check_world_fits_schedule).
+    let s3 = Schedule::from_json(&kinetics_json_with(json!({
+        "train": {"batch_size": 16},
+        "multigrid": {"long_cycle": false, "bn_base_size": 6, "bn_sync_devices": 3}
+    })))
+    .unwrap();
+    assert_eq!(s3.bn_grouping(0, 8).sync_ranks, 3);
+}
+
 /// The plan's work (sum of batch x frames x crop^2) equals a walk over every step, and by the
 /// multigrid design (constant work per iteration) its ratio to the baseline is the step ratio.
 #[test]

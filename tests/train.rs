@@ -8,6 +8,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// Held by every test here that trains in this process: a trainer seeds libtorch's global
+/// generator and draws from it (initial weights, dropout), so two at once would draw each
+/// other's numbers and runs that must be equal would not be.
+static IN_PROCESS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn in_process() -> std::sync::MutexGuard<'static, ()> {
+    IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_multigrid"))
 }
@@ -157,6 +166,7 @@ fn params(t: &multigrid::train::Trainer) -> Vec<(String, tch::Tensor)> {
 /// The warm-up pass visits every planned shape and leaves no trace in the trained model.
 #[test]
 fn warm_up_changes_nothing() {
+    let _rng = in_process();
     let (root, config) = setup_in("train_warmup", 40, 3);
     let plain = fit(
         &config,
@@ -194,6 +204,7 @@ fn warm_up_changes_nothing() {
 /// being skipped as if absent.
 #[test]
 fn a_corrupt_val_split_is_reported() {
+    let _rng = in_process();
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("train_corrupt_val");
     let _ = std::fs::remove_dir_all(&root);
     let data = root.join("data");
@@ -311,6 +322,7 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
 /// without it; `run.cudnn_benchmark = "auto"` is accepted and changes nothing on the CPU.
 #[test]
 fn cuda_graphs_without_cuda_say_why_and_change_nothing() {
+    let _rng = in_process();
     let (root, config) = setup_in("train_graphs", 40, 3);
     let plain = fit(&config, &root.join("plain"), serde_json::json!({}));
     let asked = fit(
@@ -327,4 +339,43 @@ fn cuda_graphs_without_cuda_say_why_and_change_nothing() {
     for ((na, ta), (_, tb)) in a.iter().zip(&b) {
         assert!(ta.equal(tb), "{na} differs");
     }
+}
+
+/// `model.arch` i3d with non-local blocks (PySlowFast's I3D-NL, depth 18 here) trains a whole
+/// multigrid run through the trainer, as SlowFast does: one pathway (the loader packs no slow
+/// pathway for it), the long cycle's shapes and short cycles, precise BN, val and test; its
+/// checkpoints hold PySlowFast's single-pathway names; and a clip batch through
+/// `train_step` with an empty slow input steps it.
+#[test]
+fn i3d_nl_trains_a_multigrid_run_end_to_end() {
+    let _rng = in_process();
+    let (root, config) = setup_in("train_i3d_nl", 24, 3);
+    let mut c = multigrid::Config::from_file(&config).unwrap();
+    let mut v = serde_json::to_value(&c).unwrap();
+    v["model"]["arch"] = "i3d".into();
+    // res3 only: the 22-pixel crops of the long cycle leave res4 a 2x2 map, which the
+    // non-local block's [1, 2, 2] pool halves to nothing (the model says so, as tested below).
+    v["model"]["nonlocal_location"] = serde_json::json!([[[]], [[1]], [[]], [[]]]);
+    v["model"]["nonlocal_instantiation"] = "softmax".into();
+    c = serde_json::from_value(v).unwrap();
+    assert_eq!(c.model.collate_alpha(), 0);
+    let run = root.join("run");
+    let mut t = multigrid::train::Trainer::new(c, &run).unwrap();
+    let s = t.fit(&mut |_| false).unwrap();
+    assert!(!s.cancelled && s.steps == t.plan().total_steps(), "{s:?}");
+    assert!(s.final_val.is_some() && s.test.is_some(), "{s:?}");
+    let names: Vec<String> = t.var_store().variables().into_keys().collect();
+    assert!(names
+        .iter()
+        .any(|n| n == "s3.pathway0_nonlocal1.conv_theta.weight"));
+    assert!(names.iter().all(|n| !n.contains("pathway1")), "{names:?}");
+    let saved = final_params(&run);
+    assert_eq!(saved.len(), names.len());
+    // A host batch: the clip alone, the slow input empty.
+    let fast = tch::Tensor::randn([2, 3, 8, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
+    let slow = tch::Tensor::zeros([2, 3, 0, 32, 32], (tch::Kind::Float, tch::Device::Cpu));
+    let labels = tch::Tensor::from_slice(&[0i64, 1]);
+    let step = t.next_step();
+    let loss = t.train_step(&slow, &fast, &labels, 1, 0.01, step).unwrap();
+    assert!(loss.is_finite() && loss > 0.0, "{loss}");
 }

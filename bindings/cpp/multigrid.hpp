@@ -114,6 +114,13 @@ class Schedule {
     detail::check(mg_schedule_max_epoch(get(), &e));
     return e;
   }
+  /// The alpha collation takes for the config's network: model.alpha for SlowFast, 0 for a
+  /// single-pathway model.arch (no slow pathway is packed; train_step takes slow nullptr).
+  uint32_t collate_alpha() const {
+    uint32_t a = 0;
+    detail::check(mg_schedule_collate_alpha(get(), &a));
+    return a;
+  }
   double lr_at(double epoch) const {
     double lr = 0;
     detail::check(mg_schedule_lr_at(get(), epoch, &lr));
@@ -387,18 +394,19 @@ class Trainer {
     detail::check(st);
     return s;
   }
-  /// One SGD step on a host batch; bn_groups 0 and lr < 0 take the plan's values.
+  /// One SGD step on a host batch; bn_groups 0 and lr < 0 take the plan's values. A
+  /// single-pathway network (Schedule::collate_alpha() 0) takes `slow` nullptr.
   double train_step(const float* slow, const std::array<int64_t, 5>& slow_shape,
                     const float* fast, const std::array<int64_t, 5>& fast_shape,
                     const int64_t* labels, uint32_t bn_groups = 0, double lr = -1.0) {
     double loss = 0;
-    detail::check(mg_trainer_train_step(get(), slow, slow_shape.data(), fast, fast_shape.data(),
-                                        labels, bn_groups, lr, &loss));
+    detail::check(mg_trainer_train_step(get(), slow, slow ? slow_shape.data() : nullptr, fast,
+                                        fast_shape.data(), labels, bn_groups, lr, &loss));
     return loss;
   }
   double train_step(const Batch& b, uint32_t bn_groups = 0, double lr = -1.0) {
-    return train_step(b.slow.data(), b.slow_shape(), b.fast.data(), b.fast_shape(),
-                      b.labels.data(), bn_groups, lr);
+    return train_step(b.slow.empty() ? nullptr : b.slow.data(), b.slow_shape(), b.fast.data(),
+                      b.fast_shape(), b.labels.data(), bn_groups, lr);
   }
   /// A multi-label step: `targets` N x num_classes floats in [0, 1]; returns the BCE loss.
   double train_step_targets(const float* slow, const std::array<int64_t, 5>& slow_shape,
@@ -406,7 +414,7 @@ class Trainer {
                             const float* targets, uint32_t num_classes, uint32_t bn_groups = 0,
                             double lr = -1.0) {
     double loss = 0;
-    detail::check(mg_trainer_train_step_targets(get(), slow, slow_shape.data(), fast,
+    detail::check(mg_trainer_train_step_targets(get(), slow, slow ? slow_shape.data() : nullptr, fast,
                                                 fast_shape.data(), targets, num_classes,
                                                 bn_groups, lr, &loss));
     return loss;
@@ -417,6 +425,22 @@ class Trainer {
     return a;
   }
   void save() { detail::check(mg_trainer_save(get())); }
+  /// Initialises the model from another run's weights (mg_trainer_init_from); returns the
+  /// report (JSON).
+  std::string init_from(const std::string& path, bool skip_missing = false) {
+    const uint32_t flags = skip_missing ? MG_INIT_SKIP_MISSING : 0;
+    size_t size = 0;
+    std::string report(4096, '\0');
+    detail::check(mg_trainer_init_from(get(), path.c_str(), flags, report.data(), report.size(),
+                                       &size));
+    if (size >= report.size()) {
+      report.assign(size + 1, '\0');
+      detail::check(mg_trainer_init_from(get(), path.c_str(), flags, report.data(),
+                                         report.size(), &size));
+    }
+    report.resize(size);
+    return report;
+  }
   void load(const std::string& checkpoint_dir) {
     detail::check(mg_trainer_load(get(), checkpoint_dir.c_str()));
   }

@@ -171,6 +171,22 @@ pub extern "C" fn mg_schedule_max_epoch(schedule: *const mg_schedule, out: *mut 
     })
 }
 
+/// The `alpha` to pass to mg_collate_step, mg_collate_step_len and the dataset loaders for
+/// this config's network: `model.alpha` for SlowFast (two pathways: slow and fast), 0 for a
+/// single-pathway `model.arch` (c2d, i3d, slow), which takes the clip alone as `fast`, with
+/// NULL `slow` in mg_trainer_train_step.
+#[no_mangle]
+pub extern "C" fn mg_schedule_collate_alpha(
+    schedule: *const mg_schedule,
+    out: *mut u32,
+) -> mg_status {
+    guard("mg_schedule_collate_alpha", || {
+        let s = non_null(schedule, "schedule")?;
+        *out_ptr(out, "out")? = s.inner.config().model.collate_alpha();
+        Ok(())
+    })
+}
+
 /// LR at a fractional epoch, warm-up included. Errors: MG_STATUS_INVALID_ARGUMENT for a
 /// negative or non-finite epoch.
 #[no_mangle]

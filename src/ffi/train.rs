@@ -608,7 +608,9 @@ pub extern "C" fn mg_trainer_fit(
     })
 }
 
-/// The slow and fast host arrays of a step, checked and on the trainer's device; also N.
+/// The slow and fast host arrays of a step, checked and on the trainer's device; also N. A
+/// single-pathway network (mg_schedule_collate_alpha 0) takes `slow` and `slow_shape` NULL,
+/// and gets an empty slow tensor.
 #[cfg(feature = "torch")]
 fn host_inputs(
     t: &crate::train::Trainer,
@@ -637,21 +639,34 @@ fn host_inputs(
             })?;
         Ok((s, n))
     };
-    let ((ss, slow_n), (fs, fast_n)) = (
-        shape(slow_shape, "slow_shape")?,
-        shape(fast_shape, "fast_shape")?,
-    );
+    let one_pathway = t.config().model.collate_alpha() == 0;
+    let (fs, fast_n) = shape(fast_shape, "fast_shape")?;
+    let device = t.device();
+    if one_pathway && (!slow.is_null() || !slow_shape.is_null()) {
+        return Err(FfiError::Invalid(format!(
+            "model.arch {} takes one pathway: slow and slow_shape must be NULL",
+            t.config().model.arch
+        )));
+    }
+    let (ss, slow_n) = if one_pathway {
+        ([fs[0], 3, 0, fs[3], fs[4]], 0)
+    } else {
+        shape(slow_shape, "slow_shape")?
+    };
     if ss[0] != fs[0] {
         return Err(FfiError::Invalid(format!(
             "slow {ss:?} and fast {fs:?} disagree on N"
         )));
     }
-    let device = t.device();
     let tensor = |p: *const f32,
                   s: [i64; 5],
                   n: usize,
                   name: &'static str|
      -> Result<tch::Tensor, FfiError> {
+        if n == 0 {
+            let torch = |e: tch::TchError| FfiError::Lib(e.into());
+            return tch::Tensor::f_zeros(s, (tch::Kind::Float, device)).map_err(torch);
+        }
         non_null(p, name)?;
         // SAFETY: the caller promises the product of the shape in floats (n, checked).
         let data = unsafe { std::slice::from_raw_parts(p, n) };
@@ -681,7 +696,8 @@ fn plan_or(bn_groups: u32, lr: f64) -> Result<(Option<i64>, Option<f64>), FfiErr
 }
 
 /// One SGD step on a host batch: `slow` [N, 3, Ts, S, S] and `fast` [N, 3, T, S, S] (f32,
-/// shapes as int64 arrays of 5), `labels` N class indices. `bn_groups` 0 and a negative `lr`
+/// shapes as int64 arrays of 5; a single-pathway `model.arch`, whose mg_schedule_collate_alpha
+/// is 0, takes the clip as `fast` and NULL `slow` and `slow_shape`), `labels` N class indices. `bn_groups` 0 and a negative `lr`
 /// take the plan's values at the trainer's position (mg_trainer_next_step), which advances by
 /// one, so checkpoints and resume line up with mg_trainer_fit. `*loss` receives the
 /// cross-entropy. With several ranks every rank calls it with its own shard's batch of the
@@ -855,6 +871,66 @@ pub extern "C" fn mg_trainer_load(
         #[cfg(not(feature = "torch"))]
         {
             let _ = (trainer, checkpoint_dir);
+            unsupported()
+        }
+    })
+}
+
+/// mg_trainer_init_from's `flags`: load what maps and list the rest in the report (the model's
+/// tensors that keep their initial values, the file's that map to nothing), as PySlowFast's
+/// loader prints them, instead of failing naming them; for a 2D ImageNet ResNet, whose weights
+/// cover only the slow pathway of a SlowFast.
+pub const MG_INIT_SKIP_MISSING: u32 = 1;
+
+/// Initialises the model from another run's weights, as PySlowFast's TRAIN.CHECKPOINT_FILE_PATH
+/// (fine-tuning: the optimizer, plan position and clock start afresh; a classifier of another
+/// class count is re-initialised). `path`: our checkpoint directory or `.safetensors`, a
+/// PySlowFast `.pyth`, a PySlowFast Caffe2 `.pkl` (CHECKPOINT_TYPE caffe2), or a 2D ImageNet
+/// ResNet with torchvision's names (`.pth` or `.safetensors`), inflated to 3D as PySlowFast's
+/// CHECKPOINT_INFLATE; `.pyth`, `.pkl` and `.pth` are read by the package's Python
+/// (scripts/pyth.py, needs torch). `flags`: 0 or MG_INIT_SKIP_MISSING. On success, what was
+/// loaded as JSON (`source`, `loaded`, `reinitialised`, `checkpoint_classes`, `notes`,
+/// `inflated`, `skipped`, `unused`) is copied into `report` as mg_last_error_message copies
+/// (NUL-terminated, truncated to `report_len`; NULL with 0 for none) and its full length to
+/// `*report_size` (may be NULL). With several ranks every rank calls it; rank 0 reads the file
+/// and its values are broadcast. Errors: MG_STATUS_NULL_ARGUMENT, MG_STATUS_INVALID_ARGUMENT
+/// (an unknown flag), MG_STATUS_IO and MG_STATUS_DATA (a file that cannot be read or converted;
+/// tensors that do not map, named, without MG_INIT_SKIP_MISSING), MG_STATUS_TORCH.
+#[no_mangle]
+pub extern "C" fn mg_trainer_init_from(
+    trainer: *mut mg_trainer,
+    path: *const c_char,
+    flags: u32,
+    report: *mut c_char,
+    report_len: usize,
+    report_size: *mut usize,
+) -> mg_status {
+    guard("mg_trainer_init_from", || {
+        #[cfg(feature = "torch")]
+        {
+            let file = c_str(path, "path")?;
+            if flags & !MG_INIT_SKIP_MISSING != 0 {
+                return Err(FfiError::Invalid(format!(
+                    "flags {flags:#x}: only MG_INIT_SKIP_MISSING (1) is defined"
+                )));
+            }
+            let opts = crate::train::checkpoint::InitOptions {
+                skip_missing: flags & MG_INIT_SKIP_MISSING != 0,
+            };
+            let r = exclusive(trainer, "mg_trainer_init_from")?
+                .init_from_with(std::path::Path::new(file), opts)?;
+            let text =
+                serde_json::to_string(&r).map_err(|e| FfiError::Invalid(format!("report: {e}")))?;
+            let n = super::error::copy_out(&text, report, report_len);
+            if !report_size.is_null() {
+                // SAFETY: a non-NULL `report_size` points to a size_t the caller owns.
+                unsafe { *report_size = n };
+            }
+            Ok(())
+        }
+        #[cfg(not(feature = "torch"))]
+        {
+            let _ = (trainer, path, flags, report, report_len, report_size);
             unsupported()
         }
     })

@@ -8,12 +8,18 @@
 //! One model serves every multigrid shape without a rebuild.
 
 pub mod bn;
+pub mod network;
+pub mod nonlocal;
+pub mod resnet;
 
 use tch::{nn, Tensor};
 
 use crate::error::{Error, Result};
 use crate::schedule::ModelConfig;
 use bn::{Bn, GroupBatchNorm};
+pub use network::Network;
+use nonlocal::Nonlocal;
+pub use resnet::ResNet;
 
 /// A 3D convolution without bias, initialised as PySlowFast's `c2_msra_fill` (Kaiming normal,
 /// fan-out, ReLU gain).
@@ -225,8 +231,9 @@ struct Stem {
 #[derive(Debug)]
 pub struct SlowFast {
     stems: [Stem; 2],
-    /// stages[i][pathway] = blocks of res(i + 2).
-    stages: Vec<[Vec<ResBlock>; 2]>,
+    /// stages[i][pathway] = blocks of res(i + 2), each optionally followed by a non-local
+    /// block (SlowFast-NL).
+    stages: Vec<[resnet::Stage; 2]>,
     /// Fusions after the stem, res2, res3, res4.
     fuses: Vec<Fuse>,
     projection: Linear,
@@ -272,10 +279,10 @@ impl SlowFast {
             let inner = w * (1 << i);
             let stride = if i == 0 { 1 } else { 2 };
             let stage = root / format!("s{}", i + 2);
-            let pathway = |pw: usize, cin: i64, cout: i64, inner: i64| -> Result<Vec<ResBlock>> {
+            let pathway = |pw: usize, cin: i64, cout: i64, inner: i64| -> Result<resnet::Stage> {
                 (0..n)
                     .map(|b| {
-                        ResBlock::new(
+                        let block = ResBlock::new(
                             &(&stage / format!("pathway{pw}_res{b}")),
                             if b == 0 { cin } else { cout },
                             cout,
@@ -284,9 +291,11 @@ impl SlowFast {
                             if b == 0 { stride } else { 1 },
                             bottleneck,
                             c.zero_init_final_bn,
-                        )
+                        )?;
+                        let nonlocal = Nonlocal::after_block(&stage, c, i, pw, b as u32, cout)?;
+                        Ok((block, nonlocal))
                     })
-                    .collect::<Result<Vec<_>>>()
+                    .collect::<Result<resnet::Stage>>()
             };
             stages.push([
                 pathway(0, slow_in, out, inner)?,
@@ -333,27 +342,10 @@ impl SlowFast {
             .iter_mut()
             .map(|s| &mut s.conv)
             .chain(self.fuses.iter_mut().map(|f| &mut f.conv))
-            .chain(self.stages.iter_mut().flat_map(|stage| {
-                stage.iter_mut().flatten().flat_map(|block| {
-                    block
-                        .branch1
-                        .iter_mut()
-                        .map(|b| &mut b.0)
-                        .chain(block.convs.iter_mut().map(|c| &mut c.0))
-                })
-            }));
-        for conv in convs {
-            let w = tch::no_grad(|| {
-                if on {
-                    channels_last_3d(&conv.weight)
-                } else {
-                    Ok(conv.weight.f_contiguous()?)
-                }
-            })?;
-            // set_data swaps the storage under the same parameter, which the VarStore and the
-            // optimizer share.
-            conv.weight.f_set_data(&w)?;
-        }
+            .chain(stage_convs(
+                self.stages.iter_mut().flat_map(|s| s.iter_mut()),
+            ));
+        set_conv_layout(convs, on)?;
         self.channels_last = on;
         Ok(())
     }
@@ -374,10 +366,10 @@ impl SlowFast {
         total += self.fuses[0].conv.macs(dims[1]).1;
         for (i, stage) in self.stages.iter().enumerate() {
             for pw in 0..2 {
-                for block in &stage[pw] {
+                for (block, nonlocal) in &stage[pw] {
                     let (out, m) = block.macs(dims[pw]);
                     dims[pw] = out;
-                    total += m;
+                    total += m + nonlocal.as_ref().map_or(0.0, |n| n.macs(out));
                 }
             }
             if i < 3 {
@@ -385,6 +377,14 @@ impl SlowFast {
             }
         }
         total + self.projection.weight.numel() as f64
+    }
+
+    /// The fixed head pool for training clips of `num_frames` x `crop`^2: the last feature
+    /// maps of each pathway, [T / alpha, ceil(crop / 32), ceil(crop / 32)] and [T, ...], for
+    /// [`SlowFast::eval_probs`].
+    pub fn head_pool_fixed(&self, num_frames: i64, crop: i64) -> HeadPool {
+        let m = (crop + 31) / 32;
+        HeadPool::Fixed([[num_frames / self.alpha, m, m], [num_frames, m, m]])
     }
 
     /// Whether [`SlowFast::set_channels_last`] is on.
@@ -397,9 +397,10 @@ impl SlowFast {
         let mut v: Vec<&GroupBatchNorm> = self.stems.iter().map(|s| &s.bn).collect();
         v.extend(self.fuses.iter().map(|f| &f.bn));
         for stage in &self.stages {
-            for block in stage.iter().flatten() {
+            for (block, nonlocal) in stage.iter().flatten() {
                 v.extend(block.branch1.iter().map(|b| &b.1));
                 v.extend(block.convs.iter().map(|c| &c.1));
+                v.extend(nonlocal.iter().map(|n| &n.bn));
             }
         }
         v
@@ -452,6 +453,20 @@ impl SlowFast {
                 self.alpha,
                 tf / self.alpha
             ));
+        }
+        // Non-local blocks: their frame groups and pools must fit each pathway's maps (the
+        // stem's stride-2 convolution and max pool, then stride 2 from res3 on).
+        let half = |d: i64| (d - 1) / 2 + 1;
+        let (mut h, mut w) = (half(half(ss[3])), half(half(ss[4])));
+        for (i, stage) in self.stages.iter().enumerate() {
+            if i > 0 {
+                (h, w) = (half(h), half(w));
+            }
+            for (pw, t) in [(0, ts), (1, tf)] {
+                for nonlocal in stage[pw].iter().filter_map(|(_, n)| n.as_ref()) {
+                    nonlocal.check_maps([t, h, w], &format!("res{} pathway{pw}", i + 2))?;
+                }
+            }
         }
         if !train {
             return Ok(());
@@ -558,8 +573,11 @@ impl SlowFast {
         x[0] = self.fuses[0].forward(&x[0], &x[1], bn, train)?;
         for (i, stage) in self.stages.iter().enumerate() {
             for pw in 0..2 {
-                for block in &stage[pw] {
+                for (block, nonlocal) in &stage[pw] {
                     x[pw] = block.forward(&x[pw], bn, train)?;
+                    if let Some(n) = nonlocal {
+                        x[pw] = n.forward(&x[pw], bn, train)?;
+                    }
                 }
             }
             if i < 3 {
@@ -568,6 +586,39 @@ impl SlowFast {
         }
         Ok(x)
     }
+}
+
+/// Every convolution of `stages`' residual and non-local blocks.
+fn stage_convs<'a>(
+    stages: impl Iterator<Item = &'a mut resnet::Stage>,
+) -> impl Iterator<Item = &'a mut Conv3d> {
+    stages.flat_map(|stage| {
+        stage.iter_mut().flat_map(|(block, nonlocal)| {
+            block
+                .branch1
+                .iter_mut()
+                .map(|b| &mut b.0)
+                .chain(block.convs.iter_mut().map(|c| &mut c.0))
+                .chain(nonlocal.iter_mut().flat_map(|n| n.convs_mut()))
+        })
+    })
+}
+
+/// Each convolution's weight in channels-last-3d strides (`on`) or contiguous ones.
+fn set_conv_layout<'a>(convs: impl Iterator<Item = &'a mut Conv3d>, on: bool) -> Result<()> {
+    for conv in convs {
+        let w = tch::no_grad(|| {
+            if on {
+                channels_last_3d(&conv.weight)
+            } else {
+                Ok(conv.weight.f_contiguous()?)
+            }
+        })?;
+        // set_data swaps the storage under the same parameter, which the VarStore and the
+        // optimizer share.
+        conv.weight.f_set_data(&w)?;
+    }
+    Ok(())
 }
 
 /// `x` (5-D) with channels-last-3d strides, as PyTorch's

@@ -142,6 +142,35 @@ choice! {
 }
 
 choice! {
+    /// `model.arch`: PySlowFast's MODEL.ARCH, the network family.
+    #[derive(Default)]
+    Arch {
+        /// Two pathways with lateral connections (MODEL_NAME SlowFast).
+        #[default]
+        SlowFast = "slowfast",
+        /// One pathway, 2D kernels in time, a temporal max pool after res2 (MODEL_NAME ResNet).
+        C2d = "c2d",
+        /// One pathway, inflated 3D kernels, a temporal max pool after res2.
+        I3d = "i3d",
+        /// SlowFast's slow pathway alone: temporal kernels in res4 and res5 only.
+        Slow = "slow",
+    }
+}
+
+choice! {
+    /// `model.nonlocal_instantiation`: PySlowFast's NONLOCAL.INSTANTIATION, how a non-local
+    /// block normalises its affinities.
+    #[derive(Default)]
+    NonlocalInstantiation {
+        /// Divided by the number of positions compared (PySlowFast's default).
+        #[default]
+        DotProduct = "dot_product",
+        /// Scaled by 1 / sqrt(inner channels), then a softmax over the positions.
+        Softmax = "softmax",
+    }
+}
+
+choice! {
     /// `data.ensemble_method`: how the test views of a clip combine.
     EnsembleMethod {
         /// The sum of the views' scores.

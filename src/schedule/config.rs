@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::choices::{
-    CudnnBenchmark, DatasetKind, DeviceChoice, DistBackend, EnsembleMethod, HeadAct, InitMethod,
-    LossFunc, MemoryFormat, PrecisionChoice, ValProtocol,
+    Arch, CudnnBenchmark, DatasetKind, DeviceChoice, DistBackend, EnsembleMethod, HeadAct,
+    InitMethod, LossFunc, MemoryFormat, NonlocalInstantiation, PrecisionChoice, ValProtocol,
 };
 use crate::error::{config_err, Error, Result};
 
@@ -226,6 +226,79 @@ pub struct ModelConfig {
     /// PySlowFast's MODEL.HEAD_ACT, applied to the logits at evaluation: `softmax`, or
     /// `sigmoid` for multi-label scores. Default `softmax`.
     pub head_act: HeadAct,
+    /// PySlowFast's MODEL.ARCH: `slowfast` (two pathways), or one pathway (MODEL_NAME ResNet):
+    /// `c2d`, `i3d` or `slow`, with PySlowFast's temporal kernels and pooling per arch
+    /// (`alpha`, `beta_inv` and the fusion keys then do nothing). Default `slowfast`.
+    #[serde(skip_serializing_if = "is_default")]
+    pub arch: Arch,
+    /// PySlowFast's NONLOCAL.LOCATION: per stage (res2..res5), per pathway, the indices of the
+    /// blocks followed by a non-local block, e.g. `[[[]], [[1, 3]], [[1, 3, 5]], [[]]]` (I3D-NL
+    /// R50; SlowFast-NL: `[[[], []], [[1, 3], []], [[1, 3, 5], []], [[], []]]`). Empty (the
+    /// default): no non-local block.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nonlocal_location: Vec<Vec<Vec<u32>>>,
+    /// PySlowFast's NONLOCAL.GROUP: per stage, per pathway, how many groups of frames a
+    /// non-local block compares separately. Empty (the default): 1 everywhere.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nonlocal_group: Vec<Vec<u32>>,
+    /// PySlowFast's NONLOCAL.POOL: per stage, per pathway, the [T, H, W] max pool of a
+    /// non-local block's keys and values. Empty (the default): [1, 2, 2] everywhere, as
+    /// PySlowFast's default.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nonlocal_pool: Vec<Vec<[u32; 3]>>,
+    /// PySlowFast's NONLOCAL.INSTANTIATION: `dot_product` or `softmax`. Default `dot_product`
+    /// (PySlowFast's default; its I3D-NL configs set `softmax`).
+    #[serde(skip_serializing_if = "is_default")]
+    pub nonlocal_instantiation: NonlocalInstantiation,
+}
+
+/// Whether `v` is its type's default, so that new keys stay out of configs that do not set them.
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+impl ModelConfig {
+    /// Pathways of `arch`: 2 for SlowFast, else 1.
+    pub fn pathways(&self) -> usize {
+        if self.arch == Arch::SlowFast {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// The `alpha` collation takes for this network (`mg_collate_step`'s): `alpha` for
+    /// SlowFast, whose slow pathway it packs; 0 for a single-pathway arch, which takes the
+    /// clip alone.
+    pub fn collate_alpha(&self) -> u32 {
+        if self.arch == Arch::SlowFast {
+            self.alpha
+        } else {
+            0
+        }
+    }
+
+    /// Residual blocks per stage (res2..res5) at `depth`, as PySlowFast's _MODEL_STAGE_DEPTH.
+    pub fn stage_blocks(&self) -> [u32; 4] {
+        match self.depth {
+            18 => [2, 2, 2, 2],
+            101 => [3, 4, 23, 3],
+            _ => [3, 4, 6, 3],
+        }
+    }
+
+    /// The non-local blocks' settings at `stage` (0 = res2) and `pathway`: the block indices
+    /// they follow, their frame group count and their [T, H, W] pool.
+    pub fn nonlocal_at(&self, stage: usize, pathway: usize) -> (Vec<u32>, u32, [u32; 3]) {
+        fn at<T: Clone>(v: &[Vec<T>], stage: usize, pathway: usize) -> Option<T> {
+            v.get(stage).and_then(|s| s.get(pathway)).cloned()
+        }
+        (
+            at(&self.nonlocal_location, stage, pathway).unwrap_or_default(),
+            at(&self.nonlocal_group, stage, pathway).unwrap_or(1),
+            at(&self.nonlocal_pool, stage, pathway).unwrap_or([1, 2, 2]),
+        )
+    }
 }
 
 impl Default for ModelConfig {
@@ -242,6 +315,11 @@ impl Default for ModelConfig {
             zero_init_final_bn: true,
             loss_func: LossFunc::CrossEntropy,
             head_act: HeadAct::Softmax,
+            arch: Arch::SlowFast,
+            nonlocal_location: Vec::new(),
+            nonlocal_group: Vec::new(),
+            nonlocal_pool: Vec::new(),
+            nonlocal_instantiation: NonlocalInstantiation::DotProduct,
         }
     }
 }
@@ -427,6 +505,15 @@ pub struct MultigridConfig {
     pub short_cycle_factors: [f64; 2],
     /// Clips per BN statistics group at the long-cycle base shape. Default 8.
     pub bn_base_size: u32,
+    /// PySlowFast's BN.NUM_SYNC_DEVICES with BN.NORM_TYPE `sync_batchnorm`, for a run without
+    /// the long cycle: BN pools its statistics over groups of up to this many consecutive
+    /// ranks (of one machine), as many as it takes to reach `bn_base_size` clips, i.e.
+    /// int(bn_base_size / per-rank batch) capped at this value. PySlowFast's Charades and SSv2
+    /// baselines use 4 (2 clips per GPU, `bn_base_size` 8). The ranks per machine must be a
+    /// multiple of the group, checked at start. 1 (default): each rank normalises its own
+    /// batch (in int(per-rank batch / `bn_base_size`) groups when that is above 1). With the
+    /// long cycle it must stay 1: the sync groups follow `bn_base_size` per stage (spec 1.10).
+    pub bn_sync_devices: u32,
     /// Evaluations (and checkpoints) per long-cycle stage. Default 3.
     pub eval_freq: u32,
 }
@@ -441,6 +528,7 @@ impl Default for MultigridConfig {
             long_cycle_factors: vec![[0.25, r], [0.5, r], [0.5, 1.0], [1.0, 1.0]],
             short_cycle_factors: [0.5, r],
             bn_base_size: 8,
+            bn_sync_devices: 1,
             eval_freq: 3,
         }
     }
@@ -653,7 +741,7 @@ impl Config {
         )?;
         at_most("model.fusion_kernel_sz", m.fusion_kernel_sz, MAX_KERNEL)?;
         at_most("model.num_classes", m.num_classes, MAX_CLASSES)?;
-        if m.width_per_group % m.beta_inv != 0 {
+        if m.arch == Arch::SlowFast && m.width_per_group % m.beta_inv != 0 {
             return Err(config_err(format!(
                 "model.width_per_group {} must divide by model.beta_inv {}",
                 m.width_per_group, m.beta_inv
@@ -664,6 +752,55 @@ impl Config {
                 "model.dropout_rate must be in [0, 1), got {}",
                 m.dropout_rate
             )));
+        }
+        self.validate_nonlocal()
+    }
+
+    /// `model.nonlocal_*`: empty, or 4 stages of one list per pathway; block indices inside
+    /// their stage; positive groups and pools.
+    fn validate_nonlocal(&self) -> Result<()> {
+        let m = &self.model;
+        let pathways = m.pathways();
+        let shape = |key: &str, per_stage: Vec<usize>| {
+            if per_stage.is_empty() {
+                return Ok(());
+            }
+            if per_stage.len() != 4 || per_stage.iter().any(|&n| n != pathways) {
+                return Err(config_err(format!(
+                    "model.{key} must hold 4 stages (res2..res5) of {pathways} pathway entries \
+                     for model.arch {}",
+                    m.arch
+                )));
+            }
+            Ok(())
+        };
+        let loc = &m.nonlocal_location;
+        shape("nonlocal_location", loc.iter().map(Vec::len).collect())?;
+        let group = &m.nonlocal_group;
+        shape("nonlocal_group", group.iter().map(Vec::len).collect())?;
+        let pool = &m.nonlocal_pool;
+        shape("nonlocal_pool", pool.iter().map(Vec::len).collect())?;
+        let blocks = m.stage_blocks();
+        for (s, stage) in loc.iter().enumerate() {
+            for &b in stage.iter().flatten() {
+                if b >= blocks[s] {
+                    return Err(config_err(format!(
+                        "model.nonlocal_location: block {b} of res{} is past its {} blocks at \
+                         model.depth {}",
+                        s + 2,
+                        blocks[s],
+                        m.depth
+                    )));
+                }
+            }
+        }
+        for &g in group.iter().flatten() {
+            positive("model.nonlocal_group", g)?;
+            at_most("model.nonlocal_group", g, MAX_FRAMES)?;
+        }
+        for &k in pool.iter().flatten().flatten() {
+            positive("model.nonlocal_pool", k)?;
+            at_most("model.nonlocal_pool", k, MAX_KERNEL)?;
         }
         Ok(())
     }
@@ -762,6 +899,20 @@ impl Config {
             u64::from(m.bn_base_size),
             MAX_BATCH,
         )?;
+        positive("multigrid.bn_sync_devices", m.bn_sync_devices)?;
+        at_most_u64(
+            "multigrid.bn_sync_devices",
+            u64::from(m.bn_sync_devices),
+            MAX_BATCH,
+        )?;
+        if m.long_cycle && m.bn_sync_devices > 1 {
+            return Err(config_err(format!(
+                "multigrid.bn_sync_devices = {} with multigrid.long_cycle: the long cycle sets \
+                 the sync-BN groups of each stage from multigrid.bn_base_size (as PySlowFast's \
+                 multigrid overrides BN.NUM_SYNC_DEVICES); leave it at 1",
+                m.bn_sync_devices
+            )));
+        }
         if m.long_cycle_factors.len() > MAX_LIST {
             return Err(config_err(format!(
                 "multigrid.long_cycle_factors has {} entries; at most {MAX_LIST}",

@@ -14,8 +14,8 @@ pub mod pyslowfast;
 use serde::Serialize;
 
 pub use choices::{
-    CudnnBenchmark, DatasetKind, DeviceChoice, DistBackend, EnsembleMethod, HeadAct, InitMethod,
-    LossFunc, MemoryFormat, PrecisionChoice, ValProtocol,
+    Arch, CudnnBenchmark, DatasetKind, DeviceChoice, DistBackend, EnsembleMethod, HeadAct,
+    InitMethod, LossFunc, MemoryFormat, NonlocalInstantiation, PrecisionChoice, ValProtocol,
 };
 pub use config::{
     Config, DataConfig, LrPolicy, ModelConfig, MultigridConfig, RunConfig, SolverConfig,
@@ -302,8 +302,10 @@ impl Schedule {
     /// rank whose base batch holds f = batch / ranks / `bn_base_size` > 1 groups normalises in
     /// int(f) groups, so one device reproduces the recipe's per-GPU BN (PySlowFast normalises
     /// a baseline's whole per-GPU batch, which only equals the recipe on 8 GPUs). Short-cycle
-    /// phases keep the stage's group count, as PySlowFast's SubBatchNorm3d does. BN is
-    /// synchronised over ranks (f < 1) only with the long cycle, as in PySlowFast.
+    /// phases keep the stage's group count, as PySlowFast's SubBatchNorm3d does. A rank with
+    /// f < 1 pools its statistics with int(1 / f) consecutive ranks: with the long cycle as
+    /// PySlowFast's multigrid does, otherwise at most `multigrid.bn_sync_devices` of them
+    /// (PySlowFast's sync_batchnorm; 1 by default, no sync).
     pub fn bn_grouping(&self, stage: usize, world_size: u32) -> BnGrouping {
         let global =
             u64::from(self.stages[stage].batch_factor) * u64::from(self.config.train.batch_size);
@@ -325,10 +327,15 @@ impl Schedule {
                 groups: f as u32,
                 sync_ranks: 1,
             }
-        } else if f < 1.0 && self.mode.long_cycle() {
+        } else if f < 1.0 {
+            let most = if self.mode.long_cycle() {
+                u32::MAX
+            } else {
+                self.config.multigrid.bn_sync_devices
+            };
             BnGrouping {
                 groups: 1,
-                sync_ranks: (1.0 / f) as u32,
+                sync_ranks: ((1.0 / f) as u32).clamp(1, most),
             }
         } else {
             BnGrouping {

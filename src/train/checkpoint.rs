@@ -269,17 +269,18 @@ fn remove_on_error<T>(dir: &Path, r: Result<T>) -> Result<T> {
 /// without checking the tensors against any model. `trust_pickle` lets torch.load run the
 /// code a pickle holds, for files with Python objects beyond tensors and plain values.
 pub fn convert_pyth(src: &Path, dir: &Path, trust_pickle: bool) -> Result<PythImport> {
+    convert("import", src, dir, trust_pickle)
+}
+
+/// scripts/pyth.py `mode SRC TO [--trust-pickle]`, and the summary it prints.
+fn convert(mode: &str, src: &Path, to: &Path, trust_pickle: bool) -> Result<PythImport> {
     if !src.is_file() {
         return Err(Error::InvalidArgument(format!(
             "{}: no such checkpoint file",
             src.display()
         )));
     }
-    let mut args = vec![
-        std::ffi::OsStr::new("import"),
-        src.as_os_str(),
-        dir.as_os_str(),
-    ];
+    let mut args = vec![std::ffi::OsStr::new(mode), src.as_os_str(), to.as_os_str()];
     if trust_pickle {
         args.push(std::ffi::OsStr::new("--trust-pickle"));
     }
@@ -292,11 +293,19 @@ pub fn convert_pyth(src: &Path, dir: &Path, trust_pickle: bool) -> Result<PythIm
     })
 }
 
+/// Converts PySlowFast's Caffe2 checkpoint `src` (CHECKPOINT_TYPE caffe2: a pickled dict of
+/// numpy arrays, under `blobs` or at the top) into the safetensors file `out`, the blob names
+/// unchanged (`pretrained::caffe2_name` maps them). The pickle may hold only arrays and plain
+/// containers unless `trust_pickle`, which runs the code it stores.
+pub fn convert_caffe2(src: &Path, out: &Path, trust_pickle: bool) -> Result<PythImport> {
+    convert("caffe2", src, out, trust_pickle)
+}
+
 /// Names and shapes of `file` against the model `model` builds: every tensor present with
 /// its shape, nothing extra. The error names the tensors that differ.
 pub fn check_weights(file: &Path, model: &crate::schedule::ModelConfig) -> Result<()> {
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    crate::model::SlowFast::new(&vs.root(), model)?;
+    crate::model::Network::new(&vs.root(), model)?;
     let ours: std::collections::BTreeMap<String, Vec<i64>> = vs
         .variables()
         .into_iter()
@@ -423,9 +432,57 @@ pub struct PythExport {
     pub momentum: usize,
     /// The `epoch` field: epochs completed minus one.
     pub epoch: i64,
+    /// The file written: `out` itself when it names a `.pyth`, else PySlowFast's own name in
+    /// the output directory `out` (checkpoints/checkpoint_epoch_NNNNN.pyth).
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// The BN.NORM_TYPE whose optimizer layout optimizer_state follows (see [`export_pyth`]).
+    #[serde(skip)]
+    pub norm_type: String,
     /// Anything PySlowFast will see differently, one sentence each.
     #[serde(skip)]
     pub notes: Vec<String>,
+}
+
+/// PySlowFast's file for a checkpoint with `completed` epochs under its OUTPUT_DIR `dir`:
+/// `checkpoints/checkpoint_epoch_NNNNN.pyth` (`save_checkpoint` numbers it epoch + 1, which
+/// is the epoch a resume starts at and the name its long-cycle reload asserts).
+pub fn pyth_path(dir: &Path, completed: u32) -> PathBuf {
+    dir.join("checkpoints")
+        .join(format!("checkpoint_epoch_{completed:05}.pyth"))
+}
+
+/// The BN.NORM_TYPE of the model PySlowFast builds for (0-based) `epoch` of a run of config
+/// `c` on `world_size` GPUs, which fixes its optimizer's parameter groups: `sub_batchnorm`
+/// keeps the BN scale and shift in SubBatchNorm3d, which is no `_NormBase`, so
+/// construct_optimizer puts every parameter in one group; `batchnorm` and `sync_batchnorm`
+/// have two (BN parameters, the rest). With the long cycle, multigrid's update_long_cycle
+/// rule for the stage training `epoch` (f = batch per GPU / BN_BASE_SIZE: sub-batch BN above
+/// 1, sync BN below); without it, the BN.NORM_TYPE [`pyslowfast_cfg`] writes.
+pub fn pyslowfast_norm_type(c: &Config, world_size: u32, epoch: u32) -> &'static str {
+    let Ok(s) = crate::schedule::Schedule::new(c.clone()) else {
+        return "batchnorm";
+    };
+    let world = world_size.max(1);
+    let base = f64::from(c.multigrid.bn_base_size.max(1));
+    if c.multigrid.long_cycle {
+        let stage = s.stages()[s.stage_index_at(epoch)];
+        let per_gpu =
+            f64::from(stage.batch_factor) * f64::from(c.train.batch_size) / f64::from(world);
+        let f = per_gpu / base;
+        return if f > 1.0 {
+            "sub_batchnorm"
+        } else if f < 1.0 {
+            "sync_batchnorm"
+        } else {
+            "batchnorm"
+        };
+    }
+    match pyslowfast_cfg(c, world)["BN"]["NORM_TYPE"].as_str() {
+        Some("sub_batchnorm") => "sub_batchnorm",
+        Some("sync_batchnorm") => "sync_batchnorm",
+        _ => "batchnorm",
+    }
 }
 
 /// Our config under PySlowFast's key names (the base config: PySlowFast's multigrid rewrites
@@ -436,11 +493,14 @@ pub fn pyslowfast_cfg(c: &Config, world_size: u32) -> serde_json::Value {
 }
 
 /// Writes checkpoint `ckpt` (a checkpoint directory, or a run directory for its newest) as a
-/// PySlowFast `.pyth` at `out`, through a temporary file renamed into place: model_state by
-/// PySlowFast's names in its module order with num_batches_tracked for every BN,
-/// optimizer_state as torch.optim.SGD's state_dict in construct_optimizer's parameter order
-/// (BN parameters, then the others), `epoch` (epochs completed minus one), `cfg` as YAML, and
-/// scaler_state with fp16.
+/// PySlowFast `.pyth`, through a temporary file renamed into place: at `out` when it names a
+/// `.pyth` file, else under PySlowFast's name in the OUTPUT_DIR `out`
+/// ([`pyth_path`], where its AUTO_RESUME finds it). model_state by PySlowFast's names in its
+/// module order with num_batches_tracked for every BN; optimizer_state as torch.optim.SGD's
+/// state_dict in the parameter groups construct_optimizer makes for the model PySlowFast
+/// builds at the epoch the resume starts at ([`pyslowfast_norm_type`]: one group under
+/// sub-batch BN, else BN parameters then the others), so that its optimizer.load_state_dict
+/// takes it; `epoch` (epochs completed minus one), `cfg` as YAML, and scaler_state with fp16.
 pub fn export_pyth(ckpt: &Path, out: &Path) -> Result<PythExport> {
     let dir = resolve(ckpt)?;
     let m = read_manifest(&dir)?;
@@ -456,6 +516,26 @@ pub fn export_pyth(ckpt: &Path, out: &Path) -> Result<PythExport> {
             m.epoch
         }
     };
+    let out = &if out.extension().is_some_and(|e| e == "pyth") {
+        out.to_path_buf()
+    } else {
+        pyth_path(out, completed)
+    };
+    let world = m.world_size.max(1);
+    let max_epoch = crate::schedule::Schedule::new(m.config.clone()).map_or(1, |s| s.max_epoch());
+    let resume_epoch = completed.min(max_epoch.saturating_sub(1));
+    let norm_type = pyslowfast_norm_type(&m.config, world, resume_epoch);
+    let first = pyslowfast_norm_type(&m.config, world, 0);
+    if m.config.multigrid.long_cycle && (first == "sub_batchnorm") != (norm_type == "sub_batchnorm")
+    {
+        notes.push(format!(
+            "optimizer_state has the parameter groups of epoch {resume_epoch}'s {norm_type} \
+             model; PySlowFast's train_net first loads a checkpoint into epoch 0's {first} \
+             model, whose optimizer has {} group(s), and fails there as it does on its own \
+             checkpoints at a long-cycle change (facebookresearch/SlowFast#478)",
+            if first == "sub_batchnorm" { 1 } else { 2 }
+        ));
+    }
     let lr = crate::schedule::Schedule::new(m.config.clone())
         .and_then(|s| s.lr_at(f64::from(completed.min(s.max_epoch().saturating_sub(1)))))
         .unwrap_or(m.config.solver.base_lr);
@@ -471,6 +551,7 @@ pub fn export_pyth(ckpt: &Path, out: &Path) -> Result<PythExport> {
         "out": utf8(out)?,
         "epoch": i64::from(completed) - 1,
         "num_batches_tracked": m.step,
+        "norm_type": norm_type,
         "cfg": pyslowfast_cfg(&m.config, m.world_size),
         "solver": {
             "lr": lr,
@@ -504,11 +585,13 @@ pub fn export_pyth(ckpt: &Path, out: &Path) -> Result<PythExport> {
         ))
     })?;
     done.notes = notes;
+    done.path = out.clone();
+    done.norm_type = norm_type.to_string();
     Ok(done)
 }
 
-/// What [`Trainer::init_from`] loaded.
-#[derive(Debug, Clone, Default)]
+/// What [`Trainer::init_from`] loaded (the C API's report is this as JSON).
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct InitReport {
     /// The weights file read (for a `.pyth`, the file itself).
     pub source: PathBuf,
@@ -518,6 +601,24 @@ pub struct InitReport {
     pub reinitialised: Vec<String>,
     /// The checkpoint's class count when it differs from the model's.
     pub checkpoint_classes: Option<i64>,
-    /// What the `.pyth` conversion did, one sentence each.
+    /// What the conversion did (`.pyth`, Caffe2 names, a 2D ResNet's), one sentence each.
     pub notes: Vec<String>,
+    /// 2D kernels inflated to 3D (a 2D ImageNet ResNet's).
+    pub inflated: usize,
+    /// With [`InitOptions::skip_missing`]: the model's tensors that kept their initial values,
+    /// each with why (not in the checkpoint, or of another shape there).
+    pub skipped: Vec<String>,
+    /// With [`InitOptions::skip_missing`]: the checkpoint's tensors loaded nowhere, each with
+    /// why (not in the model, or mapping to nothing of it).
+    pub unused: Vec<String>,
+}
+
+/// How [`Trainer::init_from_with`] treats what does not map.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InitOptions {
+    /// Load what maps and list the rest ([`InitReport::skipped`], [`InitReport::unused`]), as
+    /// PySlowFast's loader does (its "Not loaded" and "can not be converted" lines), rather
+    /// than fail naming it: for a 2D ImageNet ResNet, whose weights cover only the slow
+    /// pathway.
+    pub skip_missing: bool,
 }

@@ -171,11 +171,8 @@ impl Trainer {
             return HeadPool::Global;
         }
         let d = &self.config.data;
-        let (t0, m) = (
-            i64::from(d.num_frames),
-            i64::from(d.train_crop_size.div_ceil(32)),
-        );
-        HeadPool::Fixed([[t0 / i64::from(self.config.model.alpha), m, m], [t0, m, m]])
+        self.model
+            .head_pool_fixed(i64::from(d.num_frames), i64::from(d.train_crop_size))
     }
 
     /// Scores every clip of `dataset` (rank r takes clips r, r + W, ...) at `at`'s shape over
@@ -196,7 +193,7 @@ impl Trainer {
             Views::Train { .. } => &[(ViewMode::Val, 0)],
         };
         let bs = self.config.run.eval_batch_size;
-        let alpha = self.config.model.alpha;
+        let alpha = self.config.model.collate_alpha();
         let pool = self.head_pool();
         let (mut top1, mut top5, mut count) = (0usize, 0usize, 0usize);
         // Multi-label: each clip's combined scores and targets in clip order; each clip is

@@ -24,7 +24,7 @@ impl Trainer {
             self.resume()?;
         }
         let total = self.plan.total_steps();
-        let alpha = self.config.model.alpha;
+        let alpha = self.config.model.collate_alpha();
         let opts = LoaderOptions {
             workers: self.config.run.num_workers,
             queue_clips: self.config.run.queue_clips,

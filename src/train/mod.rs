@@ -1,4 +1,4 @@
-//! The multigrid trainer: one SlowFast model for the whole run; each plan step brings its own
+//! The multigrid trainer: one model (SlowFast, or a single-pathway ResNet) for the whole run; each plan step brings its own
 //! shape, LR and BN group count, and nothing is rebuilt when they change.
 
 pub mod amp;
@@ -13,6 +13,7 @@ pub mod map;
 pub mod metrics;
 pub mod optim;
 mod precise_bn;
+pub mod pretrained;
 mod resume;
 mod stage;
 mod step;
@@ -28,9 +29,11 @@ use crate::data::frame_list::FrameLists;
 use crate::data::Dataset;
 use crate::distributed::{self as dist, Collective, DistOptions, Launch};
 use crate::error::{Error, Result};
-use crate::model::SlowFast;
+use crate::model::Network;
 use crate::plan::Plan;
-use crate::schedule::{Config, CudnnBenchmark, DatasetKind, DeviceChoice, MemoryFormat, Schedule};
+use crate::schedule::{
+    Arch, Config, CudnnBenchmark, DatasetKind, DeviceChoice, MemoryFormat, Schedule,
+};
 use amp::{LossScaler, Precision};
 use grads::GradBuckets;
 use metrics::Metrics;
@@ -50,12 +53,26 @@ fn loss_value(loss: &Tensor, step: u64) -> Result<f64> {
     }
 }
 
-/// Fails before any training when a planned frame count does not suit SlowFast: the slow
-/// pathway takes T / alpha frames and the lateral fusion conv (temporal stride alpha) yields
-/// ceil(T / alpha), so both agree only when alpha divides T; PySlowFast finds out mid-run.
+/// Fails before any training when a planned frame count does not suit the network. SlowFast:
+/// the slow pathway takes T / alpha frames and the lateral fusion conv (temporal stride alpha)
+/// yields ceil(T / alpha), so both agree only when alpha divides T. C2D and I3D halve T after
+/// res2, so they need 2 frames. PySlowFast finds out mid-run.
 fn check_model_fits_schedule(schedule: &Schedule) -> Result<()> {
-    let alpha = schedule.config().model.alpha;
+    let model = &schedule.config().model;
+    let alpha = model.alpha;
     let t0 = schedule.config().data.num_frames;
+    if model.arch != Arch::SlowFast {
+        let least = if model.arch == Arch::Slow { 1 } else { 2 };
+        let planned = schedule.stages().iter().map(|s| s.num_frames);
+        return match planned.chain([t0]).find(|&t| t < least) {
+            Some(t) => Err(Error::Config(format!(
+                "the schedule uses {t} frames, fewer than the {least} that model.arch {} pools \
+                 to 1 after res2",
+                model.arch
+            ))),
+            None => Ok(()),
+        };
+    }
     let planned = schedule
         .stages()
         .iter()
@@ -90,9 +107,11 @@ fn check_world_fits_schedule(schedule: &Schedule, launch: &Launch) -> Result<()>
         if sync > 1 && (launch.local_world_size % sync != 0 || world % sync != 0) {
             return Err(Error::Config(format!(
                 "stage {i} needs BN synchronised over {sync} ranks (its per-rank batch is below \
-                 multigrid.bn_base_size {}), which {} ranks per machine ({world} in all) do not \
-                 group evenly: change the number of ranks or multigrid.bn_base_size",
+                 multigrid.bn_base_size {}; multigrid.bn_sync_devices {}), which {} ranks per \
+                 machine ({world} in all) do not group evenly: change the number of ranks, \
+                 multigrid.bn_base_size or multigrid.bn_sync_devices",
                 schedule.config().multigrid.bn_base_size,
+                schedule.config().multigrid.bn_sync_devices,
                 launch.local_world_size
             )));
         }
@@ -227,7 +246,7 @@ pub struct Trainer {
     schedule: Schedule,
     device: Device,
     vs: nn::VarStore,
-    model: SlowFast,
+    model: Network,
     opt: Sgd,
     out_dir: PathBuf,
     metrics: Metrics,
@@ -316,7 +335,7 @@ impl Trainer {
         let rank_salt = (launch.rank as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
         tch::manual_seed((config.run.seed ^ rank_salt) as i64 & i64::MAX);
         let vs = nn::VarStore::new(device);
-        let mut model = SlowFast::new(&vs.root(), &config.model)?;
+        let mut model = Network::new(&vs.root(), &config.model)?;
         model.set_channels_last(config.run.memory_format == MemoryFormat::ChannelsLast3d)?;
         // After the layout is set: every gradient takes its parameter's strides.
         let grads = GradBuckets::new(&vs, dist::FIRST_BUCKET_BYTES, dist::BUCKET_BYTES)?;

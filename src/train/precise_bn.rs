@@ -151,7 +151,7 @@ impl Trainer {
             &self.train,
             &self.plan,
             [t, s],
-            self.config.model.alpha,
+            self.config.model.collate_alpha(),
             &draw,
         )
         .failures(retry, "precise BN");

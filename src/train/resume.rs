@@ -1,12 +1,14 @@
 //! The trainer's checkpoints: save, load, resume (the format is in checkpoint.rs).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use tch::Tensor;
 
 use super::amp::LossScaler;
-use super::checkpoint::{self, InitReport, Manifest};
+use super::checkpoint::{self, InitOptions, InitReport, Manifest};
+use super::pretrained::{self, Source};
 use super::Trainer;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
@@ -272,9 +274,24 @@ impl Trainer {
     /// classifier (`head.projection.*`) is re-initialised; any other tensor missing, of
     /// another shape, or not in the model is an error naming it, and the model is left as it
     /// was. Collective: every rank calls it; rank 0 reads and the others receive its weights.
+    /// [`Trainer::init_from_with`] also reads Caffe2 and 2D ImageNet weights.
     pub fn init_from(&mut self, path: &Path) -> Result<InitReport> {
+        self.init_from_with(path, InitOptions::default())
+    }
+
+    /// [`Trainer::init_from`] from more sources, told by the file: besides ours and `.pyth`,
+    /// PySlowFast's Caffe2 checkpoints (`.pkl`, CHECKPOINT_TYPE caffe2; read by
+    /// scripts/pyth.py, blob names converted as PySlowFast's c2_model_loading) and 2D ImageNet
+    /// ResNets with torchvision's names (`.pth` or `.safetensors`; CHECKPOINT_INFLATE): mapped
+    /// onto pathway 0 (SlowFast's slow pathway, or a C2D, I3D or Slow model's only one), each
+    /// 2D kernel repeated over the 3D kernel's temporal size and divided by it, the classifier
+    /// (`fc`) re-initialised as for another class count. Both serve every `model.arch`. With
+    /// `opts.skip_missing`, what does not map is listed in the report and keeps its initial
+    /// values (a 2D ResNet has no fast pathway, lateral connections, non-local blocks or
+    /// head); without it, an error names it.
+    pub fn init_from_with(&mut self, path: &Path, opts: InitOptions) -> Result<InitReport> {
         let read = if self.launch.rank == 0 {
-            self.read_init(path)
+            self.read_init(path, opts)
         } else {
             Ok(InitReport::default())
         };
@@ -291,15 +308,15 @@ impl Trainer {
         Ok(report)
     }
 
-    fn read_init(&mut self, path: &Path) -> Result<InitReport> {
-        let is_file = path.is_file();
-        if is_file && path.extension().is_some_and(|e| e == "safetensors") {
-            return self.load_by_name(path, path, Vec::new());
-        }
-        if !is_file {
+    fn read_init(&mut self, path: &Path, opts: InitOptions) -> Result<InitReport> {
+        if !path.is_file() {
             let dir = checkpoint::resolve(path)?;
             let m = checkpoint::read_manifest(&dir)?;
-            return self.load_by_name(&dir.join(&m.model), path, Vec::new());
+            return self.load_file(&dir.join(&m.model), path, None, Vec::new(), opts);
+        }
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if ext == "safetensors" {
+            return self.load_file(path, path, None, Vec::new(), opts);
         }
         let tmp = std::env::temp_dir().join(format!(
             "multigrid-init-{}-{}",
@@ -312,35 +329,95 @@ impl Trainer {
             path: tmp.clone(),
             source,
         })?;
-        let done = checkpoint::convert_pyth(path, &tmp, false)
-            .and_then(|found| self.load_by_name(&tmp.join("model.safetensors"), path, found.notes));
+        let model = tmp.join("model.safetensors");
+        let found = if ext == "pkl" {
+            checkpoint::convert_caffe2(path, &model, false)
+        } else {
+            checkpoint::convert_pyth(path, &tmp, false)
+        };
+        // A .pkl is Caffe2's whatever its names; other files are told by them.
+        let source = (ext == "pkl").then_some(Source::Caffe2);
+        let done = found.and_then(|found| self.load_file(&model, path, source, found.notes, opts));
         let _ = std::fs::remove_dir_all(&tmp);
         done
     }
 
-    /// Copies `file`'s tensors into the model by name after checking them all (`shown` is the
-    /// path the errors name).
-    fn load_by_name(
+    /// Reads `file`, maps its names onto ours by what they are (`source`, else
+    /// [`Source::of`] its names), and loads them.
+    fn load_file(
         &mut self,
         file: &Path,
         shown: &Path,
-        notes: Vec<String>,
+        source: Option<Source>,
+        mut notes: Vec<String>,
+        opts: InitOptions,
     ) -> Result<InitReport> {
-        let theirs: std::collections::BTreeMap<String, Tensor> = Tensor::read_safetensors(file)
-            .map_err(|e| Error::Decode {
-                path: file.to_path_buf(),
-                reason: e.to_string(),
-            })?
-            .into_iter()
-            .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
-            .collect();
+        let raw = Tensor::read_safetensors(file).map_err(|e| Error::Decode {
+            path: file.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let source = source.unwrap_or_else(|| Source::of(raw.iter().map(|(k, _)| k.as_str())));
+        // Our name -> the file's name (for the errors) and the tensor.
+        let mut theirs = BTreeMap::new();
+        let mut unmapped = Vec::new();
+        let mut solver = 0;
+        for (name, t) in raw {
+            if name.ends_with("num_batches_tracked") {
+                continue;
+            }
+            let ours = match source {
+                Source::Ours => Some(name.clone()),
+                Source::Caffe2 if pretrained::caffe2_solver_state(&name) => {
+                    solver += 1;
+                    continue;
+                }
+                Source::Caffe2 => pretrained::caffe2_name(&name),
+                Source::Torchvision2d => {
+                    pretrained::torchvision_name(&name, self.config.model.depth != 18)
+                }
+            };
+            match ours {
+                Some(ours) => {
+                    theirs.insert(ours, (name, t));
+                }
+                None => unmapped.push(name),
+            }
+        }
+        match source {
+            Source::Ours => {}
+            Source::Caffe2 => notes.push(format!(
+                "Caffe2 blob names converted to ours; {solver} blobs of solver state \
+                 (momentum, lr, model_iter) left out"
+            )),
+            Source::Torchvision2d => notes.push(
+                "a 2D ResNet with torchvision's names: loaded into pathway 0, its kernels \
+                 inflated over time"
+                    .into(),
+            ),
+        }
+        self.load_by_name(theirs, unmapped, source, shown, notes, opts)
+    }
+
+    /// Copies `theirs` (by our name: the file's name and the tensor) into the model after
+    /// checking them all (`unmapped`: names of the file that map to none of ours; `shown`: the
+    /// path the errors name).
+    fn load_by_name(
+        &mut self,
+        theirs: BTreeMap<String, (String, Tensor)>,
+        unmapped: Vec<String>,
+        source: Source,
+        shown: &Path,
+        notes: Vec<String>,
+        opts: InitOptions,
+    ) -> Result<InitReport> {
         let mut ours = self.vs.variables().into_iter().collect::<Vec<_>>();
         ours.sort_by(|a, b| a.0.cmp(&b.0));
         // The class count differs when the classifier's input width matches and its output
-        // does not: then the head is PySlowFast's "not loaded" layer, and only it.
+        // does not: then the head is PySlowFast's "not loaded" layer, and only it. A 2D
+        // ImageNet classifier never fits (its input has no fast pathway): the same.
         let head_w = format!("{HEAD}weight");
         let new_classes = match (
-            theirs.get(&head_w).map(Tensor::size),
+            theirs.get(&head_w).map(|(_, t)| t.size()),
             ours.iter()
                 .find(|(k, _)| *k == head_w)
                 .map(|(_, t)| t.size()),
@@ -348,29 +425,91 @@ impl Trainer {
             (Some(a), Some(b)) if a.len() == 2 && b.len() == 2 && a[1] == b[1] && a[0] != b[0] => {
                 Some(a[0])
             }
+            (Some(a), Some(b)) if source == Source::Torchvision2d && a != b => a.first().copied(),
             _ => None,
         };
+        let skip = opts.skip_missing;
         let mut problems = Vec::new();
+        let mut skipped = Vec::new();
+        let mut unused = Vec::new();
         let mut copies = Vec::new();
         let mut reinit = Vec::new();
+        let mut inflated = 0;
         for (name, var) in &ours {
             if new_classes.is_some() && name.starts_with(HEAD) {
                 reinit.push((name.clone(), var.shallow_clone()));
                 continue;
             }
-            match theirs.get(name) {
-                None => problems.push(format!("{name} {:?} is missing", var.size())),
-                Some(t) if t.size() != var.size() => problems.push(format!(
-                    "{name} is {:?} in the checkpoint and {:?} in the model",
-                    t.size(),
-                    var.size()
-                )),
-                Some(t) => copies.push((var.shallow_clone(), t)),
+            let size = var.size();
+            let t = match theirs.get(name) {
+                None if skip => {
+                    skipped.push(format!("{name} {size:?}: not in the checkpoint"));
+                    continue;
+                }
+                None => {
+                    problems.push(format!("{name} {size:?} is missing"));
+                    continue;
+                }
+                Some((_, t)) => t,
+            };
+            if t.size() == size {
+                copies.push((var.shallow_clone(), t.shallow_clone()));
+                continue;
+            }
+            // A Caffe2 blob of fewer dimensions, the rest ones in the model: reshaped, as
+            // PySlowFast's loader pads the blob's shape.
+            let n = t.dim();
+            if source == Source::Caffe2
+                && n < size.len()
+                && t.size()[..] == size[..n]
+                && size[n..].iter().all(|&d| d == 1)
+            {
+                copies.push((var.shallow_clone(), t.f_reshape(&size)?));
+                continue;
+            }
+            if source == Source::Torchvision2d {
+                if let Some(v) = pretrained::inflate(t, &size)? {
+                    copies.push((var.shallow_clone(), v));
+                    inflated += 1;
+                    continue;
+                }
+            }
+            let why = format!(
+                "{name} is {:?} in the checkpoint and {size:?} in the model",
+                t.size()
+            );
+            if skip {
+                skipped.push(why);
+            } else {
+                problems.push(why);
             }
         }
         let known: std::collections::HashSet<&str> = ours.iter().map(|(k, _)| k.as_str()).collect();
-        for name in theirs.keys().filter(|k| !known.contains(k.as_str())) {
-            problems.push(format!("{name} is not in the model"));
+        let what = match source {
+            Source::Caffe2 => " (a Caffe2 blob)",
+            Source::Torchvision2d => " (torchvision's)",
+            Source::Ours => "",
+        };
+        let extra = unmapped
+            .iter()
+            .map(|name| format!("{name}{what} maps to no tensor of the model"))
+            .chain(
+                theirs
+                    .iter()
+                    .filter(|(k, _)| !known.contains(k.as_str()))
+                    .map(|(name, (from, _))| {
+                        if from == name {
+                            format!("{name} is not in the model")
+                        } else {
+                            // Converted to a name this model lacks (a non-local block's, say).
+                            format!("{from}{what}, as {name}, maps to no tensor of the model")
+                        }
+                    }),
+            );
+        if skip {
+            unused.extend(extra);
+        } else {
+            problems.extend(extra);
         }
         if !problems.is_empty() {
             let n = problems.len();
@@ -382,11 +521,18 @@ impl Trainer {
             };
             return Err(Error::InvalidArgument(format!(
                 "cannot initialise from {}: {}{more} (is the config's model, depth {} width {}, \
-                 the checkpoint's?)",
+                 the checkpoint's? To load what fits and list the rest, skip what does not map: \
+                 --init-skip-missing)",
                 shown.display(),
                 problems.join("; "),
                 self.config.model.depth,
                 self.config.model.width_per_group
+            )));
+        }
+        if copies.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "cannot initialise from {}: none of its tensors fits the model",
+                shown.display()
             )));
         }
         tch::no_grad(|| -> Result<()> {
@@ -410,6 +556,9 @@ impl Trainer {
             reinitialised: reinit.into_iter().map(|(k, _)| k).collect(),
             checkpoint_classes: new_classes,
             notes,
+            inflated,
+            skipped,
+            unused,
         })
     }
 }

@@ -9,15 +9,25 @@ use crate::error::{Error, Result};
 
 impl Trainer {
     /// A batch's pathways on the device, whoever assembled it (training, precise BN,
-    /// evaluation): slow [N, 3, T/alpha, S, S] and fast [N, 3, T, S, S].
+    /// evaluation): slow [N, 3, T/alpha, S, S] and fast [N, 3, T, S, S]; a single-pathway
+    /// network's slow input is empty, [N, 3, 0, S, S].
     pub(super) fn inputs(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
         let n = batch.len() as i64;
         let (t, s) = (i64::from(batch.num_frames), i64::from(batch.crop_size));
-        let ts = slow_indices(batch.num_frames, self.config.model.alpha).len() as i64;
+        let ts = self.slow_frames(batch.num_frames);
         Ok((
             self.upload(batch.slow.as_deref().unwrap_or(&[]), &[n, 3, ts, s, s])?,
             self.upload(&batch.fast, &[n, 3, t, s, s])?,
         ))
+    }
+
+    /// Frames of the slow pathway at `t` frames: T / alpha for SlowFast, 0 for a network
+    /// that takes one pathway (collation packs none for it).
+    pub(super) fn slow_frames(&self, t: u32) -> i64 {
+        match self.config.model.collate_alpha() {
+            0 => 0,
+            alpha => slow_indices(t, alpha).len() as i64,
+        }
     }
 
     /// A host buffer on the device. On CUDA it goes through pinned memory with a non-blocking

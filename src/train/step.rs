@@ -11,7 +11,7 @@ use super::{amp, loss_value, Trainer};
 use crate::distributed::sync_bn::GroupStats;
 use crate::error::{Error, Result};
 use crate::model::bn::{Bn, SyncStats};
-use crate::model::SlowFast;
+use crate::model::Network;
 
 /// Backward from `loss`, scaled first when fp16 has a loss scaler.
 fn backward(scaler: Option<&LossScaler>, loss: &Tensor) -> Result<()> {
@@ -26,7 +26,7 @@ fn backward(scaler: Option<&LossScaler>, loss: &Tensor) -> Result<()> {
 /// (binary cross-entropy on the logits, the mean over clips and classes). A function of the
 /// fields it needs, so a step can lend the collective to sync BN at the same time.
 fn training_loss(
-    model: &SlowFast,
+    model: &Network,
     device: tch::Device,
     precision: Precision,
     (slow, fast, labels): (&Tensor, &Tensor, &Tensor),

@@ -3,7 +3,6 @@
 use tch::{Kind, Tensor};
 
 use super::{amp, Trainer};
-use crate::collate::slow_indices;
 use crate::error::Result;
 use crate::schedule::CudnnBenchmark;
 
@@ -55,7 +54,7 @@ impl Trainer {
 
     /// Random clips of `n` x `t` frames x `s`^2 pixels, both pathways, on the device.
     fn random_input(&self, n: u32, t: u32, s: u32) -> Result<(Tensor, Tensor)> {
-        let ts = slow_indices(t, self.config.model.alpha).len() as i64;
+        let ts = self.slow_frames(t);
         let (n, t, s) = (i64::from(n), i64::from(t), i64::from(s));
         let opts = (Kind::Float, self.device);
         Ok((

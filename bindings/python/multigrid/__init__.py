@@ -226,6 +226,14 @@ class Schedule(_Handle):
         _check(_L().mg_schedule_max_epoch(self._ptr(), C.byref(e)))
         return e.value
 
+    @property
+    def collate_alpha(self):
+        """The alpha collation takes for the config's network: model.alpha for SlowFast, 0
+        for a single-pathway model.arch (no slow pathway; train_step takes slow=None)."""
+        a = C.c_uint32()
+        _check(_L().mg_schedule_collate_alpha(self._ptr(), C.byref(a)))
+        return a.value
+
     def lr_at(self, epoch):
         v = C.c_double()
         _check(_L().mg_schedule_lr_at(self._ptr(), float(epoch), C.byref(v)))
@@ -293,7 +301,10 @@ def _alloc(fmt, shape):
 
 
 def _addr(buf, ctype, writable=True):
-    """A ctypes pointer into `buf` (numpy array or writable buffer) of element type ctype."""
+    """A ctypes pointer into `buf` (numpy array or writable buffer) of element type ctype;
+    NULL for None."""
+    if buf is None:
+        return None
     if _np is not None and isinstance(buf, _np.ndarray):
         if not buf.flags["C_CONTIGUOUS"]:
             raise ValueError("buffer must be C-contiguous")
@@ -541,11 +552,16 @@ class Dataset(_Handle):
 
 
 def _pathways(slow, fast, slow_shape, fast_shape):
-    """The two pathways of a host step, checked: (slow, its shape, fast, its shape)."""
-    ss = None if slow_shape is None else _shape(slow_shape, "slow_shape", 5)
+    """The two pathways of a host step, checked: (slow, its shape, fast, its shape); slow
+    None (a single-pathway network) gives (None, None, ...), passed to C as NULL."""
     fs = None if fast_shape is None else _shape(fast_shape, "fast_shape", 5)
-    slow, ss = _input(slow, "slow", "f", ss, "slow_shape")
     fast, fs = _input(fast, "fast", "f", fs, "fast_shape")
+    if slow is None and slow_shape is None:
+        if len(fs) != 5:
+            raise ValueError(f"fast has shape {fs}; expected [N, 3, T, H, W] (or give fast_shape)")
+        return None, None, fast, fs
+    ss = None if slow_shape is None else _shape(slow_shape, "slow_shape", 5)
+    slow, ss = _input(slow, "slow", "f", ss, "slow_shape")
     for name, shape in (("slow", ss), ("fast", fs)):
         if len(shape) != 5:
             raise ValueError(f"{name} has shape {shape}; expected [N, 3, T, H, W] (or give {name}_shape)")
@@ -651,7 +667,7 @@ class Trainer(_Handle):
         labels, _ = _input(labels, "labels", "q", (fs[0],))
         loss = C.c_double()
         _check(_L().mg_trainer_train_step(
-            self._ptr(), _addr(slow, C.c_float, False), (C.c_int64 * 5)(*ss),
+            self._ptr(), _addr(slow, C.c_float, False), None if ss is None else (C.c_int64 * 5)(*ss),
             _addr(fast, C.c_float, False), (C.c_int64 * 5)(*fs), _addr(labels, C.c_int64, False),
             bn_groups, float(lr), C.byref(loss)))
         return loss.value
@@ -666,7 +682,7 @@ class Trainer(_Handle):
             raise ValueError(f"targets has shape {tuple(ts)}; expected [{fs[0]}, num_classes]")
         loss = C.c_double()
         _check(_L().mg_trainer_train_step_targets(
-            self._ptr(), _addr(slow, C.c_float, False), (C.c_int64 * 5)(*ss),
+            self._ptr(), _addr(slow, C.c_float, False), None if ss is None else (C.c_int64 * 5)(*ss),
             _addr(fast, C.c_float, False), (C.c_int64 * 5)(*fs), _addr(targets, C.c_float, False),
             ts[1], bn_groups, float(lr), C.byref(loss)))
         return loss.value
@@ -678,6 +694,22 @@ class Trainer(_Handle):
 
     def save(self):
         _check(_L().mg_trainer_save(self._ptr()))
+
+    def init_from(self, path, skip_missing=False):
+        """Initialises the model from another run's weights (ours, a PySlowFast .pyth or Caffe2
+        .pkl, a torchvision 2D ResNet .pth/.safetensors, inflated), as mg_trainer_init_from;
+        returns its report as a dict. skip_missing: list what does not map instead of failing."""
+        self._refuse_inside_fit("init_from")
+        flags = _ffi.MG_INIT_SKIP_MISSING if skip_missing else 0
+        buf = C.create_string_buffer(1 << 16)
+        size = C.c_size_t()
+        _check(_L().mg_trainer_init_from(self._ptr(), os.fsencode(path), flags, buf, len(buf),
+                                         C.byref(size)))
+        if size.value >= len(buf):
+            buf = C.create_string_buffer(size.value + 1)
+            _check(_L().mg_trainer_init_from(self._ptr(), os.fsencode(path), flags, buf, len(buf),
+                                             C.byref(size)))
+        return json.loads(buf.value.decode())
 
     def load(self, checkpoint_dir):
         _check(_L().mg_trainer_load(self._ptr(), os.fsencode(checkpoint_dir)))

@@ -6,6 +6,7 @@ import ctypes as C
 MG_VERSION_MAJOR = 0
 MG_VERSION_MINOR = 2
 MG_VERSION_PATCH = 0
+MG_INIT_SKIP_MISSING = 1
 
 
 class mg_dataset(C.Structure):
@@ -182,6 +183,7 @@ FUNCTIONS = {
     "mg_schedule_num_stages": (C.c_int32, [C.POINTER(mg_schedule), C.POINTER(C.c_size_t)]),
     "mg_schedule_stage": (C.c_int32, [C.POINTER(mg_schedule), C.c_size_t, C.POINTER(mg_stage)]),
     "mg_schedule_max_epoch": (C.c_int32, [C.POINTER(mg_schedule), C.POINTER(C.c_uint32)]),
+    "mg_schedule_collate_alpha": (C.c_int32, [C.POINTER(mg_schedule), C.POINTER(C.c_uint32)]),
     "mg_schedule_lr_at": (C.c_int32, [C.POINTER(mg_schedule), C.c_double, C.POINTER(C.c_double)]),
     "mg_schedule_is_eval_epoch": (C.c_int32, [C.POINTER(mg_schedule), C.c_uint32, C.POINTER(C.c_bool)]),
     "mg_trainer_new": (C.c_int32, [C.c_char_p, C.c_char_p, C.POINTER(C.POINTER(mg_trainer))]),
@@ -199,6 +201,7 @@ FUNCTIONS = {
     "mg_trainer_evaluate": (C.c_int32, [C.POINTER(mg_trainer), C.c_char_p, C.POINTER(mg_accuracy)]),
     "mg_trainer_save": (C.c_int32, [C.POINTER(mg_trainer)]),
     "mg_trainer_load": (C.c_int32, [C.POINTER(mg_trainer), C.c_char_p]),
+    "mg_trainer_init_from": (C.c_int32, [C.POINTER(mg_trainer), C.c_char_p, C.c_uint32, C.c_char_p, C.c_size_t, C.POINTER(C.c_size_t)]),
     "mg_trainer_last_metrics": (C.c_size_t, [C.POINTER(mg_trainer), C.c_char_p, C.c_size_t]),
 }
 

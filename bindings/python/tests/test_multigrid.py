@@ -233,6 +233,33 @@ def test_trainer_takes_explicit_distributed_settings(data, tmp_path):
 
 
 @pytest.mark.skipif(not has_torch(), reason="libmultigrid built without libtorch")
+def test_a_single_pathway_model_takes_the_clip_alone(data, tmp_path):
+    cfg = json.loads(json.dumps(TINY))
+    cfg["run"]["data_dir"] = data
+    cfg["model"].update(arch="slow", nonlocal_location=[[[]], [[1]], [[]], [[]]])
+    with mg.Schedule(TINY) as two:
+        assert two.collate_alpha == 2
+    with mg.Schedule(cfg) as s, mg.Dataset.store(os.path.join(data, "train.mgstore")) as d, \
+            mg.Plan(s, len(d)) as p, mg.Trainer(cfg, str(tmp_path / "run")) as t:
+        assert s.collate_alpha == 0
+        slow, fast, labels, st = d.load_step(p, 0, alpha=s.collate_alpha)
+        assert slow is None
+        loss = t.train_step(None, fast, labels)
+        assert loss == loss and loss > 0 and t.next_step == 1
+        with pytest.raises(mg.Error) as e:
+            t.train_step(fast, fast, labels)
+        assert "one pathway" in str(e.value)
+        t.save()
+    ckpts = sorted(os.listdir(tmp_path / "run" / "checkpoints"))
+    with mg.Trainer(cfg, str(tmp_path / "tuned")) as t:
+        report = t.init_from(str(tmp_path / "run" / "checkpoints" / ckpts[-1]))
+        assert report["loaded"] > 0 and report["skipped"] == [] and t.next_step == 0
+        with pytest.raises(mg.Error) as e:
+            t.init_from(str(tmp_path / "nowhere.safetensors"))
+        assert "nowhere" in str(e.value)
+
+
+@pytest.mark.skipif(not has_torch(), reason="libmultigrid built without libtorch")
 def test_trainer_steps_evaluates_and_cancels(data, tmp_path):
     cfg = json.loads(json.dumps(TINY))
     cfg["run"]["data_dir"] = data

@@ -35,17 +35,19 @@ fn import(src: &Path, out: &Path, config: &Path, trust_pickle: bool) -> Result<(
     Ok(())
 }
 
-/// `checkpoint export CKPT_DIR OUT.pyth`.
+/// `checkpoint export CKPT_DIR OUT.pyth|OUTPUT_DIR`.
 fn export(ckpt: &Path, out: &Path) -> Result<(), String> {
     let done = checkpoint::export_pyth(ckpt, out).map_err(|e| e.to_string())?;
     for note in &done.notes {
         eprintln!("multigrid: {note}");
     }
     println!(
-        "wrote {}: {} model_state tensors, momentum of {} parameters, epoch {}",
-        out.display(),
+        "wrote {}: {} model_state tensors, momentum of {} parameters in the optimizer layout \
+         of PySlowFast's {} model, epoch {}",
+        done.path.display(),
         done.tensors,
         done.momentum,
+        done.norm_type,
         done.epoch
     );
     Ok(())

@@ -238,13 +238,19 @@ struct TrainArgs {
     #[arg(long)]
     resume: bool,
     /// Fine-tune: start from CHECKPOINT's weights (a checkpoint or run directory of ours,
-    /// or a PySlowFast .pyth, which needs Python with torch: $MG_PYTHON, else python3) at
-    /// step 0 with a fresh optimizer. When the class count differs the classifier
-    /// (head.projection.*) is re-initialised; any other tensor that is missing or of
-    /// another shape is an error. Without --resume the run starts from CHECKPOINT even if
-    /// the output directory holds checkpoints.
+    /// a PySlowFast .pyth, a PySlowFast Caffe2 .pkl, or a 2D ImageNet ResNet with
+    /// torchvision's names as .pth or .safetensors, inflated to 3D; .pyth, .pkl and .pth
+    /// need Python with torch: $MG_PYTHON, else python3) at step 0 with a fresh optimizer.
+    /// When the class count differs the classifier (head.projection.*) is re-initialised;
+    /// any other tensor that is missing or of another shape is an error (see
+    /// --init-skip-missing). Without --resume the run starts from CHECKPOINT even if the
+    /// output directory holds checkpoints.
     #[arg(long, value_name = "CHECKPOINT")]
     init_from: Option<PathBuf>,
+    /// With --init-from: load what maps and list the rest, which keeps its initial values
+    /// (a 2D ResNet has no fast pathway, lateral connections or head), rather than fail.
+    #[arg(long)]
+    init_skip_missing: bool,
     #[command(flatten)]
     overrides: Overrides,
     /// Start this many ranks on this machine and train one model data-parallel: one per
@@ -332,7 +338,9 @@ struct ImportArgs {
 #[derive(Args)]
 struct ExportArgs {
     ckpt_dir: PathBuf,
-    /// The .pyth file to write.
+    /// The .pyth file to write, or a PySlowFast OUTPUT_DIR: then
+    /// checkpoints/checkpoint_epoch_NNNNN.pyth in it, PySlowFast's name, where its
+    /// TRAIN.AUTO_RESUME finds the file.
     output: PathBuf,
 }
 

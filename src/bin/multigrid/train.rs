@@ -61,7 +61,10 @@ pub fn run(a: &crate::TrainArgs) -> Result<Outcome, String> {
         Some(n) => launch(&a.config, n, o)?,
         None => {
             let init_from = a.init_from.as_deref();
-            let s = train(&a.config, &a.output_dir, a.resume, init_from, o)?;
+            let init = multigrid::train::checkpoint::InitOptions {
+                skip_missing: a.init_skip_missing,
+            };
+            let s = train_with(&a.config, &a.output_dir, a.resume, init_from, init, o)?;
             s.preempted.is_some()
         }
     };
@@ -104,6 +107,19 @@ pub fn train(
     init_from: Option<&Path>,
     overrides: &Overrides,
 ) -> Result<Summary, String> {
+    let init = multigrid::train::checkpoint::InitOptions::default();
+    train_with(config, out, resume, init_from, init, overrides)
+}
+
+/// [`train`] with the options of `--init-from`.
+pub fn train_with(
+    config: &Path,
+    out: &Path,
+    resume: bool,
+    init_from: Option<&Path>,
+    init: multigrid::train::checkpoint::InitOptions,
+    overrides: &Overrides,
+) -> Result<Summary, String> {
     let (c, yaml_init_from) = load(config, overrides)?;
     // The YAML's TRAIN.CHECKPOINT_FILE_PATH, unless --init-from names another.
     let init_from = init_from.or(yaml_init_from.as_deref());
@@ -123,10 +139,19 @@ pub fn train(
         eprintln!("multigrid: resumed at step {}", t.next_step());
     }
     if let (false, Some(path)) = (resumed, init_from) {
-        let r = t.init_from(path).map_err(err)?;
+        let r = t.init_from_with(path, init).map_err(err)?;
         if primary {
             for note in &r.notes {
                 eprintln!("multigrid: {note}");
+            }
+            for s in &r.skipped {
+                eprintln!("multigrid: not loaded (kept its initial values): {s}");
+            }
+            for s in &r.unused {
+                eprintln!("multigrid: not loaded from the checkpoint: {s}");
+            }
+            if r.inflated > 0 {
+                eprintln!("multigrid: inflated {} 2D kernels to 3D", r.inflated);
             }
             let head = match r.checkpoint_classes {
                 Some(k) => format!(

@@ -3,11 +3,12 @@
 //! ours under PySlowFast's names (the `cfg` of an exported checkpoint).
 //!
 //! Every PySlowFast key is mapped onto ours, worked out from others (batch and world size, BN,
-//! precision), ignored with a warning (it changes nothing we compute: TensorBoard, pinned
-//! memory), unused (it has no effect given the accepted values, as the non-local settings
-//! without non-local blocks), or held to what our SlowFast implements (MODEL.ARCH slowfast).
-//! Any other key must keep PySlowFast's default: a value that would change what PySlowFast
-//! computes, and that we do not implement, is an error naming the key.
+//! precision, the network: MODEL.ARCH with MODEL_NAME, the non-local blocks), ignored with a
+//! warning (it changes nothing we compute: TensorBoard, pinned memory), unused (it has no
+//! effect given the accepted values), or held to what our network of that MODEL.ARCH
+//! implements (one entry per pathway in RESNET's per-stage lists). Any other key must keep
+//! PySlowFast's default: a value that would change what PySlowFast computes, and that we do
+//! not implement, is an error naming the key.
 
 use std::path::PathBuf;
 
@@ -15,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::load::{defaults, same, PySlowFastCfg};
 use crate::error::{config_err, Error, Result};
-use crate::schedule::{Config, PrecisionChoice};
+use crate::schedule::{Arch, Config, PrecisionChoice};
 
 /// What becomes of one PySlowFast key.
 #[derive(Debug, Clone, Copy)]
@@ -28,7 +29,8 @@ enum Rule {
     Ignored,
     /// Has no effect given what the other keys may hold (or PySlowFast never reads it).
     Unused,
-    /// Must hold what our SlowFast implements (checked when it differs from the default).
+    /// Must hold what our network implements: checked for a single-pathway MODEL.ARCH, and for
+    /// slowfast when it differs from the default (PySlowFast's defaults are one pathway's).
     Fixed(Fixed),
 }
 
@@ -71,12 +73,15 @@ const KEYS: &[(&str, Rule)] = &[
     ),
     ("RESNET.SPATIAL_STRIDES", Fixed(Fixed::SpatialStrides)),
     ("RESNET.SPATIAL_DILATIONS", Fixed(Fixed::Dilations)),
-    ("NONLOCAL.LOCATION", Fixed(Fixed::NonLocal)),
-    ("NONLOCAL.GROUP", Unused),
-    ("NONLOCAL.INSTANTIATION", Unused),
-    ("NONLOCAL.POOL", Unused),
-    ("MODEL.ARCH", Fixed(Fixed::Arch)),
-    ("MODEL.MODEL_NAME", Fixed(Fixed::ModelName)),
+    ("NONLOCAL.LOCATION", Derived),
+    ("NONLOCAL.GROUP", Derived),
+    (
+        "NONLOCAL.INSTANTIATION",
+        Same("model.nonlocal_instantiation"),
+    ),
+    ("NONLOCAL.POOL", Derived),
+    ("MODEL.ARCH", Derived),
+    ("MODEL.MODEL_NAME", Derived),
     ("MODEL.NUM_CLASSES", Same("model.num_classes")),
     ("MODEL.LOSS_FUNC", Same("model.loss_func")),
     ("MODEL.SINGLE_PATHWAY_ARCH", Unused),
@@ -183,18 +188,15 @@ fn rule(key: &str) -> Option<Rule> {
         })
 }
 
-/// Keys held to what our SlowFast implements.
+/// Keys held to what our network implements.
 #[derive(Debug, Clone, Copy)]
 enum Fixed {
-    Arch,
-    ModelName,
     TransFunc,
     /// PySlowFast gives a stage's temporal kernel to its first N blocks and 1 to the rest;
     /// ours gives it to every block.
     TemporalKernels,
     SpatialStrides,
     Dilations,
-    NonLocal,
     InputChannels,
     Sgd,
     BnWeightDecay,
@@ -209,38 +211,54 @@ fn blocks(depth: u32) -> [u32; 4] {
     }
 }
 
+/// Pathways of `arch`, the entries of each per-pathway list: 2 for slowfast, else 1.
+fn pathways(arch: Arch) -> usize {
+    if arch == Arch::SlowFast {
+        2
+    } else {
+        1
+    }
+}
+
+/// PySlowFast's MODEL.MODEL_NAME for `arch`: the class that builds it.
+fn model_name(arch: Arch) -> &'static str {
+    if arch == Arch::SlowFast {
+        "SlowFast"
+    } else {
+        "ResNet"
+    }
+}
+
 impl Fixed {
-    /// What our SlowFast implements, as PySlowFast writes it.
-    fn ours(self, depth: u32) -> Value {
+    /// What our network of `pathways` pathways implements, as PySlowFast writes it.
+    fn ours(self, depth: u32, pathways: usize) -> Value {
+        let per_stage = |v: [u32; 4]| json!(v.map(|n| vec![n; pathways]));
         match self {
-            Fixed::Arch => json!("slowfast"),
-            Fixed::ModelName => json!("SlowFast"),
             Fixed::TransFunc if depth == 18 => json!("basic_transform"),
             Fixed::TransFunc => json!("bottleneck_transform"),
-            Fixed::TemporalKernels => json!(blocks(depth).map(|b| [b, b])),
-            Fixed::SpatialStrides => json!([[1, 1], [2, 2], [2, 2], [2, 2]]),
-            Fixed::Dilations => json!([[1, 1], [1, 1], [1, 1], [1, 1]]),
-            Fixed::NonLocal => json!([[[], []], [[], []], [[], []], [[], []]]),
-            Fixed::InputChannels => json!([3, 3]),
+            Fixed::TemporalKernels => per_stage(blocks(depth)),
+            Fixed::SpatialStrides => per_stage([1, 2, 2, 2]),
+            Fixed::Dilations => per_stage([1; 4]),
+            Fixed::InputChannels => json!(vec![3; pathways]),
             Fixed::Sgd => json!("sgd"),
             Fixed::BnWeightDecay => json!(0.0),
         }
     }
 
-    fn accepts(self, v: &Value, depth: u32) -> bool {
+    fn accepts(self, v: &Value, depth: u32, pathways: usize) -> bool {
         match self {
             // Any count at least the stage's blocks gives every block the kernel.
             Fixed::TemporalKernels => v.as_array().is_some_and(|stages| {
                 stages.len() == 4
                     && stages.iter().zip(blocks(depth)).all(|(s, b)| {
                         s.as_array().is_some_and(|p| {
-                            p.len() == 2
+                            p.len() == pathways
                                 && p.iter()
                                     .all(|n| n.as_u64().is_some_and(|n| n >= u64::from(b)))
                         })
                     })
             }),
-            _ => same(v, &self.ours(depth)),
+            _ => same(v, &self.ours(depth, pathways)),
         }
     }
 }
@@ -279,7 +297,7 @@ fn to_u32(key: &str, v: i64) -> Result<u32> {
 
 impl PySlowFastCfg {
     /// Our config for this PySlowFast config. Every key is accounted for: mapped, worked
-    /// out, ignored (listed in one warning) or held to what our SlowFast implements; a key
+    /// out, ignored (listed in one warning) or held to what our network implements; a key
     /// whose value we do not implement is an error naming it (all such keys in one error).
     pub fn to_config(&self) -> Result<Import> {
         let defaults = defaults()?;
@@ -287,15 +305,26 @@ impl PySlowFastCfg {
             .map_err(|e| Error::Internal(format!("the default config as JSON: {e}")))?;
         let depth = to_u32("RESNET.DEPTH", self.int("RESNET.DEPTH")?)?;
         let (mut ignored, mut unsupported, mut warnings) = (Vec::new(), Vec::new(), Vec::new());
+        let arch = self.arch(&mut unsupported)?;
+        let (p, one_pathway) = (pathways(arch), arch != Arch::SlowFast);
+        set_path(&mut ours, "model.arch", json!(arch));
         for (key, value) in self.iter() {
             let at_default = defaults.get(key).is_some_and(|d| same(value, d));
-            match rule(key) {
+            let rule = match rule(key) {
+                // PySlowFast's ResNet reads no SLOWFAST key.
+                Some(Same(_)) if one_pathway && key.starts_with("SLOWFAST.") => Some(Ignored),
+                r => r,
+            };
+            match rule {
                 Some(Same(path)) => set_path(&mut ours, path, value.clone()),
                 Some(Derived | Unused) => {}
                 Some(Ignored) if !at_default => ignored.push(key),
-                Some(Fixed(f)) if !at_default && !f.accepts(value, depth) => unsupported.push(
-                    format!("{key} = {value}: our SlowFast implements {}", f.ours(depth)),
-                ),
+                Some(Fixed(f)) if (one_pathway || !at_default) && !f.accepts(value, depth, p) => {
+                    unsupported.push(format!(
+                        "{key} = {value}: multigrid's {arch} implements {}",
+                        f.ours(depth, p)
+                    ))
+                }
                 None if !at_default => unsupported.push(format!(
                     "{key} = {value}: not implemented (only PySlowFast's default, {}, is)",
                     defaults.get(key).unwrap_or(&Value::Null)
@@ -303,6 +332,7 @@ impl PySlowFastCfg {
                 _ => {}
             }
         }
+        self.nonlocal(arch, &mut ours, &mut unsupported)?;
         let (world_size, init_from, output_dir) =
             self.derive(&mut ours, &mut warnings, &mut unsupported)?;
         if !unsupported.is_empty() {
@@ -328,6 +358,105 @@ impl PySlowFastCfg {
             init_from,
             output_dir,
         })
+    }
+
+    /// `model.arch` from MODEL.ARCH and MODEL.MODEL_NAME: slowfast built by SlowFast, c2d, i3d
+    /// and slow by ResNet. Another arch, or a pair PySlowFast would not build, is an error
+    /// naming the keys; then the pathways MODEL_NAME gives stand in, for the other checks.
+    fn arch(&self, unsupported: &mut Vec<String>) -> Result<Arch> {
+        let (arch, name) = (self.str("MODEL.ARCH")?, self.str("MODEL.MODEL_NAME")?);
+        let stand_in = if name == "ResNet" {
+            Arch::I3d
+        } else {
+            Arch::SlowFast
+        };
+        let Ok(parsed) = arch.parse::<Arch>() else {
+            unsupported.push(format!(
+                "MODEL.ARCH = {arch:?}: multigrid implements slowfast (MODEL.MODEL_NAME \
+                 SlowFast), c2d, i3d and slow (MODEL.MODEL_NAME ResNet)"
+            ));
+            return Ok(stand_in);
+        };
+        if name != model_name(parsed) {
+            unsupported.push(format!(
+                "MODEL.ARCH = {arch:?} with MODEL.MODEL_NAME = {name:?}: PySlowFast builds \
+                 {arch} with MODEL.MODEL_NAME {}",
+                model_name(parsed)
+            ));
+            return Ok(stand_in);
+        }
+        Ok(parsed)
+    }
+
+    /// NONLOCAL.{LOCATION, GROUP, POOL} onto `model.nonlocal_*`, each left empty where it
+    /// holds what the empty list means (no block, groups of 1, pools of [1, 2, 2]). Their
+    /// shapes are PySlowFast's: 4 stages (res2..res5) of one entry per pathway (POOL may hold
+    /// more, as its default's two for a single pathway: PySlowFast reads the first ones).
+    /// slowfast without non-local blocks does not read GROUP and POOL (PySlowFast's
+    /// single-pathway defaults pass, as before SlowFast-NL).
+    fn nonlocal(&self, arch: Arch, ours: &mut Value, unsupported: &mut Vec<String>) -> Result<()> {
+        fn parse<T: serde::de::DeserializeOwned>(v: &Value) -> Option<T> {
+            serde_json::from_value(v.clone()).ok()
+        }
+        let value = |key: &str| {
+            self.get(key)
+                .ok_or_else(|| Error::Internal(format!("{key} is not in PySlowFast's defaults")))
+        };
+        let p = pathways(arch);
+        let shape = |stages: Option<Vec<usize>>, exact: bool| {
+            stages.is_some_and(|s| {
+                s.len() == 4 && s.iter().all(|&n| if exact { n == p } else { n >= p })
+            })
+        };
+        let per_pathway = |what: &str| {
+            format!("4 stages (res2..res5) of {p} {what} (one per pathway of MODEL.ARCH {arch})")
+        };
+        let v = value("NONLOCAL.LOCATION")?;
+        let location: Option<Vec<Vec<Vec<u32>>>> = parse(v);
+        let any = location
+            .as_ref()
+            .is_some_and(|l| l.iter().flatten().any(|b| !b.is_empty()));
+        if arch == Arch::SlowFast && location.is_some() && !any {
+            return Ok(());
+        }
+        if !shape(
+            location.as_ref().map(|l| l.iter().map(Vec::len).collect()),
+            true,
+        ) {
+            unsupported.push(format!(
+                "NONLOCAL.LOCATION = {v}: {}",
+                per_pathway("lists of block indices")
+            ));
+        } else if any {
+            set_path(ours, "model.nonlocal_location", v.clone());
+        }
+        let v = value("NONLOCAL.GROUP")?;
+        let group: Option<Vec<Vec<u32>>> = parse(v);
+        if !shape(
+            group.as_ref().map(|g| g.iter().map(Vec::len).collect()),
+            true,
+        ) {
+            unsupported.push(format!("NONLOCAL.GROUP = {v}: {}", per_pathway("counts")));
+        } else if group.iter().flatten().flatten().any(|&g| g != 1) {
+            set_path(ours, "model.nonlocal_group", v.clone());
+        }
+        let v = value("NONLOCAL.POOL")?;
+        let pool: Option<Vec<Vec<[u32; 3]>>> = parse(v);
+        if !shape(
+            pool.as_ref().map(|s| s.iter().map(Vec::len).collect()),
+            false,
+        ) {
+            unsupported.push(format!(
+                "NONLOCAL.POOL = {v}: {}",
+                per_pathway("[T, H, W] pools (or more)")
+            ));
+        } else if let Some(pool) = pool {
+            let read: Vec<Vec<[u32; 3]>> = pool.into_iter().map(|s| s[..p].to_vec()).collect();
+            if read.iter().flatten().any(|k| *k != [1, 2, 2]) {
+                set_path(ours, "model.nonlocal_pool", json!(read));
+            }
+        }
+        Ok(())
     }
 
     /// The keys worked out from others: batch and world size, evaluation batch, device,
@@ -373,16 +502,24 @@ impl PySlowFastCfg {
             "" => None,
             path => Some(PathBuf::from(path)),
         };
+        // --init-from reads a Caffe2 checkpoint by its .pkl name (train::pretrained).
+        let is_pkl = |p: &PathBuf| p.extension().is_some_and(|e| e == "pkl");
         if let (Some(path), "caffe2") = (&init_from, self.str("TRAIN.CHECKPOINT_TYPE")?) {
-            warnings.push(format!(
-                "TRAIN.CHECKPOINT_TYPE caffe2: {} is a Caffe2 .pkl, which multigrid does not \
-                 read (it reads its own checkpoints and PySlowFast .pyth files)",
-                path.display()
-            ));
+            if !is_pkl(path) {
+                warnings.push(format!(
+                    "TRAIN.CHECKPOINT_TYPE caffe2: {} will be read as a Caffe2 checkpoint only \
+                     if its name ends in .pkl",
+                    path.display()
+                ));
+            }
         }
         let world_size = to_u32("NUM_GPUS x NUM_SHARDS", per_machine * shards)?;
-        let bn_base = self.bn_base_size(batch / per_machine, world_size, warnings, unsupported)?;
+        let (bn_base, sync) =
+            self.bn_base_size(batch / per_machine, shards, warnings, unsupported)?;
         set_path(ours, "multigrid.bn_base_size", json!(bn_base));
+        if sync > 1 {
+            set_path(ours, "multigrid.bn_sync_devices", json!(sync));
+        }
         Ok((
             world_size,
             init_from,
@@ -390,19 +527,20 @@ impl PySlowFastCfg {
         ))
     }
 
-    /// `multigrid.bn_base_size`: clips per BN statistics group. With the long cycle,
-    /// MULTIGRID.BN_BASE_SIZE, as PySlowFast's multigrid sets BN.NORM_TYPE per stage from it.
-    /// Otherwise the group BN.NORM_TYPE gives a GPU of `per_gpu` clips (the whole batch,
-    /// NUM_SPLITS parts of it, or NUM_SYNC_DEVICES GPUs' batches), so that a world of
-    /// NUM_GPUS x NUM_SHARDS ranks groups as PySlowFast does, and one device groups as the
+    /// `multigrid.bn_base_size` (clips per BN statistics group) and
+    /// `multigrid.bn_sync_devices`. With the long cycle, MULTIGRID.BN_BASE_SIZE and no sync
+    /// devices, as PySlowFast's multigrid sets BN.NORM_TYPE per stage from it. Otherwise the
+    /// group BN.NORM_TYPE gives a GPU of `per_gpu` clips (the whole batch, NUM_SPLITS parts of
+    /// it, or NUM_SYNC_DEVICES GPUs' batches, all NUM_GPUS with GLOBAL_SYNC), so that a world
+    /// of NUM_GPUS x NUM_SHARDS ranks groups as PySlowFast does, and one device groups as the
     /// recipe's GPUs did.
     fn bn_base_size(
         &self,
         per_gpu: i64,
-        world_size: u32,
+        shards: i64,
         warnings: &mut Vec<String>,
         unsupported: &mut Vec<String>,
-    ) -> Result<i64> {
+    ) -> Result<(i64, i64)> {
         let norm = self.str("BN.NORM_TYPE")?;
         let long_cycle = self.bool("MULTIGRID.LONG_CYCLE")?;
         if ![
@@ -417,16 +555,18 @@ impl PySlowFastCfg {
                 "BN.NORM_TYPE = {norm:?}: PySlowFast's are batchnorm, sub_batchnorm and sync_batchnorm"
             ));
         }
-        if self.bool("BN.GLOBAL_SYNC")? && (long_cycle || norm == "sync_batchnorm") {
+        let global_sync = self.bool("BN.GLOBAL_SYNC")?;
+        if global_sync && (long_cycle || (norm == "sync_batchnorm" && shards > 1)) {
             unsupported.push(
-                "BN.GLOBAL_SYNC = True: multigrid pools sync BN statistics over groups of \
-                 BN.NUM_SYNC_DEVICES ranks, not all of them"
+                "BN.GLOBAL_SYNC = True: multigrid pools sync BN statistics over ranks of one \
+                 machine (NUM_SHARDS 1) and, with the long cycle, over groups of the stage's \
+                 NUM_SYNC_DEVICES ranks, not all of them"
                     .to_string(),
             );
         }
         let base = self.int("MULTIGRID.BN_BASE_SIZE")?;
         if long_cycle {
-            return Ok(base);
+            return Ok((base, 1));
         }
         if defaults()?
             .get("MULTIGRID.BN_BASE_SIZE")
@@ -446,24 +586,20 @@ impl PySlowFastCfg {
                         "BN.NUM_SPLITS = {k}: it must divide the batch per GPU \
                          (TRAIN.BATCH_SIZE / NUM_GPUS = {per_gpu})"
                     ));
-                    return Ok(per_gpu);
+                    return Ok((per_gpu, 1));
                 }
-                per_gpu / k
+                (per_gpu / k, 1)
             }
             "sync_batchnorm" => {
-                let d = self.int("BN.NUM_SYNC_DEVICES")?.max(1);
-                if world_size > 1 && d > 1 {
-                    warnings.push(format!(
-                        "BN.NORM_TYPE sync_batchnorm without MULTIGRID.LONG_CYCLE: multigrid \
-                         pools BN statistics over ranks with the long cycle only, so on \
-                         {world_size} ranks each normalises its own {per_gpu} clips; on one \
-                         device the groups hold the {} clips of {d} GPUs",
-                        per_gpu * d
-                    ));
+                let d = if global_sync {
+                    self.int("NUM_GPUS")?
+                } else {
+                    self.int("BN.NUM_SYNC_DEVICES")?
                 }
-                per_gpu * d
+                .max(1);
+                (per_gpu * d, d)
             }
-            _ => per_gpu,
+            _ => (per_gpu, 1),
         })
     }
 }
@@ -482,6 +618,14 @@ fn name_pyslowfast_key(e: Error) -> Error {
             "multigrid.bn_base_size",
             "MULTIGRID.BN_BASE_SIZE or BN.NORM_TYPE",
         ),
+        (
+            "multigrid.bn_sync_devices",
+            "BN.NUM_SYNC_DEVICES or BN.GLOBAL_SYNC",
+        ),
+        ("model.arch", "MODEL.ARCH"),
+        ("model.nonlocal_location", "NONLOCAL.LOCATION"),
+        ("model.nonlocal_group", "NONLOCAL.GROUP"),
+        ("model.nonlocal_pool", "NONLOCAL.POOL"),
     ];
     let theirs: Vec<&str> = KEYS
         .iter()
@@ -503,7 +647,8 @@ fn name_pyslowfast_key(e: Error) -> Error {
 /// ranks: what PySlowFast needs to build, train and test the same model (NUM_GPUS is the
 /// world size, NUM_SHARDS 1). With the long cycle, BN.NORM_TYPE is batchnorm and
 /// MULTIGRID.BN_BASE_SIZE ours (PySlowFast sets BN per stage from it); without it, the BN
-/// that ours uses on `world_size` ranks.
+/// that ours uses on `world_size` ranks (sub_batchnorm, sync_batchnorm over
+/// BN.NUM_SYNC_DEVICES ranks, or batchnorm).
 pub fn to_pyslowfast(c: &Config, world_size: u32) -> Value {
     // Through text, so an f32 such as 0.45 is written 0.45 rather than 0.44999998807907104.
     let ours: Value = serde_json::to_string(c)
@@ -519,13 +664,51 @@ pub fn to_pyslowfast(c: &Config, world_size: u32) -> Value {
         }
         *node = value;
     };
+    let m = &c.model;
+    let p = pathways(m.arch);
+    let psf_defaults = defaults().ok();
     for &(key, r) in KEYS {
         match r {
+            // PySlowFast's ResNet reads no SLOWFAST key: its defaults, not our SlowFast's.
+            Same(_) if p == 1 && key.starts_with("SLOWFAST.") => {
+                if let Some(d) = psf_defaults.and_then(|d| d.get(key)) {
+                    put(key, d.clone())
+                }
+            }
             Same(path) => put(key, get_path(&ours, path).clone()),
-            Fixed(f) => put(key, f.ours(c.model.depth)),
+            Fixed(f) => put(key, f.ours(m.depth, p)),
             _ => {}
         }
     }
+    // Left out of our JSON at their defaults.
+    put("NONLOCAL.INSTANTIATION", json!(m.nonlocal_instantiation));
+    put("MODEL.ARCH", json!(m.arch));
+    put("MODEL.MODEL_NAME", json!(model_name(m.arch)));
+    // Read even without non-local blocks: ResStage asserts one entry per pathway in
+    // LOCATION and GROUP; POOL's default holds two, of which a single pathway reads the first.
+    let or = |ours: &Value, empty: Value| match ours {
+        Value::Array(a) if !a.is_empty() => ours.clone(),
+        _ => empty,
+    };
+    let model = &ours["model"];
+    put(
+        "NONLOCAL.LOCATION",
+        or(
+            &model["nonlocal_location"],
+            json!(vec![vec![json!([]); p]; 4]),
+        ),
+    );
+    put(
+        "NONLOCAL.GROUP",
+        or(&model["nonlocal_group"], json!(vec![vec![1; p]; 4])),
+    );
+    put(
+        "NONLOCAL.POOL",
+        or(
+            &model["nonlocal_pool"],
+            json!(vec![[[1, 2, 2], [1, 2, 2]]; 4]),
+        ),
+    );
     put("TRAIN.BATCH_SIZE", json!(c.train.batch_size));
     put(
         "TEST.BATCH_SIZE",
@@ -543,9 +726,16 @@ pub fn to_pyslowfast(c: &Config, world_size: u32) -> Value {
     put("MULTIGRID.BN_BASE_SIZE", json!(c.multigrid.bn_base_size));
     let per_rank = f64::from(c.train.batch_size) / f64::from(world);
     let splits = (per_rank / f64::from(c.multigrid.bn_base_size.max(1))) as u32;
+    let sync = crate::schedule::Schedule::new(c.clone()).map_or(1, |s| {
+        s.bn_grouping_of(u64::from(c.train.batch_size), world)
+            .sync_ranks
+    });
     if !c.multigrid.long_cycle && splits > 1 {
         put("BN.NORM_TYPE", json!("sub_batchnorm"));
         put("BN.NUM_SPLITS", json!(splits));
+    } else if !c.multigrid.long_cycle && sync > 1 {
+        put("BN.NORM_TYPE", json!("sync_batchnorm"));
+        put("BN.NUM_SYNC_DEVICES", json!(sync));
     } else {
         put("BN.NORM_TYPE", json!("batchnorm"));
     }

@@ -74,7 +74,7 @@ fn with_macs(dir: &Path, mut timing: TimingRecord) -> TimingRecord {
         .and_then(|(_, ckpt)| multigrid::train::checkpoint::read_manifest(&ckpt).ok())
         .and_then(|m| {
             let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-            multigrid::model::SlowFast::new(&vs.root(), &m.config.model).ok()
+            multigrid::model::Network::new(&vs.root(), &m.config.model).ok()
         });
     if let Some(model) = model {
         for s in timing.shapes.iter_mut().filter(|s| s.macs.is_none()) {
