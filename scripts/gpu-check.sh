@@ -144,5 +144,11 @@ PY
       --data "$out/data" --set run.dist_backend=nccl --set run.dist_timeout_s=120 \
       --set solver.max_epoch=18
   fi
+  # A single-pathway network (model.arch: I3D with a non-local block after res3 block 1)
+  # through the same multigrid run: one pathway collated, staged and trained on the device.
+  check train-i3d-nl 180 trained "$out/train-i3d-nl" "$bin" train \
+    --config configs/synthetic_slowfast_tiny_multigrid.json --device "$device" \
+    --data "$out/data" --set model.arch=i3d --set 'model.nonlocal_location=[[[]],[[1]],[[]],[[]]]' \
+    --set solver.max_epoch=18 --set run.log_period=20
   echo "$passed passed, $failed failed"
 } 2>&1 | tee "$out/gpu-check.log"
