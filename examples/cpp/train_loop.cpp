@@ -51,7 +51,8 @@ int main(int argc, char** argv) {
     const auto [rank, world] = trainer.rank();
     std::printf("rank %u of %u\n", rank, world);
     mg::Batch batch;
-    const uint32_t alpha = 2;
+    // model.alpha for SlowFast; 0 for a single-pathway model.arch, which takes the clip alone.
+    const uint32_t alpha = schedule.collate_alpha();
     for (uint64_t k = 0; k < steps && k < plan.total_steps(); ++k) {
       dataset.load_step(plan, k, alpha, batch);  // the buffers are reused across shapes
       const double loss = trainer.train_step(batch, batch.step.bn_groups, batch.step.lr);
