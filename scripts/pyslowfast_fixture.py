@@ -209,6 +209,17 @@ def stub_missing_modules():
     module("slowfast.datasets.utils", ["pack_pathway_output"])
 
 
+def set_keys(cfg, keys):
+    """Sets PySlowFast cfg keys ("SECTION.KEY": value), each of which must exist."""
+    for key, value in keys.items():
+        node = cfg
+        *path, leaf = key.split(".")
+        for p in path:
+            node = getattr(node, p)
+        assert hasattr(node, leaf), key
+        setattr(node, leaf, value)
+
+
 def pyslowfast_cfg(get_cfg, norm_type, num_splits, ours=OURS, nonlocal_=None):
     """PySlowFast's cfg of the SlowFast `ours`; `nonlocal_`: NONLOCAL.* keys to set."""
     cfg = get_cfg()
@@ -249,13 +260,7 @@ def pyslowfast_cfg(get_cfg, norm_type, num_splits, ours=OURS, nonlocal_=None):
         "BN.NUM_SPLITS": num_splits,
     }
     keys.update(nonlocal_ or {})
-    for key, value in keys.items():
-        node = cfg
-        *path, leaf = key.split(".")
-        for p in path:
-            node = getattr(node, p)
-        assert hasattr(node, leaf), key
-        setattr(node, leaf, value)
+    set_keys(cfg, keys)
     return cfg, keys
 
 
@@ -777,13 +782,7 @@ def resnet_cfg(get_cfg, net, norm_type, num_splits, depth=50, width=RESNET_WIDTH
         "BN.NORM_TYPE": norm_type,
         "BN.NUM_SPLITS": num_splits,
     }
-    for key, value in keys.items():
-        node = cfg
-        *path, leaf = key.split(".")
-        for p in path:
-            node = getattr(node, p)
-        assert hasattr(node, leaf), key
-        setattr(node, leaf, value)
+    set_keys(cfg, keys)
     ours = {
         "arch": spec["arch"],
         "depth": depth,

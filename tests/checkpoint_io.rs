@@ -386,6 +386,14 @@ fn sorted_vars(t: &multigrid::train::Trainer) -> Vec<(String, Tensor)> {
     v
 }
 
+/// A copy of every variable by name, to compare with after a load.
+fn snapshot(t: &multigrid::train::Trainer) -> BTreeMap<String, Tensor> {
+    sorted_vars(t)
+        .into_iter()
+        .map(|(k, v)| (k, v.copy()))
+        .collect()
+}
+
 #[test]
 fn init_from_with_other_classes_reinitialises_only_the_head() {
     let t = trained();
@@ -726,10 +734,7 @@ fn a_2d_imagenet_resnet_inflates_onto_the_slow_pathway() {
     let mut tr =
         multigrid::train::Trainer::new(t.config_with(serde_json::json!({})), &dir.join("run"))
             .unwrap();
-    let before: BTreeMap<String, Tensor> = sorted_vars(&tr)
-        .into_iter()
-        .map(|(k, v)| (k, v.copy()))
-        .collect();
+    let before = snapshot(&tr);
     let e = tr.init_from(&st).unwrap_err().to_string();
     assert!(
         e.contains("s1.pathway1_stem.bn.bias [1] is missing") && e.contains("--init-skip-missing"),
@@ -891,10 +896,7 @@ fn a_2d_imagenet_resnet_inflates_onto_an_i3d_with_nonlocal() {
     python_ok(RESNET2D_WRITER, &[&pth, &st, Path::new("bottleneck")]);
     let w2d = read(&st);
     let mut tr = multigrid::train::Trainer::new(i3d_nonlocal(t), &dir.join("run")).unwrap();
-    let before: BTreeMap<String, Tensor> = sorted_vars(&tr)
-        .into_iter()
-        .map(|(k, v)| (k, v.copy()))
-        .collect();
+    let before = snapshot(&tr);
     let e = tr.init_from(&st).unwrap_err().to_string();
     assert!(
         e.contains("s3.pathway0_nonlocal1.bn.bias [64] is missing")
