@@ -88,16 +88,18 @@
  *     cannot be read, clips that keep failing to decode); TORCH.
  *   mg_trainer_evaluate: IO (no such split); DATA (a split that cannot be read).
  *   mg_trainer_load: IO (no checkpoint there); DATA (a manifest that cannot be parsed).
+ *   mg_trainer_init_from: INVALID_ARGUMENT (an unknown flag; tensors that do not map, named,
+ *     without MG_INIT_SKIP_MISSING); IO and DATA (a file that cannot be read or converted).
  *   mg_trainer_resume: DATA (no checkpoint whose manifest parses and whose files pass their
  *     checksums; a newest one that fails is passed over for the one before, with a warning).
  *   mg_trainer_rank, mg_trainer_next_step, mg_trainer_resume, mg_trainer_fit,
  *     mg_trainer_train_step, mg_trainer_train_step_targets, mg_trainer_evaluate,
- *     mg_trainer_save, mg_trainer_load: BUSY (the trainer is inside a call this one may not
- *     overlap, see Threads).
- *   mg_last_error_message, mg_status_str, mg_version, mg_trainer_last_metrics, mg_*_free:
- *     never fail; where a trainer call may not overlap the one running (see Threads),
- *     mg_trainer_last_metrics returns 0 and mg_trainer_free frees nothing, and both set the
- *     last error.
+ *     mg_trainer_save, mg_trainer_load, mg_trainer_init_from: BUSY (the trainer is inside a
+ *     call this one may not overlap, see Threads).
+ *   mg_last_error_message, mg_status_str, mg_version, mg_trainer_last_metrics,
+ *     mg_trainer_init_report, mg_*_free: never fail; where a trainer call may not overlap the
+ *     one running (see Threads), mg_trainer_last_metrics and mg_trainer_init_report return 0
+ *     and mg_trainer_free frees nothing, and they set the last error.
  */
 
 #ifndef MULTIGRID_H
@@ -150,7 +152,7 @@ typedef struct mg_plan mg_plan;
 typedef struct mg_schedule mg_schedule;
 
 /**
- * A SlowFast trainer over a config's schedule. Create with `mg_trainer_new`, free with
+ * A trainer of the config's network (`model.arch`) over its schedule. Create with `mg_trainer_new`, free with
  * `mg_trainer_free`.
  */
 typedef struct mg_trainer mg_trainer;
@@ -901,23 +903,26 @@ mg_status mg_trainer_load(struct mg_trainer *trainer, const char *checkpoint_dir
  * (fine-tuning: the optimizer, plan position and clock start afresh; a classifier of another
  * class count is re-initialised). `path`: our checkpoint directory or `.safetensors`, a
  * PySlowFast `.pyth`, a PySlowFast Caffe2 `.pkl` (CHECKPOINT_TYPE caffe2), or a 2D ImageNet
- * ResNet with torchvision's names (`.pth` or `.safetensors`), inflated to 3D as PySlowFast's
- * CHECKPOINT_INFLATE; `.pyth`, `.pkl` and `.pth` are read by the package's Python
- * (scripts/pyth.py, needs torch). `flags`: 0 or MG_INIT_SKIP_MISSING. On success, what was
- * loaded as JSON (`source`, `loaded`, `reinitialised`, `checkpoint_classes`, `notes`,
- * `inflated`, `skipped`, `unused`) is copied into `report` as mg_last_error_message copies
- * (NUL-terminated, truncated to `report_len`; NULL with 0 for none) and its full length to
- * `*report_size` (may be NULL). With several ranks every rank calls it; rank 0 reads the file
- * and its values are broadcast. Errors: MG_STATUS_NULL_ARGUMENT, MG_STATUS_INVALID_ARGUMENT
- * (an unknown flag), MG_STATUS_IO and MG_STATUS_DATA (a file that cannot be read or converted;
- * tensors that do not map, named, without MG_INIT_SKIP_MISSING), MG_STATUS_TORCH.
+ * ResNet with torchvision's names (`.pth` or `.safetensors`), inflated to 3D as PySlowFast
+ * inflates; `.pyth`, `.pkl` and `.pth` are read by the package's Python (scripts/pyth.py,
+ * needs torch). `flags`: 0 or MG_INIT_SKIP_MISSING. What was loaded: mg_trainer_init_report.
+ * With several ranks every rank calls it; rank 0 reads the file and its values are
+ * broadcast. Errors: MG_STATUS_NULL_ARGUMENT, MG_STATUS_INVALID_ARGUMENT (an unknown flag;
+ * tensors that do not map, named, without MG_INIT_SKIP_MISSING), MG_STATUS_IO and
+ * MG_STATUS_DATA (a file that cannot be read or converted), MG_STATUS_TORCH, MG_STATUS_BUSY.
  */
-mg_status mg_trainer_init_from(struct mg_trainer *trainer,
-                               const char *path,
-                               uint32_t flags,
-                               char *report,
-                               size_t report_len,
-                               size_t *report_size);
+mg_status mg_trainer_init_from(struct mg_trainer *trainer, const char *path, uint32_t flags);
+
+/**
+ * Copies what the last mg_trainer_init_from loaded, as JSON (`source`, `loaded`,
+ * `reinitialised`, `checkpoint_classes`, `notes`, `inflated`, `skipped`, `unused`), into `buf`
+ * like mg_last_error_message: NUL-terminated, truncated to `len`, returns the full length
+ * (call with NULL and 0 to size the buffer); 0 before any init_from, on a NULL trainer, and
+ * during a call that changes the trainer (that one sets the last error: MG_STATUS_BUSY's).
+ * Rank 0 reads the file and has the report; other ranks, which receive the weights by
+ * broadcast, report nothing loaded.
+ */
+size_t mg_trainer_init_report(const struct mg_trainer *trainer, char *buf, size_t len);
 
 /**
  * Copies the last metrics line (JSON) into `buf` like mg_last_error_message: NUL-terminated,

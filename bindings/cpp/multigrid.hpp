@@ -425,20 +425,13 @@ class Trainer {
     return a;
   }
   void save() { detail::check(mg_trainer_save(get())); }
-  /// Initialises the model from another run's weights (mg_trainer_init_from); returns the
-  /// report (JSON).
+  /// Initialises the model from another run's weights (mg_trainer_init_from); returns what
+  /// was loaded (mg_trainer_init_report, JSON).
   std::string init_from(const std::string& path, bool skip_missing = false) {
-    const uint32_t flags = skip_missing ? MG_INIT_SKIP_MISSING : 0;
-    size_t size = 0;
-    std::string report(4096, '\0');
-    detail::check(mg_trainer_init_from(get(), path.c_str(), flags, report.data(), report.size(),
-                                       &size));
-    if (size >= report.size()) {
-      report.assign(size + 1, '\0');
-      detail::check(mg_trainer_init_from(get(), path.c_str(), flags, report.data(),
-                                         report.size(), &size));
-    }
-    report.resize(size);
+    detail::check(
+        mg_trainer_init_from(get(), path.c_str(), skip_missing ? MG_INIT_SKIP_MISSING : 0));
+    std::string report(mg_trainer_init_report(get(), nullptr, 0) + 1, '\0');
+    report.resize(mg_trainer_init_report(get(), report.data(), report.size()));
     return report;
   }
   void load(const std::string& checkpoint_dir) {

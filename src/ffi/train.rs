@@ -14,7 +14,7 @@ use super::error::{c_str, non_null};
 use super::error::{guard, mg_status, out_ptr, FfiError};
 use super::versioned::{self, AnyBits, Versioned};
 
-/// A SlowFast trainer over a config's schedule. Create with `mg_trainer_new`, free with
+/// A trainer of the config's network (`model.arch`) over its schedule. Create with `mg_trainer_new`, free with
 /// `mg_trainer_free`.
 pub struct mg_trainer {
     #[cfg(feature = "torch")]
@@ -886,24 +886,18 @@ pub const MG_INIT_SKIP_MISSING: u32 = 1;
 /// (fine-tuning: the optimizer, plan position and clock start afresh; a classifier of another
 /// class count is re-initialised). `path`: our checkpoint directory or `.safetensors`, a
 /// PySlowFast `.pyth`, a PySlowFast Caffe2 `.pkl` (CHECKPOINT_TYPE caffe2), or a 2D ImageNet
-/// ResNet with torchvision's names (`.pth` or `.safetensors`), inflated to 3D as PySlowFast's
-/// CHECKPOINT_INFLATE; `.pyth`, `.pkl` and `.pth` are read by the package's Python
-/// (scripts/pyth.py, needs torch). `flags`: 0 or MG_INIT_SKIP_MISSING. On success, what was
-/// loaded as JSON (`source`, `loaded`, `reinitialised`, `checkpoint_classes`, `notes`,
-/// `inflated`, `skipped`, `unused`) is copied into `report` as mg_last_error_message copies
-/// (NUL-terminated, truncated to `report_len`; NULL with 0 for none) and its full length to
-/// `*report_size` (may be NULL). With several ranks every rank calls it; rank 0 reads the file
-/// and its values are broadcast. Errors: MG_STATUS_NULL_ARGUMENT, MG_STATUS_INVALID_ARGUMENT
-/// (an unknown flag), MG_STATUS_IO and MG_STATUS_DATA (a file that cannot be read or converted;
-/// tensors that do not map, named, without MG_INIT_SKIP_MISSING), MG_STATUS_TORCH.
+/// ResNet with torchvision's names (`.pth` or `.safetensors`), inflated to 3D as PySlowFast
+/// inflates; `.pyth`, `.pkl` and `.pth` are read by the package's Python (scripts/pyth.py,
+/// needs torch). `flags`: 0 or MG_INIT_SKIP_MISSING. What was loaded: mg_trainer_init_report.
+/// With several ranks every rank calls it; rank 0 reads the file and its values are
+/// broadcast. Errors: MG_STATUS_NULL_ARGUMENT, MG_STATUS_INVALID_ARGUMENT (an unknown flag;
+/// tensors that do not map, named, without MG_INIT_SKIP_MISSING), MG_STATUS_IO and
+/// MG_STATUS_DATA (a file that cannot be read or converted), MG_STATUS_TORCH, MG_STATUS_BUSY.
 #[no_mangle]
 pub extern "C" fn mg_trainer_init_from(
     trainer: *mut mg_trainer,
     path: *const c_char,
     flags: u32,
-    report: *mut c_char,
-    report_len: usize,
-    report_size: *mut usize,
 ) -> mg_status {
     guard("mg_trainer_init_from", || {
         #[cfg(feature = "torch")]
@@ -917,21 +911,65 @@ pub extern "C" fn mg_trainer_init_from(
             let opts = crate::train::checkpoint::InitOptions {
                 skip_missing: flags & MG_INIT_SKIP_MISSING != 0,
             };
-            let r = exclusive(trainer, "mg_trainer_init_from")?
+            exclusive(trainer, "mg_trainer_init_from")?
                 .init_from_with(std::path::Path::new(file), opts)?;
-            let text =
-                serde_json::to_string(&r).map_err(|e| FfiError::Invalid(format!("report: {e}")))?;
-            let n = super::error::copy_out(&text, report, report_len);
-            if !report_size.is_null() {
-                // SAFETY: a non-NULL `report_size` points to a size_t the caller owns.
-                unsafe { *report_size = n };
-            }
             Ok(())
         }
         #[cfg(not(feature = "torch"))]
         {
-            let _ = (trainer, path, flags, report, report_len, report_size);
+            let _ = (trainer, path, flags);
             unsupported()
+        }
+    })
+}
+
+/// Copies what the last mg_trainer_init_from loaded, as JSON (`source`, `loaded`,
+/// `reinitialised`, `checkpoint_classes`, `notes`, `inflated`, `skipped`, `unused`), into `buf`
+/// like mg_last_error_message: NUL-terminated, truncated to `len`, returns the full length
+/// (call with NULL and 0 to size the buffer); 0 before any init_from, on a NULL trainer, and
+/// during a call that changes the trainer (that one sets the last error: MG_STATUS_BUSY's).
+/// Rank 0 reads the file and has the report; other ranks, which receive the weights by
+/// broadcast, report nothing loaded.
+#[no_mangle]
+pub extern "C" fn mg_trainer_init_report(
+    trainer: *const mg_trainer,
+    buf: *mut c_char,
+    len: usize,
+) -> usize {
+    #[cfg(feature = "torch")]
+    return text_query("mg_trainer_init_report", trainer, buf, len, |t| {
+        t.init_report()
+            .and_then(|r| serde_json::to_string(r).ok())
+            .unwrap_or_default()
+    });
+    #[cfg(not(feature = "torch"))]
+    super::error::guard_value("mg_trainer_init_report", 0, || {
+        let _ = (trainer, buf, len);
+        0
+    })
+}
+
+/// A trainer query that copies text out as mg_last_error_message does: 0 on a NULL trainer,
+/// for an empty text, and during a call that changes the trainer (which sets the last error,
+/// MG_STATUS_BUSY's).
+#[cfg(feature = "torch")]
+fn text_query(
+    name: &'static str,
+    trainer: *const mg_trainer,
+    buf: *mut c_char,
+    len: usize,
+    text: impl FnOnce(&crate::train::Trainer) -> String,
+) -> usize {
+    super::error::guard_value(name, 0, || {
+        if trainer.is_null() {
+            return 0;
+        }
+        match shared(trainer) {
+            Ok(t) => super::error::copy_out(&text(&t), buf, len),
+            Err(e) => {
+                super::error::report(name, &e);
+                0
+            }
         }
     })
 }
@@ -945,29 +983,16 @@ pub extern "C" fn mg_trainer_last_metrics(
     buf: *mut c_char,
     len: usize,
 ) -> usize {
+    #[cfg(feature = "torch")]
+    return text_query("mg_trainer_last_metrics", trainer, buf, len, |t| {
+        match t.last_metrics() {
+            serde_json::Value::Null => String::new(),
+            v => v.to_string(),
+        }
+    });
+    #[cfg(not(feature = "torch"))]
     super::error::guard_value("mg_trainer_last_metrics", 0, || {
-        #[cfg(feature = "torch")]
-        {
-            if trainer.is_null() {
-                return 0;
-            }
-            let t = match shared(trainer) {
-                Ok(t) => t,
-                Err(e) => {
-                    super::error::report("mg_trainer_last_metrics", &e);
-                    return 0;
-                }
-            };
-            let text = match t.last_metrics() {
-                serde_json::Value::Null => String::new(),
-                v => v.to_string(),
-            };
-            super::error::copy_out(&text, buf, len)
-        }
-        #[cfg(not(feature = "torch"))]
-        {
-            let _ = (trainer, buf, len);
-            0
-        }
+        let _ = (trainer, buf, len);
+        0
     })
 }

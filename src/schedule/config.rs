@@ -197,7 +197,8 @@ impl Default for RunConfig {
     }
 }
 
-/// `model`: SlowFast (spec section 3). PySlowFast's RESNET, SLOWFAST and MODEL keys, flattened.
+/// `model`: the network, SlowFast (spec section 3) or a single-pathway ResNet (`arch`).
+/// PySlowFast's RESNET, SLOWFAST, NONLOCAL and MODEL keys, flattened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {

@@ -285,6 +285,8 @@ pub struct Trainer {
     /// Per shape, whether cudnn.benchmark is on (`run.cudnn_benchmark = "auto"`, decided at
     /// warm-up).
     cudnn: Option<cudnn::CudnnPlan>,
+    /// What the last `init_from` loaded (the C API reads it with mg_trainer_init_report).
+    init_report: Option<checkpoint::InitReport>,
 }
 
 impl Trainer {
@@ -384,6 +386,7 @@ impl Trainer {
             grad_reduce_seconds: 0.0,
             graphs: None,
             cudnn: None,
+            init_report: None,
         };
         trainer.agree(opened, "open its output directory")?;
         trainer.check_ranks_agree()?;

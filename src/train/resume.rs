@@ -305,7 +305,14 @@ impl Trainer {
         self.clips_seen = 0;
         self.wall_before = 0.0;
         self.clock = Instant::now();
+        self.init_report = Some(report.clone());
         Ok(report)
+    }
+
+    /// What the last [`Trainer::init_from_with`] loaded: rank 0's report (it reads the file;
+    /// the other ranks receive the weights by broadcast and report nothing loaded).
+    pub fn init_report(&self) -> Option<&InitReport> {
+        self.init_report.as_ref()
     }
 
     fn read_init(&mut self, path: &Path, opts: InitOptions) -> Result<InitReport> {
@@ -522,7 +529,7 @@ impl Trainer {
             return Err(Error::InvalidArgument(format!(
                 "cannot initialise from {}: {}{more} (is the config's model, depth {} width {}, \
                  the checkpoint's? To load what fits and list the rest, skip what does not map: \
-                 --init-skip-missing)",
+                 --init-skip-missing, MG_INIT_SKIP_MISSING in C, skip_missing=True in Python)",
                 shown.display(),
                 problems.join("; "),
                 self.config.model.depth,

@@ -41,6 +41,10 @@ impl Trainer {
             return Ok(Tensor::f_from_slice(host)?.f_view(shape)?);
         }
         let numel: i64 = shape.iter().product();
+        if numel == 0 && host.is_empty() {
+            // A single-pathway network's slow input: nothing to pin or copy.
+            return Ok(Tensor::f_empty(shape, (T::KIND, self.device))?);
+        }
         if numel != host.len() as i64 {
             return Err(Error::InvalidArgument(format!(
                 "{} values for shape {shape:?}",

@@ -52,7 +52,8 @@ impl Trainer {
         Ok(shapes.len())
     }
 
-    /// Random clips of `n` x `t` frames x `s`^2 pixels, both pathways, on the device.
+    /// Random clips of `n` x `t` frames x `s`^2 pixels on the device: slow and fast pathways
+    /// (the slow one empty for a single-pathway network).
     fn random_input(&self, n: u32, t: u32, s: u32) -> Result<(Tensor, Tensor)> {
         let ts = self.slow_frames(t);
         let (n, t, s) = (i64::from(n), i64::from(t), i64::from(s));

@@ -569,7 +569,8 @@ def _pathways(slow, fast, slow_shape, fast_shape):
 
 
 class Trainer(_Handle):
-    """SlowFast on libtorch over a whole multigrid schedule (CUDA when present)."""
+    """The config's network (model.arch) on libtorch over a whole multigrid schedule (CUDA when
+    present)."""
 
     _free = "mg_trainer_free"
 
@@ -698,17 +699,14 @@ class Trainer(_Handle):
     def init_from(self, path, skip_missing=False):
         """Initialises the model from another run's weights (ours, a PySlowFast .pyth or Caffe2
         .pkl, a torchvision 2D ResNet .pth/.safetensors, inflated), as mg_trainer_init_from;
-        returns its report as a dict. skip_missing: list what does not map instead of failing."""
+        returns what was loaded (mg_trainer_init_report) as a dict. skip_missing: list what
+        does not map instead of failing."""
         self._refuse_inside_fit("init_from")
         flags = _ffi.MG_INIT_SKIP_MISSING if skip_missing else 0
-        buf = C.create_string_buffer(1 << 16)
-        size = C.c_size_t()
-        _check(_L().mg_trainer_init_from(self._ptr(), os.fsencode(path), flags, buf, len(buf),
-                                         C.byref(size)))
-        if size.value >= len(buf):
-            buf = C.create_string_buffer(size.value + 1)
-            _check(_L().mg_trainer_init_from(self._ptr(), os.fsencode(path), flags, buf, len(buf),
-                                             C.byref(size)))
+        _check(_L().mg_trainer_init_from(self._ptr(), os.fsencode(path), flags))
+        n = _L().mg_trainer_init_report(self._ptr(), None, 0)
+        buf = C.create_string_buffer(n + 1)
+        _L().mg_trainer_init_report(self._ptr(), buf, n + 1)
         return json.loads(buf.value.decode())
 
     def load(self, checkpoint_dir):

@@ -201,7 +201,8 @@ FUNCTIONS = {
     "mg_trainer_evaluate": (C.c_int32, [C.POINTER(mg_trainer), C.c_char_p, C.POINTER(mg_accuracy)]),
     "mg_trainer_save": (C.c_int32, [C.POINTER(mg_trainer)]),
     "mg_trainer_load": (C.c_int32, [C.POINTER(mg_trainer), C.c_char_p]),
-    "mg_trainer_init_from": (C.c_int32, [C.POINTER(mg_trainer), C.c_char_p, C.c_uint32, C.c_char_p, C.c_size_t, C.POINTER(C.c_size_t)]),
+    "mg_trainer_init_from": (C.c_int32, [C.POINTER(mg_trainer), C.c_char_p, C.c_uint32]),
+    "mg_trainer_init_report": (C.c_size_t, [C.POINTER(mg_trainer), C.c_char_p, C.c_size_t]),
     "mg_trainer_last_metrics": (C.c_size_t, [C.POINTER(mg_trainer), C.c_char_p, C.c_size_t]),
 }
 

@@ -59,7 +59,7 @@ enum Command {
     /// frame compressed on its own (SPLIT.mgframes: a clip costs the frames it samples). The
     /// trainer reads SPLIT.mgstore, else SPLIT.mgframes, else SPLIT.csv.
     BuildStore(BuildStoreArgs),
-    /// Train a SlowFast with the config's schedule (multigrid or baseline).
+    /// Train the config's network (`model.arch`) with its schedule (multigrid or baseline).
     #[cfg(feature = "torch")]
     Train(TrainArgs),
     /// PySlowFast checkpoints (.pyth) to and from ours; needs Python with torch ($MG_PYTHON,

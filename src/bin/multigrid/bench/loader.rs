@@ -151,7 +151,7 @@ fn per_shape_bench(
 ) -> Result<(), String> {
     use multigrid::data::dataset::{batch_spec, load_clips};
     collate::set_num_threads(1).map_err(|e| e.to_string())?;
-    let alpha = schedule.config().model.alpha;
+    let alpha = schedule.config().model.collate_alpha();
     println!("one core, {clips} clips per shape and source; a GPU step takes {gpu_step_s} s");
     println!(
         "{:>12} {:>16} {:>12} {:>12}",

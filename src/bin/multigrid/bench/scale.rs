@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use multigrid::distributed::{BUCKET_BYTES, FIRST_BUCKET_BYTES};
-use multigrid::model::SlowFast;
+use multigrid::model::Network;
 use multigrid::{Config, Plan, Schedule};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -359,7 +359,7 @@ pub fn run(o: &Args) -> Result<(), String> {
     let (step_times, measured) = read_step_times(&o.step_times, o.series.as_deref())?;
 
     let vs = nn::VarStore::new(Device::Cpu);
-    let model = SlowFast::new(&vs.root(), &config.model).map_err(|e| e.to_string())?;
+    let model = Network::new(&vs.root(), &config.model).map_err(|e| e.to_string())?;
     let macs = |t: u32, c: u32| model.macs(i64::from(t), i64::from(c));
     // Backward produces the classifier's gradient first and the stems' last; parameters are
     // named head.*, s1.* .. s5.*, so reversed names with the head first follow backward.
