@@ -88,8 +88,9 @@
  *     cannot be read, clips that keep failing to decode); TORCH.
  *   mg_trainer_evaluate: IO (no such split); DATA (a split that cannot be read).
  *   mg_trainer_load: IO (no checkpoint there); DATA (a manifest that cannot be parsed).
- *   mg_trainer_init_from: INVALID_ARGUMENT (an unknown flag; tensors that do not map, named,
- *     without MG_INIT_SKIP_MISSING); IO and DATA (a file that cannot be read or converted).
+ *   mg_trainer_init_from: INVALID_ARGUMENT (an unknown flag; a path that is no checkpoint;
+ *     tensors that do not map, named, without MG_INIT_SKIP_MISSING); DATA (a checkpoint or
+ *     file that cannot be parsed or converted).
  *   mg_trainer_resume: DATA (no checkpoint whose manifest parses and whose files pass their
  *     checksums; a newest one that fails is passed over for the one before, with a warning).
  *   mg_trainer_rank, mg_trainer_next_step, mg_trainer_resume, mg_trainer_fit,
@@ -907,9 +908,10 @@ mg_status mg_trainer_load(struct mg_trainer *trainer, const char *checkpoint_dir
  * inflates; `.pyth`, `.pkl` and `.pth` are read by the package's Python (scripts/pyth.py,
  * needs torch). `flags`: 0 or MG_INIT_SKIP_MISSING. What was loaded: mg_trainer_init_report.
  * With several ranks every rank calls it; rank 0 reads the file and its values are
- * broadcast. Errors: MG_STATUS_NULL_ARGUMENT, MG_STATUS_INVALID_ARGUMENT (an unknown flag;
- * tensors that do not map, named, without MG_INIT_SKIP_MISSING), MG_STATUS_IO and
- * MG_STATUS_DATA (a file that cannot be read or converted), MG_STATUS_TORCH, MG_STATUS_BUSY.
+ * broadcast. Errors: MG_STATUS_NULL_ARGUMENT, MG_STATUS_INVALID_ARGUMENT (an unknown flag; a
+ * path that is no checkpoint; tensors that do not map, named, without MG_INIT_SKIP_MISSING),
+ * MG_STATUS_DATA (a checkpoint or file that cannot be parsed or converted), MG_STATUS_IO (a
+ * file that cannot be read), MG_STATUS_TORCH, MG_STATUS_BUSY.
  */
 mg_status mg_trainer_init_from(struct mg_trainer *trainer, const char *path, uint32_t flags);
 

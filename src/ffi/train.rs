@@ -890,9 +890,10 @@ pub const MG_INIT_SKIP_MISSING: u32 = 1;
 /// inflates; `.pyth`, `.pkl` and `.pth` are read by the package's Python (scripts/pyth.py,
 /// needs torch). `flags`: 0 or MG_INIT_SKIP_MISSING. What was loaded: mg_trainer_init_report.
 /// With several ranks every rank calls it; rank 0 reads the file and its values are
-/// broadcast. Errors: MG_STATUS_NULL_ARGUMENT, MG_STATUS_INVALID_ARGUMENT (an unknown flag;
-/// tensors that do not map, named, without MG_INIT_SKIP_MISSING), MG_STATUS_IO and
-/// MG_STATUS_DATA (a file that cannot be read or converted), MG_STATUS_TORCH, MG_STATUS_BUSY.
+/// broadcast. Errors: MG_STATUS_NULL_ARGUMENT, MG_STATUS_INVALID_ARGUMENT (an unknown flag; a
+/// path that is no checkpoint; tensors that do not map, named, without MG_INIT_SKIP_MISSING),
+/// MG_STATUS_DATA (a checkpoint or file that cannot be parsed or converted), MG_STATUS_IO (a
+/// file that cannot be read), MG_STATUS_TORCH, MG_STATUS_BUSY.
 #[no_mangle]
 pub extern "C" fn mg_trainer_init_from(
     trainer: *mut mg_trainer,

@@ -388,6 +388,7 @@ static int32_t reenter(void *user_data, const mg_progress *p) {
   EXPECT(MG_STATUS_BUSY, mg_trainer_evaluate(t, "val", &acc));
   EXPECT(MG_STATUS_BUSY, mg_trainer_save(t));
   EXPECT(MG_STATUS_BUSY, mg_trainer_load(t, "."));
+  EXPECT(MG_STATUS_BUSY, mg_trainer_init_from(t, ".", 0));
   UNTOUCHED(rank == 7 && world == 7 && next == 7 && loss == 7.0 && sum.steps == 7);
   UNTOUCHED(acc.clips == 0x5a5a5a5a5a5a5a5aull);
   char metrics[64] = "untouched";
@@ -515,6 +516,9 @@ static void trainer(const char *data, const char *scratch) {
 
   snprintf(path, sizeof path, "%s/no-such-checkpoint", scratch);
   EXPECT(MG_STATUS_IO, mg_trainer_load(t, path));
+  EXPECT(MG_STATUS_INVALID_ARGUMENT, mg_trainer_init_from(t, path, 0));
+  EXPECT(MG_STATUS_INVALID_ARGUMENT, mg_trainer_init_from(t, path, 2));
+  EXPECT(MG_STATUS_NULL_ARGUMENT, mg_trainer_init_from(t, NULL, 0));
   EXPECT(MG_STATUS_NULL_ARGUMENT, mg_trainer_load(t, NULL));
   bool resumed = true;
   EXPECT(MG_STATUS_NULL_ARGUMENT, mg_trainer_resume(t, NULL));
@@ -609,6 +613,7 @@ static void trainer(const char *data, const char *scratch) {
   EXPECT(MG_STATUS_DATA, mg_trainer_resume(t, &resumed));
   snprintf(path, sizeof path, "%s/checkpoints/step_1", bad_run);
   EXPECT(MG_STATUS_DATA, mg_trainer_load(t, path));
+  EXPECT(MG_STATUS_DATA, mg_trainer_init_from(t, path, 0));
   /* Nowhere to write a checkpoint: a file stands where the directory goes. */
   snprintf(cmd, sizeof cmd, "rm -rf '%s/checkpoints'", bad_run);
   if (system(cmd) != 0) fprintf(stderr, "cannot run %s\n", cmd);
