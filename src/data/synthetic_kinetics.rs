@@ -255,8 +255,9 @@ pub fn ensure_options(clips: u64, task: Task) -> KineticsOptions {
         frames: 32,
         size: 64,
         store: true,
-        // The benchmarks read the stores; MP4s only cost time there.
-        videos: task == Task::Simple && cfg!(feature = "video"),
+        // The demo and the benchmarks read the stores; MP4s only cost time there (a third of
+        // the demo data's generation). `multigrid gen-data` writes them when asked.
+        videos: false,
         task,
         ..KineticsOptions::default()
     }
